@@ -1,0 +1,103 @@
+// -----------------------------------------------------------------------------
+// File: policy.h
+// -----------------------------------------------------------------------------
+// Decode routing policies behind one interface. The same objects route in the proxy and in the
+// simulator, so a simulated result is a result about the shipped code.
+//
+//   rr      round-robin over decoders
+//   random  uniform (seeded)
+//   jsq     fewest in-flight requests; ties broken uniformly at random
+//   p2c     two distinct decoders sampled uniformly; the less loaded wins, a tie goes to the
+//           first sampled
+//   domain  oracle label pools (docs/PAPER.md §7.7): labels with share >= 1/K get floor(K*share)
+//           decoders, rarer labels share a "misc" pool (at least one decoder), leftover decoders
+//           go by largest fractional part; JSQ with random ties inside a pool
+//   eldr    locality band (docs/PAPER.md §4): scores s_k = signature . centroid_k; band =
+//           {k : s_k >= max - tau}; the decoder in the band with the fewest in-flight requests,
+//           ties to the lowest index
+//
+// Missing inputs are normal, never errors: a policy given no usable signature (eldr) or no known
+// label (domain) falls back to jsq over the available decoders and says so in
+// RouteDecision::fallback. Decoders marked unavailable in the ClusterView are never chosen;
+// Unavailable is returned only when none is available.
+//
+// Thread-safety: a policy instance is NOT thread-safe (rr keeps a cursor; others use the caller's
+// Rng). Create one per thread with MakePolicy; they share the immutable SignatureSpace.
+//
+// Example:
+//   ELDR_ASSIGN_OR_RETURN(auto policy, MakePolicy(opts));
+//   RouteRequest req{.counts = &counts};
+//   ELDR_ASSIGN_OR_RETURN(RouteDecision d, policy->Route(req, view, rng));
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "eldr/expert_counts.h"
+#include "eldr/rng.h"
+#include "eldr/signature_space.h"
+#include "eldr/status.h"
+
+namespace eldr {
+
+// What a policy may know about a request. Every field is optional.
+struct RouteRequest {
+  const ExpertCounts* counts = nullptr;   // prefill expert counts (observed or predicted)
+  std::span<const float> signature = {};  // an already-embedded unit signature (wins over counts)
+  std::string_view label = {};            // domain/language label (domain policy only)
+};
+
+// The live state a policy routes on.
+struct ClusterView {
+  std::span<const int64_t> in_flight;     // per decoder
+  std::span<const uint8_t> available = {};  // per decoder, non-zero = may be chosen; empty = all
+};
+
+struct RouteDecision {
+  int decoder = -1;
+  bool fallback = false;  // the policy could not use its signal and balanced load instead
+  int band_size = 0;      // eldr: decoders in the locality band (0 for other policies)
+  float best_score = 0;   // eldr: best centroid cosine
+};
+
+class RoutingPolicy {
+ public:
+  virtual ~RoutingPolicy() = default;
+  virtual std::string_view Name() const = 0;
+  // Picks a decoder. REQUIRES: view.in_flight.size() == the policy's decoder count (checked).
+  // No I/O, no locks, no allocation on the eldr/jsq/p2c/rr/random paths.
+  virtual Result<RouteDecision> Route(const RouteRequest& req, const ClusterView& view,
+                                      Rng& rng) = 0;
+};
+
+struct LabelShare {
+  std::string label;
+  double share = 0;
+};
+
+struct PolicyOptions {
+  std::string name = "eldr";   // rr | random | jsq | p2c | domain | eldr
+  int decoders = 0;            // required, > 0
+  double tau = 0.1;            // eldr: finite, >= 0
+  std::shared_ptr<const SignatureSpace> space;  // eldr: required, k() == decoders
+  std::vector<LabelShare> label_shares;         // domain: calibration label mix (required)
+  Status Validate() const;
+};
+
+// The names MakePolicy accepts, in display order.
+std::span<const std::string_view> PolicyNames();
+Result<std::unique_ptr<RoutingPolicy>> MakePolicy(const PolicyOptions& options);
+
+// Domain policy pools, exposed for tests and reports: pool index per label (misc last) and the
+// decoder range [begin, end) of each pool.
+struct DomainPools {
+  std::vector<std::string> labels;                 // pool i serves labels[i]; "" = misc
+  std::vector<std::pair<int, int>> ranges;
+};
+Result<DomainPools> ComputeDomainPools(std::span<const LabelShare> shares, int decoders);
+
+}  // namespace eldr

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs eldr's build and test dependencies from Debian 12 packages. Idempotent: does nothing
+# (and needs no network) when everything is already present. Uses sudo when not root.
+set -euo pipefail
+PKGS=(
+  cmake ninja-build g++ make pkg-config
+  libboost1.81-dev libboost-json1.81-dev
+  libcli11-dev libspdlog-dev libfmt-dev libxxhash-dev libexpected-dev
+  libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
+  python3-numpy python3-matplotlib
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+# Boost 1.74's -dev packages conflict with 1.81 (docs/CPP.md); refuse rather than break a system.
+if dpkg-query -W -f='${Status}' libboost1.74-dev 2>/dev/null | grep -q "install ok installed"; then
+  echo "install-deps: libboost1.74-dev is installed and conflicts with libboost1.81-dev;" >&2
+  echo "remove it first: $SUDO apt-get remove libboost1.74-dev libboost-dev" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

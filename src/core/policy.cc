@@ -1,0 +1,331 @@
+#include "eldr/policy.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <limits>
+#include <map>
+
+namespace eldr {
+
+namespace {
+
+constexpr std::array<std::string_view, 6> kNames = {"rr", "random", "jsq", "p2c", "domain",
+                                                    "eldr"};
+
+bool Avail(const ClusterView& v, int i) { return v.available.empty() || v.available[i] != 0; }
+
+Status CheckView(const ClusterView& v, int decoders) {
+  if (v.in_flight.size() != static_cast<size_t>(decoders)) {
+    return InvalidArgument("cluster view has {} decoders, policy was built for {}",
+                           v.in_flight.size(), decoders)
+        .error();
+  }
+  if (!v.available.empty() && v.available.size() != v.in_flight.size()) {
+    return InvalidArgument("availability mask has {} entries for {} decoders", v.available.size(),
+                           v.in_flight.size())
+        .error();
+  }
+  return Status::Ok();
+}
+
+// JSQ over [begin, end) with uniform random tie-break (reservoir sampling over the minima, so
+// one pass and no allocation). Returns -1 when no decoder in range is available.
+int JsqRandomTie(const ClusterView& v, int begin, int end, Rng& rng) {
+  int best = -1, ties = 0;
+  int64_t best_load = std::numeric_limits<int64_t>::max();
+  for (int i = begin; i < end; ++i) {
+    if (!Avail(v, i)) continue;
+    const int64_t l = v.in_flight[i];
+    if (l < best_load) {
+      best_load = l;
+      best = i;
+      ties = 1;
+    } else if (l == best_load && rng.Uniform(++ties) == 0) {
+      best = i;
+    }
+  }
+  return best;
+}
+
+Result<RouteDecision> Done(int decoder, bool fallback = false) {
+  if (decoder < 0) return Unavailable("no decoder is available");
+  RouteDecision d;
+  d.decoder = decoder;
+  d.fallback = fallback;
+  return d;
+}
+
+class RoundRobin final : public RoutingPolicy {
+ public:
+  explicit RoundRobin(int n) : n_(n) {}
+  std::string_view Name() const override { return "rr"; }
+  Result<RouteDecision> Route(const RouteRequest&, const ClusterView& v, Rng&) override {
+    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+    for (int tries = 0; tries < n_; ++tries) {
+      const int i = next_;
+      next_ = (next_ + 1) % n_;
+      if (Avail(v, i)) return Done(i);
+    }
+    return Done(-1);
+  }
+
+ private:
+  int n_;
+  int next_ = 0;
+};
+
+class RandomPolicy final : public RoutingPolicy {
+ public:
+  explicit RandomPolicy(int n) : n_(n) {}
+  std::string_view Name() const override { return "random"; }
+  Result<RouteDecision> Route(const RouteRequest&, const ClusterView& v, Rng& rng) override {
+    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+    if (v.available.empty()) return Done(static_cast<int>(rng.Uniform(n_)));
+    // Uniform over available decoders: reservoir sample of size one.
+    int pick = -1, seen = 0;
+    for (int i = 0; i < n_; ++i)
+      if (Avail(v, i) && rng.Uniform(++seen) == 0) pick = i;
+    return Done(pick);
+  }
+
+ private:
+  int n_;
+};
+
+class Jsq final : public RoutingPolicy {
+ public:
+  explicit Jsq(int n) : n_(n) {}
+  std::string_view Name() const override { return "jsq"; }
+  Result<RouteDecision> Route(const RouteRequest&, const ClusterView& v, Rng& rng) override {
+    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+    return Done(JsqRandomTie(v, 0, n_, rng));
+  }
+
+ private:
+  int n_;
+};
+
+class P2c final : public RoutingPolicy {
+ public:
+  explicit P2c(int n) : n_(n) {}
+  std::string_view Name() const override { return "p2c"; }
+  Result<RouteDecision> Route(const RouteRequest&, const ClusterView& v, Rng& rng) override {
+    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+    if (n_ == 1) return Done(Avail(v, 0) ? 0 : -1);
+    if (!v.available.empty()) {
+      // With unavailable decoders, sample among the available ones.
+      int avail = 0;
+      for (int i = 0; i < n_; ++i) avail += Avail(v, i);
+      if (avail == 0) return Done(-1);
+      auto nth = [&](int k) {
+        for (int i = 0; i < n_; ++i)
+          if (Avail(v, i) && k-- == 0) return i;
+        return -1;
+      };
+      if (avail == 1) return Done(nth(0));
+      const int a = static_cast<int>(rng.Uniform(avail));
+      int b = static_cast<int>(rng.Uniform(avail - 1));
+      if (b >= a) ++b;
+      const int ia = nth(a), ib = nth(b);
+      return Done(v.in_flight[ib] < v.in_flight[ia] ? ib : ia);
+    }
+    const int a = static_cast<int>(rng.Uniform(n_));
+    int b = static_cast<int>(rng.Uniform(n_ - 1));
+    if (b >= a) ++b;
+    return Done(v.in_flight[b] < v.in_flight[a] ? b : a);
+  }
+
+ private:
+  int n_;
+};
+
+class DomainPolicy final : public RoutingPolicy {
+ public:
+  DomainPolicy(int n, DomainPools pools) : n_(n), pools_(std::move(pools)) {
+    for (size_t i = 0; i < pools_.labels.size(); ++i) {
+      if (pools_.labels[i].empty()) {
+        misc_ = static_cast<int>(i);
+      } else {
+        index_.emplace(pools_.labels[i], static_cast<int>(i));
+      }
+    }
+  }
+  std::string_view Name() const override { return "domain"; }
+  Result<RouteDecision> Route(const RouteRequest& req, const ClusterView& v, Rng& rng) override {
+    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+    int pool = -1;
+    if (!req.label.empty()) {
+      auto it = index_.find(req.label);
+      pool = it != index_.end() ? it->second : misc_;
+    }
+    if (pool >= 0) {
+      auto [b, e] = pools_.ranges[pool];
+      const int d = JsqRandomTie(v, b, e, rng);
+      if (d >= 0) return Done(d);
+    }
+    return Done(JsqRandomTie(v, 0, n_, rng), /*fallback=*/true);
+  }
+
+ private:
+  int n_;
+  DomainPools pools_;
+  std::map<std::string, int, std::less<>> index_;
+  int misc_ = -1;
+};
+
+class EldrPolicy final : public RoutingPolicy {
+ public:
+  EldrPolicy(int n, double tau, std::shared_ptr<const SignatureSpace> space)
+      : n_(n), tau_(static_cast<float>(tau)), space_(std::move(space)), scores_(n) {}
+  std::string_view Name() const override { return "eldr"; }
+
+  Result<RouteDecision> Route(const RouteRequest& req, const ClusterView& v, Rng& rng) override {
+    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+    bool have = false;
+    if (req.signature.size() == static_cast<size_t>(space_->dims())) {
+      space_->ScoreSignature(req.signature, scores_);
+      have = true;
+    } else if (req.counts != nullptr) {
+      have = space_->Score(*req.counts, scores_).ok();
+    }
+    if (!have) return Done(JsqRandomTie(v, 0, n_, rng), /*fallback=*/true);
+    // Band around the best *available* centroid: an unavailable decoder must not pull the band's
+    // threshold up and leave it empty.
+    float best = -std::numeric_limits<float>::infinity();
+    for (int i = 0; i < n_; ++i)
+      if (Avail(v, i)) best = std::max(best, scores_[i]);
+    if (best == -std::numeric_limits<float>::infinity()) return Done(-1);
+    const float threshold = best - tau_;
+    int pick = -1, band = 0;
+    int64_t load = std::numeric_limits<int64_t>::max();
+    for (int i = 0; i < n_; ++i) {
+      if (!Avail(v, i) || scores_[i] < threshold) continue;
+      ++band;
+      if (v.in_flight[i] < load) {  // strict: ties go to the lowest index
+        load = v.in_flight[i];
+        pick = i;
+      }
+    }
+    RouteDecision d;
+    d.decoder = pick;
+    d.band_size = band;
+    d.best_score = best;
+    return d;
+  }
+
+ private:
+  int n_;
+  float tau_;
+  std::shared_ptr<const SignatureSpace> space_;
+  std::vector<float> scores_;
+};
+
+}  // namespace
+
+std::span<const std::string_view> PolicyNames() { return kNames; }
+
+Status PolicyOptions::Validate() const {
+  if (std::find(kNames.begin(), kNames.end(), name) == kNames.end()) {
+    return InvalidArgument("unknown policy '{}' (rr, random, jsq, p2c, domain, eldr)", name)
+        .error();
+  }
+  if (decoders <= 0) return InvalidArgument("policy needs at least one decoder").error();
+  if (name == "eldr") {
+    if (!std::isfinite(tau) || tau < 0) {
+      return InvalidArgument("tau must be finite and >= 0 (got {})", tau).error();
+    }
+    if (!space) return InvalidArgument("policy 'eldr' needs a signature space").error();
+    if (space->k() != decoders) {
+      return FailedPrecondition(
+                 "signature space has {} centroids but there are {} decoders: refit with "
+                 "K = {} (one centroid per decoder)",
+                 space->k(), decoders, decoders)
+          .error();
+    }
+  }
+  if (name == "domain" && label_shares.empty()) {
+    return InvalidArgument("policy 'domain' needs the calibration label mix").error();
+  }
+  return Status::Ok();
+}
+
+Result<DomainPools> ComputeDomainPools(std::span<const LabelShare> shares, int decoders) {
+  if (decoders <= 0) return InvalidArgument("domain pools need decoders");
+  double total = 0;
+  for (const auto& s : shares) {
+    if (!std::isfinite(s.share) || s.share < 0) return InvalidArgument("bad label share");
+    if (s.label.empty()) return InvalidArgument("empty label in the label mix");
+    total += s.share;
+  }
+  if (!(total > 0)) return InvalidArgument("label mix has no mass");
+  // Big labels by share (descending, then name) and a misc pool for the rest.
+  std::vector<LabelShare> big;
+  double misc = 0;
+  for (const auto& s : shares) {
+    const double f = s.share / total;
+    if (f >= 1.0 / decoders) {
+      big.push_back({s.label, f});
+    } else {
+      misc += f;
+    }
+  }
+  std::sort(big.begin(), big.end(), [](const LabelShare& a, const LabelShare& b) {
+    return a.share != b.share ? a.share > b.share : a.label < b.label;
+  });
+  DomainPools p;
+  std::vector<int> size;
+  std::vector<double> frac;
+  for (const auto& b : big) {
+    p.labels.push_back(b.label);
+    size.push_back(static_cast<int>(std::floor(decoders * b.share)));
+    frac.push_back(decoders * b.share - size.back());
+  }
+  if (misc > 0) {
+    p.labels.push_back("");
+    size.push_back(std::max(1, static_cast<int>(std::floor(decoders * misc))));
+    frac.push_back(decoders * misc - std::floor(decoders * misc));
+  }
+  int used = 0;
+  for (int s : size) used += s;
+  // Leftover decoders by largest fractional part (ties to the earlier pool).
+  while (used < decoders) {
+    size_t best = 0;
+    for (size_t i = 1; i < frac.size(); ++i)
+      if (frac[i] > frac[best]) best = i;
+    ++size[best];
+    frac[best] = -1;
+    ++used;
+  }
+  // A forced misc decoder can overshoot by one: take it from the largest pool.
+  while (used > decoders) {
+    size_t big_i = 0;
+    for (size_t i = 1; i < size.size(); ++i)
+      if (size[i] > size[big_i]) big_i = i;
+    --size[big_i];
+    --used;
+  }
+  int begin = 0;
+  for (int s : size) {
+    p.ranges.emplace_back(begin, begin + s);
+    begin += s;
+  }
+  return p;
+}
+
+Result<std::unique_ptr<RoutingPolicy>> MakePolicy(const PolicyOptions& o) {
+  if (Status s = o.Validate(); !s.ok()) return tl::unexpected<Status>(s);
+  std::unique_ptr<RoutingPolicy> p;
+  if (o.name == "rr") p = std::make_unique<RoundRobin>(o.decoders);
+  if (o.name == "random") p = std::make_unique<RandomPolicy>(o.decoders);
+  if (o.name == "jsq") p = std::make_unique<Jsq>(o.decoders);
+  if (o.name == "p2c") p = std::make_unique<P2c>(o.decoders);
+  if (o.name == "eldr") p = std::make_unique<EldrPolicy>(o.decoders, o.tau, o.space);
+  if (o.name == "domain") {
+    ELDR_ASSIGN_OR_RETURN(DomainPools pools, ComputeDomainPools(o.label_shares, o.decoders));
+    p = std::make_unique<DomainPolicy>(o.decoders, std::move(pools));
+  }
+  return p;
+}
+
+}  // namespace eldr

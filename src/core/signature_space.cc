@@ -1,0 +1,362 @@
+#include "eldr/signature_space.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <boost/json.hpp>
+
+#include "simd.h"
+
+namespace eldr {
+
+namespace json = boost::json;
+
+std::string_view TransformName(SignatureTransform t) {
+  switch (t) {
+    case SignatureTransform::kCountIdf: return "count_idf";
+    case SignatureTransform::kCount: return "count";
+    case SignatureTransform::kBinary: return "binary";
+  }
+  return "count_idf";
+}
+
+Result<SignatureTransform> ParseTransform(std::string_view name) {
+  if (name == "count_idf" || name == "full") return SignatureTransform::kCountIdf;
+  if (name == "count") return SignatureTransform::kCount;
+  if (name == "binary") return SignatureTransform::kBinary;
+  return InvalidArgument("unknown signature transform '{}' (count_idf, count, binary)", name);
+}
+
+SignatureSpace::SignatureSpace(SignatureSpaceSpec spec) : spec_(std::move(spec)) {}
+
+Result<std::shared_ptr<const SignatureSpace>> SignatureSpace::Build(SignatureSpaceSpec spec) {
+  if (spec.layers <= 0 || spec.experts <= 0) {
+    return InvalidArgument("signature space: L and e must be positive (got {}, {})", spec.layers,
+                           spec.experts);
+  }
+  if (spec.layer_mask.empty()) return InvalidArgument("signature space: empty layer_mask");
+  for (size_t i = 0; i < spec.layer_mask.size(); ++i) {
+    const int l = spec.layer_mask[i];
+    if (l < 0 || l >= spec.layers) {
+      return OutOfRange("signature space: layer_mask entry {} outside [0, {})", l, spec.layers);
+    }
+    if (i > 0 && l <= spec.layer_mask[i - 1]) {
+      return InvalidArgument("signature space: layer_mask must be sorted and unique");
+    }
+  }
+  const size_t dims = spec.layer_mask.size() * spec.experts;
+  if (spec.transform == SignatureTransform::kCountIdf) {
+    if (spec.idf.size() != dims) {
+      return InvalidArgument("signature space: sig_idf has {} weights, |mask|*e = {}",
+                             spec.idf.size(), dims);
+    }
+    for (float w : spec.idf) {
+      if (!std::isfinite(w) || w < 0) {
+        return InvalidArgument("signature space: sig_idf weights must be finite and >= 0");
+      }
+    }
+  } else if (!spec.idf.empty() && spec.idf.size() != dims) {
+    return InvalidArgument("signature space: sig_idf has {} weights, |mask|*e = {}",
+                           spec.idf.size(), dims);
+  }
+  if (spec.centroids.empty()) return InvalidArgument("signature space: no centroids (k = 0)");
+  for (size_t k = 0; k < spec.centroids.size(); ++k) {
+    auto& c = spec.centroids[k];
+    if (c.size() != dims) {
+      return InvalidArgument("signature space: centroid {} has {} dims, expected {}", k, c.size(),
+                             dims);
+    }
+    double n2 = 0;
+    for (float v : c) {
+      if (!std::isfinite(v)) return InvalidArgument("signature space: centroid {} not finite", k);
+      n2 += double{v} * v;
+    }
+    if (n2 <= 0) return InvalidArgument("signature space: centroid {} is all zero", k);
+    const float inv = static_cast<float>(1.0 / std::sqrt(n2));
+    for (float& v : c) v *= inv;
+  }
+  std::shared_ptr<SignatureSpace> s(new SignatureSpace(std::move(spec)));
+  s->dims_ = static_cast<int>(dims);
+  const int k = s->k();
+  s->k_pad_ = (k + 7) / 8 * 8;
+  s->weight_.assign(dims, 1.0f);
+  if (s->spec_.transform == SignatureTransform::kCountIdf) s->weight_ = s->spec_.idf;
+  s->ct_.assign(dims * s->k_pad_, 0.0f);
+  for (int j = 0; j < k; ++j)
+    for (size_t d = 0; d < dims; ++d) s->ct_[d * s->k_pad_ + j] = s->spec_.centroids[j][d];
+  return std::shared_ptr<const SignatureSpace>(std::move(s));
+}
+
+Status SignatureSpace::CheckGeometry(const ModelGeometry& g) const {
+  if (spec_.layers != g.moe_layers || spec_.experts != g.experts) {
+    return FailedPrecondition(
+               "signature space is for a model with L={} layers x e={} experts ('{}'), but the "
+               "model is {} with {} x {}",
+               spec_.layers, spec_.experts, spec_.model, g.display_name, g.moe_layers, g.experts)
+        .error();
+  }
+  auto m = FindModel(spec_.model);
+  if (m && m->name != g.name) {
+    return FailedPrecondition("signature space was fitted for {}, not {}", m->display_name,
+                              g.display_name)
+        .error();
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+float Transform(SignatureTransform t, uint32_t c) {
+  if (t == SignatureTransform::kBinary) return c > 0 ? 1.0f : 0.0f;
+  return static_cast<float>(c);
+}
+
+// The scoring kernel: acc[0..kp) += x * row[0..kp) for each non-zero coordinate.
+
+ELDR_MULTIVERSION
+double ScoreKernel(const uint32_t* counts, const int* mask, int mask_len, int experts,
+                   SignatureTransform t, const float* weight, const float* ct, int kp,
+                   float* acc) {
+  double norm2 = 0;
+  for (int m = 0; m < mask_len; ++m) {
+    const uint32_t* cl = counts + static_cast<size_t>(mask[m]) * experts;
+    const size_t base = static_cast<size_t>(m) * experts;
+    for (int e = 0; e < experts; ++e) {
+      if (cl[e] == 0) continue;
+      const float x = Transform(t, cl[e]) * weight[base + e];
+      norm2 += double{x} * x;
+      const float* row = ct + (base + e) * kp;
+      for (int j = 0; j < kp; ++j) acc[j] += x * row[j];
+    }
+  }
+  return norm2;
+}
+
+}  // namespace
+
+Status SignatureSpace::Score(const ExpertCounts& counts, std::span<float> scores) const {
+  if (counts.layers() != spec_.layers || counts.experts() != spec_.experts) {
+    return InvalidArgument("counts are {}x{}, signature space expects {}x{}", counts.layers(),
+                           counts.experts(), spec_.layers, spec_.experts)
+        .error();
+  }
+  if (scores.size() != static_cast<size_t>(k())) {
+    return InvalidArgument("scores span has {} slots for k = {}", scores.size(), k()).error();
+  }
+  alignas(32) float acc_small[64];
+  std::vector<float> acc_big;
+  float* acc = acc_small;
+  if (k_pad_ > 64) {
+    acc_big.assign(k_pad_, 0.0f);
+    acc = acc_big.data();
+  } else {
+    std::fill(acc_small, acc_small + k_pad_, 0.0f);
+  }
+  const double norm2 =
+      ScoreKernel(counts.data().data(), spec_.layer_mask.data(),
+                  static_cast<int>(spec_.layer_mask.size()), spec_.experts, spec_.transform,
+                  weight_.data(), ct_.data(), k_pad_, acc);
+  if (!(norm2 > 0)) {
+    return FailedPrecondition("no signature: the request has no expert picks on the {} masked "
+                              "layers (or only experts with zero weight)",
+                              spec_.layer_mask.size())
+        .error();
+  }
+  const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
+  for (int j = 0; j < k(); ++j) scores[j] = acc[j] * inv;
+  return Status::Ok();
+}
+
+Status SignatureSpace::Embed(const ExpertCounts& counts, std::span<float> out) const {
+  if (counts.layers() != spec_.layers || counts.experts() != spec_.experts) {
+    return InvalidArgument("counts are {}x{}, signature space expects {}x{}", counts.layers(),
+                           counts.experts(), spec_.layers, spec_.experts)
+        .error();
+  }
+  if (out.size() != static_cast<size_t>(dims_)) {
+    return InvalidArgument("output span has {} slots for {} dims", out.size(), dims_).error();
+  }
+  double norm2 = 0;
+  for (size_t m = 0; m < spec_.layer_mask.size(); ++m) {
+    auto cl = counts.layer(spec_.layer_mask[m]);
+    for (int e = 0; e < spec_.experts; ++e) {
+      const size_t d = m * spec_.experts + e;
+      out[d] = Transform(spec_.transform, cl[e]) * weight_[d];
+      norm2 += double{out[d]} * out[d];
+    }
+  }
+  if (!(norm2 > 0)) {
+    return FailedPrecondition("no signature: the request has no expert picks on the masked "
+                              "layers")
+        .error();
+  }
+  const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
+  for (float& v : out) v *= inv;
+  return Status::Ok();
+}
+
+void SignatureSpace::ScoreSignature(std::span<const float> sig, std::span<float> scores) const {
+  for (int j = 0; j < k(); ++j) {
+    double dot = 0;
+    const auto& c = spec_.centroids[j];
+    for (int d = 0; d < dims_; ++d) dot += double{sig[d]} * c[d];
+    scores[j] = static_cast<float>(dot);
+  }
+}
+
+// ---- JSON ------------------------------------------------------------------------------------
+
+std::string SignatureSpace::ToJson() const {
+  json::object o;
+  o["format"] = kSignatureSpaceFormat;
+  o["version"] = kSignatureSpaceVersion;
+  o["model"] = spec_.model;
+  o["algo"] = spec_.algo;
+  o["k"] = k();
+  o["L"] = spec_.layers;
+  o["e"] = spec_.experts;
+  o["n_fit"] = spec_.n_fit;
+  o["variant"] = TransformName(spec_.transform);
+  o["layer_select"] = "forward_greedy";
+  json::array mask;
+  for (int l : spec_.layer_mask) mask.push_back(l);
+  o["layer_mask"] = std::move(mask);
+  if (std::isfinite(spec_.fit_peak_rho)) {
+    o["fit_peak_rho"] = spec_.fit_peak_rho;
+  } else {
+    o["fit_peak_rho"] = nullptr;
+  }
+  o["seed"] = spec_.seed;
+  o["sig_dtype"] = "<i2";
+  json::array cs;
+  for (const auto& c : spec_.centroids) {
+    json::array row;
+    row.reserve(c.size());
+    for (float v : c) row.push_back(static_cast<double>(v));
+    cs.push_back(std::move(row));
+  }
+  o["centroids"] = std::move(cs);
+  json::array idf;
+  for (float v : spec_.idf) idf.push_back(static_cast<double>(v));
+  o["sig_idf"] = std::move(idf);
+  return json::serialize(o);
+}
+
+namespace {
+
+Result<int64_t> GetInt(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (!v) return InvalidArgument("signature space: missing field '{}'", key);
+  if (v->is_int64()) return v->get_int64();
+  if (v->is_uint64() && v->get_uint64() <= INT64_MAX) return static_cast<int64_t>(v->get_uint64());
+  if (v->is_double() && std::floor(v->get_double()) == v->get_double() &&
+      std::fabs(v->get_double()) < 1e15) {
+    return static_cast<int64_t>(v->get_double());
+  }
+  return InvalidArgument("signature space: field '{}' must be an integer", key);
+}
+
+Result<double> AsNumber(const json::value& v, std::string_view what) {
+  if (v.is_double()) return v.get_double();
+  if (v.is_int64()) return static_cast<double>(v.get_int64());
+  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
+  return InvalidArgument("signature space: {} must be numbers", what);
+}
+
+Result<std::vector<float>> GetFloats(const json::value& v, std::string_view what) {
+  if (!v.is_array()) return InvalidArgument("signature space: '{}' must be an array", what);
+  std::vector<float> out;
+  out.reserve(v.get_array().size());
+  for (const auto& x : v.get_array()) {
+    ELDR_ASSIGN_OR_RETURN(double d, AsNumber(x, what));
+    out.push_back(static_cast<float>(d));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const SignatureSpace>> SignatureSpace::FromJson(std::string_view text,
+                                                                       const ModelGeometry* expect) {
+  boost::system::error_code ec;
+  json::value root = json::parse(json::string_view(text.data(), text.size()), ec);
+  if (ec) return InvalidArgument("signature space: not valid JSON ({})", ec.message());
+  if (!root.is_object()) return InvalidArgument("signature space: top level must be an object");
+  const json::object& o = root.get_object();
+  if (const auto* f = o.if_contains("format")) {
+    if (!f->is_string() || f->get_string() != kSignatureSpaceFormat) {
+      return FailedPrecondition("signature space: format is not '{}'", kSignatureSpaceFormat);
+    }
+  }
+  if (o.contains("version")) {
+    ELDR_ASSIGN_OR_RETURN(int64_t version, GetInt(o, "version"));
+    if (version < 1 || version > kSignatureSpaceVersion) {
+      return FailedPrecondition(
+          "signature space: file version {} is not supported by this eldr (reads 1..{})", version,
+          kSignatureSpaceVersion);
+    }
+  }
+  SignatureSpaceSpec spec;
+  if (const auto* m = o.if_contains("model"); m && m->is_string()) {
+    spec.model = std::string(m->get_string());
+  } else {
+    return InvalidArgument("signature space: missing string field 'model'");
+  }
+  ELDR_ASSIGN_OR_RETURN(int64_t L, GetInt(o, "L"));
+  ELDR_ASSIGN_OR_RETURN(int64_t e, GetInt(o, "e"));
+  if (L <= 0 || L > 4096 || e <= 0 || e > 65535) {
+    return InvalidArgument("signature space: L={} e={} out of range", L, e);
+  }
+  spec.layers = static_cast<int>(L);
+  spec.experts = static_cast<int>(e);
+  if (const auto* a = o.if_contains("algo"); a && a->is_string()) {
+    spec.algo = std::string(a->get_string());
+  }
+  if (o.contains("n_fit")) {
+    ELDR_ASSIGN_OR_RETURN(int64_t n, GetInt(o, "n_fit"));
+    spec.n_fit = static_cast<int>(n);
+  }
+  if (o.contains("seed")) {
+    ELDR_ASSIGN_OR_RETURN(int64_t s, GetInt(o, "seed"));
+    spec.seed = static_cast<uint64_t>(s);
+  }
+  if (const auto* r = o.if_contains("fit_peak_rho"); r && !r->is_null()) {
+    ELDR_ASSIGN_OR_RETURN(spec.fit_peak_rho, AsNumber(*r, "fit_peak_rho"));
+  }
+  if (const auto* v = o.if_contains("variant"); v && v->is_string()) {
+    ELDR_ASSIGN_OR_RETURN(spec.transform,
+                          ParseTransform(std::string_view(v->get_string())));
+  }
+  const auto* mask = o.if_contains("layer_mask");
+  if (!mask || !mask->is_array()) return InvalidArgument("signature space: missing 'layer_mask'");
+  for (const auto& x : mask->get_array()) {
+    if (!x.is_int64()) return InvalidArgument("signature space: layer_mask must hold integers");
+    if (x.get_int64() < 0 || x.get_int64() >= L) {
+      return OutOfRange("signature space: layer_mask entry {} outside [0, {})", x.get_int64(), L);
+    }
+    spec.layer_mask.push_back(static_cast<int>(x.get_int64()));
+  }
+  if (const auto* idf = o.if_contains("sig_idf")) {
+    ELDR_ASSIGN_OR_RETURN(spec.idf, GetFloats(*idf, "sig_idf"));
+  }
+  const auto* cs = o.if_contains("centroids");
+  if (!cs || !cs->is_array()) return InvalidArgument("signature space: missing 'centroids'");
+  for (const auto& row : cs->get_array()) {
+    ELDR_ASSIGN_OR_RETURN(auto c, GetFloats(row, "centroids"));
+    spec.centroids.push_back(std::move(c));
+  }
+  if (o.contains("k")) {
+    ELDR_ASSIGN_OR_RETURN(int64_t k, GetInt(o, "k"));
+    if (k != static_cast<int64_t>(spec.centroids.size())) {
+      return InvalidArgument("signature space: k = {} but {} centroids are present", k,
+                             spec.centroids.size());
+    }
+  }
+  ELDR_ASSIGN_OR_RETURN(auto space, Build(std::move(spec)));
+  if (expect) {
+    if (Status s = space->CheckGeometry(*expect); !s.ok()) return tl::unexpected<Status>(s);
+  }
+  return space;
+}
+
+}  // namespace eldr
