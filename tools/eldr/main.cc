@@ -1,1 +1,93 @@
-int main() { return 0; }
+// eldr: the one command-line tool. Flags are parsed here and nowhere else; every subcommand maps
+// its flags onto the library's Options structs and reports errors as "eldr <cmd>: message".
+#include <CLI/CLI.hpp>
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+#include "commands.h"
+
+namespace eldr::cli {
+
+Result<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return NotFound("cannot open '{}'", path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return DataLoss("error reading '{}'", path);
+  return ss.str();
+}
+
+Status WriteFileAtomically(const std::string& path, std::string_view data) {
+  // Write to a temporary sibling and rename, so a crash never leaves a half-written file where a
+  // router might load it.
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return Unavailable("cannot write '{}'", tmp);
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    out.flush();
+    if (!out) return DataLoss("error writing '{}'", tmp);
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return Unavailable("cannot rename '{}' to '{}'", tmp, path);
+  }
+  return Status::Ok();
+}
+
+Progress::Progress(bool enabled) : enabled_(enabled), tty_(isatty(2)) {}
+
+void Progress::Update(std::string_view stage, double fraction) {
+  if (!enabled_) return;
+  const int pct = static_cast<int>(std::lround(fraction * 100));
+  if (tty_) {
+    const int filled = pct / 5;
+    fmt::print(stderr, "\r  {:<12} [{}{}] {:3d}%", stage, std::string(filled, '#'),
+               std::string(20 - filled, '.'), pct);
+    if (pct >= 100) fmt::print(stderr, "\n");
+  } else if (stage != last_stage_ || pct >= last_pct_ + 25 || (pct == 100 && last_pct_ != 100)) {
+    fmt::print(stderr, "  {} {}%\n", stage, pct);
+    last_pct_ = pct;
+  }
+  if (stage != last_stage_) last_stage_ = std::string(stage);
+  std::fflush(stderr);
+}
+
+}  // namespace eldr::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"eldr: expert-locality-aware decode routing for PD-disaggregated MoE serving"};
+  app.require_subcommand(1);
+  eldr::cli::FitArgs fit;
+  eldr::cli::RouteArgs route;
+  eldr::cli::AddFitCommand(app, fit);
+  eldr::cli::AddRouteCommand(app, route);
+  auto* models = app.add_subcommand("models", "List the model geometry presets");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  eldr::Status s;
+  std::string name;
+  if (app.got_subcommand("fit")) {
+    name = "fit";
+    s = eldr::cli::RunFit(fit);
+  } else if (app.got_subcommand("route")) {
+    name = "route";
+    s = eldr::cli::RunRoute(route);
+  } else if (models->parsed()) {
+    eldr::cli::PrintModels();
+  }
+  if (!s.ok()) {
+    fmt::print(stderr, "eldr {}: {}\n", name, s.ToString());
+    return 1;
+  }
+  return 0;
+}

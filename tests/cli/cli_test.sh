@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# End-to-end checks of the eldr CLI: the fit/route path on the shipped data, and a clear error
+# with a non-zero exit for every kind of bad input.
+set -uo pipefail
+ELDR=$1
+DATA=$2
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0; passes=0
+ok() { passes=$((passes + 1)); }
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+# expect_error NEEDLE CMD...: the command must exit non-zero and print NEEDLE on stderr.
+expect_error() {
+  local needle=$1; shift
+  if "$@" >"$T/out" 2>"$T/err"; then bad "succeeded: $*"; return; fi
+  grep -q -- "$needle" "$T/err" && ok || { bad "no '$needle' in: $(cat "$T/err")"; }
+}
+
+"$ELDR" fit -i "$DATA/calib.jsonl" -k 8 -o "$T/space.json" -q && ok || bad "fit failed"
+grep -q '"format":"eldr.signature_space"' "$T/space.json" && ok || bad "no format field"
+"$ELDR" fit -i "$DATA/calib.jsonl" -k 8 -o "$T/space2.json" -q
+cmp -s "$T/space.json" "$T/space2.json" && ok || bad "fit is not deterministic"
+"$ELDR" route -s "$T/space.json" -i "$DATA/heldout.jsonl" --arrivals 600 >"$T/route" 2>&1 \
+  && ok || bad "route failed: $(cat "$T/route")"
+for p in rr random jsq p2c domain eldr; do
+  grep -q "^$p " "$T/route" && ok || bad "route output lacks $p"
+done
+
+expect_error "cannot open" "$ELDR" fit -i "$T/missing.jsonl" -o "$T/x.json"
+printf '{"format":"eldr.calibration","version":1,"model":"gpt-oss-20b"}\n{"prefill": [[1,2]]}\n' >"$T/short.jsonl"
+expect_error "line 2" "$ELDR" fit -i "$T/short.jsonl" -o "$T/x.json"
+printf 'garbage\n' >"$T/garbage.jsonl"
+expect_error "not valid JSON" "$ELDR" fit -i "$T/garbage.jsonl" -o "$T/x.json" -m gpt-oss-20b
+expect_error "unknown model" "$ELDR" fit -i "$DATA/calib.jsonl" -o "$T/x.json" -m llama-3
+expect_error "calibration data for GPT-OSS-20B, not Qwen3-30B-A3B" "$ELDR" fit -i "$DATA/calib.jsonl" -o "$T/x.json" -m qwen3-30b-a3b
+expect_error "cannot fill k" "$ELDR" fit -i "$DATA/heldout.jsonl" -o "$T/x.json" -k 1000
+[ ! -e "$T/x.json" ] && ok || bad "a failed fit left an output file"
+# A signature space for a different decoder count or model is refused by route.
+"$ELDR" fit -i "$DATA/calib.jsonl" -k 4 -o "$T/k4.json" -q
+sed 's/"model":"gpt-oss-20b"/"model":"qwen3-30b-a3b"/' "$T/k4.json" >"$T/other.json"
+expect_error "fitted for Qwen3-30B-A3B" "$ELDR" route -s "$T/other.json" -i "$DATA/heldout.jsonl"
+head -c 300 "$T/k4.json" >"$T/trunc.json"
+expect_error "not valid JSON" "$ELDR" route -s "$T/trunc.json" -i "$DATA/heldout.jsonl"
+expect_error "unknown policy" "$ELDR" route -s "$T/k4.json" -i "$DATA/heldout.jsonl" --policies foo
+expect_error "tau must be finite" "$ELDR" route -s "$T/k4.json" -i "$DATA/heldout.jsonl" --tau -1
+
+echo "$passes passed, $fails failed"
+[ "$fails" -eq 0 ]
