@@ -85,7 +85,7 @@ class SignatureSpace {
   // mismatch.
   Status Embed(const ExpertCounts& counts, std::span<float> out) const;
   // Cosine of the signature of `counts` with every centroid, into `scores` (size k()), without
-  // materialising the signature. Same errors as Embed. Cost: O(nnz(counts on S) * K).
+  // materialising the signature. Same errors as Embed. Cost: O(dims * K); no allocation after a thread's first call.
   Status Score(const ExpertCounts& counts, std::span<float> scores) const;
   // Cosines of an already-embedded unit signature (size dims()) with every centroid.
   void ScoreSignature(std::span<const float> signature, std::span<float> scores) const;
@@ -94,9 +94,8 @@ class SignatureSpace {
   explicit SignatureSpace(SignatureSpaceSpec spec);
   SignatureSpaceSpec spec_;
   int dims_ = 0;
-  int k_pad_ = 0;                 // K rounded up to 8 for vectorised scoring
   std::vector<float> weight_;     // per dim: idf (kCountIdf) or 1
-  std::vector<float> ct_;         // centroids transposed, [dims][k_pad]
+  std::vector<float> cm_;         // centroids, contiguous [k][dims]
 };
 
 }  // namespace eldr
