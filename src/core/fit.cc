@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -74,6 +75,41 @@ std::vector<double> Ranks(std::span<const double> v) {
     while (j < n && v[idx[j]] == v[idx[i]]) ++j;
     const double avg = (static_cast<double>(i) + static_cast<double>(j - 1)) / 2.0 + 1.0;
     for (size_t t = i; t < j; ++t) r[idx[t]] = avg;
+    i = j;
+  }
+  return r;
+}
+
+// Average ranks like Ranks(), ranking the values rounded to float, by LSD radix sort on the
+// order-preserving integer image of each float (4 passes of 8 bits). The greedy mask ranks
+// 30,000 candidate distances once per (step, layer): O(n) here instead of O(n log n) made the
+// 48-layer mask ~10x faster (docs/perf.md).
+std::vector<double> RanksFast(std::span<const double> v, std::vector<uint64_t>& a,
+                              std::vector<uint64_t>& b) {
+  const size_t n = v.size();
+  a.resize(n);
+  b.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    float f = static_cast<float>(v[i]);
+    if (f == 0.0f) f = 0.0f;  // -0 and +0 rank as equal
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    a[i] = (static_cast<uint64_t>(u) << 32) | i;
+  }
+  for (int shift = 32; shift < 64; shift += 8) {
+    size_t count[257] = {0};
+    for (size_t i = 0; i < n; ++i) ++count[((a[i] >> shift) & 0xFF) + 1];
+    for (int c = 0; c < 256; ++c) count[c + 1] += count[c];
+    for (size_t i = 0; i < n; ++i) b[count[(a[i] >> shift) & 0xFF]++] = a[i];
+    a.swap(b);
+  }
+  std::vector<double> r(n);
+  for (size_t i = 0; i < n;) {
+    size_t j = i + 1;
+    while (j < n && (a[j] >> 32) == (a[i] >> 32)) ++j;
+    const double avg = (static_cast<double>(i) + static_cast<double>(j - 1)) / 2.0 + 1.0;
+    for (size_t t = i; t < j; ++t) r[a[t] & 0xFFFFFFFFu] = avg;
     i = j;
   }
   return r;
@@ -377,6 +413,7 @@ void GreedyMask(std::span<const CalibrationRequest> reqs, std::span<const float>
     }
   }
   std::vector<double> dot_sum(P, 0.0), norm_sum(reqs.size(), 0.0), cand(P);
+  std::vector<uint64_t> scratch_a, scratch_b;
   std::vector<char> used(L, 0);
   for (int step = 0; step < L; ++step) {
     double best_rho = -2;
@@ -390,7 +427,7 @@ void GreedyMask(std::span<const CalibrationRequest> reqs, std::span<const float>
         const double den = std::sqrt((norm_sum[i] + nl[i]) * (norm_sum[j] + nl[j]));
         cand[p] = den > 0 ? 1.0 - (dot_sum[p] + g[p]) / den : 1.0;
       }
-      double rho = Pearson(Ranks(cand), target_ranks);
+      double rho = Pearson(RanksFast(cand, scratch_a, scratch_b), target_ranks);
       if (std::isnan(rho)) rho = -1;
       if (rho > best_rho) {
         best_rho = rho;

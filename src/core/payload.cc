@@ -354,9 +354,28 @@ Status PickTable::AccumulateRows(int64_t begin, int64_t end, ExpertCounts* count
         .error();
   }
   uint32_t* c = counts->mutable_data().data();
-  for (int64_t t = begin; t < end; ++t)
-    for (int l = 0; l < layers_; ++l)
-      for (int j = 0; j < top_k_; ++j) ++c[static_cast<size_t>(l) * experts_ + Pick(t, l, j)];
+  // One typed loop per item width; ids were validated when the table was built.
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const T* base = reinterpret_cast<const T*>(bytes_.data() + data_offset_);
+    for (int64_t t = begin; t < end; ++t) {
+      const T* p = base + t * row_stride_ + layer_offset_;
+      for (int l = 0; l < layers_; ++l, p += top_k_) {
+        uint32_t* cl = c + static_cast<size_t>(l) * experts_;
+        for (int j = 0; j < top_k_; ++j) ++cl[static_cast<size_t>(p[j])];
+      }
+    }
+  };
+  switch (item_size_) {
+    case 1: run(uint8_t{}); break;
+    case -1: run(int8_t{}); break;
+    case 2: run(uint16_t{}); break;
+    case -2: run(int16_t{}); break;
+    case 4: run(uint32_t{}); break;
+    case -4: run(int32_t{}); break;
+    case 8: run(uint64_t{}); break;
+    default: run(int64_t{}); break;
+  }
   return Status::Ok();
 }
 
