@@ -2,7 +2,7 @@
 #   make run   install deps, build Release, run the main job on its embedded default
 #   make test  install deps, build, run every test
 JOBS ?= $(shell nproc)
-.PHONY: deps build run test test-asan bench format clean
+.PHONY: deps build run test test-asan bench fuzz format clean
 
 deps:
 	./scripts/install-deps.sh
@@ -24,6 +24,18 @@ test-asan: deps
 
 bench: build
 	./build/release/bench/eldr_bench
+
+# libFuzzer (clang) on the outside-input parsers, FUZZ_SECONDS each, from the seed corpora.
+FUZZ_SECONDS ?= 60
+fuzz:
+	ELDR_FUZZ_DEPS=1 ./scripts/install-deps.sh
+	cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz -j $(JOBS)
+	for f in payload space calibration; do \
+	  mkdir -p build/fuzz/corpus/$$f && cp -n fuzz/corpus/$$f/* build/fuzz/corpus/$$f/ ; \
+	  ./build/fuzz/fuzz/$${f}_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
+	    build/fuzz/corpus/$$f || exit 1; \
+	done
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')

@@ -29,8 +29,8 @@ std::vector<int32_t> Picks(const ModelGeometry& g, int64_t tokens, uint64_t seed
       int32_t row[16];
       for (int j = 0; j < g.top_k; ++j) {
         for (;;) {
-          const int32_t e = static_cast<int32_t>(rng.Uniform(4) ? (seed * 7 + rng.Uniform(32)) % g.experts
-                                                                : rng.Uniform(g.experts));
+          const int32_t e = static_cast<int32_t>(
+              rng.Uniform(4) ? (seed * 7 + rng.Uniform(32)) % g.experts : rng.Uniform(g.experts));
           bool dup = false;
           for (int i = 0; i < j; ++i) dup |= row[i] == e;
           if (!dup) {
@@ -122,7 +122,8 @@ void BM_DecodeVllm(benchmark::State& state) {
     benchmark::DoNotOptimize(t);
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * payload.size());
-  state.SetLabel(fmt::format("vLLM .npy uint{} ({:.1f} MB base64)", size * 8, payload.size() / 1e6));
+  state.SetLabel(
+      fmt::format("vLLM .npy uint{} ({:.1f} MB base64)", size * 8, payload.size() / 1e6));
 }
 BENCHMARK(BM_DecodeVllm)->Arg(1)->Arg(2);
 

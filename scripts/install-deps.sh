@@ -9,6 +9,8 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   python3-numpy python3-matplotlib
 )
+# `make fuzz` also needs clang and its fuzzer runtime: ELDR_FUZZ_DEPS=1 scripts/install-deps.sh
+if [ "${ELDR_FUZZ_DEPS:-0}" = 1 ]; then PKGS+=(clang libclang-rt-14-dev); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -86,7 +86,8 @@ std::string Row(int L, int E, int v) {
 
 TEST(CalibrationTest, ParsesHeaderRequestsAndLabelMix) {
   const ModelGeometry g = *FindModel("mixtral-8x7b");
-  std::string text = R"({"format":"eldr.calibration","version":1,"model":"mixtral-8x7b"})" "\n";
+  std::string text = R"({"format":"eldr.calibration","version":1,"model":"mixtral-8x7b"})"
+                     "\n";
   text += R"({"id":"a","label":"x","prefill":)" + Row(32, 8, 2) + "}\n\n";
   text += R"({"label":"y","prefill":)" + Row(32, 8, 1) + R"(,"decode":)" + Row(32, 8, 5) + "}\n";
   text += R"({"label":"x","prefill":)" + Row(32, 8, 3) + "}\r\n";
@@ -113,7 +114,8 @@ TEST(CalibrationTest, ErrorsNameTheLineAndTheProblem) {
     std::string text;
     std::string needle;
   };
-  const std::string hdr = R"({"format":"eldr.calibration","version":1,"model":"mixtral-8x7b"})" "\n";
+  const std::string hdr = R"({"format":"eldr.calibration","version":1,"model":"mixtral-8x7b"})"
+                          "\n";
   const std::vector<Case> cases = {
       {"", "no requests"},
       {R"({"prefill":[]})", "no model"},

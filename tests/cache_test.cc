@@ -1,11 +1,10 @@
-#include "eldr/signature_cache.h"
-
 #include <gtest/gtest.h>
 #include <rapidcheck/gtest.h>
 
 #include <thread>
 
 #include "eldr/block_hash.h"
+#include "eldr/signature_cache.h"
 #include "test_util.h"
 
 namespace eldr {

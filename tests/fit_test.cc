@@ -28,7 +28,8 @@ TEST(CapacitatedAssignTest, MatchesHungarianReferenceOnRandomInstances) {
     std::vector<double> cost(static_cast<size_t>(n) * k);
     // Mix continuous costs with coarse integer ones to exercise ties.
     const bool coarse = trial % 3 == 0;
-    for (double& c : cost) c = coarse ? static_cast<double>(rng.Uniform(4)) : rng.UniformDouble() * 2 - 1;
+    for (double& c : cost)
+      c = coarse ? static_cast<double>(rng.Uniform(4)) : rng.UniformDouble() * 2 - 1;
     auto got = CapacitatedAssign(cost, n, k, cap);
     ASSERT_TRUE(got.has_value()) << got.error().ToString();
     std::vector<int> size(k, 0);
@@ -96,7 +97,8 @@ std::vector<float> Planted(int n, int d, int k, uint64_t seed, std::vector<int>*
       x[static_cast<size_t>(i) * d + t] = v;
       n2 += double{v} * v;
     }
-    for (int t = 0; t < d; ++t) x[static_cast<size_t>(i) * d + t] /= static_cast<float>(std::sqrt(n2));
+    for (int t = 0; t < d; ++t)
+      x[static_cast<size_t>(i) * d + t] /= static_cast<float>(std::sqrt(n2));
   }
   return x;
 }

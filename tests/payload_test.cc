@@ -265,16 +265,21 @@ TEST(PayloadFuzzSmokeTest, MutatedPayloadsNeverCrashAndAcceptedOnesAreConsistent
     for (int e = 0; e < edits; ++e) {
       const size_t at = rng.Uniform(bytes.size());
       switch (rng.Uniform(3)) {
-        case 0: bytes[at] = static_cast<uint8_t>(rng.Next()); break;
-        case 1: bytes.erase(bytes.begin() + at); break;
-        default: bytes.insert(bytes.begin() + at, static_cast<uint8_t>(rng.Next())); break;
+        case 0:
+          bytes[at] = static_cast<uint8_t>(rng.Next());
+          break;
+        case 1:
+          bytes.erase(bytes.begin() + at);
+          break;
+        default:
+          bytes.insert(bytes.begin() + at, static_cast<uint8_t>(rng.Next()));
+          break;
       }
     }
     const std::string b64 = Base64Encode(bytes);
     for (auto r : {DecodeVllmRoutedExperts(b64, g), DecodeSglangRoutedExperts(b64, g)}) {
       if (r.has_value()) {
-        EXPECT_EQ(r->Counts().Total(),
-                  static_cast<uint64_t>(r->tokens()) * g.moe_layers * g.top_k);
+        EXPECT_EQ(r->Counts().Total(), static_cast<uint64_t>(r->tokens()) * g.moe_layers * g.top_k);
       } else {
         EXPECT_FALSE(r.error().message().empty());
       }

@@ -197,7 +197,8 @@ TEST(PolicyOptionsTest, ValidatesNameTauSpaceAndDecoderCount) {
 
 TEST(DomainPolicyTest, PoolsFollowTheLabelMixAsSpecified) {
   // Shares of the paper's task mix: legal 3600, code 2779, math 2744, medical 2545 (K = 16).
-  std::vector<LabelShare> mix = {{"legal", 3600}, {"code", 2779}, {"math", 2744}, {"medical", 2545}};
+  std::vector<LabelShare> mix = {
+      {"legal", 3600}, {"code", 2779}, {"math", 2744}, {"medical", 2545}};
   auto pools = ComputeDomainPools(mix, 16);
   ASSERT_TRUE(pools.has_value());
   ASSERT_EQ(pools->labels, (std::vector<std::string>{"legal", "code", "math", "medical"}));

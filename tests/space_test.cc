@@ -1,10 +1,9 @@
-#include "eldr/signature_space.h"
-
 #include <gtest/gtest.h>
 
 #include <cmath>
 
 #include "eldr/rng.h"
+#include "eldr/signature_space.h"
 
 namespace eldr {
 namespace {
@@ -29,14 +28,15 @@ SignatureSpaceSpec Spec(const ModelGeometry& g, int k, uint64_t seed) {
 ExpertCounts RandomCounts(const ModelGeometry& g, uint64_t seed) {
   Rng rng(seed);
   ExpertCounts c(g.moe_layers, g.experts);
-  for (auto& v : c.mutable_data()) v = rng.Uniform(4) == 0 ? static_cast<uint32_t>(rng.Uniform(9)) : 0;
+  for (auto& v : c.mutable_data())
+    v = rng.Uniform(4) == 0 ? static_cast<uint32_t>(rng.Uniform(9)) : 0;
   return c;
 }
 
 TEST(SignatureSpaceTest, EmbedIsUnitAndFusedScoreMatchesExplicitEmbedding) {
   ModelGeometry g = *FindModel("qwen3-30b-a3b");
-  for (auto t : {SignatureTransform::kCountIdf, SignatureTransform::kCount,
-                 SignatureTransform::kBinary}) {
+  for (auto t :
+       {SignatureTransform::kCountIdf, SignatureTransform::kCount, SignatureTransform::kBinary}) {
     auto spec = Spec(g, 16, 1);
     spec.transform = t;
     if (t != SignatureTransform::kCountIdf) spec.idf.clear();
@@ -136,7 +136,8 @@ TEST(SignatureSpaceTest, RejectsFilesForAnotherModelOrVersionOrShape) {
   EXPECT_FALSE(SignatureSpace::FromJson(replace(text, "\"k\":4", "\"k\":5")).has_value());
   EXPECT_FALSE(SignatureSpace::FromJson(replace(text, "\"layer_mask\":[0", "\"layer_mask\":[99"))
                    .has_value());
-  EXPECT_FALSE(SignatureSpace::FromJson(replace(text, "eldr.signature_space", "other")).has_value());
+  EXPECT_FALSE(
+      SignatureSpace::FromJson(replace(text, "eldr.signature_space", "other")).has_value());
   EXPECT_FALSE(SignatureSpace::FromJson(text.substr(0, text.size() / 2)).has_value());
   EXPECT_FALSE(SignatureSpace::FromJson("[]").has_value());
   // Fuzz smoke over truncations and byte flips: never a crash, always an error or a valid space.

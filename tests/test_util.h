@@ -20,10 +20,11 @@ inline std::vector<int32_t> RandomPicks(const ModelGeometry& g, int64_t tokens, 
     for (int l = 0; l < g.moe_layers; ++l) {
       for (int j = 0; j < g.top_k; ++j) {
         for (;;) {
-          const int32_t e = rng.Uniform(3) == 0 ? static_cast<int32_t>(rng.Uniform(g.experts))
-                                                : static_cast<int32_t>(rng.Uniform(
-                                                      std::max(g.top_k * 2, g.experts / 4)) %
-                                                  g.experts);
+          const int32_t e =
+              rng.Uniform(3) == 0
+                  ? static_cast<int32_t>(rng.Uniform(g.experts))
+                  : static_cast<int32_t>(rng.Uniform(std::max(g.top_k * 2, g.experts / 4)) %
+                                         g.experts);
           bool dup = false;
           for (int i = 0; i < j; ++i) dup |= row[i] == e;
           if (!dup) {

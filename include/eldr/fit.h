@@ -40,11 +40,11 @@ struct CalibrationRequest {
 enum class ClusterAlgo { kBalanced, kPlain };
 
 struct FitOptions {
-  int k = 16;                          // decoders = centroids
+  int k = 16;  // decoders = centroids
   ClusterAlgo algo = ClusterAlgo::kBalanced;
   SignatureTransform transform = SignatureTransform::kCountIdf;
-  bool greedy_mask = true;             // false: all layers
-  int rho_pairs = 30000;               // request pairs for rho
+  bool greedy_mask = true;  // false: all layers
+  int rho_pairs = 30000;    // request pairs for rho
   uint64_t seed = 1;
   int max_iters = 50;
   // Progress callback (stage name, fraction done in [0, 1]); may be empty.
@@ -53,17 +53,17 @@ struct FitOptions {
 };
 
 struct FitReport {
-  int n = 0;                         // requests with a usable signature
-  int skipped = 0;                   // requests without a pick on the masked layers
-  std::vector<int> greedy_order;     // layers in the order greedy selection added them
-  std::vector<double> rho_path;      // rho after each addition
-  std::vector<int> layer_mask;       // sorted
-  double peak_rho = 0;               // NaN when no decode counts were given
-  double all_layers_rho = 0;         // rho with every layer (NaN likewise)
+  int n = 0;                      // requests with a usable signature
+  int skipped = 0;                // requests without a pick on the masked layers
+  std::vector<int> greedy_order;  // layers in the order greedy selection added them
+  std::vector<double> rho_path;   // rho after each addition
+  std::vector<int> layer_mask;    // sorted
+  double peak_rho = 0;            // NaN when no decode counts were given
+  double all_layers_rho = 0;      // rho with every layer (NaN likewise)
   std::vector<int> cluster_sizes;
   int iterations = 0;
   bool converged = false;
-  double objective = 0;              // mean cosine of points to their centroid
+  double objective = 0;  // mean cosine of points to their centroid
   double seconds_mask = 0, seconds_cluster = 0;
 };
 

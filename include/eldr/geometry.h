@@ -19,14 +19,14 @@
 namespace eldr {
 
 struct ModelGeometry {
-  std::string name;             // canonical lower-case id, e.g. "qwen3-30b-a3b"
-  std::string display_name;     // e.g. "Qwen3-30B-A3B"
-  int total_layers = 0;         // all transformer layers
-  int first_moe_layer = 0;      // leading dense layers (DeepSeek-V3: 3)
-  int moe_layers = 0;           // L: layers with routed experts
-  int experts = 0;              // E: routed experts per MoE layer
-  int top_k = 0;                // routed experts each token selects per layer
-  int shared_experts = 0;       // always-active experts (never part of a signature)
+  std::string name;          // canonical lower-case id, e.g. "qwen3-30b-a3b"
+  std::string display_name;  // e.g. "Qwen3-30B-A3B"
+  int total_layers = 0;      // all transformer layers
+  int first_moe_layer = 0;   // leading dense layers (DeepSeek-V3: 3)
+  int moe_layers = 0;        // L: layers with routed experts
+  int experts = 0;           // E: routed experts per MoE layer
+  int top_k = 0;             // routed experts each token selects per layer
+  int shared_experts = 0;    // always-active experts (never part of a signature)
   int hidden_size = 0;
   int expert_intermediate = 0;  // one routed expert's FFN width
   double bytes_per_param = 2;   // bf16 = 2, fp8 = 1, mxfp4 ~ 4.25 bits

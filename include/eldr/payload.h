@@ -80,12 +80,12 @@ class PickTable {
   int layers_ = 0;
   int top_k_ = 0;
   int experts_ = 0;
-  int item_size_ = 0;        // 1, 2, 4 (signed or unsigned: ids are validated non-negative)
-  int64_t row_stride_ = 0;   // items per token in bytes_ (payload layers * top_k)
-  int64_t layer_offset_ = 0; // items skipped at the start of each row (dense layers)
+  int item_size_ = 0;         // 1, 2, 4 (signed or unsigned: ids are validated non-negative)
+  int64_t row_stride_ = 0;    // items per token in bytes_ (payload layers * top_k)
+  int64_t layer_offset_ = 0;  // items skipped at the start of each row (dense layers)
   std::vector<uint8_t> bytes_;
-  size_t data_offset_ = 0;   // start of the item array inside bytes_
-  ExpertCounts counts_;      // computed while validating
+  size_t data_offset_ = 0;  // start of the item array inside bytes_
+  ExpertCounts counts_;     // computed while validating
 };
 
 struct PayloadOptions {
@@ -98,8 +98,7 @@ struct PayloadOptions {
 
 Result<PickTable> DecodeVllmRoutedExperts(std::string_view base64_npy, const ModelGeometry& g,
                                           const PayloadOptions& opts = {});
-Result<PickTable> DecodeSglangRoutedExperts(std::string_view base64_int32,
-                                            const ModelGeometry& g,
+Result<PickTable> DecodeSglangRoutedExperts(std::string_view base64_int32, const ModelGeometry& g,
                                             const PayloadOptions& opts = {});
 // Nested JSON lists [tokens][layers][top_k] of non-negative integers (whitespace allowed).
 Result<PickTable> ParsePickListJson(std::string_view json, const ModelGeometry& g,

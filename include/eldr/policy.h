@@ -53,7 +53,7 @@ struct RouteRequest {
 
 // The live state a policy routes on.
 struct ClusterView {
-  std::span<const int64_t> in_flight;     // per decoder
+  std::span<const int64_t> in_flight;       // per decoder
   std::span<const uint8_t> available = {};  // per decoder, non-zero = may be chosen; empty = all
 };
 
@@ -80,9 +80,9 @@ struct LabelShare {
 };
 
 struct PolicyOptions {
-  std::string name = "eldr";   // rr | random | jsq | p2c | domain | eldr
-  int decoders = 0;            // required, > 0
-  double tau = 0.1;            // eldr: finite, >= 0
+  std::string name = "eldr";                    // rr | random | jsq | p2c | domain | eldr
+  int decoders = 0;                             // required, > 0
+  double tau = 0.1;                             // eldr: finite, >= 0
   std::shared_ptr<const SignatureSpace> space;  // eldr: required, k() == decoders
   std::vector<LabelShare> label_shares;         // domain: calibration label mix (required)
   Status Validate() const;
@@ -95,7 +95,7 @@ Result<std::unique_ptr<RoutingPolicy>> MakePolicy(const PolicyOptions& options);
 // Domain policy pools, exposed for tests and reports: pool index per label (misc last) and the
 // decoder range [begin, end) of each pool.
 struct DomainPools {
-  std::vector<std::string> labels;                 // pool i serves labels[i]; "" = misc
+  std::vector<std::string> labels;  // pool i serves labels[i]; "" = misc
   std::vector<std::pair<int, int>> ranges;
 };
 Result<DomainPools> ComputeDomainPools(std::span<const LabelShare> shares, int decoders);

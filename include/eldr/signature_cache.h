@@ -43,22 +43,22 @@
 namespace eldr {
 
 struct SignatureCacheOptions {
-  int block_size = 16;                          // tokens per KV block (must match the hashes)
-  int chunk_blocks = 16;                        // blocks per cached chunk (256 tokens by default)
+  int block_size = 16;    // tokens per KV block (must match the hashes)
+  int chunk_blocks = 16;  // blocks per cached chunk (256 tokens by default)
   size_t memory_budget_bytes = size_t{256} << 20;  // upper bound on accounted bytes
-  int shards = 16;                              // power of two in [1, 256]
+  int shards = 16;                                 // power of two in [1, 256]
   Status Validate() const;
 };
 
 struct SignatureCacheStats {
   uint64_t lookups = 0;
-  uint64_t hit_chunks = 0;      // chunks returned by lookups
-  uint64_t hit_tokens = 0;      // prompt tokens covered by cached chunks
+  uint64_t hit_chunks = 0;  // chunks returned by lookups
+  uint64_t hit_tokens = 0;  // prompt tokens covered by cached chunks
   uint64_t inserted_chunks = 0;
   uint64_t evicted_chunks = 0;
-  uint64_t entries = 0;         // chunks held now
-  uint64_t bytes = 0;           // accounted bytes held now (<= budget)
-  uint64_t cached_tokens = 0;   // tokens covered by the chunks held now
+  uint64_t entries = 0;        // chunks held now
+  uint64_t bytes = 0;          // accounted bytes held now (<= budget)
+  uint64_t cached_tokens = 0;  // tokens covered by the chunks held now
 };
 
 class SignatureCache {
@@ -73,7 +73,7 @@ class SignatureCache {
   ~SignatureCache();
 
   struct Prefix {
-    int64_t tokens = 0;   // length of the cached prefix (a multiple of the chunk length)
+    int64_t tokens = 0;  // length of the cached prefix (a multiple of the chunk length)
     int chunks = 0;
     ExpertCounts counts;  // counts of tokens [0, tokens)
   };

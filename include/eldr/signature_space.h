@@ -51,14 +51,14 @@ inline constexpr int kSignatureSpaceVersion = 1;
 inline constexpr std::string_view kSignatureSpaceFormat = "eldr.signature_space";
 
 struct SignatureSpaceSpec {
-  std::string model;                  // model id (a preset name or an HF id)
-  int layers = 0;                     // L of the model
-  int experts = 0;                    // E of the model
-  std::vector<int> layer_mask;        // sorted, unique, in [0, L)
+  std::string model;            // model id (a preset name or an HF id)
+  int layers = 0;               // L of the model
+  int experts = 0;              // E of the model
+  std::vector<int> layer_mask;  // sorted, unique, in [0, L)
   SignatureTransform transform = SignatureTransform::kCountIdf;
-  std::vector<float> idf;             // |mask|*E weights (kCountIdf); empty for other transforms
+  std::vector<float> idf;  // |mask|*E weights (kCountIdf); empty for other transforms
   std::vector<std::vector<float>> centroids;  // K rows of |mask|*E (renormalised by Build)
-  std::string algo = "kmbal";         // "kmbal" (balanced) or "km" (plain)
+  std::string algo = "kmbal";                 // "kmbal" (balanced) or "km" (plain)
   int n_fit = 0;
   uint64_t seed = 1;
   double fit_peak_rho = std::numeric_limits<double>::quiet_NaN();
@@ -85,7 +85,8 @@ class SignatureSpace {
   // mismatch.
   Status Embed(const ExpertCounts& counts, std::span<float> out) const;
   // Cosine of the signature of `counts` with every centroid, into `scores` (size k()), without
-  // materialising the signature. Same errors as Embed. Cost: O(dims * K); no allocation after a thread's first call.
+  // materialising the signature. Same errors as Embed. Cost: O(dims * K); no allocation after a
+  // thread's first call.
   Status Score(const ExpertCounts& counts, std::span<float> scores) const;
   // Cosines of an already-embedded unit signature (size dims()) with every centroid.
   void ScoreSignature(std::span<const float> signature, std::span<float> scores) const;
@@ -94,8 +95,8 @@ class SignatureSpace {
   explicit SignatureSpace(SignatureSpaceSpec spec);
   SignatureSpaceSpec spec_;
   int dims_ = 0;
-  std::vector<float> weight_;     // per dim: idf (kCountIdf) or 1
-  std::vector<float> cm_;         // centroids, contiguous [k][dims]
+  std::vector<float> weight_;  // per dim: idf (kCountIdf) or 1
+  std::vector<float> cm_;      // centroids, contiguous [k][dims]
 };
 
 }  // namespace eldr

@@ -12,12 +12,12 @@
 //   ELDR_ASSIGN_OR_RETURN(int port, ParsePort(text));
 #pragma once
 
+#include <fmt/format.h>
+
 #include <string>
 #include <string_view>
-#include <utility>
-
-#include <fmt/format.h>
 #include <tl/expected.hpp>
+#include <utility>
 
 namespace eldr {
 
@@ -79,9 +79,9 @@ struct [[nodiscard]] Error {
   Status error() && { return std::move(status); }
 };
 
-#define ELDR_DEFINE_ERROR(Name, Code)                                                \
-  template <class... Args>                                                           \
-  Error Name(fmt::format_string<Args...> f, Args&&... args) {                        \
+#define ELDR_DEFINE_ERROR(Name, Code)                                                    \
+  template <class... Args>                                                               \
+  Error Name(fmt::format_string<Args...> f, Args&&... args) {                            \
     return Error{Status(StatusCode::Code, fmt::format(f, std::forward<Args>(args)...))}; \
   }
 ELDR_DEFINE_ERROR(InvalidArgument, kInvalidArgument)
@@ -108,16 +108,16 @@ inline Result<void> ToResult(Status s) {
 #define ELDR_CONCAT_(a, b) ELDR_CONCAT_INNER_(a, b)
 
 // Returns the error of `expr` (a Result<T>) from the enclosing function.
-#define ELDR_RETURN_IF_ERROR(expr)                                           \
-  do {                                                                       \
-    auto&& eldr_r_ = (expr);                                                 \
-    if (!eldr_r_) return tl::unexpected<::eldr::Status>(eldr_r_.error());   \
+#define ELDR_RETURN_IF_ERROR(expr)                                        \
+  do {                                                                    \
+    auto&& eldr_r_ = (expr);                                              \
+    if (!eldr_r_) return tl::unexpected<::eldr::Status>(eldr_r_.error()); \
   } while (0)
 
 // `ELDR_ASSIGN_OR_RETURN(auto x, Foo());` declares x from Foo()'s value or returns its error.
 #define ELDR_ASSIGN_OR_RETURN(lhs, expr) \
   ELDR_ASSIGN_OR_RETURN_IMPL_(ELDR_CONCAT_(eldr_tmp_, __LINE__), lhs, expr)
-#define ELDR_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)                    \
-  auto tmp = (expr);                                                   \
+#define ELDR_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)                        \
+  auto tmp = (expr);                                                       \
   if (!tmp) return tl::unexpected<::eldr::Status>(std::move(tmp).error()); \
   lhs = std::move(*tmp)

@@ -12,8 +12,8 @@ std::vector<uint64_t> ChainedBlockHashes(std::span<const int32_t> tokens, int bl
   out.reserve(n);
   uint64_t parent = seed;
   for (size_t b = 0; b < n; ++b) {
-    parent = XXH3_64bits_withSeed(tokens.data() + b * block_size, block_size * sizeof(int32_t),
-                                  parent);
+    parent =
+        XXH3_64bits_withSeed(tokens.data() + b * block_size, block_size * sizeof(int32_t), parent);
     out.push_back(parent);
   }
   return out;

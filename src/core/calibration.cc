@@ -1,8 +1,7 @@
 #include "eldr/calibration.h"
 
-#include <map>
-
 #include <boost/json.hpp>
+#include <map>
 
 namespace eldr {
 
@@ -75,8 +74,8 @@ Result<CalibrationSet> ParseCalibrationJsonl(std::string_view text, const ModelG
       }
       if (const auto* ver = o.if_contains("version");
           ver && (!ver->is_int64() || ver->get_int64() != 1)) {
-        return fail(FailedPrecondition("unsupported calibration version (this eldr reads 1)")
-                        .error());
+        return fail(
+            FailedPrecondition("unsupported calibration version (this eldr reads 1)").error());
       }
       if (const auto* m = o.if_contains("model"); m && m->is_string()) {
         auto found = FindModel(std::string_view(m->get_string()));
@@ -93,8 +92,8 @@ Result<CalibrationSet> ParseCalibrationJsonl(std::string_view text, const ModelG
       continue;
     }
     if (!have_geometry) {
-      return fail(InvalidArgument("no model: add a header line with \"model\" or name the model")
-                      .error());
+      return fail(
+          InvalidArgument("no model: add a header line with \"model\" or name the model").error());
     }
     CalibrationRequest r;
     if (const auto* id = o.if_contains("id"); id && id->is_string()) {

@@ -6,8 +6,8 @@ namespace eldr {
 
 Status ExpertCounts::AddToken(std::span<const int32_t> picks, int top_k) {
   if (top_k <= 0 || picks.size() != static_cast<size_t>(layers_) * top_k) {
-    return InvalidArgument("token has {} picks, expected {} layers x top-{}", picks.size(),
-                           layers_, top_k)
+    return InvalidArgument("token has {} picks, expected {} layers x top-{}", picks.size(), layers_,
+                           top_k)
         .error();
   }
   // Validate the whole token first so that a bad token leaves the counts untouched.
@@ -15,8 +15,7 @@ Status ExpertCounts::AddToken(std::span<const int32_t> picks, int top_k) {
     const int32_t* p = picks.data() + static_cast<size_t>(l) * top_k;
     for (int j = 0; j < top_k; ++j) {
       if (p[j] < 0 || p[j] >= experts_) {
-        return OutOfRange("expert id {} at layer {} is outside [0, {})", p[j], l, experts_)
-            .error();
+        return OutOfRange("expert id {} at layer {} is outside [0, {})", p[j], l, experts_).error();
       }
       for (int i = 0; i < j; ++i) {
         if (p[i] == p[j]) {
@@ -56,8 +55,6 @@ Status ExpertCounts::Subtract(const ExpertCounts& o) {
   return Status::Ok();
 }
 
-uint64_t ExpertCounts::Total() const {
-  return std::accumulate(c_.begin(), c_.end(), uint64_t{0});
-}
+uint64_t ExpertCounts::Total() const { return std::accumulate(c_.begin(), c_.end(), uint64_t{0}); }
 
 }  // namespace eldr

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <queue>
@@ -41,9 +41,12 @@ float DotBase(const float* a, const float* b, int d) { return DotBody<32>(a, b, 
 float Dot(const float* a, const float* b, int d) {
 #if ELDR_X86_DISPATCH
   switch (CpuIsa()) {
-    case Isa::kAvx512: return DotAvx512(a, b, d);
-    case Isa::kAvx2: return DotAvx2(a, b, d);
-    case Isa::kBase: break;
+    case Isa::kAvx512:
+      return DotAvx512(a, b, d);
+    case Isa::kAvx2:
+      return DotAvx2(a, b, d);
+    case Isa::kBase:
+      break;
   }
 #endif
   return DotBase(a, b, d);
@@ -255,8 +258,8 @@ Result<std::vector<int>> CapacitatedAssign(std::span<const double> cost, int n, 
 
 // ---- spherical k-means -----------------------------------------------------------------------
 
-Result<Clustering> SphericalKMeans(std::span<const float> x, int n, int d, int k,
-                                   ClusterAlgo algo, uint64_t seed, int max_iters) {
+Result<Clustering> SphericalKMeans(std::span<const float> x, int n, int d, int k, ClusterAlgo algo,
+                                   uint64_t seed, int max_iters) {
   if (k < 1 || n < k) return InvalidArgument("k-means: need 1 <= k <= n (k = {}, n = {})", k, n);
   if (d < 1 || x.size() != static_cast<size_t>(n) * d) {
     return InvalidArgument("k-means: data has {} values, n*d = {}", x.size(),
@@ -461,8 +464,8 @@ Result<FitResult> Fit(std::span<const CalibrationRequest> reqs, const ModelGeome
   for (size_t i = 0; i < reqs.size(); ++i) {
     const auto& r = reqs[i];
     if (r.prefill.layers() != L || r.prefill.experts() != E) {
-      return InvalidArgument("request {} ('{}'): prefill counts are {}x{}, {} needs {}x{}", i,
-                             r.id, r.prefill.layers(), r.prefill.experts(), g.display_name, L, E);
+      return InvalidArgument("request {} ('{}'): prefill counts are {}x{}, {} needs {}x{}", i, r.id,
+                             r.prefill.layers(), r.prefill.experts(), g.display_name, L, E);
     }
     if (!r.decode.empty() && (r.decode.layers() != L || r.decode.experts() != E)) {
       return InvalidArgument("request {} ('{}'): decode counts are {}x{}, {} needs {}x{}", i, r.id,
@@ -521,8 +524,8 @@ Result<FitResult> Fit(std::span<const CalibrationRequest> reqs, const ModelGeome
   for (int i = 0; i < rep.n; ++i) {
     const int j = cl.assignment[i];
     ++rep.cluster_sizes[j];
-    obj += internal::Dot(&x[static_cast<size_t>(i) * d], &cl.centroids[static_cast<size_t>(j) * d],
-                         d);
+    obj +=
+        internal::Dot(&x[static_cast<size_t>(i) * d], &cl.centroids[static_cast<size_t>(j) * d], d);
   }
   rep.objective = obj / rep.n;
 

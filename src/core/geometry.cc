@@ -44,8 +44,8 @@ Status ModelGeometry::Validate() const {
   }
   if (experts > 65535) return InvalidArgument("model '{}': too many experts", name).error();
   if (first_moe_layer < 0 || total_layers < first_moe_layer + moe_layers) {
-    return InvalidArgument("model '{}': {} total layers cannot hold {} dense + {} MoE layers",
-                           name, total_layers, first_moe_layer, moe_layers)
+    return InvalidArgument("model '{}': {} total layers cannot hold {} dense + {} MoE layers", name,
+                           total_layers, first_moe_layer, moe_layers)
         .error();
   }
   if (kv_block_size <= 0) return InvalidArgument("model '{}': bad KV block size", name).error();

@@ -30,7 +30,8 @@ void LoadTracker::Ticket::Release() {
 }
 
 void LoadTracker::Snapshot(std::span<int64_t> out) const {
-  for (size_t i = 0; i < n_ && i < out.size(); ++i) out[i] = slots_[i].load(std::memory_order_relaxed);
+  for (size_t i = 0; i < n_ && i < out.size(); ++i)
+    out[i] = slots_[i].load(std::memory_order_relaxed);
 }
 
 int64_t LoadTracker::Total() const {

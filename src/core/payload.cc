@@ -235,10 +235,14 @@ class PickTableBuilder {
 template <class T>
 Status PickTableBuilder::Scan(PickTable& t) {
   switch (t.top_k_) {
-    case 2: return ScanK<T, 2>(t);
-    case 4: return ScanK<T, 4>(t);
-    case 8: return ScanK<T, 8>(t);
-    default: return ScanK<T, 0>(t);
+    case 2:
+      return ScanK<T, 2>(t);
+    case 4:
+      return ScanK<T, 4>(t);
+    case 8:
+      return ScanK<T, 8>(t);
+    default:
+      return ScanK<T, 0>(t);
   }
 }
 
@@ -290,9 +294,9 @@ Status PickTableBuilder::ScanK(PickTable& t) {
   return Status::Ok();
 }
 
-Result<PickTable> PickTableBuilder::Build(std::vector<uint8_t> bytes, size_t offset,
-                                          int item_size, bool is_signed, int64_t tokens,
-                                          int payload_layers, const ModelGeometry& g) {
+Result<PickTable> PickTableBuilder::Build(std::vector<uint8_t> bytes, size_t offset, int item_size,
+                                          bool is_signed, int64_t tokens, int payload_layers,
+                                          const ModelGeometry& g) {
   PickTable t;
   if (payload_layers == g.moe_layers) {
     t.layer_offset_ = 0;
@@ -315,11 +319,20 @@ Result<PickTable> PickTableBuilder::Build(std::vector<uint8_t> bytes, size_t off
   t.counts_ = ExpertCounts(g.moe_layers, g.experts);
   Status s;
   switch (item_size) {
-    case 1: s = is_signed ? Scan<int8_t>(t) : Scan<uint8_t>(t); break;
-    case 2: s = is_signed ? Scan<int16_t>(t) : Scan<uint16_t>(t); break;
-    case 4: s = is_signed ? Scan<int32_t>(t) : Scan<uint32_t>(t); break;
-    case 8: s = is_signed ? Scan<int64_t>(t) : Scan<uint64_t>(t); break;
-    default: return InvalidArgument("unsupported item size {}", item_size);
+    case 1:
+      s = is_signed ? Scan<int8_t>(t) : Scan<uint8_t>(t);
+      break;
+    case 2:
+      s = is_signed ? Scan<int16_t>(t) : Scan<uint16_t>(t);
+      break;
+    case 4:
+      s = is_signed ? Scan<int32_t>(t) : Scan<uint32_t>(t);
+      break;
+    case 8:
+      s = is_signed ? Scan<int64_t>(t) : Scan<uint64_t>(t);
+      break;
+    default:
+      return InvalidArgument("unsupported item size {}", item_size);
   }
   if (!s.ok()) return tl::unexpected<Status>(std::move(s));
   // Pick() reads through a signed view; record signedness in the size sign.
@@ -333,14 +346,22 @@ int32_t PickTable::Pick(int64_t t, int l, int j) const {
   const int64_t idx = t * row_stride_ + layer_offset_ + static_cast<int64_t>(l) * top_k_ + j;
   const uint8_t* p = bytes_.data() + data_offset_;
   switch (item_size_) {
-    case 1: return p[idx];
-    case -1: return static_cast<int8_t>(p[idx]);
-    case 2: return LoadLE<uint16_t>(p + idx * 2);
-    case -2: return LoadLE<int16_t>(p + idx * 2);
-    case 4: return static_cast<int32_t>(LoadLE<uint32_t>(p + idx * 4));
-    case -4: return LoadLE<int32_t>(p + idx * 4);
-    case 8: return static_cast<int32_t>(LoadLE<uint64_t>(p + idx * 8));
-    default: return static_cast<int32_t>(LoadLE<int64_t>(p + idx * 8));
+    case 1:
+      return p[idx];
+    case -1:
+      return static_cast<int8_t>(p[idx]);
+    case 2:
+      return LoadLE<uint16_t>(p + idx * 2);
+    case -2:
+      return LoadLE<int16_t>(p + idx * 2);
+    case 4:
+      return static_cast<int32_t>(LoadLE<uint32_t>(p + idx * 4));
+    case -4:
+      return LoadLE<int32_t>(p + idx * 4);
+    case 8:
+      return static_cast<int32_t>(LoadLE<uint64_t>(p + idx * 8));
+    default:
+      return static_cast<int32_t>(LoadLE<int64_t>(p + idx * 8));
   }
 }
 
@@ -367,14 +388,30 @@ Status PickTable::AccumulateRows(int64_t begin, int64_t end, ExpertCounts* count
     }
   };
   switch (item_size_) {
-    case 1: run(uint8_t{}); break;
-    case -1: run(int8_t{}); break;
-    case 2: run(uint16_t{}); break;
-    case -2: run(int16_t{}); break;
-    case 4: run(uint32_t{}); break;
-    case -4: run(int32_t{}); break;
-    case 8: run(uint64_t{}); break;
-    default: run(int64_t{}); break;
+    case 1:
+      run(uint8_t{});
+      break;
+    case -1:
+      run(int8_t{});
+      break;
+    case 2:
+      run(uint16_t{});
+      break;
+    case -2:
+      run(int16_t{});
+      break;
+    case 4:
+      run(uint32_t{});
+      break;
+    case -4:
+      run(int32_t{});
+      break;
+    case 8:
+      run(uint64_t{});
+      break;
+    default:
+      run(int64_t{});
+      break;
   }
   return Status::Ok();
 }
@@ -404,9 +441,10 @@ Result<PickTable> DecodeVllmRoutedExperts(std::string_view b64, const ModelGeome
   auto npy = ParseNpy(bytes);
   if (!npy) return tl::unexpected<Status>(npy.error().WithContext("vLLM routed_experts"));
   if (npy->shape.size() != 3) {
-    return InvalidArgument("vLLM routed_experts: expected shape [tokens, layers, top_k], got {} "
-                           "dimensions",
-                           npy->shape.size());
+    return InvalidArgument(
+        "vLLM routed_experts: expected shape [tokens, layers, top_k], got {} "
+        "dimensions",
+        npy->shape.size());
   }
   if (npy->shape[2] != g.top_k) {
     return InvalidArgument("vLLM routed_experts: top_k is {} but {} uses top-{}", npy->shape[2],
@@ -447,7 +485,7 @@ Result<PickTable> MakePickTable(std::span<const int32_t> picks, const ModelGeome
                            picks.size(), g.moe_layers, g.top_k);
   }
   std::vector<uint8_t> bytes(picks.size() * 4);
-  std::memcpy(bytes.data(), picks.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(bytes.data(), picks.data(), bytes.size());
   return PickTableBuilder::Build(std::move(bytes), 0, 4, true,
                                  static_cast<int64_t>(picks.size() / row), g.moe_layers, g);
 }
@@ -515,7 +553,8 @@ class ListScanner {
     auto [p, ec] = std::from_chars(s_.data() + i_, s_.data() + s_.size(), v);
     if (ec != std::errc()) return Error("expected an integer expert id");
     i_ = p - s_.data();
-    if (Peek() == '.' || Peek() == 'e' || Peek() == 'E') return Error("expert ids must be integers");
+    if (Peek() == '.' || Peek() == 'e' || Peek() == 'E')
+      return Error("expert ids must be integers");
     if (v < 0 || v > INT32_MAX) return Error("expert id out of range");
     out->push_back(static_cast<int32_t>(v));
     return Status::Ok();
@@ -548,12 +587,11 @@ Result<PickTable> ParsePickListJson(std::string_view json, const ModelGeometry& 
   ListScanner sc(json);
   if (Status s = sc.Parse(&flat, &tokens, &layers, &k); !s.ok()) return tl::unexpected<Status>(s);
   if (tokens > 0 && k != g.top_k) {
-    return InvalidArgument("pick list: top_k is {} but {} uses top-{}", k, g.display_name,
-                           g.top_k);
+    return InvalidArgument("pick list: top_k is {} but {} uses top-{}", k, g.display_name, g.top_k);
   }
   if (tokens == 0) layers = g.moe_layers;
   std::vector<uint8_t> bytes(flat.size() * 4);
-  std::memcpy(bytes.data(), flat.data(), bytes.size());
+  if (!bytes.empty()) std::memcpy(bytes.data(), flat.data(), bytes.size());
   return PickTableBuilder::Build(std::move(bytes), 0, 4, true, tokens, layers, g);
 }
 
@@ -569,8 +607,8 @@ Result<ExpertCounts> DecodeEldrSig(std::string_view b64, const ModelGeometry& g)
     auto npy = ParseNpy(bytes);
     if (!npy) return tl::unexpected<Status>(npy.error().WithContext("eldr_sig"));
     if (npy->shape.size() != 2 || npy->shape[0] != g.moe_layers || npy->shape[1] != g.experts) {
-      return InvalidArgument("eldr_sig: .npy shape is not [{}, {}] for {}", g.moe_layers,
-                             g.experts, g.display_name);
+      return InvalidArgument("eldr_sig: .npy shape is not [{}, {}] for {}", g.moe_layers, g.experts,
+                             g.display_name);
     }
     data = npy->data;
     item = npy->item_size;
@@ -589,10 +627,18 @@ Result<ExpertCounts> DecodeEldrSig(std::string_view b64, const ModelGeometry& g)
     int64_t v;
     const uint8_t* p = data.data() + i * item;
     switch (item) {
-      case 1: v = is_signed ? int64_t{static_cast<int8_t>(*p)} : int64_t{*p}; break;
-      case 2: v = is_signed ? int64_t{LoadLE<int16_t>(p)} : int64_t{LoadLE<uint16_t>(p)}; break;
-      case 4: v = is_signed ? int64_t{LoadLE<int32_t>(p)} : int64_t{LoadLE<uint32_t>(p)}; break;
-      default: v = LoadLE<int64_t>(p); break;
+      case 1:
+        v = is_signed ? int64_t{static_cast<int8_t>(*p)} : int64_t{*p};
+        break;
+      case 2:
+        v = is_signed ? int64_t{LoadLE<int16_t>(p)} : int64_t{LoadLE<uint16_t>(p)};
+        break;
+      case 4:
+        v = is_signed ? int64_t{LoadLE<int32_t>(p)} : int64_t{LoadLE<uint32_t>(p)};
+        break;
+      default:
+        v = LoadLE<int64_t>(p);
+        break;
     }
     if (v < 0 || v > UINT32_MAX) {
       return OutOfRange("eldr_sig: count {} at layer {}, expert {} is negative or too large", v,

@@ -10,8 +10,7 @@ namespace eldr {
 
 namespace {
 
-constexpr std::array<std::string_view, 6> kNames = {"rr", "random", "jsq", "p2c", "domain",
-                                                    "eldr"};
+constexpr std::array<std::string_view, 6> kNames = {"rr", "random", "jsq", "p2c", "domain", "eldr"};
 
 bool Avail(const ClusterView& v, int i) { return v.available.empty() || v.available[i] != 0; }
 

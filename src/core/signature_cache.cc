@@ -23,7 +23,7 @@ struct SignatureCache::Entry {
   uint64_t key;
   int64_t tokens;
   size_t charge;
-  std::unique_ptr<uint8_t[]> counts;               // L*E, kSpill marks a spilled entry
+  std::unique_ptr<uint8_t[]> counts;                 // L*E, kSpill marks a spilled entry
   std::vector<std::pair<uint32_t, uint32_t>> spill;  // (index, count) for counts >= kSpill
 };
 
@@ -141,8 +141,8 @@ Status SignatureCache::Insert(std::span<const uint64_t> hashes, const PickTable&
   const int64_t ct = chunk_tokens();
   const int64_t last = first_token + picks.tokens();
   ExpertCounts chunk(layers_, experts_);
-  for (size_t c = 0; (static_cast<int64_t>(c) + 1) * options_.chunk_blocks <=
-                     static_cast<int64_t>(hashes.size());
+  for (size_t c = 0;
+       (static_cast<int64_t>(c) + 1) * options_.chunk_blocks <= static_cast<int64_t>(hashes.size());
        ++c) {
     const int64_t begin = static_cast<int64_t>(c) * ct, end = begin + ct;
     if (begin < first_token) continue;

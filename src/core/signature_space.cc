@@ -1,9 +1,8 @@
 #include "eldr/signature_space.h"
 
 #include <algorithm>
-#include <cmath>
-
 #include <boost/json.hpp>
+#include <cmath>
 
 #include "simd.h"
 
@@ -13,9 +12,12 @@ namespace json = boost::json;
 
 std::string_view TransformName(SignatureTransform t) {
   switch (t) {
-    case SignatureTransform::kCountIdf: return "count_idf";
-    case SignatureTransform::kCount: return "count";
-    case SignatureTransform::kBinary: return "binary";
+    case SignatureTransform::kCountIdf:
+      return "count_idf";
+    case SignatureTransform::kCount:
+      return "count";
+    case SignatureTransform::kBinary:
+      return "binary";
   }
   return "count_idf";
 }
@@ -146,13 +148,16 @@ double DensifyBase(const uint32_t* c, const int* m, int ml, int e, SignatureTran
                    const float* w, float* x) {
   return DensifyBody(c, m, ml, e, t, w, x);
 }
-double Densify(const uint32_t* c, const int* m, int ml, int e, SignatureTransform t,
-               const float* w, float* x) {
+double Densify(const uint32_t* c, const int* m, int ml, int e, SignatureTransform t, const float* w,
+               float* x) {
 #if ELDR_X86_DISPATCH
   switch (internal::CpuIsa()) {
-    case internal::Isa::kAvx512: return DensifyAvx512(c, m, ml, e, t, w, x);
-    case internal::Isa::kAvx2: return DensifyAvx2(c, m, ml, e, t, w, x);
-    case internal::Isa::kBase: break;
+    case internal::Isa::kAvx512:
+      return DensifyAvx512(c, m, ml, e, t, w, x);
+    case internal::Isa::kAvx2:
+      return DensifyAvx2(c, m, ml, e, t, w, x);
+    case internal::Isa::kBase:
+      break;
   }
 #endif
   return DensifyBase(c, m, ml, e, t, w, x);
@@ -172,14 +177,14 @@ Status SignatureSpace::Score(const ExpertCounts& counts, std::span<float> scores
   // One scratch buffer per thread: no allocation on the request path after the first call.
   thread_local std::vector<float> x;
   x.resize(dims_);
-  const double norm2 =
-      Densify(counts.data().data(), spec_.layer_mask.data(),
-              static_cast<int>(spec_.layer_mask.size()), spec_.experts, spec_.transform,
-              weight_.data(), x.data());
+  const double norm2 = Densify(counts.data().data(), spec_.layer_mask.data(),
+                               static_cast<int>(spec_.layer_mask.size()), spec_.experts,
+                               spec_.transform, weight_.data(), x.data());
   if (!(norm2 > 0)) {
-    return FailedPrecondition("no signature: the request has no expert picks on the {} masked "
-                              "layers (or only experts with zero weight)",
-                              spec_.layer_mask.size())
+    return FailedPrecondition(
+               "no signature: the request has no expert picks on the {} masked "
+               "layers (or only experts with zero weight)",
+               spec_.layer_mask.size())
         .error();
   }
   const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
@@ -208,8 +213,9 @@ Status SignatureSpace::Embed(const ExpertCounts& counts, std::span<float> out) c
     }
   }
   if (!(norm2 > 0)) {
-    return FailedPrecondition("no signature: the request has no expert picks on the masked "
-                              "layers")
+    return FailedPrecondition(
+               "no signature: the request has no expert picks on the masked "
+               "layers")
         .error();
   }
   const float inv = static_cast<float>(1.0 / std::sqrt(norm2));
@@ -298,8 +304,8 @@ Result<std::vector<float>> GetFloats(const json::value& v, std::string_view what
 
 }  // namespace
 
-Result<std::shared_ptr<const SignatureSpace>> SignatureSpace::FromJson(std::string_view text,
-                                                                       const ModelGeometry* expect) {
+Result<std::shared_ptr<const SignatureSpace>> SignatureSpace::FromJson(
+    std::string_view text, const ModelGeometry* expect) {
   boost::system::error_code ec;
   json::value root = json::parse(json::string_view(text.data(), text.size()), ec);
   if (ec) return InvalidArgument("signature space: not valid JSON ({})", ec.message());
@@ -346,8 +352,7 @@ Result<std::shared_ptr<const SignatureSpace>> SignatureSpace::FromJson(std::stri
     ELDR_ASSIGN_OR_RETURN(spec.fit_peak_rho, AsNumber(*r, "fit_peak_rho"));
   }
   if (const auto* v = o.if_contains("variant"); v && v->is_string()) {
-    ELDR_ASSIGN_OR_RETURN(spec.transform,
-                          ParseTransform(std::string_view(v->get_string())));
+    ELDR_ASSIGN_OR_RETURN(spec.transform, ParseTransform(std::string_view(v->get_string())));
   }
   const auto* mask = o.if_contains("layer_mask");
   if (!mask || !mask->is_array()) return InvalidArgument("signature space: missing 'layer_mask'");

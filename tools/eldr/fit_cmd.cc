@@ -1,5 +1,4 @@
 #include <CLI/CLI.hpp>
-
 #include <cmath>
 
 #include "commands.h"
@@ -9,8 +8,9 @@
 namespace eldr::cli {
 
 void AddFitCommand(CLI::App& app, FitArgs& a) {
-  auto* c = app.add_subcommand("fit", "Fit a signature space (layer mask, IDF, centroids) from "
-                                      "calibration counts (docs/formats.md)");
+  auto* c = app.add_subcommand("fit",
+                               "Fit a signature space (layer mask, IDF, centroids) from "
+                               "calibration counts (docs/formats.md)");
   c->add_option("-i,--input", a.input, "Calibration JSONL file")->required();
   c->add_option("-o,--output", a.output, "Signature-space JSON to write")->required();
   c->add_option("-m,--model", a.model,

@@ -1,9 +1,8 @@
 // eldr: the one command-line tool. Flags are parsed here and nowhere else; every subcommand maps
 // its flags onto the library's Options structs and reports errors as "eldr <cmd>: message".
-#include <CLI/CLI.hpp>
-
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <cmath>
 #include <cstdio>
 #include <fstream>

@@ -1,5 +1,4 @@
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cmath>
 #include <deque>
@@ -177,10 +176,11 @@ Status RunRoute(const RouteArgs& a) {
     fmt::print("{:<8} {:>22.2f} {:>14} {:>15.1f}% {:>14.2f} {:>10}\n", o.policy, o.distinct, delta,
                100 * o.same_label, o.imbalance, o.fallbacks);
   }
-  fmt::print("distinct experts/step: expected distinct routed experts per MoE layer in one decode "
-             "step of the batch each in-flight request decodes in (of {}), from the requests' decode pick "
-             "frequencies.\n",
-             E);
+  fmt::print(
+      "distinct experts/step: expected distinct routed experts per MoE layer in one decode "
+      "step of the batch each in-flight request decodes in (of {}), from the requests' decode pick "
+      "frequencies.\n",
+      E);
   return Status::Ok();
 }
 
