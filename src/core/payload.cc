@@ -4,6 +4,12 @@
 #include <charconv>
 #include <cstring>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
+#include "simd.h"
+
 namespace eldr {
 
 namespace {
@@ -31,6 +37,54 @@ T LoadLE(const uint8_t* p) {
   return v;
 }
 
+#if ELDR_X86_DISPATCH
+// AVX2 base64 decoding, 32 characters to 24 bytes per step, after W. Mula and D. Lemire, "Faster
+// Base64 Encoding and Decoding using AVX2 Instructions" (2018). Characters are classified by
+// their high and low nibbles: lut_lo[l] holds the classes for which low nibble l is invalid,
+// lut_hi[h] the class of high nibble h, and a non-zero AND flags an invalid character. The value
+// is the character plus an offset chosen by its high nibble ('/' shares '+'s nibble and is
+// told apart by a compare). Returns how many input characters were decoded; it stops before the
+// first 32-character block holding an invalid character (the scalar path then reports it) and
+// leaves at least 8 bytes of room, as each step stores 32 bytes.
+ELDR_TARGET_AVX2 size_t Base64DecodeAvx2(const uint8_t* s, size_t n, uint8_t* d, size_t out_cap) {
+  const __m256i lut_lo =
+      _mm256_setr_epi8(0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1A, 0x1B,
+                       0x1B, 0x1B, 0x1A, 0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11,
+                       0x13, 0x1A, 0x1B, 0x1B, 0x1B, 0x1A);
+  const __m256i lut_hi =
+      _mm256_setr_epi8(0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10,
+                       0x10, 0x10, 0x10, 0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10,
+                       0x10, 0x10, 0x10, 0x10, 0x10, 0x10);
+  const __m256i lut_roll =
+      _mm256_setr_epi8(0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 19, 4, -65,
+                       -65, -71, -71, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  const __m256i slash = _mm256_set1_epi8('/');
+  const __m256i pack_ab = _mm256_set1_epi32(0x01400140);
+  const __m256i pack_abc = _mm256_set1_epi32(0x00011000);
+  const __m256i gather = _mm256_setr_epi8(2, 1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1, 2,
+                                          1, 0, 6, 5, 4, 10, 9, 8, 14, 13, 12, -1, -1, -1, -1);
+  const __m256i compact = _mm256_setr_epi32(0, 1, 2, 4, 5, 6, 7, 7);
+  size_t i = 0, o = 0;
+  for (; i + 32 <= n && o + 32 <= out_cap; i += 32, o += 24) {
+    const __m256i in = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i));
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi32(in, 4), nibble);
+    const __m256i lo = _mm256_and_si256(in, nibble);
+    const __m256i cls =
+        _mm256_and_si256(_mm256_shuffle_epi8(lut_lo, lo), _mm256_shuffle_epi8(lut_hi, hi));
+    if (!_mm256_testz_si256(cls, cls)) break;
+    const __m256i roll =
+        _mm256_shuffle_epi8(lut_roll, _mm256_add_epi8(_mm256_cmpeq_epi8(in, slash), hi));
+    const __m256i v = _mm256_add_epi8(in, roll);
+    const __m256i ab = _mm256_maddubs_epi16(v, pack_ab);
+    const __m256i abc = _mm256_madd_epi16(ab, pack_abc);
+    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(abc, gather), compact);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + o), bytes);
+  }
+  return i;
+}
+#endif
+
 }  // namespace
 
 Status Base64Decode(std::string_view in, std::vector<uint8_t>* out) {
@@ -45,9 +99,17 @@ Status Base64Decode(std::string_view in, std::vector<uint8_t>* out) {
   const auto* s = reinterpret_cast<const uint8_t*>(in.data());
   uint8_t* d = out->data();
   const size_t full = in.size() / 4 - 1;  // the last quad may carry padding
+  size_t done = 0;
+#if ELDR_X86_DISPATCH
+  if (internal::CpuIsa() != internal::Isa::kBase) {
+    done = Base64DecodeAvx2(s, full * 4, d, out->size()) / 4;  // whole quads, never the last
+  }
+#endif
+  s += done * 4;
+  d += done * 3;
   // Hot loop: four table lookups per quad; any invalid character sets a high bit in `bad`, which
   // is checked once per quad so the loop stays branch-light.
-  for (size_t q = 0; q < full; ++q, s += 4, d += 3) {
+  for (size_t q = done; q < full; ++q, s += 4, d += 3) {
     const uint32_t a = kB64[s[0]], b = kB64[s[1]], c = kB64[s[2]], e = kB64[s[3]];
     if ((a | b | c | e) & 0x80) {
       for (int j = 0; j < 4; ++j)
