@@ -2,6 +2,8 @@
 // recorded in docs/perf.md. Run: ./build/release/bench/eldr_bench [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
@@ -84,6 +86,37 @@ void BM_EldrDecision(benchmark::State& state) {
   state.SetLabel(fmt::format("prompt {} tokens, {} of 48 layers", state.range(0), state.range(1)));
 }
 BENCHMARK(BM_EldrDecision)->Args({64, 48})->Args({512, 48})->Args({4096, 48})->Args({512, 24});
+
+// Same decision, timed one by one to report its distribution (P50/P99) rather than a mean.
+void BM_EldrDecisionPercentiles(benchmark::State& state) {
+  const auto& g = Qwen();
+  auto space = RandomSpace(g, 16, static_cast<int>(state.range(0)));
+  PolicyOptions o;
+  o.decoders = 16;
+  o.space = space;
+  auto policy = std::move(*MakePolicy(o));
+  std::vector<ExpertCounts> prompts;
+  for (int i = 0; i < 64; ++i) prompts.push_back(MakePickTable(Picks(g, 256, 50 + i), g)->Counts());
+  std::vector<int64_t> load(16);
+  Rng rng(1);
+  std::vector<double> ns;
+  ns.reserve(1 << 20);
+  size_t i = 0;
+  for (auto _ : state) {
+    for (auto& l : load) l = static_cast<int64_t>(rng.Uniform(40));
+    RouteRequest req{.counts = &prompts[i++ % prompts.size()]};
+    const auto t0 = std::chrono::steady_clock::now();
+    auto d = policy->Route(req, {load}, rng);
+    const auto t1 = std::chrono::steady_clock::now();
+    benchmark::DoNotOptimize(d);
+    ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
+  }
+  std::sort(ns.begin(), ns.end());
+  state.counters["p50_us"] = ns[ns.size() / 2] / 1000;
+  state.counters["p99_us"] = ns[ns.size() * 99 / 100] / 1000;
+  state.SetLabel(fmt::format("{} of 48 layers, 64 distinct prompts", state.range(0)));
+}
+BENCHMARK(BM_EldrDecisionPercentiles)->Arg(48)->Arg(24)->Iterations(100000);
 
 void BM_JsqDecision(benchmark::State& state) {
   PolicyOptions o;
