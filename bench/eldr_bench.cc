@@ -12,6 +12,7 @@
 #include "eldr/payload.h"
 #include "eldr/policy.h"
 #include "eldr/signature_cache.h"
+#include "test_util.h"
 
 namespace eldr {
 namespace {
@@ -132,23 +133,13 @@ void BM_JsqDecision(benchmark::State& state) {
 }
 BENCHMARK(BM_JsqDecision);
 
-template <class T>
-std::vector<uint8_t> Bytes(const std::vector<int32_t>& v) {
-  std::vector<uint8_t> out(v.size() * sizeof(T));
-  for (size_t i = 0; i < v.size(); ++i) {
-    const T x = static_cast<T>(v[i]);
-    std::memcpy(out.data() + i * sizeof(T), &x, sizeof(T));
-  }
-  return out;
-}
-
 // Payload -> validated counts, in bytes of base64 payload per second. 2,048-token prompt.
 void BM_DecodeVllm(benchmark::State& state) {
   const auto& g = Qwen();
   const int size = static_cast<int>(state.range(0));
   auto picks = Picks(g, 2048, 2);
   std::vector<int64_t> shape = {2048, g.moe_layers, g.top_k};
-  auto data = size == 1 ? Bytes<uint8_t>(picks) : Bytes<uint16_t>(picks);
+  auto data = size == 1 ? testing::AsBytes<uint8_t>(picks) : testing::AsBytes<uint16_t>(picks);
   const std::string payload = Base64Encode(MakeNpy('u', size, shape, data));
   for (auto _ : state) {
     auto t = DecodeVllmRoutedExperts(payload, g);
@@ -162,7 +153,7 @@ BENCHMARK(BM_DecodeVllm)->Arg(1)->Arg(2);
 
 void BM_DecodeSglang(benchmark::State& state) {
   const auto& g = Qwen();
-  const std::string payload = Base64Encode(Bytes<int32_t>(Picks(g, 2048, 3)));
+  const std::string payload = Base64Encode(testing::AsBytes<int32_t>(Picks(g, 2048, 3)));
   for (auto _ : state) {
     auto t = DecodeSglangRoutedExperts(payload, g);
     benchmark::DoNotOptimize(t);
