@@ -2,7 +2,7 @@
 #   make run   install deps, build Release, run the main job on its embedded default
 #   make test  install deps, build, run every test
 JOBS ?= $(shell nproc)
-.PHONY: deps build run test test-asan bench fuzz format clean
+.PHONY: deps build run demo test test-asan bench fuzz format clean
 
 deps:
 	./scripts/install-deps.sh
@@ -12,6 +12,10 @@ build: deps
 	cmake --build --preset release -j $(JOBS)
 
 run: build
+	./build/release/tools/eldr/eldr simulate
+
+# Fit on the shipped GPT-OSS-20B traces and replay them through every policy.
+demo: build
 	./scripts/demo.sh build/release/tools/eldr/eldr
 
 test: build

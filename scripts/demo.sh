@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: the main job on its embedded default until the simulator lands (issue 3).
-# Fits a signature space on the shipped GPT-OSS-20B calibration extract (8 decoders), then
+# `make demo`: fits a signature space on the shipped GPT-OSS-20B calibration extract (8 decoders), then
 # replays the held-out requests through every routing policy.
 set -euo pipefail
 ELDR=${1:-build/release/tools/eldr/eldr}

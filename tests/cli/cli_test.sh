@@ -44,5 +44,17 @@ expect_error "not valid JSON" "$ELDR" route -s "$T/trunc.json" -i "$DATA/heldout
 expect_error "unknown policy" "$ELDR" route -s "$T/k4.json" -i "$DATA/heldout.jsonl" --policies foo
 expect_error "tau must be finite" "$ELDR" route -s "$T/k4.json" -i "$DATA/heldout.jsonl" --tau -1
 
+# The simulator: a short run prints every policy; bad options are refused clearly.
+"$ELDR" simulate -m gpt-oss-120b -w language -r 20 -d 5 --calibration 200 >"$T/sim" 2>&1 \
+  && ok || bad "simulate failed: $(cat "$T/sim")"
+for p in rr random jsq p2c domain eldr; do
+  grep -q "^$p " "$T/sim" && ok || bad "simulate output lacks $p"
+done
+expect_error "unknown model" "$ELDR" simulate -m llama-3 -d 1
+expect_error "no published baseline" "$ELDR" simulate -m mixtral-8x7b -d 1
+expect_error "rate and duration" "$ELDR" simulate -r 0 -d 1
+expect_error "cannot fill k" "$ELDR" simulate -d 1 --calibration 5
+expect_error "unknown policy" "$ELDR" simulate -d 1 --calibration 100 --policies rr,fastest
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -42,7 +42,20 @@ struct RouteArgs {
   uint64_t seed = 1;
 };
 
+struct SimulateArgs {
+  std::string model = "qwen3-30b-a3b", workload = "task",
+              policies = "rr,random,jsq,p2c,domain,eldr";
+  int prefill = 8, decode = 16, calibration = 1000;
+  double rate = 60, duration = 120, tau = 0.1;
+  uint64_t seed = 1;
+  bool stats = false;
+  double popularity = -1, domain_boost = -1, subdomain_boost = -1, request_boost = -1, drift = -1,
+         domain_drift = -1;
+};
+
 void AddFitCommand(CLI::App& app, FitArgs& a);
+void AddSimulateCommand(CLI::App& app, SimulateArgs& a);
+Status RunSimulate(const SimulateArgs& a);
 void AddRouteCommand(CLI::App& app, RouteArgs& a);
 Status RunFit(const FitArgs& a);
 Status RunRoute(const RouteArgs& a);

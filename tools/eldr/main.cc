@@ -67,6 +67,8 @@ int main(int argc, char** argv) {
   eldr::cli::RouteArgs route;
   eldr::cli::AddFitCommand(app, fit);
   eldr::cli::AddRouteCommand(app, route);
+  eldr::cli::SimulateArgs simulate;
+  eldr::cli::AddSimulateCommand(app, simulate);
   auto* models = app.add_subcommand("models", "List the model geometry presets");
   try {
     app.parse(argc, argv);
@@ -78,6 +80,9 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("fit")) {
     name = "fit";
     s = eldr::cli::RunFit(fit);
+  } else if (app.got_subcommand("simulate")) {
+    name = "simulate";
+    s = eldr::cli::RunSimulate(simulate);
   } else if (app.got_subcommand("route")) {
     name = "route";
     s = eldr::cli::RunRoute(route);

@@ -1,0 +1,296 @@
+#include "eldr/sim/simulator.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <deque>
+
+#include "eldr/rng.h"
+
+namespace eldr::sim {
+
+Status ClusterOptions::Validate() const {
+  if (prefill_workers < 1 || decode_workers < 1) {
+    return InvalidArgument("need at least one prefill and one decode worker").error();
+  }
+  if (max_batch < 1) return InvalidArgument("max_batch must be >= 1").error();
+  if (kv_capacity_tokens < 1) return InvalidArgument("kv_capacity_tokens must be >= 1").error();
+  if (!(prefill_load_bound >= 1) || !std::isfinite(prefill_load_bound)) {
+    return InvalidArgument("prefill_load_bound must be >= 1").error();
+  }
+  return Status::Ok();
+}
+
+namespace {
+
+uint64_t Mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+class Cluster {
+ public:
+  Cluster(const Workload& w, const SimOptions& o, RoutingPolicy& policy, EventQueue& q)
+      : w_(w),
+        o_(o),
+        c_(o.cluster),
+        policy_(policy),
+        q_(q),
+        rng_(o.seed),
+        req_(w.requests.size()),
+        prefill_(c_.prefill_workers),
+        decoder_(c_.decode_workers),
+        in_flight_(c_.decode_workers, 0),
+        distinct_(w.geometry.moe_layers),
+        scratch_(w.words) {}
+
+  Result<SimResult> Run() {
+    for (const auto& r : w_.requests) q_.Push({r.arrival_us, EventKind::kArrival, r.id});
+    while (auto e = q_.Pop()) {
+      now_ = e->time_us;
+      Status s;
+      switch (e->kind) {
+        case EventKind::kArrival:
+          OnArrival(e->key);
+          break;
+        case EventKind::kPrefillDone:
+          s = OnPrefillDone(e->key);
+          break;
+        case EventKind::kKvArrived:
+          OnKvArrived(e->key);
+          break;
+        case EventKind::kStepDone:
+          OnStepDone(e->key);
+          break;
+      }
+      if (!s.ok()) return tl::unexpected<Status>(s);
+    }
+    return Finish();
+  }
+
+ private:
+  struct Req {
+    int decoder = -1;
+    int generated = 0;  // tokens emitted so far (the first comes from prefill)
+    int64_t first_token_us = -1, finish_us = -1;
+  };
+  struct PrefillWorker {
+    std::deque<int> queue;
+    int current = -1;
+    int load = 0;  // queued + running
+  };
+  struct Decoder {
+    std::vector<int> batch;
+    std::deque<int> waiting;
+    bool busy = false;
+    int64_t kv_used = 0;
+    int64_t served = 0;
+  };
+
+  const WorkloadRequest& R(int id) const { return w_.requests[id]; }
+
+  void OnArrival(int id) {
+    // Prefix-hash choice bounded by load (PAPER.md §4.3); synthetic prompts share no prefix, so
+    // the hash is of the request.
+    const int P = c_.prefill_workers;
+    int p = static_cast<int>(Mix64(static_cast<uint64_t>(id)) % P);
+    int total = 0;
+    for (const auto& pw : prefill_) total += pw.load;
+    if (prefill_[p].load > (total + 1.0) / P * c_.prefill_load_bound) {
+      p = 0;
+      for (int i = 1; i < P; ++i)
+        if (prefill_[i].load < prefill_[p].load) p = i;
+    }
+    PrefillWorker& pw = prefill_[p];
+    ++pw.load;
+    pw.queue.push_back(id);
+    if (pw.current < 0) StartPrefill(p);
+  }
+
+  void StartPrefill(int p) {
+    PrefillWorker& pw = prefill_[p];
+    pw.current = pw.queue.front();
+    pw.queue.pop_front();
+    q_.Push(
+        {now_ + Us(o_.cost.PrefillUs(R(pw.current).prompt_tokens)), EventKind::kPrefillDone, p});
+  }
+
+  Status OnPrefillDone(int p) {
+    PrefillWorker& pw = prefill_[p];
+    const int id = pw.current;
+    pw.current = -1;
+    --pw.load;
+    Req& r = req_[id];
+    r.first_token_us = now_;
+    r.generated = 1;
+    RouteRequest rq{.counts = &R(id).prefill, .label = w_.labels[R(id).label]};
+    auto d = policy_.Route(rq, {in_flight_}, rng_);
+    if (!d) return d.error();
+    fallbacks_ += d->fallback;
+    r.decoder = d->decoder;
+    ++in_flight_[r.decoder];  // in flight from dispatch to completion, as in the paper
+    q_.Push({now_ + Us(o_.cost.KvUs(R(id).prompt_tokens)), EventKind::kKvArrived, id});
+    if (!pw.queue.empty()) StartPrefill(p);
+    return Status::Ok();
+  }
+
+  void OnKvArrived(int id) {
+    Decoder& d = decoder_[req_[id].decoder];
+    d.waiting.push_back(id);
+    if (!d.busy) StartStep(req_[id].decoder);
+  }
+
+  void OnStepDone(int di) {
+    Decoder& d = decoder_[di];
+    d.busy = false;
+    auto& b = d.batch;
+    for (size_t i = 0; i < b.size();) {
+      Req& r = req_[b[i]];
+      if (++r.generated == R(b[i]).output_tokens) {
+        r.finish_us = now_;
+        --in_flight_[di];
+        ++d.served;
+        d.kv_used -= R(b[i]).prompt_tokens + R(b[i]).output_tokens;
+        end_us_ = std::max(end_us_, now_);
+        b.erase(b.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {
+        ++i;
+      }
+    }
+    StartStep(di);
+  }
+
+  void StartStep(int di) {
+    Decoder& d = decoder_[di];
+    // Admit waiting requests FIFO while the batch and the KV capacity allow; a request that
+    // alone exceeds the capacity is admitted into an empty batch rather than starved.
+    while (!d.waiting.empty() && static_cast<int>(d.batch.size()) < c_.max_batch) {
+      const int id = d.waiting.front();
+      const int64_t need = R(id).prompt_tokens + R(id).output_tokens;
+      if (d.kv_used + need > c_.kv_capacity_tokens && !d.batch.empty()) break;
+      d.waiting.pop_front();
+      d.kv_used += need;
+      d.batch.push_back(id);
+    }
+    if (d.batch.empty()) return;
+    const int L = w_.geometry.moe_layers;
+    int64_t ctx = 0;
+    for (int id : d.batch) ctx += R(id).prompt_tokens + req_[id].generated;
+    double layer_sum = 0;
+    for (int l = 0; l < L; ++l) {
+      std::fill(scratch_.begin(), scratch_.end(), 0);
+      for (int id : d.batch) {
+        // Decode token t (t = generated - 1) uses the request's pattern t mod patterns.
+        const uint64_t* bits = w_.Bits(R(id), req_[id].generated - 1, l);
+        for (int i = 0; i < w_.words; ++i) scratch_[i] |= bits[i];
+      }
+      int n = 0;
+      for (uint64_t x : scratch_) n += std::popcount(x);
+      distinct_[l] = n;
+      layer_sum += n;
+    }
+    ++steps_;
+    distinct_sum_ += layer_sum / L;
+    batch_sum_ += static_cast<double>(d.batch.size());
+    d.busy = true;
+    const double us = o_.cost.StepUs(static_cast<int>(d.batch.size()), ctx, distinct_);
+    q_.Push({now_ + Us(us), EventKind::kStepDone, di});
+  }
+
+  static int64_t Us(double us) { return std::max<int64_t>(1, std::llround(us)); }
+
+  Result<SimResult> Finish() {
+    SimResult res;
+    for (size_t id = 0; id < req_.size(); ++id) {
+      const Req& r = req_[id];
+      if (r.finish_us < 0) {
+        return Internal("request {} never finished (simulator bug)", id);
+      }
+      if (R(static_cast<int>(id)).arrival_us < o_.warmup_us) continue;
+      RequestResult rr;
+      rr.id = static_cast<int>(id);
+      rr.decoder = r.decoder;
+      rr.arrival_us = R(static_cast<int>(id)).arrival_us;
+      rr.first_token_us = r.first_token_us;
+      rr.finish_us = r.finish_us;
+      rr.output_tokens = R(static_cast<int>(id)).output_tokens;
+      res.requests.push_back(rr);
+    }
+    for (int64_t f : in_flight_) {
+      if (f != 0) return Internal("in-flight count {} left after the run (simulator bug)", f);
+    }
+    res.steps = steps_;
+    res.mean_distinct = steps_ ? distinct_sum_ / steps_ : 0;
+    res.mean_batch = steps_ ? batch_sum_ / steps_ : 0;
+    res.fallbacks = fallbacks_;
+    res.end_us = end_us_;
+    for (const auto& d : decoder_) res.decoder_requests.push_back(d.served);
+    return res;
+  }
+
+  const Workload& w_;
+  const SimOptions& o_;
+  const ClusterOptions& c_;
+  RoutingPolicy& policy_;
+  EventQueue& q_;
+  Rng rng_;
+  std::vector<Req> req_;
+  std::vector<PrefillWorker> prefill_;
+  std::vector<Decoder> decoder_;
+  std::vector<int64_t> in_flight_;
+  std::vector<int> distinct_;
+  std::vector<uint64_t> scratch_;
+  int64_t now_ = 0, end_us_ = 0, steps_ = 0, fallbacks_ = 0;
+  double distinct_sum_ = 0, batch_sum_ = 0;
+};
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const double pos = p * (static_cast<double>(v.size()) - 1);
+  const size_t lo = static_cast<size_t>(std::floor(pos));
+  const size_t hi = std::min(v.size() - 1, lo + 1);
+  return v[lo] + (v[hi] - v[lo]) * (pos - static_cast<double>(lo));
+}
+
+}  // namespace
+
+Result<SimResult> SimulateWithQueue(const Workload& w, const SimOptions& o, EventQueue& queue) {
+  if (Status s = o.cluster.Validate(); !s.ok()) return tl::unexpected<Status>(s);
+  if (Status s = o.cost.Validate(); !s.ok()) return tl::unexpected<Status>(s);
+  for (size_t i = 0; i < w.requests.size(); ++i) {
+    if (w.requests[i].id != static_cast<int>(i)) {
+      return InvalidArgument("workload requests must be numbered 0..n-1 in order");
+    }
+  }
+  PolicyOptions po = o.policy;
+  po.decoders = o.cluster.decode_workers;
+  ELDR_ASSIGN_OR_RETURN(auto policy, MakePolicy(po));
+  Cluster c(w, o, *policy, queue);
+  return c.Run();
+}
+
+Result<SimResult> Simulate(const Workload& w, const SimOptions& o) {
+  HeapEventQueue q;
+  return SimulateWithQueue(w, o, q);
+}
+
+SimSummary Summarize(const SimResult& r) {
+  SimSummary s;
+  std::vector<double> tpot, ttft;
+  for (const auto& q : r.requests) {
+    tpot.push_back(q.TpotMs());
+    ttft.push_back(q.TtftMs());
+  }
+  s.tpot_p50 = Percentile(tpot, 0.5);
+  s.tpot_p99 = Percentile(tpot, 0.99);
+  s.ttft_p50 = Percentile(ttft, 0.5);
+  s.mean_distinct = r.mean_distinct;
+  s.mean_batch = r.mean_batch;
+  s.requests = static_cast<int64_t>(r.requests.size());
+  return s;
+}
+
+}  // namespace eldr::sim

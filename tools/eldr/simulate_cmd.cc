@@ -1,0 +1,161 @@
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+
+#include "commands.h"
+#include "eldr/fit.h"
+#include "eldr/sim/simulator.h"
+
+namespace eldr::cli {
+
+void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
+  auto* c = app.add_subcommand(
+      "simulate",
+      "Simulate an xPyD cluster serving a workload under every routing policy, side "
+      "by side on identical arrivals (defaults: Qwen3-30B-A3B, task, 8P16D, 60 qps, "
+      "120 s)");
+  c->add_option("-m,--model", a.model, "Model preset")->capture_default_str();
+  c->add_option("-w,--workload", a.workload, "task or language")
+      ->check(CLI::IsMember({"task", "language"}))
+      ->capture_default_str();
+  c->add_option("--prefill", a.prefill, "Prefill workers")->capture_default_str();
+  c->add_option("--decode", a.decode, "Decode workers (= centroids)")->capture_default_str();
+  c->add_option("-r,--rate", a.rate, "Arrival rate, requests/s (Poisson)")->capture_default_str();
+  c->add_option("-d,--duration", a.duration, "Seconds of arrivals")->capture_default_str();
+  c->add_option("--policies", a.policies, "Comma-separated policies")->capture_default_str();
+  c->add_option("--tau", a.tau, "ELDR locality band")->capture_default_str();
+  c->add_option("--calibration", a.calibration, "Calibration requests for the fit")
+      ->capture_default_str();
+  c->add_option("--seed", a.seed, "Seed of workload, fit and policies")->capture_default_str();
+  c->add_flag("--stats", a.stats, "Also print the workload's routing statistics");
+  // Generative-model knobs (docs/calibration.md); negative = the calibrated default.
+  c->add_option("--popularity-sigma", a.popularity, "Workload model: expert popularity spread");
+  c->add_option("--domain-boost", a.domain_boost, "Workload model: domain affinity");
+  c->add_option("--subdomain-boost", a.subdomain_boost,
+                "Workload model: sub-domain (source dataset / topic) affinity");
+  c->add_option("--request-boost", a.request_boost, "Workload model: request affinity");
+  c->add_option("--drift", a.drift, "Workload model: per-request decode drift");
+  c->add_option("--domain-drift", a.domain_drift, "Workload model: per-domain decode drift");
+}
+
+Status RunSimulate(const SimulateArgs& a) {
+  using Clock = std::chrono::steady_clock;
+  const auto t_start = Clock::now();
+  auto g = FindModel(a.model);
+  if (!g) return g.error();
+  auto baseline = sim::PublishedBaseline(*g);
+  if (!baseline) return baseline.error();
+  if (!(a.rate > 0) || !(a.duration > 0)) return InvalidArgument("rate and duration must be > 0");
+  sim::WorkloadOptions wo;
+  wo.kind = a.workload;
+  wo.rate_qps = a.rate;
+  wo.requests = std::max(1, static_cast<int>(std::lround(a.rate * a.duration)));
+  wo.calibration = a.calibration;
+  wo.seed = a.seed;
+  wo.popularity_sigma = a.popularity;
+  wo.domain_boost = a.domain_boost;
+  wo.subdomain_boost = a.subdomain_boost;
+  wo.request_boost = a.request_boost;
+  wo.drift_sigma = a.drift;
+  wo.domain_drift = a.domain_drift;
+  fmt::print(stderr, "eldr simulate: {} {} workload, {}P{}D, {} qps x {} s = {} requests\n",
+             g->display_name, a.workload, a.prefill, a.decode, a.rate, a.duration, wo.requests);
+  auto w = sim::MakeSyntheticWorkload(*g, wo);
+  if (!w) return w.error();
+  // Cost parameters from baseline figures only, on the task workload (one set of hardware
+  // parameters per model, whatever workload runs).
+  Result<sim::Workload> task = sim::Workload{};
+  if (a.workload != "task") {
+    sim::WorkloadOptions to = wo;
+    to.kind = "task";
+    to.requests = 1;
+    task = sim::MakeSyntheticWorkload(*g, to);
+    if (!task) return task.error();
+  }
+  const sim::Workload& cw = a.workload == "task" ? *w : *task;
+  auto cal = sim::CalibrateCost(*g, *baseline,
+                                [&](int b) { return sim::MeanMixedDistinct(cw, b, a.seed); });
+  if (!cal) return cal.error();
+  const sim::CostParams& cost = cal->params;
+  if (a.stats) {
+    fmt::print(
+        "cost model: t0 {:.0f} us, per MoE layer {:.1f} us + {:.2f} us per distinct expert, "
+        "{:.1f} us per batched request; MoE share of a step {:.0f}% (20 qps) to {:.0f}% "
+        "(60 qps); prefill {:.1f} ms + {:.0f} us/token\n",
+        cost.t0_us, cost.layer_us, cost.expert_us, cost.token_us, 100 * cal->moe_fraction_low,
+        100 * cal->moe_fraction_high, cost.prefill_fixed_us / 1e3, cost.prefill_token_us);
+    const auto st = sim::MeasureWorkload(*w);
+    fmt::print(
+        "workload: prefill->decode correlation {:.3f}; same-domain batches of {} select "
+        "{:.1f}% fewer distinct experts than mixed; hottest expert {:.2f}x the layer mean\n",
+        st.prefill_decode_correlation, st.batch, 100 * st.same_domain_reduction,
+        st.hot_expert_ratio);
+  }
+  // Fit on the disjoint calibration requests, as the paper does.
+  std::vector<CalibrationRequest> calib;
+  for (const auto& r : w->calibration)
+    calib.push_back({std::to_string(r.id), w->labels[r.label], r.prefill, r.decode});
+  FitOptions fo;
+  fo.k = a.decode;
+  fo.seed = a.seed;
+  auto fit = Fit(calib, *g, fo);
+  if (!fit) return fit.error().WithContext("fit");
+  std::vector<LabelShare> mix;
+  for (size_t i = 0; i < w->labels.size(); ++i) mix.push_back({w->labels[i], w->label_shares[i]});
+
+  struct Row {
+    std::string policy;
+    sim::SimSummary s;
+    int64_t fallbacks;
+  };
+  std::vector<Row> rows;
+  std::string_view rest = a.policies;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    const std::string name(rest.substr(0, comma));
+    rest = comma == std::string_view::npos ? "" : rest.substr(comma + 1);
+    sim::SimOptions so;
+    so.cluster.prefill_workers = a.prefill;
+    so.cluster.decode_workers = a.decode;
+    so.cost = cost;
+    so.policy.name = name;
+    so.policy.tau = a.tau;
+    so.policy.space = fit->space;
+    so.policy.label_shares = mix;
+    so.seed = a.seed;
+    const auto t0 = Clock::now();
+    auto r = sim::Simulate(*w, so);
+    if (!r) return r.error().WithContext("policy " + name);
+    rows.push_back({name, sim::Summarize(*r), r->fallbacks});
+    fmt::print(stderr, "  {:<7} simulated in {:.2f} s\n", name,
+               std::chrono::duration<double>(Clock::now() - t0).count());
+  }
+  double best_p50 = INFINITY, best_p99 = INFINITY;
+  for (const auto& r : rows) {
+    if (r.policy == "rr" || r.policy == "random" || r.policy == "jsq" || r.policy == "p2c") {
+      best_p50 = std::min(best_p50, r.s.tpot_p50);
+      best_p99 = std::min(best_p99, r.s.tpot_p99);
+    }
+  }
+  fmt::print("{} {} workload, {}P{}D, {} qps x {} s ({} requests), tau = {}\n", g->display_name,
+             a.workload, a.prefill, a.decode, a.rate, a.duration, wo.requests, a.tau);
+  fmt::print("{:<8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14} {:>7}\n", "policy", "TPOT p50",
+             "TPOT p99", "TTFT p50", "vs LB p50", "vs LB p99", "experts/step", "batch");
+  for (const auto& r : rows) {
+    auto pct = [](double v, double base) {
+      return std::isfinite(base) ? fmt::format("{:+.1f}%", 100 * (v / base - 1)) : std::string("-");
+    };
+    fmt::print("{:<8} {:>8.2f}ms {:>8.2f}ms {:>8.1f}ms {:>10} {:>10} {:>14.1f} {:>7.1f}\n",
+               r.policy, r.s.tpot_p50, r.s.tpot_p99, r.s.ttft_p50, pct(r.s.tpot_p50, best_p50),
+               pct(r.s.tpot_p99, best_p99), r.s.mean_distinct, r.s.mean_batch);
+  }
+  fmt::print(
+      "vs LB: change against the best load-balancing baseline (rr, random, jsq, p2c). "
+      "experts/step: distinct experts per MoE layer per decode step (of {}).\n",
+      g->experts);
+  fmt::print(stderr, "eldr simulate: done in {:.1f} s\n",
+             std::chrono::duration<double>(Clock::now() - t_start).count());
+  return Status::Ok();
+}
+
+}  // namespace eldr::cli
