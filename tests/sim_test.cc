@@ -141,6 +141,27 @@ TEST(SimulatorTest, DistinctExpertsPerStepAreExactUnions) {
   EXPECT_EQ(r->steps, 5 * 7);
 }
 
+// A lower rate is run on the first requests of a high-rate workload with stretched arrivals;
+// that must equal simulating a workload that holds exactly those requests at those times.
+TEST(SimulatorTest, MaxRequestsAndTimeScaleEqualAnExplicitlyRescaledWorkload) {
+  const Workload w = SmallWorkload("gpt-oss-20b", "task", 200, 80);
+  SimOptions o = Options(w, "jsq", 2, 3);
+  o.max_requests = 90;
+  o.time_scale = 2.5;
+  Workload copy = w;
+  copy.requests.resize(90);
+  for (auto& r : copy.requests) r.arrival_us = std::llround(r.arrival_us * 2.5);
+  SimOptions plain = o;
+  plain.max_requests = 0;
+  plain.time_scale = 1.0;
+  auto a = Simulate(w, o), b = Simulate(copy, plain);
+  ASSERT_TRUE(a && b);
+  ExpectSameRun(*a, *b);
+  EXPECT_EQ(a->requests.size(), 90u);
+  o.time_scale = 0;
+  EXPECT_FALSE(Simulate(w, o).has_value());
+}
+
 TEST(SimulatorTest, RejectsBadOptions) {
   const Workload w = SmallWorkload("gpt-oss-20b", "task", 10, 10);
   SimOptions o = Options(w, "rr", 1, 2);

@@ -39,7 +39,8 @@ class Cluster {
         policy_(policy),
         q_(q),
         rng_(o.seed),
-        req_(w.requests.size()),
+        req_(o.max_requests > 0 ? std::min<size_t>(w.requests.size(), o.max_requests)
+                                : w.requests.size()),
         prefill_(c_.prefill_workers),
         decoder_(c_.decode_workers),
         in_flight_(c_.decode_workers, 0),
@@ -47,7 +48,9 @@ class Cluster {
         scratch_(w.words) {}
 
   Result<SimResult> Run() {
-    for (const auto& r : w_.requests) q_.Push({r.arrival_us, EventKind::kArrival, r.id});
+    for (size_t id = 0; id < req_.size(); ++id) {
+      q_.Push({Arrival(static_cast<int>(id)), EventKind::kArrival, static_cast<int>(id)});
+    }
     while (auto e = q_.Pop()) {
       now_ = e->time_us;
       Status s;
@@ -90,6 +93,11 @@ class Cluster {
   };
 
   const WorkloadRequest& R(int id) const { return w_.requests[id]; }
+  int64_t Arrival(int id) const {
+    return o_.time_scale == 1.0
+               ? R(id).arrival_us
+               : std::llround(static_cast<double>(R(id).arrival_us) * o_.time_scale);
+  }
 
   void OnArrival(int id) {
     // Prefix-hash choice bounded by load (PAPER.md §4.3); synthetic prompts share no prefix, so
@@ -208,11 +216,11 @@ class Cluster {
       if (r.finish_us < 0) {
         return Internal("request {} never finished (simulator bug)", id);
       }
-      if (R(static_cast<int>(id)).arrival_us < o_.warmup_us) continue;
+      if (Arrival(static_cast<int>(id)) < o_.warmup_us) continue;
       RequestResult rr;
       rr.id = static_cast<int>(id);
       rr.decoder = r.decoder;
-      rr.arrival_us = R(static_cast<int>(id)).arrival_us;
+      rr.arrival_us = Arrival(static_cast<int>(id));
       rr.first_token_us = r.first_token_us;
       rr.finish_us = r.finish_us;
       rr.output_tokens = R(static_cast<int>(id)).output_tokens;
@@ -260,6 +268,9 @@ double Percentile(std::vector<double> v, double p) {
 Result<SimResult> SimulateWithQueue(const Workload& w, const SimOptions& o, EventQueue& queue) {
   if (Status s = o.cluster.Validate(); !s.ok()) return tl::unexpected<Status>(s);
   if (Status s = o.cost.Validate(); !s.ok()) return tl::unexpected<Status>(s);
+  if (!(o.time_scale > 0) || !std::isfinite(o.time_scale) || o.max_requests < 0) {
+    return InvalidArgument("time_scale must be > 0 and max_requests >= 0");
+  }
   for (size_t i = 0; i < w.requests.size(); ++i) {
     if (w.requests[i].id != static_cast<int>(i)) {
       return InvalidArgument("workload requests must be numbered 0..n-1 in order");

@@ -5,6 +5,7 @@
 #include <string_view>
 #include <vector>
 
+#include "eldr/sim/simulator.h"
 #include "eldr/status.h"
 
 namespace CLI {
@@ -42,6 +43,17 @@ struct RouteArgs {
   uint64_t seed = 1;
 };
 
+// One simulated (configuration, policy) result, as written by --json / --csv.
+struct SimRecord {
+  std::string model, workload, experiment, variant;
+  int rate = 0, prefill = 0, decoders = 0;
+  std::string policy;
+  double tau = 0;
+  sim::SimSummary summary;
+};
+Status WriteRecords(const std::vector<SimRecord>& records, const std::string& json_path,
+                    const std::string& csv_path);
+
 struct SimulateArgs {
   std::string model = "qwen3-30b-a3b", workload = "task",
               policies = "rr,random,jsq,p2c,domain,eldr";
@@ -49,6 +61,8 @@ struct SimulateArgs {
   double rate = 60, duration = 120, tau = 0.1;
   uint64_t seed = 1;
   bool stats = false;
+  std::string matrix, json, csv;
+  int threads = 2;
   double popularity = -1, domain_boost = -1, subdomain_boost = -1, request_boost = -1, drift = -1,
          domain_drift = -1;
 };
@@ -56,6 +70,7 @@ struct SimulateArgs {
 void AddFitCommand(CLI::App& app, FitArgs& a);
 void AddSimulateCommand(CLI::App& app, SimulateArgs& a);
 Status RunSimulate(const SimulateArgs& a);
+Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records);
 void AddRouteCommand(CLI::App& app, RouteArgs& a);
 Status RunFit(const FitArgs& a);
 Status RunRoute(const RouteArgs& a);

@@ -45,6 +45,10 @@ struct SimOptions {
   PolicyOptions policy;   // decoders is set from cluster.decode_workers
   uint64_t seed = 1;      // randomised policies
   int64_t warmup_us = 0;  // requests arriving earlier are simulated but not reported
+  // Run a lower rate on the same workload: only the first `max_requests` requests (0 = all),
+  // with arrival times multiplied by `time_scale` (>= 1 stretches arrivals: rate / time_scale).
+  int64_t max_requests = 0;
+  double time_scale = 1.0;
 };
 
 struct RequestResult {
