@@ -2,7 +2,7 @@
 #   make run   install deps, build Release, run the main job on its embedded default
 #   make test  install deps, build, run every test
 JOBS ?= $(shell nproc)
-.PHONY: deps build run demo test test-asan bench fuzz format clean
+.PHONY: deps build run demo matrix test test-asan bench fuzz format clean
 
 deps:
 	./scripts/install-deps.sh
@@ -13,6 +13,13 @@ build: deps
 
 run: build
 	./build/release/tools/eldr/eldr simulate
+
+# The paper's matrix and ablations (~2 min on 2 cores), with JSON, CSV and plots in build/results.
+matrix: build
+	mkdir -p build/results
+	./build/release/tools/eldr/eldr simulate --matrix paper \
+	  --json build/results/matrix.json --csv build/results/matrix.csv | tee build/results/matrix.txt
+	/usr/bin/python3 python/plot_results.py build/results/matrix.json build/results
 
 # Fit on the shipped GPT-OSS-20B traces and replay them through every policy.
 demo: build
