@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(
   cmake ninja-build g++ make pkg-config
   libboost1.81-dev libboost-json1.81-dev
-  libcli11-dev libspdlog-dev libfmt-dev libxxhash-dev libexpected-dev
+  libcli11-dev libspdlog-dev libfmt-dev libxxhash-dev libexpected-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   python3-numpy python3-matplotlib
 )

@@ -34,6 +34,21 @@ Result<Baseline> PublishedBaseline(const ModelGeometry& g) {
       g.display_name);
 }
 
+CostParams ScaleCost(const CostParams& donor, const ModelGeometry& dg,
+                     const ModelGeometry& target) {
+  CostParams c = donor;
+  const double expert_ratio =
+      static_cast<double>(target.ExpertWeightBytes()) / static_cast<double>(dg.ExpertWeightBytes());
+  c.expert_us = donor.expert_us * expert_ratio;
+  c.layer_us = donor.layer_us * expert_ratio;
+  const double layers = static_cast<double>(target.total_layers) / dg.total_layers;
+  c.t0_us = donor.t0_us * layers;
+  c.token_us = donor.token_us * layers;
+  c.prefill_fixed_us = donor.prefill_fixed_us * layers;
+  c.prefill_token_us = donor.prefill_token_us * layers;
+  return c;
+}
+
 Result<Calibration> CalibrateCost(const ModelGeometry& g, const Baseline& base,
                                   const std::function<double(int)>& mixed_distinct) {
   if (base.points.size() < 2) return InvalidArgument("calibration needs at least two points");

@@ -56,5 +56,38 @@ expect_error "rate and duration" "$ELDR" simulate -r 0 -d 1
 expect_error "cannot fill k" "$ELDR" simulate -d 1 --calibration 5
 expect_error "unknown policy" "$ELDR" simulate -d 1 --calibration 100 --policies rr,fastest
 
+# Trace import from files shaped like the ExpertFingerprinting traces (one gzipped), stats, replay.
+mkdir -p "$T/tr/a" "$T/tr/b"
+/usr/bin/python3 - "$T/tr" <<'PY'
+import gzip, json, random, sys
+random.seed(1)
+def req(dataset, n):
+    return {"dataset": dataset, "router_data": [
+        {"token_%d" % (120 + t): {"layer_%d" % l: {"selected_experts": random.sample(range(32), 4)}
+                                  for l in range(24)}} for t in range(n)]}
+for i in range(6):
+    d = "a" if i % 2 else "b"
+    body = json.dumps(req("mmlu_test" if i % 2 else "gpqa_main", 60))
+    if i % 3 == 0:
+        with gzip.open("%s/%s/F%d_examples.json.gz" % (sys.argv[1], d, i), "wt") as f: f.write(body)
+    else:
+        open("%s/%s/F%d_examples.json" % (sys.argv[1], d, i), "w").write(body)
+json.dump({"dataset": "x", "router_data": [{"token_1": {"layer_0": {"selected_experts": [1, 1, 2, 3]}}}]},
+          open(sys.argv[1] + "/bad_examples.json", "w"))
+PY
+expect_error "need 4 selected_experts" "$ELDR" trace import -i "$T/tr" -o "$T/t.eldrtrace"
+rm "$T/tr/bad_examples.json"
+"$ELDR" trace import -i "$T/tr" -o "$T/t.eldrtrace" >"$T/imp" 2>&1 && ok || bad "import: $(cat "$T/imp")"
+grep -q "6 requests" "$T/imp" && ok || bad "import count: $(cat "$T/imp")"
+"$ELDR" trace stats "$T/t.eldrtrace" >"$T/st" 2>&1 && ok || bad "stats: $(cat "$T/st")"
+grep -q "gpqa 50.0%" "$T/st" && ok || bad "stats labels: $(cat "$T/st")"
+"$ELDR" simulate --trace "$DATA/trace-96.eldrtrace" -r 20 -d 5 --decode 4 >"$T/rep" 2>&1 \
+  && ok || bad "replay: $(cat "$T/rep")"
+grep -q "^eldr " "$T/rep" && ok || bad "replay output: $(cat "$T/rep")"
+mkdir -p "$T/empty"
+expect_error "no .*_examples" "$ELDR" trace import -i "$T/empty" -o "$T/none.eldrtrace"
+head -c 100 "$DATA/trace-96.eldrtrace" >"$T/cut.eldrtrace"
+expect_error "trace" "$ELDR" trace stats "$T/cut.eldrtrace"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -54,6 +54,15 @@ struct SimRecord {
 Status WriteRecords(const std::vector<SimRecord>& records, const std::string& json_path,
                     const std::string& csv_path);
 
+struct TraceArgs {
+  std::string input, output, model = "gpt-oss-20b";
+  int max_tokens = 0, prefix_tokens = 32;
+  CLI::App* import_cmd = nullptr;
+  CLI::App* stats_cmd = nullptr;
+};
+void AddTraceCommand(CLI::App& app, TraceArgs& a);
+Status RunTrace(const TraceArgs& a);
+
 struct SimulateArgs {
   std::string model = "qwen3-30b-a3b", workload = "task",
               policies = "rr,random,jsq,p2c,domain,eldr";
@@ -61,7 +70,7 @@ struct SimulateArgs {
   double rate = 60, duration = 120, tau = 0.1;
   uint64_t seed = 1;
   bool stats = false;
-  std::string matrix, json, csv;
+  std::string matrix, json, csv, trace;
   int threads = 2;
   double popularity = -1, domain_boost = -1, subdomain_boost = -1, request_boost = -1, drift = -1,
          domain_drift = -1;

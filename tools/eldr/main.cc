@@ -69,6 +69,8 @@ int main(int argc, char** argv) {
   eldr::cli::AddRouteCommand(app, route);
   eldr::cli::SimulateArgs simulate;
   eldr::cli::AddSimulateCommand(app, simulate);
+  eldr::cli::TraceArgs trace;
+  eldr::cli::AddTraceCommand(app, trace);
   auto* models = app.add_subcommand("models", "List the model geometry presets");
   try {
     app.parse(argc, argv);
@@ -83,6 +85,9 @@ int main(int argc, char** argv) {
   } else if (app.got_subcommand("simulate")) {
     name = "simulate";
     s = eldr::cli::RunSimulate(simulate);
+  } else if (app.got_subcommand("trace")) {
+    name = "trace";
+    s = eldr::cli::RunTrace(trace);
   } else if (app.got_subcommand("route")) {
     name = "route";
     s = eldr::cli::RunRoute(route);

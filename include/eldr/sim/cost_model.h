@@ -69,6 +69,13 @@ struct Calibration {
   std::vector<double> batch, distinct;                 // per baseline point
   double moe_fraction_low = 0, moe_fraction_high = 0;  // MoE share of the step at the points
 };
+// Parameters for a model without published latencies from a calibrated `donor`: a and b from
+// the target's expert bytes (the same derivation), t0, t_tok and the prefill time scaled by the
+// ratio of transformer layers (non-MoE work per layer assumed equal). An assumption, to be
+// reported with any result that uses it.
+CostParams ScaleCost(const CostParams& donor, const ModelGeometry& donor_g,
+                     const ModelGeometry& target);
+
 Result<Calibration> CalibrateCost(const ModelGeometry& g, const Baseline& baseline,
                                   const std::function<double(int)>& mixed_distinct);
 
