@@ -19,7 +19,10 @@ matrix: build
 	mkdir -p build/results
 	./build/release/tools/eldr/eldr simulate --matrix paper \
 	  --json build/results/matrix.json --csv build/results/matrix.csv | tee build/results/matrix.txt
-	/usr/bin/python3 python/plot_results.py build/results/matrix.json build/results
+	./build/release/tools/eldr/eldr simulate --json build/results/default.json \
+	  --requests-csv build/results/default_requests.csv > /dev/null
+	/usr/bin/python3 python/plot_results.py build/results/matrix.json build/results \
+	  build/results/default_requests.csv
 
 # Fit on the shipped GPT-OSS-20B traces and replay them through every policy.
 demo: build

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Plots eldr simulate results (--json) with Debian's python3-matplotlib.
 
-Usage: /usr/bin/python3 python/plot_results.py results.json OUT_DIR
+Usage: /usr/bin/python3 python/plot_results.py results.json OUT_DIR [requests.csv]
 Writes, per (model, workload): TPOT P50 and P99 vs rate per policy, and distinct experts per
 decode step vs rate; plus one overview of ELDR's and Domain's change against the best load
 balancer per cell.
@@ -23,6 +23,8 @@ def main():
     src, out = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
     rows = [r for r in json.load(open(src)) if r["experiment"] in ("main", "single")]
+    if not rows:
+        sys.exit("no main or single results in " + src)
     cells = sorted({(r["model"], r["workload"]) for r in rows})
     overview = []
     for model, workload in cells:
@@ -72,6 +74,28 @@ def main():
     ax.set_title("Mean over rates of the change in median TPOT (simulated)")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "overview.png"), dpi=110)
+    if len(sys.argv) > 3:
+        plot_cdf(sys.argv[3], out)
+
+
+def plot_cdf(path, out):
+    import csv
+    tpot = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            tpot.setdefault(row["policy"], []).append(float(row["tpot_ms"]))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for policy, values in tpot.items():
+        values.sort()
+        n = len(values)
+        ax.plot(values, [(i + 1) / n for i in range(n)], color=STYLE.get(policy), label=policy)
+    ax.set_xlabel("TPOT (ms)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("TPOT CDF (simulated)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "tpot_cdf.png"), dpi=110)
 
 
 if __name__ == "__main__":

@@ -67,10 +67,10 @@ struct SimulateArgs {
   std::string model = "qwen3-30b-a3b", workload = "task",
               policies = "rr,random,jsq,p2c,domain,eldr";
   int prefill = 8, decode = 16, calibration = 1000;
-  double rate = 60, duration = 120, tau = 0.1;
+  double rate = 60, duration = 120, tau = 0.1, warmup = 0;
   uint64_t seed = 1;
   bool stats = false;
-  std::string matrix, json, csv, trace;
+  std::string matrix, json, csv, trace, requests_csv;
   int threads = 2;
   double popularity = -1, domain_boost = -1, subdomain_boost = -1, request_boost = -1, drift = -1,
          domain_drift = -1;

@@ -25,6 +25,8 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
   c->add_option("-d,--duration", a.duration, "Seconds of arrivals")->capture_default_str();
   c->add_option("--policies", a.policies, "Comma-separated policies")->capture_default_str();
   c->add_option("--tau", a.tau, "ELDR locality band")->capture_default_str();
+  c->add_option("--warmup", a.warmup, "Seconds of arrivals simulated but not reported")
+      ->capture_default_str();
   c->add_option("--calibration", a.calibration, "Calibration requests for the fit")
       ->capture_default_str();
   c->add_option("--seed", a.seed, "Seed of workload, fit and policies")->capture_default_str();
@@ -38,6 +40,8 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
                 "workload; the model is the trace's");
   c->add_option("--json", a.json, "Write every result as JSON to this file");
   c->add_option("--csv", a.csv, "Write every result as CSV to this file");
+  c->add_option("--requests-csv", a.requests_csv,
+                "Write every request's decoder, TTFT and TPOT per policy as CSV (for CDFs)");
   c->add_option("--threads", a.threads, "Simulations run in parallel (--matrix)")
       ->capture_default_str();
   // Generative-model knobs (docs/calibration.md); negative = the calibrated default.
@@ -200,6 +204,7 @@ Status RunSimulate(const SimulateArgs& a) {
   };
   std::vector<Row> rows;
   std::vector<SimRecord> records;
+  std::string per_request = "policy,request,decoder,arrival_ms,ttft_ms,tpot_ms\n";
   std::string_view rest = a.policies;
   while (!rest.empty()) {
     const size_t comma = rest.find(',');
@@ -214,10 +219,17 @@ Status RunSimulate(const SimulateArgs& a) {
     so.policy.space = fit->space;
     so.policy.label_shares = mix;
     so.seed = a.seed;
+    so.warmup_us = static_cast<int64_t>(a.warmup * 1e6);
     const auto t0 = Clock::now();
     auto r = sim::Simulate(*w, so);
     if (!r) return r.error().WithContext("policy " + name);
     rows.push_back({name, sim::Summarize(*r), r->fallbacks});
+    if (!a.requests_csv.empty()) {
+      for (const auto& q : r->requests) {
+        per_request += fmt::format("{},{},{},{:.3f},{:.3f},{:.4f}\n", name, q.id, q.decoder,
+                                   q.arrival_us / 1e3, q.TtftMs(), q.TpotMs());
+      }
+    }
     records.push_back({g->name, a.trace.empty() ? a.workload : "trace", "single", "",
                        static_cast<int>(std::lround(a.rate)), a.prefill, a.decode, name, a.tau,
                        rows.back().s});
@@ -250,6 +262,9 @@ Status RunSimulate(const SimulateArgs& a) {
       g->experts);
   fmt::print(stderr, "eldr simulate: done in {:.1f} s\n",
              std::chrono::duration<double>(Clock::now() - t_start).count());
+  if (!a.requests_csv.empty()) {
+    if (Status s = WriteFileAtomically(a.requests_csv, per_request); !s.ok()) return s;
+  }
   return WriteRecords(records, a.json, a.csv);
 }
 
