@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <numeric>
 #include <set>
 
 #include "eldr/fit.h"
@@ -182,6 +183,70 @@ TEST(SimulatorTest, MaxRequestsAndTimeScaleEqualAnExplicitlyRescaledWorkload) {
   ExpectSameRun(*a, *b);
   EXPECT_EQ(a->requests.size(), 90u);
   o.time_scale = 0;
+  EXPECT_FALSE(Simulate(w, o).has_value());
+}
+
+TEST(ExpertParallelTest, PlacementsPartitionTheExpertsEvenly) {
+  const ModelGeometry g = *FindModel("qwen3-235b-a22b");
+  ExpertCounts act(g.moe_layers, g.experts);
+  Rng rng(4);
+  for (auto& v : act.mutable_data()) v = static_cast<uint32_t>(rng.Uniform(1000));
+  for (const auto& p : {ContiguousPlacement(g, 4), BalancedPlacement(g, 4, act)}) {
+    for (int l = 0; l < g.moe_layers; ++l) {
+      std::vector<int> owner(g.experts, 0);
+      for (int r = 0; r < 4; ++r) {
+        int n = 0;
+        for (int e = 0; e < g.experts; ++e) {
+          if ((p[(static_cast<size_t>(l) * 4 + r) * 2 + e / 64] >> (e % 64)) & 1) {
+            ++owner[e];
+            ++n;
+          }
+        }
+        EXPECT_EQ(n, 32);
+      }
+      for (int c : owner) EXPECT_EQ(c, 1);
+    }
+  }
+  // Balanced: the four hottest experts of a layer land on four different ranks.
+  const auto bal = BalancedPlacement(g, 4, act);
+  std::vector<int> order(g.experts);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int a, int b) { return act.at(7, a) > act.at(7, b); });
+  std::set<int> ranks;
+  for (int i = 0; i < 4; ++i)
+    for (int r = 0; r < 4; ++r)
+      if ((bal[(7 * 4 + r) * 2 + order[i] / 64] >> (order[i] % 64)) & 1) ranks.insert(r);
+  EXPECT_EQ(ranks.size(), 4u);
+}
+
+TEST(ExpertParallelTest, StepWaitsForTheBusiestRank) {
+  // One request per step on a single decoder. With one expert per rank the busiest rank always
+  // has exactly one distinct expert; with one rank it has all top-k.
+  WorkloadOptions wo;
+  wo.requests = 4;
+  wo.calibration = 20;
+  wo.rate_qps = 0.1;
+  wo.output_tokens = 6;
+  const Workload w = *MakeSyntheticWorkload(*FindModel("olmoe-1b-7b"), wo);
+  SimOptions o;
+  o.cluster.prefill_workers = 1;
+  o.cluster.decode_workers = 1;
+  o.cost.t0_us = 1000;
+  o.cost.expert_us = 100;
+  o.policy.name = "rr";
+  o.ep_ranks = 64;
+  auto per_expert = Simulate(w, o);
+  ASSERT_TRUE(per_expert.has_value()) << per_expert.error().ToString();
+  EXPECT_DOUBLE_EQ(per_expert->mean_busiest_rank, 1.0);
+  EXPECT_DOUBLE_EQ(per_expert->mean_distinct, 8.0);
+  o.ep_ranks = 1;
+  auto one = Simulate(w, o);
+  ASSERT_TRUE(one.has_value());
+  // 16 layers x (8 - 1) experts x 100 us more per step, over 5 steps per request.
+  const auto& a = one->requests[0];
+  const auto& b = per_expert->requests[0];
+  EXPECT_EQ((a.finish_us - a.first_token_us) - (b.finish_us - b.first_token_us), 5 * 16 * 7 * 100);
+  o.ep_ranks = 0;
   EXPECT_FALSE(Simulate(w, o).has_value());
 }
 

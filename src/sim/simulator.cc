@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <deque>
+#include <numeric>
 
 #include "eldr/rng.h"
 
@@ -45,7 +46,10 @@ class Cluster {
         decoder_(c_.decode_workers),
         in_flight_(c_.decode_workers, 0),
         distinct_(w.geometry.moe_layers),
-        scratch_(w.words) {}
+        scratch_(w.words) {
+    if (o.ep_ranks > 1 && o.placement.empty())
+      contiguous_ = ContiguousPlacement(w.geometry, o.ep_ranks);
+  }
 
   Result<SimResult> Run() {
     for (size_t id = 0; id < req_.size(); ++id) {
@@ -186,7 +190,7 @@ class Cluster {
     const int L = w_.geometry.moe_layers;
     int64_t ctx = 0;
     for (int id : d.batch) ctx += R(id).prompt_tokens + req_[id].generated;
-    double layer_sum = 0;
+    double layer_sum = 0, busiest_sum = 0;
     for (int l = 0; l < L; ++l) {
       std::fill(scratch_.begin(), scratch_.end(), 0);
       for (int id : d.batch) {
@@ -196,15 +200,32 @@ class Cluster {
       }
       int n = 0;
       for (uint64_t x : scratch_) n += std::popcount(x);
-      distinct_[l] = n;
       layer_sum += n;
+      if (o_.ep_ranks > 1) {
+        // The layer waits for its busiest rank: charge the largest per-rank distinct count.
+        const uint64_t* pl = Placement(di) + static_cast<size_t>(l) * o_.ep_ranks * w_.words;
+        int busiest = 0;
+        for (int r = 0; r < o_.ep_ranks; ++r) {
+          int m = 0;
+          for (int i = 0; i < w_.words; ++i) m += std::popcount(scratch_[i] & pl[r * w_.words + i]);
+          busiest = std::max(busiest, m);
+        }
+        n = busiest;
+        busiest_sum += busiest;
+      }
+      distinct_[l] = n;
     }
     ++steps_;
     distinct_sum_ += layer_sum / L;
+    busiest_sum_ += busiest_sum / L;
     batch_sum_ += static_cast<double>(d.batch.size());
     d.busy = true;
     const double us = o_.cost.StepUs(static_cast<int>(d.batch.size()), ctx, distinct_);
     q_.Push({now_ + Us(us), EventKind::kStepDone, di});
+  }
+
+  const uint64_t* Placement(int d) const {
+    return o_.placement.empty() ? contiguous_.data() : o_.placement[d].data();
   }
 
   static int64_t Us(double us) { return std::max<int64_t>(1, std::llround(us)); }
@@ -232,6 +253,7 @@ class Cluster {
     res.steps = steps_;
     res.mean_distinct = steps_ ? distinct_sum_ / steps_ : 0;
     res.mean_batch = steps_ ? batch_sum_ / steps_ : 0;
+    res.mean_busiest_rank = steps_ ? busiest_sum_ / steps_ : 0;
     res.fallbacks = fallbacks_;
     res.end_us = end_us_;
     for (const auto& d : decoder_) res.decoder_requests.push_back(d.served);
@@ -251,7 +273,8 @@ class Cluster {
   std::vector<int> distinct_;
   std::vector<uint64_t> scratch_;
   int64_t now_ = 0, end_us_ = 0, steps_ = 0, fallbacks_ = 0;
-  double distinct_sum_ = 0, batch_sum_ = 0;
+  double distinct_sum_ = 0, batch_sum_ = 0, busiest_sum_ = 0;
+  std::vector<uint64_t> contiguous_;
 };
 
 double Percentile(std::vector<double> v, double p) {
@@ -265,11 +288,54 @@ double Percentile(std::vector<double> v, double p) {
 
 }  // namespace
 
+std::vector<uint64_t> ContiguousPlacement(const ModelGeometry& g, int ranks) {
+  const int words = (g.experts + 63) / 64;
+  std::vector<uint64_t> p(static_cast<size_t>(g.moe_layers) * ranks * words, 0);
+  for (int l = 0; l < g.moe_layers; ++l)
+    for (int e = 0; e < g.experts; ++e) {
+      const int r = static_cast<int>(static_cast<int64_t>(e) * ranks / g.experts);
+      p[(static_cast<size_t>(l) * ranks + r) * words + e / 64] |= uint64_t{1} << (e % 64);
+    }
+  return p;
+}
+
+std::vector<uint64_t> BalancedPlacement(const ModelGeometry& g, int ranks,
+                                        const ExpertCounts& activation) {
+  const int words = (g.experts + 63) / 64;
+  std::vector<uint64_t> p(static_cast<size_t>(g.moe_layers) * ranks * words, 0);
+  std::vector<int> order(g.experts);
+  for (int l = 0; l < g.moe_layers; ++l) {
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int a, int b) { return activation.at(l, a) > activation.at(l, b); });
+    for (int i = 0; i < g.experts; ++i) {
+      const int round = i / ranks, pos = i % ranks;
+      const int r = round % 2 == 0 ? pos : ranks - 1 - pos;  // snake
+      const int e = order[i];
+      p[(static_cast<size_t>(l) * ranks + r) * words + e / 64] |= uint64_t{1} << (e % 64);
+    }
+  }
+  return p;
+}
+
 Result<SimResult> SimulateWithQueue(const Workload& w, const SimOptions& o, EventQueue& queue) {
   if (Status s = o.cluster.Validate(); !s.ok()) return tl::unexpected<Status>(s);
   if (Status s = o.cost.Validate(); !s.ok()) return tl::unexpected<Status>(s);
   if (!(o.time_scale > 0) || !std::isfinite(o.time_scale) || o.max_requests < 0) {
     return InvalidArgument("time_scale must be > 0 and max_requests >= 0");
+  }
+  if (o.ep_ranks < 1 || o.ep_ranks > w.geometry.experts) {
+    return InvalidArgument("ep_ranks must be in [1, experts]");
+  }
+  if (!o.placement.empty()) {
+    const size_t want = static_cast<size_t>(w.geometry.moe_layers) * o.ep_ranks * w.words;
+    if (o.placement.size() != static_cast<size_t>(o.cluster.decode_workers)) {
+      return InvalidArgument("placement has {} decoders, the cluster {}", o.placement.size(),
+                             o.cluster.decode_workers);
+    }
+    for (const auto& p : o.placement) {
+      if (p.size() != want) return InvalidArgument("placement of the wrong shape");
+    }
   }
   for (size_t i = 0; i < w.requests.size(); ++i) {
     if (w.requests[i].id != static_cast<int>(i)) {

@@ -49,7 +49,22 @@ struct SimOptions {
   // with arrival times multiplied by `time_scale` (>= 1 stretches arrivals: rate / time_scale).
   int64_t max_requests = 0;
   double time_scale = 1.0;
+  // Expert parallelism inside each decoder: experts are spread over `ep_ranks` GPUs, each
+  // streaming only its own experts' weights, so a layer costs its busiest rank:
+  // a + b * max_r D(l, r). `placement[d]` is decoder d's expert->rank map as bitsets
+  // [L][ep_ranks][words] (see ContiguousPlacement / BalancedPlacement); empty = contiguous.
+  int ep_ranks = 1;
+  std::vector<std::vector<uint64_t>> placement;
 };
+
+// Expert e of every layer on rank e * ranks / E (the default layout).
+std::vector<uint64_t> ContiguousPlacement(const ModelGeometry& g, int ranks);
+// Per layer, experts sorted by `activation` (descending) and dealt to ranks in snake order
+// (0..r-1, r-1..0, ...), so that each rank gets a similar share of the hot experts: a model of
+// ELDR's per-cluster expert-rank permutation for EP (PAPER.md §8.8; the exact algorithm is not
+// published).
+std::vector<uint64_t> BalancedPlacement(const ModelGeometry& g, int ranks,
+                                        const ExpertCounts& activation);
 
 struct RequestResult {
   int id = 0;
@@ -66,10 +81,11 @@ struct RequestResult {
 struct SimResult {
   std::vector<RequestResult> requests;  // reported (post-warm-up) requests, by id
   int64_t steps = 0;
-  double mean_distinct = 0;               // distinct experts per layer per step, mean over steps
-  double mean_batch = 0;                  // requests per step, mean over steps
-  int64_t fallbacks = 0;                  // policy fell back to load balancing
-  int64_t end_us = 0;                     // when the last request finished
+  double mean_distinct = 0;      // distinct experts per layer per step, mean over steps
+  double mean_busiest_rank = 0;  // EP: distinct experts of the busiest rank per layer per step
+  double mean_batch = 0;         // requests per step, mean over steps
+  int64_t fallbacks = 0;         // policy fell back to load balancing
+  int64_t end_us = 0;            // when the last request finished
   std::vector<int64_t> decoder_requests;  // requests served per decoder
 };
 
