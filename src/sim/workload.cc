@@ -43,6 +43,24 @@ Knobs Defaults(const std::string& kind) {
   return {0.2, 1.2, 1.0, 1.0, 0.45, 0.3};
 }
 
+// Distinct experts per MoE layer in one decode step of `members` (indices into `reqs`), each
+// on a random one of its token patterns. Shared by the statistics and the cost calibration.
+double StepDistinct(const Workload& w, const std::vector<WorkloadRequest>& reqs,
+                    const std::vector<int>& members, Rng& rng) {
+  const int L = w.geometry.moe_layers;
+  std::vector<uint64_t> u(w.words);
+  double sum = 0;
+  for (int l = 0; l < L; ++l) {
+    std::fill(u.begin(), u.end(), 0);
+    for (int m : members) {
+      const uint64_t* b = w.Bits(reqs[m], static_cast<int>(rng.Uniform(w.token_patterns)), l);
+      for (int i = 0; i < w.words; ++i) u[i] |= b[i];
+    }
+    for (uint64_t x : u) sum += std::popcount(x);
+  }
+  return sum / L;
+}
+
 double Normal(Rng& rng) {
   // Irwin-Hall with four 16-bit uniforms from one draw: mean 0, unit variance, cheap.
   const uint64_t x = rng.Next();
@@ -337,17 +355,7 @@ WorkloadStats MeasureWorkload(const Workload& w, int batch, uint64_t seed) {
   std::vector<std::vector<int>> by_label(D);
   for (size_t i = 0; i < reqs.size(); ++i) by_label[reqs[i].label].push_back(static_cast<int>(i));
   auto distinct = [&](const std::vector<int>& members) {
-    double sum = 0;
-    std::vector<uint64_t> u(w.words);
-    for (int l = 0; l < L; ++l) {
-      std::fill(u.begin(), u.end(), 0);
-      for (int m : members) {
-        const uint64_t* b = w.Bits(reqs[m], static_cast<int>(rng.Uniform(w.token_patterns)), l);
-        for (int i = 0; i < w.words; ++i) u[i] |= b[i];
-      }
-      for (uint64_t x : u) sum += std::popcount(x);
-    }
-    return sum / L;
+    return StepDistinct(w, reqs, members, rng);
   };
   double same = 0, mixed = 0;
   const int trials = 200;
@@ -382,23 +390,14 @@ namespace eldr::sim {
 
 double MeanMixedDistinct(const Workload& w, int batch, uint64_t seed, int trials) {
   const auto& reqs = w.calibration.empty() ? w.requests : w.calibration;
-  const int L = w.geometry.moe_layers;
   Rng rng(seed);
-  std::vector<uint64_t> u(w.words);
   double total = 0;
+  std::vector<int> members(batch);
   for (int t = 0; t < trials; ++t) {
-    std::vector<int> members(batch);
     for (int& m : members) m = static_cast<int>(rng.Uniform(reqs.size()));
-    for (int l = 0; l < L; ++l) {
-      std::fill(u.begin(), u.end(), 0);
-      for (int m : members) {
-        const uint64_t* b = w.Bits(reqs[m], static_cast<int>(rng.Uniform(w.token_patterns)), l);
-        for (int i = 0; i < w.words; ++i) u[i] |= b[i];
-      }
-      for (uint64_t x : u) total += std::popcount(x);
-    }
+    total += StepDistinct(w, reqs, members, rng);
   }
-  return total / trials / L;
+  return total / trials;
 }
 
 }  // namespace eldr::sim

@@ -5,6 +5,8 @@
 #include <string_view>
 #include <vector>
 
+#include "eldr/fit.h"
+#include "eldr/policy.h"
 #include "eldr/sim/simulator.h"
 #include "eldr/status.h"
 
@@ -53,6 +55,18 @@ struct SimRecord {
 };
 Status WriteRecords(const std::vector<SimRecord>& records, const std::string& json_path,
                     const std::string& csv_path);
+
+// What a simulation cell needs besides its workload: the cost parameters (from the model's
+// published baseline, or a donor's scaled, with `cost_note` saying so), the calibration requests
+// for the fit and the label mix for the domain policy.
+struct CellSetup {
+  sim::CostParams cost;
+  sim::Calibration calibration;  // of the cost model actually calibrated
+  std::string cost_note;         // empty unless the parameters are borrowed
+  std::vector<CalibrationRequest> calib;
+  std::vector<LabelShare> mix;
+};
+Result<CellSetup> PrepareCell(const ModelGeometry& g, const sim::Workload& w, uint64_t seed);
 
 struct TraceArgs {
   std::string input, output, model = "gpt-oss-20b";

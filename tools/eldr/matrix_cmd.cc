@@ -76,8 +76,6 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
   std::vector<std::string> ablation_lines;
   for (const auto& cell : kPaper) {
     auto g = FindModel(cell.model);
-    auto baseline = sim::PublishedBaseline(*g);
-    if (!baseline) return baseline.error();
     sim::WorkloadOptions wo;
     wo.kind = cell.kind;
     wo.rate_qps = rates.back();
@@ -87,23 +85,10 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
     progress.Update(fmt::format("{} {}: workload", g->name, cell.kind), 0);
     auto w = sim::MakeSyntheticWorkload(*g, wo);
     if (!w) return w.error();
-    Result<sim::Workload> task_w = sim::Workload{};
-    if (wo.kind != "task") {
-      sim::WorkloadOptions to = wo;
-      to.kind = "task";
-      to.requests = 1;
-      task_w = sim::MakeSyntheticWorkload(*g, to);
-      if (!task_w) return task_w.error();
-    }
-    const sim::Workload& cw = wo.kind == "task" ? *w : *task_w;
-    auto cal = sim::CalibrateCost(*g, *baseline,
-                                  [&](int b) { return sim::MeanMixedDistinct(cw, b, a.seed); });
-    if (!cal) return cal.error();
-    std::vector<CalibrationRequest> calib;
-    for (const auto& r : w->calibration)
-      calib.push_back({std::to_string(r.id), w->labels[r.label], r.prefill, r.decode});
-    std::vector<LabelShare> mix;
-    for (size_t i = 0; i < w->labels.size(); ++i) mix.push_back({w->labels[i], w->label_shares[i]});
+    auto prepared = PrepareCell(*g, *w, a.seed);
+    if (!prepared) return prepared.error();
+    const std::vector<CalibrationRequest>& calib = prepared->calib;
+    const std::vector<LabelShare>& mix = prepared->mix;
     // Fitted spaces by variant: (algo, transform, K).
     std::map<std::string, std::shared_ptr<const SignatureSpace>> spaces;
     auto space_for = [&](ClusterAlgo algo, SignatureTransform t,
@@ -124,7 +109,7 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
       sim::SimOptions so;
       so.cluster.prefill_workers = a.prefill;
       so.cluster.decode_workers = decoders;
-      so.cost = cal->params;
+      so.cost = prepared->cost;
       so.policy.tau = a.tau;
       so.policy.label_shares = mix;
       so.seed = a.seed;
@@ -225,21 +210,6 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
   std::string ep_line;
   {
     const ModelGeometry g = *FindModel("qwen3-235b-a22b");
-    const ModelGeometry donor = *FindModel("qwen3-30b-a3b");
-    sim::WorkloadOptions dw;
-    dw.requests = 1;
-    dw.seed = a.seed;
-    auto donor_w = sim::MakeSyntheticWorkload(donor, dw);
-    if (!donor_w) return donor_w.error();
-    auto donor_cal = sim::CalibrateCost(donor, *sim::PublishedBaseline(donor), [&](int b) {
-      return sim::MeanMixedDistinct(*donor_w, b, a.seed);
-    });
-    if (!donor_cal) return donor_cal.error();
-    // Per GPU under TP=4, a 235B layer's dense weights (4x Qwen3-30B's) split four ways cost
-    // about what a 30B layer costs, so t0 scales with layers alone; both models have 4 KV heads
-    // of 128 dims, one per GPU under TP=4, so the per-request KV work per GPU is a quarter.
-    sim::CostParams cost = sim::ScaleCost(donor_cal->params, donor, g);
-    cost.token_us /= 4;
     const std::vector<int> ep_rates = {24, 40, 56};
     const int decoders = 8, ranks = 4;
     sim::WorkloadOptions wo;
@@ -251,9 +221,10 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
     progress.Update("qwen3-235b-a22b EP: workload", 0);
     auto w = sim::MakeSyntheticWorkload(g, wo);
     if (!w) return w.error();
-    std::vector<CalibrationRequest> calib;
-    for (const auto& r : w->calibration)
-      calib.push_back({std::to_string(r.id), w->labels[r.label], r.prefill, r.decode});
+    auto prepared = PrepareCell(g, *w, a.seed);  // borrows Qwen3-30B-A3B's calibration
+    if (!prepared) return prepared.error();
+    const sim::CostParams& cost = prepared->cost;
+    const std::vector<CalibrationRequest>& calib = prepared->calib;
     FitOptions fo;
     fo.k = decoders;
     fo.seed = a.seed;

@@ -101,7 +101,6 @@ Status RunSimulate(const SimulateArgs& a) {
   const int requests = std::max(1, static_cast<int>(std::lround(a.rate * a.duration)));
   Result<ModelGeometry> g = ModelGeometry{};
   Result<sim::Workload> w = sim::Workload{};
-  std::string cost_note;
   if (!a.trace.empty()) {
     auto bytes = ReadFile(a.trace);
     if (!bytes) return bytes.error();
@@ -124,19 +123,6 @@ Status RunSimulate(const SimulateArgs& a) {
     g = FindModel(a.model);
     if (!g) return g.error();
   }
-  // Cost parameters from baseline figures only, derived on the model's synthetic task workload
-  // (one set of hardware parameters per model, whatever workload runs). A model without
-  // published latencies borrows a calibrated donor's, scaled (GPT-OSS-20B from GPT-OSS-120B).
-  ModelGeometry cost_model = *g;
-  if (!sim::PublishedBaseline(*g) && g->name == "gpt-oss-20b") {
-    cost_model = *FindModel("gpt-oss-120b");
-    cost_note =
-        "cost model: GPT-OSS-120B's calibration scaled to GPT-OSS-20B (same expert "
-        "shape; t0, t_tok and prefill x 24/36 layers) - an assumption, no published "
-        "GPT-OSS-20B latencies exist";
-  }
-  auto baseline = sim::PublishedBaseline(cost_model);
-  if (!baseline) return baseline.error();
   sim::WorkloadOptions wo;
   wo.kind = a.workload;
   wo.rate_qps = a.rate;
@@ -155,22 +141,12 @@ Status RunSimulate(const SimulateArgs& a) {
     w = sim::MakeSyntheticWorkload(*g, wo);
     if (!w) return w.error();
   }
-  Result<sim::Workload> task = sim::Workload{};
-  const bool reuse = a.trace.empty() && a.workload == "task";
-  if (!reuse) {
-    sim::WorkloadOptions to = wo;
-    to.kind = "task";
-    to.requests = 1;
-    task = sim::MakeSyntheticWorkload(cost_model, to);
-    if (!task) return task.error();
-  }
-  const sim::Workload& cw = reuse ? *w : *task;
-  auto cal = sim::CalibrateCost(cost_model, *baseline,
-                                [&](int b) { return sim::MeanMixedDistinct(cw, b, a.seed); });
-  if (!cal) return cal.error();
-  const sim::CostParams cost =
-      cost_model.name == g->name ? cal->params : sim::ScaleCost(cal->params, cost_model, *g);
-  if (!cost_note.empty()) fmt::print("{}\n", cost_note);
+  // Cost parameters from baseline figures only (docs/calibration.md).
+  auto cell = PrepareCell(*g, *w, a.seed);
+  if (!cell) return cell.error();
+  const sim::CostParams& cost = cell->cost;
+  const sim::Calibration* cal = &cell->calibration;
+  if (!cell->cost_note.empty()) fmt::print("{}\n", cell->cost_note);
   if (a.stats) {
     fmt::print(
         "cost model: t0 {:.0f} us, per MoE layer {:.1f} us + {:.2f} us per distinct expert, "
@@ -186,16 +162,12 @@ Status RunSimulate(const SimulateArgs& a) {
         st.hot_expert_ratio);
   }
   // Fit on the disjoint calibration requests, as the paper does.
-  std::vector<CalibrationRequest> calib;
-  for (const auto& r : w->calibration)
-    calib.push_back({std::to_string(r.id), w->labels[r.label], r.prefill, r.decode});
   FitOptions fo;
   fo.k = a.decode;
   fo.seed = a.seed;
-  auto fit = Fit(calib, *g, fo);
+  auto fit = Fit(cell->calib, *g, fo);
   if (!fit) return fit.error().WithContext("fit");
-  std::vector<LabelShare> mix;
-  for (size_t i = 0; i < w->labels.size(); ++i) mix.push_back({w->labels[i], w->label_shares[i]});
+  const std::vector<LabelShare>& mix = cell->mix;
 
   struct Row {
     std::string policy;
