@@ -90,6 +90,10 @@ struct PolicyOptions {
 
 // The names MakePolicy accepts, in display order.
 std::span<const std::string_view> PolicyNames();
+// The load-only baselines (rr, random, jsq, p2c): "the best load balancer" of every report is
+// the best of these.
+std::span<const std::string_view> LoadBalancingPolicyNames();
+bool IsLoadBalancingPolicy(std::string_view name);
 Result<std::unique_ptr<RoutingPolicy>> MakePolicy(const PolicyOptions& options);
 
 // Domain policy pools, exposed for tests and reports: pool index per label (misc last) and the

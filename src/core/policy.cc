@@ -224,6 +224,15 @@ class EldrPolicy final : public RoutingPolicy {
 
 std::span<const std::string_view> PolicyNames() { return kNames; }
 
+std::span<const std::string_view> LoadBalancingPolicyNames() {
+  return std::span<const std::string_view>(kNames).first(4);  // rr, random, jsq, p2c
+}
+
+bool IsLoadBalancingPolicy(std::string_view name) {
+  const auto lb = LoadBalancingPolicyNames();
+  return std::find(lb.begin(), lb.end(), name) != lb.end();
+}
+
 Status PolicyOptions::Validate() const {
   if (std::find(kNames.begin(), kNames.end(), name) == kNames.end()) {
     return InvalidArgument("unknown policy '{}' (rr, random, jsq, p2c, domain, eldr)", name)

@@ -86,7 +86,7 @@ class Cluster {
   struct PrefillWorker {
     std::deque<int> queue;
     int current = -1;
-    int load = 0;  // queued + running
+    int Load() const { return static_cast<int>(queue.size()) + (current >= 0); }
   };
   struct Decoder {
     std::vector<int> batch;
@@ -109,14 +109,13 @@ class Cluster {
     const int P = c_.prefill_workers;
     int p = static_cast<int>(Mix64(static_cast<uint64_t>(id)) % P);
     int total = 0;
-    for (const auto& pw : prefill_) total += pw.load;
-    if (prefill_[p].load > (total + 1.0) / P * c_.prefill_load_bound) {
+    for (const auto& pw : prefill_) total += pw.Load();
+    if (prefill_[p].Load() > (total + 1.0) / P * c_.prefill_load_bound) {
       p = 0;
       for (int i = 1; i < P; ++i)
-        if (prefill_[i].load < prefill_[p].load) p = i;
+        if (prefill_[i].Load() < prefill_[p].Load()) p = i;
     }
     PrefillWorker& pw = prefill_[p];
-    ++pw.load;
     pw.queue.push_back(id);
     if (pw.current < 0) StartPrefill(p);
   }
@@ -133,7 +132,6 @@ class Cluster {
     PrefillWorker& pw = prefill_[p];
     const int id = pw.current;
     pw.current = -1;
-    --pw.load;
     Req& r = req_[id];
     r.first_token_us = now_;
     r.generated = 1;

@@ -17,6 +17,8 @@ class App;
 namespace eldr::cli {
 
 Result<std::string> ReadFile(const std::string& path);
+// "a,b,,c" -> {"a", "b", "c"}: the --policies lists.
+std::vector<std::string> SplitList(std::string_view list);
 Status WriteFileAtomically(const std::string& path, std::string_view data);
 
 // Progress on stderr: a redrawn bar on a terminal, a few plain lines otherwise.

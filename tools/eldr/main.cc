@@ -23,6 +23,16 @@ Result<std::string> ReadFile(const std::string& path) {
   return ss.str();
 }
 
+std::vector<std::string> SplitList(std::string_view list) {
+  std::vector<std::string> out;
+  while (!list.empty()) {
+    const size_t comma = list.find(',');
+    if (comma != 0) out.emplace_back(list.substr(0, comma));
+    list = comma == std::string_view::npos ? "" : list.substr(comma + 1);
+  }
+  return out;
+}
+
 Status WriteFileAtomically(const std::string& path, std::string_view data) {
   // Write to a temporary sibling and rename, so a crash never leaves a half-written file where a
   // router might load it.

@@ -66,7 +66,8 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
   using Clock = std::chrono::steady_clock;
   const auto t_start = Clock::now();
   const std::vector<int> rates = {20, 40, 60, 80, 100};
-  const std::vector<std::string> policies = {"rr", "random", "jsq", "p2c", "domain", "eldr"};
+  std::vector<std::string> policies;
+  for (std::string_view p : PolicyNames()) policies.emplace_back(p);
   Progress progress(true);
   struct Row {
     std::string model, kind;
@@ -176,9 +177,9 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
       if (j.rec.experiment == "main") main[{j.rec.rate, j.rec.policy}] = j.rec.summary;
     for (int rate : rates) {
       double b50 = INFINITY, b99 = INFINITY;
-      for (const char* lb : {"rr", "random", "jsq", "p2c"}) {
-        b50 = std::min(b50, main[{rate, lb}].tpot_p50);
-        b99 = std::min(b99, main[{rate, lb}].tpot_p99);
+      for (std::string_view lb : LoadBalancingPolicyNames()) {
+        b50 = std::min(b50, main[{rate, std::string(lb)}].tpot_p50);
+        b99 = std::min(b99, main[{rate, std::string(lb)}].tpot_p99);
       }
       e50 += Pct(main[{rate, "eldr"}].tpot_p50, b50) / rates.size();
       e99 += Pct(main[{rate, "eldr"}].tpot_p99, b99) / rates.size();

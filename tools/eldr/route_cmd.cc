@@ -95,11 +95,7 @@ Status RunRoute(const RouteArgs& a) {
   const size_t window = static_cast<size_t>(K) * a.per_decoder;
 
   std::vector<Outcome> outcomes;
-  std::string_view rest = a.policies;
-  while (!rest.empty()) {
-    const size_t comma = rest.find(',');
-    const std::string name(rest.substr(0, comma));
-    rest = comma == std::string_view::npos ? "" : rest.substr(comma + 1);
+  for (const std::string& name : SplitList(a.policies)) {
     PolicyOptions po;
     po.name = name;
     po.decoders = K;
@@ -164,8 +160,7 @@ Status RunRoute(const RouteArgs& a) {
   }
   double best_lb = INFINITY;
   for (const auto& o : outcomes)
-    if (o.policy == "rr" || o.policy == "random" || o.policy == "jsq" || o.policy == "p2c")
-      best_lb = std::min(best_lb, o.distinct);
+    if (IsLoadBalancingPolicy(o.policy)) best_lb = std::min(best_lb, o.distinct);
   fmt::print("{} on {} requests from {}; K = {} decoders x {} in flight, {} arrivals, tau = {}\n",
              g.display_name, reqs.size(), a.input, K, a.per_decoder, a.arrivals, a.tau);
   fmt::print("{:<8} {:>22} {:>14} {:>16} {:>14} {:>10}\n", "policy", "distinct experts/step",

@@ -177,11 +177,7 @@ Status RunSimulate(const SimulateArgs& a) {
   std::vector<Row> rows;
   std::vector<SimRecord> records;
   std::string per_request = "policy,request,decoder,arrival_ms,ttft_ms,tpot_ms\n";
-  std::string_view rest = a.policies;
-  while (!rest.empty()) {
-    const size_t comma = rest.find(',');
-    const std::string name(rest.substr(0, comma));
-    rest = comma == std::string_view::npos ? "" : rest.substr(comma + 1);
+  for (const std::string& name : SplitList(a.policies)) {
     sim::SimOptions so;
     so.cluster.prefill_workers = a.prefill;
     so.cluster.decode_workers = a.decode;
@@ -210,7 +206,7 @@ Status RunSimulate(const SimulateArgs& a) {
   }
   double best_p50 = INFINITY, best_p99 = INFINITY;
   for (const auto& r : rows) {
-    if (r.policy == "rr" || r.policy == "random" || r.policy == "jsq" || r.policy == "p2c") {
+    if (IsLoadBalancingPolicy(r.policy)) {
       best_p50 = std::min(best_p50, r.s.tpot_p50);
       best_p99 = std::min(best_p99, r.s.tpot_p99);
     }
