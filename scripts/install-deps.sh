@@ -6,9 +6,12 @@ PKGS=(
   cmake ninja-build g++ make pkg-config
   libboost1.81-dev libboost-json1.81-dev
   libcli11-dev libspdlog-dev libfmt-dev libxxhash-dev libexpected-dev zlib1g-dev
+  libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   python3-numpy python3-matplotlib
 )
+# `make perf` (docs/perf.md proxy figures) also needs nginx and wrk: ELDR_PERF_DEPS=1
+if [ "${ELDR_PERF_DEPS:-0}" = 1 ]; then PKGS+=(nginx-light wrk); fi
 # `make fuzz` also needs clang and its fuzzer runtime: ELDR_FUZZ_DEPS=1 scripts/install-deps.sh
 if [ "${ELDR_FUZZ_DEPS:-0}" = 1 ]; then PKGS+=(clang libclang-rt-14-dev); fi
 missing=()

@@ -102,16 +102,32 @@ inline Result<void> ToResult(Status s) {
   return tl::unexpected<Status>(std::move(s));
 }
 
+namespace internal {
+inline bool IsError(const Status& s) { return !s.ok(); }
+template <class T>
+bool IsError(const Result<T>& r) {
+  return !r.has_value();
+}
+inline Status ErrorOf(const Status& s) { return s; }
+template <class T>
+Status ErrorOf(const Result<T>& r) {
+  return r.error();
+}
+}  // namespace internal
+
 }  // namespace eldr
 
 #define ELDR_CONCAT_INNER_(a, b) a##b
 #define ELDR_CONCAT_(a, b) ELDR_CONCAT_INNER_(a, b)
 
-// Returns the error of `expr` (a Result<T>) from the enclosing function.
-#define ELDR_RETURN_IF_ERROR(expr)                                        \
-  do {                                                                    \
-    auto&& eldr_r_ = (expr);                                              \
-    if (!eldr_r_) return tl::unexpected<::eldr::Status>(eldr_r_.error()); \
+// Returns the error of `expr` (a Status or a Result<T>) from the enclosing function, which may
+// return either.
+#define ELDR_RETURN_IF_ERROR(expr)                                                    \
+  do {                                                                                \
+    auto&& eldr_r_ = (expr);                                                          \
+    if (::eldr::internal::IsError(eldr_r_)) {                                         \
+      return ::eldr::Error{::eldr::internal::ErrorOf(eldr_r_)};                       \
+    }                                                                                 \
   } while (0)
 
 // `ELDR_ASSIGN_OR_RETURN(auto x, Foo());` declares x from Foo()'s value or returns its error.
@@ -119,5 +135,5 @@ inline Result<void> ToResult(Status s) {
   ELDR_ASSIGN_OR_RETURN_IMPL_(ELDR_CONCAT_(eldr_tmp_, __LINE__), lhs, expr)
 #define ELDR_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)                        \
   auto tmp = (expr);                                                       \
-  if (!tmp) return tl::unexpected<::eldr::Status>(std::move(tmp).error()); \
+  if (!tmp) return ::eldr::Error{std::move(tmp).error()};                 \
   lhs = std::move(*tmp)

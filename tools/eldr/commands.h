@@ -92,6 +92,38 @@ struct SimulateArgs {
          domain_drift = -1;
 };
 
+struct ServeArgs {
+  std::string config, listen, backend, model, prefill, decode, policy, space, admin_token,
+      log_level, ready_file;
+  double tau = -1;
+  int threads = -1, max_in_flight = 0, health_interval_ms = -1;
+  int64_t max_body_bytes = 0;
+  CLI::App* cmd = nullptr;
+};
+struct EmulateArgs {
+  std::string role = "decode", model = "qwen3-30b-a3b", workload = "task",
+              listen = "127.0.0.1:0", backend = "vllm", experts_format = "auto", fault,
+              ready_file, write_space;
+  uint64_t seed = 1;
+  double time_scale = 1.0;
+  int max_batch = 256, default_max_tokens = 16, archetypes = 256, decoders = 16;
+  CLI::App* cmd = nullptr;
+};
+struct BenchArgs {
+  std::string url = "http://127.0.0.1:8000", model = "qwen3-30b-a3b", prompts, json;
+  bool chat = false, no_stream = false, quiet = false;
+  double rate = 10;
+  int requests = 200, max_tokens = 64, prompt_words = 300;
+  uint64_t seed = 1;
+  CLI::App* cmd = nullptr;
+};
+void AddServeCommand(CLI::App& app, ServeArgs& a);
+Status RunServe(const ServeArgs& a);
+void AddEmulateCommand(CLI::App& app, EmulateArgs& a);
+Status RunEmulate(const EmulateArgs& a);
+void AddBenchCommand(CLI::App& app, BenchArgs& a);
+Status RunBench(const BenchArgs& a);
+
 void AddFitCommand(CLI::App& app, FitArgs& a);
 void AddSimulateCommand(CLI::App& app, SimulateArgs& a);
 Status RunSimulate(const SimulateArgs& a);

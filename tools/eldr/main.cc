@@ -81,6 +81,12 @@ int main(int argc, char** argv) {
   eldr::cli::AddSimulateCommand(app, simulate);
   eldr::cli::TraceArgs trace;
   eldr::cli::AddTraceCommand(app, trace);
+  eldr::cli::ServeArgs serve;
+  eldr::cli::AddServeCommand(app, serve);
+  eldr::cli::EmulateArgs emulate;
+  eldr::cli::AddEmulateCommand(app, emulate);
+  eldr::cli::BenchArgs bench;
+  eldr::cli::AddBenchCommand(app, bench);
   auto* models = app.add_subcommand("models", "List the model geometry presets");
   try {
     app.parse(argc, argv);
@@ -101,6 +107,15 @@ int main(int argc, char** argv) {
   } else if (app.got_subcommand("route")) {
     name = "route";
     s = eldr::cli::RunRoute(route);
+  } else if (serve.cmd->parsed()) {
+    name = "serve";
+    s = eldr::cli::RunServe(serve);
+  } else if (emulate.cmd->parsed()) {
+    name = "emulate";
+    s = eldr::cli::RunEmulate(emulate);
+  } else if (bench.cmd->parsed()) {
+    name = "bench";
+    s = eldr::cli::RunBench(bench);
   } else if (models->parsed()) {
     eldr::cli::PrintModels();
   }

@@ -1,0 +1,94 @@
+// -----------------------------------------------------------------------------
+// File: server/config.h
+// -----------------------------------------------------------------------------
+// ServeOptions: everything `eldr serve` is configured by. One file (YAML or JSON; JSON is valid
+// YAML) sets it, flags override single fields (tools/ only). docs/serve.md documents every key;
+// ParseServeConfig rejects unknown keys, so a typo never silently falls back to a default.
+//
+// Example (YAML):
+//   listen: 127.0.0.1:8000
+//   backend: vllm                 # vllm (NIXL pull flow) or sglang (bootstrap flow)
+//   model: qwen3-30b-a3b          # geometry preset of the served model
+//   prefill: [http://10.0.0.1:8100, http://10.0.0.2:8100]
+//   decode:  [http://10.0.0.3:8200, {url: http://10.0.0.4:8200, dp_rank: 1}]
+//   policy: eldr
+//   tau: 0.1
+//   space: /etc/eldr/space.json
+//
+// Thread-safety: plain values.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "eldr/signature_cache.h"
+#include "eldr/status.h"
+
+namespace eldr::server {
+
+enum class Backend { kVllm, kSglang };
+std::string_view BackendName(Backend b);
+
+struct WorkerSpec {
+  std::string url;          // as configured, "http://host:port"
+  std::string host;         // parsed from url
+  int port = 0;             // parsed from url
+  int bootstrap_port = 0;   // sglang prefill: the KV bootstrap port (0 = 8998, SGLang's default)
+  int dp_rank = -1;         // >= 0: sent as X-Data-Parallel-Rank on every leg to this worker
+  Status Validate() const;  // host non-empty, ports in range
+};
+
+// "http://host:port" (or "host:port") -> host, port. Only plain http upstreams are supported.
+// `listen` also accepts port 0 (any free port).
+Result<WorkerSpec> ParseWorkerUrl(std::string_view url, bool listen = false);
+
+struct ServeOptions {
+  std::string host = "127.0.0.1";
+  int port = 8000;  // 0 = pick a free port (reported on stdout and in ready_file)
+  int threads = 0;  // I/O threads; 0 = hardware concurrency
+  Backend backend = Backend::kVllm;
+  std::string model = "qwen3-30b-a3b";  // geometry preset, also the advertised model id
+  std::vector<WorkerSpec> prefill, decode;
+
+  std::string policy = "eldr";  // any core policy name (policy.h)
+  double tau = 0.1;
+  std::string space;  // signature-space file; required by policy eldr
+  SignatureCacheOptions cache;
+
+  double prefill_load_factor = 1.25;  // bounded-load consistent hashing: c >= 1
+  int prefix_bytes = 256;             // prompt prefix bytes hashed to pick the prefill worker
+  int prefill_attempts = 2;           // prefill tries on distinct workers (>= 1)
+
+  int64_t max_body_bytes = int64_t{8} << 20;       // client request body (413 beyond)
+  int max_in_flight = 4096;                         // proxied requests at once (429 beyond)
+  int64_t max_payload_bytes = int64_t{256} << 20;  // prefill response body (502 beyond)
+
+  int connect_timeout_ms = 2000;
+  int prefill_timeout_ms = 120000;     // whole prefill leg
+  int first_byte_timeout_ms = 120000;  // decode leg until response headers
+  int idle_timeout_ms = 60000;         // between two reads of a streaming decode
+
+  int health_interval_ms = 2000;  // 0 = no active health checks
+  int health_timeout_ms = 1000;
+  int failure_threshold = 3;  // consecutive failures that open a worker's circuit
+  int open_ms = 5000;         // time an open circuit waits before a half-open probe
+
+  // Admin API (/admin/...): off while admin_token is empty; every call needs
+  // "Authorization: Bearer <admin_token>" (401 otherwise) and, unless admin_remote, a loopback
+  // peer (403 otherwise).
+  std::string admin_token;
+  bool admin_remote = false;
+  std::string log_level = "info";  // trace, debug, info, warn, error, off
+  std::string ready_file;          // if set, {"port":N} is written there once listening
+  int drain_timeout_ms = 30000;    // graceful shutdown: wait at most this long for in-flight
+
+  Status Validate() const;
+};
+
+// Parses a YAML or JSON config over `base` (keys absent from the text keep base's values).
+// InvalidArgument names the offending key; unknown keys are errors.
+Result<ServeOptions> ParseServeConfig(std::string_view text, ServeOptions base = {});
+
+}  // namespace eldr::server

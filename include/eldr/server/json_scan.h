@@ -1,0 +1,33 @@
+// -----------------------------------------------------------------------------
+// File: server/json_scan.h
+// -----------------------------------------------------------------------------
+// Finds values inside JSON text without building a tree: a prefill response may carry megabytes
+// of routed-expert data (DESIGN.md §4 step 3), of which the router needs a few small fields and
+// one large string or list that it decodes in place. The scanner validates the structure it walks
+// (strings, escapes, nesting, literals, numbers) and reports malformed input with an offset.
+//
+// Thread-safety: pure functions over caller-owned text; results point into that text.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "eldr/status.h"
+
+namespace eldr::server {
+
+// The raw text of member `key` of the JSON object `object` (leading whitespace allowed), or an
+// empty view if the object has no such member. InvalidArgument if `object` is not a well-formed
+// object. Keys are compared after unescaping.
+Result<std::string_view> JsonMember(std::string_view object, std::string_view key);
+
+// The raw text of element `index` of the JSON array `array`, or an empty view if it is shorter.
+Result<std::string_view> JsonElement(std::string_view array, size_t index);
+
+// The contents of a JSON string value (the raw text, quotes included), unescaped.
+Result<std::string> JsonStringValue(std::string_view raw);
+
+// Length of the well-formed JSON value starting at text[0] (after whitespace), or an error.
+Result<size_t> JsonValueLength(std::string_view text);
+
+}  // namespace eldr::server

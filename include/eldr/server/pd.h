@@ -1,0 +1,94 @@
+// -----------------------------------------------------------------------------
+// File: server/pd.h
+// -----------------------------------------------------------------------------
+// The wire side of a prefill/decode (PD) disaggregated request, free of I/O so that it is tested
+// and fuzzed on its own (docs/ANCHORS.md §3-4, DESIGN.md §4):
+//   * ParseClientRequest: an OpenAI /v1/completions or /v1/chat/completions body;
+//   * the bodies of the prefill and decode legs for vLLM's NIXL connector (pull: decode chosen
+//     after prefill) and SGLang's bootstrap rendezvous (decode chosen first);
+//   * ParsePrefillResponse: transfer parameters, prompt token ids and the prompt's expert picks
+//     from a prefill response, in any of the three encodings (vLLM `routed_experts` base64 .npy or
+//     nested lists, SGLang `sgl_ext.routed_experts` base64 int32, ELDR `eldr_sig` int16 counts),
+//     decoded in place without a JSON tree of the payload;
+//   * OpenAI-style error bodies and SSE error events.
+//
+// Thread-safety: pure functions; ClientRequest is a plain value.
+#pragma once
+
+#include <boost/json/object.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "eldr/expert_counts.h"
+#include "eldr/geometry.h"
+#include "eldr/payload.h"
+#include "eldr/status.h"
+
+namespace eldr::server {
+
+enum class Endpoint { kCompletions, kChat };
+
+struct ClientRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  boost::json::object body;  // the client's JSON, unchanged
+  bool stream = false;
+  int64_t n = 1;
+  std::string model;
+  std::string prompt_text;              // prompt, or chat messages' text joined with '\n'
+  std::vector<int32_t> prompt_tokens;   // when the client sent token ids (completions)
+};
+
+// InvalidArgument (-> 400) for a body that is not a JSON object, lacks the prompt/messages, or has
+// fields of the wrong type.
+Result<ClientRequest> ParseClientRequest(Endpoint endpoint, std::string_view body);
+
+// vLLM NIXL prefill leg: the client's body with stream=false, max_tokens=1 (and
+// max_completion_tokens=1 if present), stream_options / min_tokens / min_completion_tokens
+// removed, return_token_ids=true, and kv_transfer_params asking for a remote decode.
+// `routed_experts_start` > 0 asks the engine to omit rows of a prefix the router already knows
+// (routed_experts_prompt_start).
+std::string VllmPrefillBody(const ClientRequest& req, int64_t routed_experts_start = 0);
+// vLLM NIXL decode leg: the client's body plus the prefill's kv_transfer_params (raw JSON).
+std::string VllmDecodeBody(const ClientRequest& req, std::string_view kv_transfer_params);
+
+struct Bootstrap {
+  std::string host;
+  int port = 0;
+  uint64_t room = 0;  // in [0, 2^63 - 1]
+};
+// SGLang legs: the client's body plus bootstrap_host/port/room. The prefill leg is non-streaming
+// and asks for routed experts (return_routed_experts); the decode leg keeps the client's stream.
+std::string SglangPrefillBody(const ClientRequest& req, const Bootstrap& b);
+std::string SglangDecodeBody(const ClientRequest& req, const Bootstrap& b);
+
+struct PrefillResult {
+  std::string kv_transfer_params;       // raw JSON object ("" if absent or null)
+  std::vector<int32_t> prompt_token_ids;  // empty if the engine did not return them
+  std::optional<PickTable> picks;       // per-token picks (vLLM, SGLang encodings)
+  int64_t picks_first_token = 0;        // prompt token of picks row 0
+  std::optional<ExpertCounts> counts;   // eldr_sig encoding
+  std::string encoding;                 // "vllm-npy", "vllm-list", "sglang", "eldr_sig" or ""
+  std::string finish_reason;
+};
+
+// Parses a prefill response. An error object in the body, a body that is not JSON, a payload that
+// does not decode for `g`, or one beyond `opts.max_decoded_bytes` is an error (the proxy answers
+// 502 with the message). A response without any expert payload is not an error: `encoding` is
+// empty and the policy falls back to load balancing. `picks_first_token` is the start the router
+// asked for (routed_experts_start).
+Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeometry& g,
+                                           const PayloadOptions& opts,
+                                           int64_t routed_experts_start = 0);
+
+// {"error":{"message":...,"type":...,"param":null,"code":status}}
+std::string OpenAiErrorBody(int status, std::string_view message, std::string_view type);
+// "data: {error body}\n\n": the terminal event of a stream that failed after its first byte.
+std::string SseErrorEvent(int status, std::string_view message, std::string_view type);
+
+// The OpenAI error type for an HTTP status (400 invalid_request_error, 429 rate_limit_error, ...).
+std::string_view ErrorTypeFor(int status);
+
+}  // namespace eldr::server

@@ -1,0 +1,44 @@
+// -----------------------------------------------------------------------------
+// File: server/proxy.h
+// -----------------------------------------------------------------------------
+// Proxy: `eldr serve`, the OpenAI-compatible PD router (DESIGN.md §4; docs/serve.md).
+//
+//   POST /v1/completions, /v1/chat/completions   proxied: prefill leg, decode choice, decode leg
+//   GET  /v1/models, /health, /metrics
+//   /admin/...                                   token-protected (ServeOptions::admin_token)
+//
+// Per request: the prefill worker by bounded-load consistent hash of the prompt prefix (retried
+// on another worker if the leg fails before a response); the prompt's expert counts from the
+// prefill response and the signature cache; the decode worker by the configured policy of the
+// core library; the decode leg streamed through as it arrives. Every exit path — success, error,
+// timeout, client disconnect, upstream death — releases the request's in-flight counts exactly
+// once (RAII tickets), and a client disconnect closes the open upstream leg.
+//
+// Threads: `threads` I/O threads, each with its own io_context and upstream connection pool;
+// routing state is an immutable snapshot swapped under a mutex (admin changes, hot reload), so
+// in-flight requests keep the snapshot they started with.
+#pragma once
+
+#include <memory>
+
+#include "eldr/server/config.h"
+#include "eldr/status.h"
+
+namespace eldr::server {
+
+class Proxy {
+ public:
+  // Validates the options, resolves workers, loads the signature space (checked against the
+  // model's geometry and the decoder count) and binds the listening socket.
+  static Result<std::unique_ptr<Proxy>> Create(const ServeOptions& options);
+  virtual ~Proxy() = default;
+  // The bound port (useful with port 0).
+  virtual int port() const = 0;
+  // Serves until SIGINT/SIGTERM or Shutdown(), then drains in-flight requests (at most
+  // drain_timeout_ms) and returns.
+  virtual Status Run() = 0;
+  // Thread-safe; may be called from a signal-handling thread.
+  virtual void Shutdown() = 0;
+};
+
+}  // namespace eldr::server

@@ -1,0 +1,134 @@
+#include "eldr/emu/model.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <bit>
+
+#include "eldr/rng.h"
+
+namespace eldr::emu {
+
+Status EngineModelOptions::Validate() const {
+  if (archetypes < 1) return InvalidArgument("archetypes must be >= 1");
+  if (vocab < 2) return InvalidArgument("vocab must be >= 2");
+  if (block_size < 1) return InvalidArgument("block_size must be >= 1");
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<const EngineModel>> EngineModel::Create(sim::Workload workload,
+                                                               sim::CostParams cost,
+                                                               EngineModelOptions options) {
+  ELDR_RETURN_IF_ERROR(options.Validate());
+  ELDR_RETURN_IF_ERROR(cost.Validate());
+  if (workload.requests.empty()) return InvalidArgument("emulator workload has no requests");
+  std::shared_ptr<EngineModel> m(new EngineModel());
+  if (static_cast<int>(workload.requests.size()) > options.archetypes) {
+    workload.requests.resize(options.archetypes);
+  }
+  workload.calibration.clear();
+  m->w_ = std::move(workload);
+  m->cost_ = cost;
+  m->o_ = options;
+  const int L = m->w_.geometry.moe_layers, E = m->w_.geometry.experts;
+  m->cum_.resize(m->w_.requests.size() * L * E);
+  for (size_t a = 0; a < m->w_.requests.size(); ++a) {
+    const ExpertCounts& c = m->w_.requests[a].prefill;
+    for (int l = 0; l < L; ++l) {
+      uint32_t acc = 0;
+      uint32_t* out = m->cum_.data() + (a * L + l) * E;
+      // Smoothing keeps every expert possible, as a real router's softmax does.
+      for (int e = 0; e < E; ++e) out[e] = acc += 4 * c.at(l, e) + 1;
+    }
+  }
+  return std::shared_ptr<const EngineModel>(std::move(m));
+}
+
+std::vector<int32_t> EngineModel::Tokenize(std::string_view text) const {
+  std::vector<int32_t> out;
+  size_t i = 0;
+  while (i < text.size()) {
+    while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    size_t j = i;
+    while (j < text.size() && !std::isspace(static_cast<unsigned char>(text[j]))) ++j;
+    if (j > i) {
+      out.push_back(static_cast<int32_t>(XXH3_64bits(text.data() + i, j - i) % o_.vocab));
+    }
+    i = j;
+  }
+  return out;
+}
+
+int EngineModel::Archetype(std::span<const int32_t> tokens) const {
+  const size_t n = std::min<size_t>(tokens.size(), o_.block_size);
+  const uint64_t h = XXH3_64bits(tokens.data(), n * sizeof(int32_t));
+  return static_cast<int>(h % w_.requests.size());
+}
+
+const std::string& EngineModel::Label(int archetype) const {
+  return w_.labels[w_.requests[archetype].label];
+}
+
+std::vector<int32_t> EngineModel::PromptPicks(std::span<const int32_t> tokens,
+                                              int64_t start) const {
+  const int L = w_.geometry.moe_layers, E = w_.geometry.experts, K = w_.geometry.top_k;
+  const int64_t T = static_cast<int64_t>(tokens.size());
+  start = std::clamp<int64_t>(start, 0, T);
+  std::vector<int32_t> out(static_cast<size_t>(T - start) * L * K);
+  if (T == 0) return out;
+  const int a = Archetype(tokens);
+  uint64_t h = 0x9E3779B97F4A7C15ull;
+  std::vector<uint8_t> seen(E);
+  for (int64_t t = 0; t < T; ++t) {
+    // Rolling hash of the whole prefix: the picks of token t depend on tokens [0, t] only.
+    h = XXH3_64bits_withSeed(&tokens[t], sizeof(int32_t), h);
+    if (t < start) continue;
+    Rng rng(h);
+    int32_t* row = out.data() + static_cast<size_t>(t - start) * L * K;
+    for (int l = 0; l < L; ++l) {
+      const uint32_t* cum = cum_.data() + (static_cast<size_t>(a) * L + l) * E;
+      const uint32_t total = cum[E - 1];
+      std::fill(seen.begin(), seen.end(), 0);
+      for (int j = 0, tries = 0; j < K; ++tries) {
+        int e;
+        if (tries < 32 * K) {
+          const uint32_t u = static_cast<uint32_t>(rng.Uniform(total));
+          e = static_cast<int>(std::upper_bound(cum, cum + E, u) - cum);
+        } else {
+          e = static_cast<int>(rng.Uniform(E));
+        }
+        if (seen[e]) continue;
+        seen[e] = 1;
+        row[l * K + j++] = e;
+      }
+    }
+  }
+  return out;
+}
+
+void EngineModel::StepDistinct(std::span<const DecodeSeq> batch, std::span<int> distinct) const {
+  const int L = w_.geometry.moe_layers, W = w_.words;
+  std::vector<uint64_t> u(W);
+  for (int l = 0; l < L; ++l) {
+    std::fill(u.begin(), u.end(), 0);
+    for (const DecodeSeq& s : batch) {
+      const uint64_t* b =
+          w_.Bits(w_.requests[s.archetype], static_cast<int>(s.generated % w_.token_patterns), l);
+      for (int i = 0; i < W; ++i) u[i] |= b[i];
+    }
+    int d = 0;
+    for (uint64_t x : u) d += std::popcount(x);
+    distinct[l] = d;
+  }
+}
+
+double EngineModel::StepUs(std::span<const DecodeSeq> batch) const {
+  if (batch.empty()) return 0;
+  std::vector<int> distinct(w_.geometry.moe_layers);
+  StepDistinct(batch, distinct);
+  int64_t ctx = 0;
+  for (const auto& s : batch) ctx += s.context;
+  return cost_.StepUs(static_cast<int>(batch.size()), ctx, distinct);
+}
+
+}  // namespace eldr::emu

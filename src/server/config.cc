@@ -1,0 +1,250 @@
+#include "eldr/server/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <set>
+
+#include "eldr/policy.h"
+
+namespace eldr::server {
+
+std::string_view BackendName(Backend b) { return b == Backend::kVllm ? "vllm" : "sglang"; }
+
+Status WorkerSpec::Validate() const {
+  if (host.empty()) return InvalidArgument("worker '{}': empty host", url);
+  if (port < 1 || port > 65535) return InvalidArgument("worker '{}': port out of range", url);
+  if (bootstrap_port < 0 || bootstrap_port > 65535) {
+    return InvalidArgument("worker '{}': bootstrap_port out of range", url);
+  }
+  return Status::Ok();
+}
+
+Result<WorkerSpec> ParseWorkerUrl(std::string_view url, bool listen) {
+  WorkerSpec w;
+  w.url = std::string(url);
+  std::string_view rest = url;
+  if (rest.starts_with("https://")) {
+    return InvalidArgument("worker '{}': https upstreams are not supported (use http)", url);
+  }
+  if (rest.starts_with("http://")) rest.remove_prefix(7);
+  while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  if (rest.find('/') != std::string_view::npos) {
+    return InvalidArgument("worker '{}': expected http://host:port without a path", url);
+  }
+  const size_t colon = rest.rfind(':');
+  if (colon == std::string_view::npos) {
+    return InvalidArgument("worker '{}': expected http://host:port", url);
+  }
+  w.host = std::string(rest.substr(0, colon));
+  if (w.host.size() >= 2 && w.host.front() == '[' && w.host.back() == ']') {
+    w.host = w.host.substr(1, w.host.size() - 2);
+  }
+  const std::string_view p = rest.substr(colon + 1);
+  auto [ptr, ec] = std::from_chars(p.data(), p.data() + p.size(), w.port);
+  if (ec != std::errc() || ptr != p.data() + p.size()) {
+    return InvalidArgument("worker '{}': bad port '{}'", url, p);
+  }
+  if (listen && w.port == 0 && !w.host.empty()) return w;
+  ELDR_RETURN_IF_ERROR(w.Validate());
+  return w;
+}
+
+Status ServeOptions::Validate() const {
+  if (host.empty()) return InvalidArgument("listen host is empty");
+  if (port < 0 || port > 65535) return InvalidArgument("listen port {} out of range", port);
+  if (threads < 0 || threads > 256) return InvalidArgument("threads must be in [0, 256]");
+  if (prefill.empty()) return InvalidArgument("no prefill workers configured");
+  if (decode.empty()) return InvalidArgument("no decode workers configured");
+  std::set<std::string> seen;
+  for (const auto* list : {&prefill, &decode}) {
+    for (const auto& w : *list) {
+      ELDR_RETURN_IF_ERROR(w.Validate());
+      const std::string key = fmt::format("{}{}:{}/{}", list == &prefill ? "P" : "D", w.host,
+                                          w.port, w.dp_rank);
+      if (!seen.insert(key).second) return InvalidArgument("worker '{}' listed twice", w.url);
+    }
+  }
+  bool known = false;
+  for (auto n : PolicyNames()) known |= n == policy;
+  if (!known || policy == "domain") {
+    return InvalidArgument("policy '{}' cannot serve: use rr, random, jsq, p2c or eldr", policy);
+  }
+  if (policy == "eldr" && space.empty()) {
+    return InvalidArgument("policy eldr needs a signature space (space: file from `eldr fit`)");
+  }
+  if (!(tau >= 0) || !std::isfinite(tau)) return InvalidArgument("tau must be finite and >= 0");
+  ELDR_RETURN_IF_ERROR(cache.Validate());
+  if (!(prefill_load_factor >= 1) || !std::isfinite(prefill_load_factor)) {
+    return InvalidArgument("prefill_load_factor must be >= 1");
+  }
+  if (prefix_bytes < 1) return InvalidArgument("prefix_bytes must be >= 1");
+  if (prefill_attempts < 1) return InvalidArgument("prefill_attempts must be >= 1");
+  if (max_body_bytes < 1) return InvalidArgument("max_body_bytes must be >= 1");
+  if (max_in_flight < 1) return InvalidArgument("max_in_flight must be >= 1");
+  if (max_payload_bytes < 1024) return InvalidArgument("max_payload_bytes must be >= 1024");
+  for (int t : {connect_timeout_ms, prefill_timeout_ms, first_byte_timeout_ms, idle_timeout_ms,
+                health_timeout_ms, open_ms}) {
+    if (t < 1) return InvalidArgument("timeouts must be >= 1 ms");
+  }
+  if (health_interval_ms < 0) return InvalidArgument("health_interval_ms must be >= 0");
+  if (failure_threshold < 1) return InvalidArgument("failure_threshold must be >= 1");
+  if (drain_timeout_ms < 0) return InvalidArgument("drain_timeout_ms must be >= 0");
+  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
+  if (!kLevels.count(log_level)) return InvalidArgument("unknown log_level '{}'", log_level);
+  return Status::Ok();
+}
+
+namespace {
+
+// yaml-cpp reports problems by exception; config parsing is startup (or admin) work, never the
+// request path, so they are caught here and turned into a Status naming the key.
+template <class T>
+Status Get(const YAML::Node& n, const std::string& key, T* out) {
+  try {
+    *out = n.as<T>();
+  } catch (const YAML::Exception&) {
+    return InvalidArgument("config key '{}': expected a {} value", key,
+                           std::is_same_v<T, std::string> ? "string"
+                           : std::is_same_v<T, bool>      ? "boolean"
+                                                          : "numeric");
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<WorkerSpec>> GetWorkers(const YAML::Node& n, const std::string& key) {
+  if (!n.IsSequence()) return InvalidArgument("config key '{}': expected a list of workers", key);
+  std::vector<WorkerSpec> out;
+  for (size_t i = 0; i < n.size(); ++i) {
+    const YAML::Node& item = n[i];
+    const std::string where = fmt::format("{}[{}]", key, i);
+    if (item.IsScalar()) {
+      ELDR_ASSIGN_OR_RETURN(WorkerSpec w, ParseWorkerUrl(item.Scalar()));
+      out.push_back(std::move(w));
+      continue;
+    }
+    if (!item.IsMap()) return InvalidArgument("config key '{}': expected a url or a map", where);
+    std::string url;
+    int bootstrap = 0, dp = -1;
+    for (const auto& kv : item) {
+      const std::string k = kv.first.as<std::string>();
+      if (k == "url") {
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where + ".url", &url));
+      } else if (k == "bootstrap_port") {
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where + ".bootstrap_port", &bootstrap));
+      } else if (k == "dp_rank") {
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where + ".dp_rank", &dp));
+      } else {
+        return InvalidArgument("config key '{}.{}': unknown (url, bootstrap_port, dp_rank)", where,
+                               k);
+      }
+    }
+    if (url.empty()) return InvalidArgument("config key '{}': missing url", where);
+    ELDR_ASSIGN_OR_RETURN(WorkerSpec w, ParseWorkerUrl(url));
+    w.bootstrap_port = bootstrap;
+    w.dp_rank = dp;
+    ELDR_RETURN_IF_ERROR(w.Validate());
+    out.push_back(std::move(w));
+  }
+  return out;
+}
+
+Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
+  auto num = [&](auto* field) { return Get(v, k, field); };
+  if (k == "listen") {
+    std::string s;
+    ELDR_RETURN_IF_ERROR(Get(v, k, &s));
+    ELDR_ASSIGN_OR_RETURN(WorkerSpec w, ParseWorkerUrl(s, true));
+    o->host = w.host;
+    o->port = w.port;
+    return Status::Ok();
+  }
+  if (k == "host") return Get(v, k, &o->host);
+  if (k == "port") return num(&o->port);
+  if (k == "threads") return num(&o->threads);
+  if (k == "backend") {
+    std::string s;
+    ELDR_RETURN_IF_ERROR(Get(v, k, &s));
+    if (s == "vllm") {
+      o->backend = Backend::kVllm;
+    } else if (s == "sglang") {
+      o->backend = Backend::kSglang;
+    } else {
+      return InvalidArgument("config key 'backend': '{}' is not vllm or sglang", s);
+    }
+    return Status::Ok();
+  }
+  if (k == "model") return Get(v, k, &o->model);
+  if (k == "prefill" || k == "decode") {
+    ELDR_ASSIGN_OR_RETURN(auto ws, GetWorkers(v, k));
+    (k == "prefill" ? o->prefill : o->decode) = std::move(ws);
+    return Status::Ok();
+  }
+  if (k == "policy") return Get(v, k, &o->policy);
+  if (k == "tau") return num(&o->tau);
+  if (k == "space") return Get(v, k, &o->space);
+  if (k == "cache") {
+    if (!v.IsMap()) return InvalidArgument("config key 'cache': expected a map");
+    for (const auto& kv : v) {
+      const std::string ck = kv.first.as<std::string>();
+      const std::string where = "cache." + ck;
+      if (ck == "block_size") {
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where, &o->cache.block_size));
+      } else if (ck == "chunk_blocks") {
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where, &o->cache.chunk_blocks));
+      } else if (ck == "memory_mb") {
+        double mb = 0;
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where, &mb));
+        if (!(mb > 0)) return InvalidArgument("config key 'cache.memory_mb' must be > 0");
+        o->cache.memory_budget_bytes = static_cast<size_t>(mb * (1 << 20));
+      } else {
+        return InvalidArgument("config key '{}': unknown (block_size, chunk_blocks, memory_mb)",
+                               where);
+      }
+    }
+    return Status::Ok();
+  }
+  if (k == "prefill_load_factor") return num(&o->prefill_load_factor);
+  if (k == "prefix_bytes") return num(&o->prefix_bytes);
+  if (k == "prefill_attempts") return num(&o->prefill_attempts);
+  if (k == "max_body_bytes") return num(&o->max_body_bytes);
+  if (k == "max_in_flight") return num(&o->max_in_flight);
+  if (k == "max_payload_bytes") return num(&o->max_payload_bytes);
+  if (k == "connect_timeout_ms") return num(&o->connect_timeout_ms);
+  if (k == "prefill_timeout_ms") return num(&o->prefill_timeout_ms);
+  if (k == "first_byte_timeout_ms") return num(&o->first_byte_timeout_ms);
+  if (k == "idle_timeout_ms") return num(&o->idle_timeout_ms);
+  if (k == "health_interval_ms") return num(&o->health_interval_ms);
+  if (k == "health_timeout_ms") return num(&o->health_timeout_ms);
+  if (k == "failure_threshold") return num(&o->failure_threshold);
+  if (k == "open_ms") return num(&o->open_ms);
+  if (k == "admin_token") return Get(v, k, &o->admin_token);
+  if (k == "admin_remote") return Get(v, k, &o->admin_remote);
+  if (k == "log_level") return Get(v, k, &o->log_level);
+  if (k == "ready_file") return Get(v, k, &o->ready_file);
+  if (k == "drain_timeout_ms") return num(&o->drain_timeout_ms);
+  return InvalidArgument("config key '{}' is unknown (see docs/serve.md)", k);
+}
+
+}  // namespace
+
+Result<ServeOptions> ParseServeConfig(std::string_view text, ServeOptions base) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config: {}", e.what());
+  }
+  if (root.IsNull()) return base;
+  if (!root.IsMap()) return InvalidArgument("config: expected a map of keys at the top level");
+  try {
+    for (const auto& kv : root) {
+      ELDR_RETURN_IF_ERROR(ApplyKey(kv.first.as<std::string>(), kv.second, &base));
+    }
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("config: {}", e.what());
+  }
+  return base;
+}
+
+}  // namespace eldr::server

@@ -1,0 +1,308 @@
+#include "eldr/server/json_scan.h"
+
+#include <cstring>
+
+namespace eldr::server {
+namespace {
+
+constexpr int kMaxDepth = 512;
+
+bool IsWs(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+size_t SkipWs(std::string_view s, size_t i) {
+  while (i < s.size() && IsWs(s[i])) ++i;
+  return i;
+}
+
+// The scanner is a cursor over the text; Value() leaves pos after the value it validated.
+struct Scanner {
+  std::string_view s;
+  size_t pos = 0;
+  Status error;
+
+  bool Fail(std::string_view what) {
+    if (error.ok()) error = InvalidArgument("malformed JSON at offset {}: {}", pos, what);
+    return false;
+  }
+
+  bool String() {
+    // s[pos] == '"'
+    ++pos;
+    while (true) {
+      // Fast path: jump to the next quote or backslash (base64 payloads are long and plain).
+      const void* q = std::memchr(s.data() + pos, '"', s.size() - pos);
+      const size_t quote = q ? static_cast<const char*>(q) - s.data() : s.size();
+      const void* b = std::memchr(s.data() + pos, '\\', quote - pos);
+      if (!b) {
+        for (size_t i = pos; i < quote; ++i) {
+          if (static_cast<unsigned char>(s[i]) < 0x20) {
+            pos = i;
+            return Fail("control character in string");
+          }
+        }
+        if (quote == s.size()) {
+          pos = s.size();
+          return Fail("unterminated string");
+        }
+        pos = quote + 1;
+        return true;
+      }
+      const size_t bs = static_cast<const char*>(b) - s.data();
+      for (size_t i = pos; i < bs; ++i) {
+        if (static_cast<unsigned char>(s[i]) < 0x20) {
+          pos = i;
+          return Fail("control character in string");
+        }
+      }
+      pos = bs + 1;
+      if (pos >= s.size()) return Fail("unterminated escape");
+      const char e = s[pos];
+      if (e == 'u') {
+        if (pos + 4 >= s.size()) return Fail("short \\u escape");
+        for (int k = 1; k <= 4; ++k) {
+          if (!std::isxdigit(static_cast<unsigned char>(s[pos + k]))) return Fail("bad \\u escape");
+        }
+        pos += 5;
+      } else if (std::strchr("\"\\/bfnrt", e) && e != 0) {
+        ++pos;
+      } else {
+        return Fail("bad escape");
+      }
+    }
+  }
+
+  bool Number() {
+    const size_t start = pos;
+    if (pos < s.size() && s[pos] == '-') ++pos;
+    if (pos >= s.size() || !std::isdigit(static_cast<unsigned char>(s[pos]))) {
+      return Fail("bad number");
+    }
+    if (s[pos] == '0') {
+      ++pos;
+    } else {
+      while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) ++pos;
+    }
+    if (pos < s.size() && s[pos] == '.') {
+      ++pos;
+      if (pos >= s.size() || !std::isdigit(static_cast<unsigned char>(s[pos]))) {
+        return Fail("bad fraction");
+      }
+      while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) ++pos;
+    }
+    if (pos < s.size() && (s[pos] == 'e' || s[pos] == 'E')) {
+      ++pos;
+      if (pos < s.size() && (s[pos] == '+' || s[pos] == '-')) ++pos;
+      if (pos >= s.size() || !std::isdigit(static_cast<unsigned char>(s[pos]))) {
+        return Fail("bad exponent");
+      }
+      while (pos < s.size() && std::isdigit(static_cast<unsigned char>(s[pos]))) ++pos;
+    }
+    return pos > start;
+  }
+
+  bool Literal(std::string_view word) {
+    if (s.substr(pos, word.size()) != word) return Fail("bad literal");
+    pos += word.size();
+    return true;
+  }
+
+  bool Value(int depth) {
+    if (depth > kMaxDepth) return Fail("nesting too deep");
+    pos = SkipWs(s, pos);
+    if (pos >= s.size()) return Fail("unexpected end");
+    switch (s[pos]) {
+      case '"':
+        return String();
+      case '{': {
+        ++pos;
+        pos = SkipWs(s, pos);
+        if (pos < s.size() && s[pos] == '}') {
+          ++pos;
+          return true;
+        }
+        while (true) {
+          pos = SkipWs(s, pos);
+          if (pos >= s.size() || s[pos] != '"') return Fail("expected a key");
+          if (!String()) return false;
+          pos = SkipWs(s, pos);
+          if (pos >= s.size() || s[pos] != ':') return Fail("expected ':'");
+          ++pos;
+          if (!Value(depth + 1)) return false;
+          pos = SkipWs(s, pos);
+          if (pos < s.size() && s[pos] == ',') {
+            ++pos;
+            continue;
+          }
+          if (pos < s.size() && s[pos] == '}') {
+            ++pos;
+            return true;
+          }
+          return Fail("expected ',' or '}'");
+        }
+      }
+      case '[': {
+        ++pos;
+        pos = SkipWs(s, pos);
+        if (pos < s.size() && s[pos] == ']') {
+          ++pos;
+          return true;
+        }
+        while (true) {
+          if (!Value(depth + 1)) return false;
+          pos = SkipWs(s, pos);
+          if (pos < s.size() && s[pos] == ',') {
+            ++pos;
+            continue;
+          }
+          if (pos < s.size() && s[pos] == ']') {
+            ++pos;
+            return true;
+          }
+          return Fail("expected ',' or ']'");
+        }
+      }
+      case 't':
+        return Literal("true");
+      case 'f':
+        return Literal("false");
+      case 'n':
+        return Literal("null");
+      default:
+        return Number();
+    }
+  }
+};
+
+}  // namespace
+
+Result<size_t> JsonValueLength(std::string_view text) {
+  Scanner sc{text};
+  if (!sc.Value(0)) return tl::unexpected<Status>(sc.error);
+  return sc.pos;
+}
+
+Result<std::string> JsonStringValue(std::string_view raw) {
+  size_t i = SkipWs(raw, 0);
+  if (i >= raw.size() || raw[i] != '"') return InvalidArgument("expected a JSON string");
+  Scanner sc{raw, i};
+  if (!sc.String()) return tl::unexpected<Status>(sc.error);
+  std::string out;
+  out.reserve(sc.pos - i);
+  for (size_t p = i + 1; p + 1 < sc.pos; ++p) {
+    char c = raw[p];
+    if (c != '\\') {
+      out.push_back(c);
+      continue;
+    }
+    c = raw[++p];
+    switch (c) {
+      case 'b': out.push_back('\b'); break;
+      case 'f': out.push_back('\f'); break;
+      case 'n': out.push_back('\n'); break;
+      case 'r': out.push_back('\r'); break;
+      case 't': out.push_back('\t'); break;
+      case 'u': {
+        unsigned cp = std::stoul(std::string(raw.substr(p + 1, 4)), nullptr, 16);
+        p += 4;
+        // Surrogate pairs are combined when both halves are present; a lone half becomes U+FFFD.
+        if (cp >= 0xD800 && cp <= 0xDBFF && p + 6 < sc.pos && raw[p + 1] == '\\' &&
+            raw[p + 2] == 'u') {
+          unsigned lo = std::stoul(std::string(raw.substr(p + 3, 4)), nullptr, 16);
+          if (lo >= 0xDC00 && lo <= 0xDFFF) {
+            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            p += 6;
+          }
+        }
+        if (cp >= 0xD800 && cp <= 0xDFFF) cp = 0xFFFD;
+        if (cp < 0x80) {
+          out.push_back(static_cast<char>(cp));
+        } else if (cp < 0x800) {
+          out.push_back(static_cast<char>(0xC0 | (cp >> 6)));
+          out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+        } else if (cp < 0x10000) {
+          out.push_back(static_cast<char>(0xE0 | (cp >> 12)));
+          out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+          out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+        } else {
+          out.push_back(static_cast<char>(0xF0 | (cp >> 18)));
+          out.push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
+          out.push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
+          out.push_back(static_cast<char>(0x80 | (cp & 0x3F)));
+        }
+        break;
+      }
+      default: out.push_back(c);  // " \ /
+    }
+  }
+  return out;
+}
+
+Result<std::string_view> JsonMember(std::string_view object, std::string_view key) {
+  Scanner sc{object};
+  sc.pos = SkipWs(object, 0);
+  if (sc.pos >= object.size() || object[sc.pos] != '{') return InvalidArgument("expected an object");
+  ++sc.pos;
+  sc.pos = SkipWs(object, sc.pos);
+  if (sc.pos < object.size() && object[sc.pos] == '}') return std::string_view();
+  std::string_view found;
+  while (true) {
+    sc.pos = SkipWs(object, sc.pos);
+    if (sc.pos >= object.size() || object[sc.pos] != '"') {
+      sc.Fail("expected a key");
+      return tl::unexpected<Status>(sc.error);
+    }
+    const size_t kstart = sc.pos;
+    if (!sc.String()) return tl::unexpected<Status>(sc.error);
+    std::string_view raw_key = object.substr(kstart + 1, sc.pos - kstart - 2);
+    bool match = raw_key == key;
+    if (!match && raw_key.find('\\') != std::string_view::npos) {
+      ELDR_ASSIGN_OR_RETURN(std::string k, JsonStringValue(object.substr(kstart, sc.pos - kstart)));
+      match = k == key;
+    }
+    sc.pos = SkipWs(object, sc.pos);
+    if (sc.pos >= object.size() || object[sc.pos] != ':') {
+      sc.Fail("expected ':'");
+      return tl::unexpected<Status>(sc.error);
+    }
+    ++sc.pos;
+    sc.pos = SkipWs(object, sc.pos);
+    const size_t vstart = sc.pos;
+    if (!sc.Value(1)) return tl::unexpected<Status>(sc.error);
+    // The last duplicate wins, as in most JSON parsers (Python's json included).
+    if (match) found = object.substr(vstart, sc.pos - vstart);
+    sc.pos = SkipWs(object, sc.pos);
+    if (sc.pos < object.size() && object[sc.pos] == ',') {
+      ++sc.pos;
+      continue;
+    }
+    if (sc.pos < object.size() && object[sc.pos] == '}') return found;
+    sc.Fail("expected ',' or '}'");
+    return tl::unexpected<Status>(sc.error);
+  }
+}
+
+Result<std::string_view> JsonElement(std::string_view array, size_t index) {
+  Scanner sc{array};
+  sc.pos = SkipWs(array, 0);
+  if (sc.pos >= array.size() || array[sc.pos] != '[') return InvalidArgument("expected an array");
+  ++sc.pos;
+  sc.pos = SkipWs(array, sc.pos);
+  if (sc.pos < array.size() && array[sc.pos] == ']') return std::string_view();
+  std::string_view found;
+  for (size_t i = 0;; ++i) {
+    sc.pos = SkipWs(array, sc.pos);
+    const size_t vstart = sc.pos;
+    if (!sc.Value(1)) return tl::unexpected<Status>(sc.error);
+    if (i == index) found = array.substr(vstart, sc.pos - vstart);
+    sc.pos = SkipWs(array, sc.pos);
+    if (sc.pos < array.size() && array[sc.pos] == ',') {
+      ++sc.pos;
+      continue;
+    }
+    if (sc.pos < array.size() && array[sc.pos] == ']') return found;
+    sc.Fail("expected ',' or ']'");
+    return tl::unexpected<Status>(sc.error);
+  }
+}
+
+}  // namespace eldr::server

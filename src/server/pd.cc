@@ -1,0 +1,289 @@
+#include "eldr/server/pd.h"
+
+#include <boost/json.hpp>
+#include <limits>
+
+#include "eldr/server/json_scan.h"
+
+namespace eldr::server {
+
+namespace json = boost::json;
+
+namespace {
+
+void AppendContent(const json::value& content, std::string* out) {
+  if (content.is_string()) {
+    out->append(content.get_string());
+  } else if (content.is_array()) {
+    for (const auto& part : content.get_array()) {
+      if (!part.is_object()) continue;
+      if (const auto* t = part.get_object().if_contains("text"); t && t->is_string()) {
+        out->append(t->get_string());
+      }
+    }
+  }
+}
+
+std::string Serialize(const json::object& o) { return json::serialize(o); }
+
+}  // namespace
+
+Result<ClientRequest> ParseClientRequest(Endpoint endpoint, std::string_view body) {
+  json::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec) return InvalidArgument("request body is not valid JSON: {}", ec.message());
+  if (!v.is_object()) return InvalidArgument("request body must be a JSON object");
+  ClientRequest r;
+  r.endpoint = endpoint;
+  r.body = std::move(v.get_object());
+  if (const auto* s = r.body.if_contains("stream"); s && !s->is_null()) {
+    if (!s->is_bool()) return InvalidArgument("'stream' must be a boolean");
+    r.stream = s->get_bool();
+  }
+  if (const auto* n = r.body.if_contains("n"); n && !n->is_null()) {
+    if (!n->is_int64() || n->get_int64() < 1) {
+      return InvalidArgument("'n' must be a positive integer");
+    }
+    r.n = n->get_int64();
+  }
+  if (const auto* m = r.body.if_contains("model"); m && !m->is_null()) {
+    if (!m->is_string()) return InvalidArgument("'model' must be a string");
+    r.model = std::string(m->get_string());
+  }
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    if (const auto* mt = r.body.if_contains(key); mt && !mt->is_null()) {
+      if (!mt->is_int64() || mt->get_int64() < 1) {
+        return InvalidArgument("'{}' must be a positive integer", key);
+      }
+    }
+  }
+  if (endpoint == Endpoint::kCompletions) {
+    const auto* p = r.body.if_contains("prompt");
+    if (!p) return InvalidArgument("missing 'prompt'");
+    if (p->is_string()) {
+      r.prompt_text = std::string(p->get_string());
+    } else if (p->is_array()) {
+      const auto& a = p->get_array();
+      if (a.empty()) return InvalidArgument("'prompt' is an empty list");
+      if (a.size() > 1 && !a[0].is_int64()) {
+        return InvalidArgument("batched prompts are not supported by the PD proxy: send one");
+      }
+      const json::array* toks = &a;
+      if (a.size() == 1 && a[0].is_array()) toks = &a[0].get_array();
+      if (a.size() == 1 && a[0].is_string()) {
+        r.prompt_text = std::string(a[0].get_string());
+      } else {
+        for (const auto& t : *toks) {
+          if (!t.is_int64() || t.get_int64() < 0 ||
+              t.get_int64() > std::numeric_limits<int32_t>::max()) {
+            return InvalidArgument("'prompt' token ids must be non-negative 32-bit integers");
+          }
+          r.prompt_tokens.push_back(static_cast<int32_t>(t.get_int64()));
+        }
+        if (r.prompt_tokens.empty()) return InvalidArgument("'prompt' is empty");
+      }
+    } else {
+      return InvalidArgument("'prompt' must be a string or a list of token ids");
+    }
+  } else {
+    const auto* m = r.body.if_contains("messages");
+    if (!m || !m->is_array() || m->get_array().empty()) {
+      return InvalidArgument("'messages' must be a non-empty list");
+    }
+    for (const auto& msg : m->get_array()) {
+      if (!msg.is_object()) return InvalidArgument("each message must be an object");
+      if (const auto* c = msg.get_object().if_contains("content")) {
+        AppendContent(*c, &r.prompt_text);
+        r.prompt_text.push_back('\n');
+      }
+    }
+  }
+  return r;
+}
+
+std::string VllmPrefillBody(const ClientRequest& req, int64_t routed_experts_start) {
+  json::object o = req.body;
+  o["stream"] = false;
+  o["max_tokens"] = 1;
+  if (o.contains("max_completion_tokens")) o["max_completion_tokens"] = 1;
+  o.erase("stream_options");
+  o.erase("min_tokens");
+  o.erase("min_completion_tokens");
+  o["return_token_ids"] = true;
+  if (routed_experts_start > 0) o["routed_experts_prompt_start"] = routed_experts_start;
+  o["kv_transfer_params"] = json::object{{"do_remote_decode", true},
+                                         {"do_remote_prefill", false},
+                                         {"remote_engine_id", nullptr},
+                                         {"remote_block_ids", nullptr},
+                                         {"remote_host", nullptr},
+                                         {"remote_port", nullptr}};
+  return Serialize(o);
+}
+
+std::string VllmDecodeBody(const ClientRequest& req, std::string_view kv_transfer_params) {
+  json::object o = req.body;
+  if (!kv_transfer_params.empty()) {
+    json::error_code ec;
+    json::value kv = json::parse(kv_transfer_params, ec);
+    if (!ec) o["kv_transfer_params"] = std::move(kv);
+  }
+  return Serialize(o);
+}
+
+namespace {
+void AddBootstrap(json::object& o, const Bootstrap& b) {
+  o["bootstrap_host"] = b.host;
+  o["bootstrap_port"] = b.port;
+  o["bootstrap_room"] = static_cast<int64_t>(b.room & 0x7FFFFFFFFFFFFFFFull);
+}
+}  // namespace
+
+std::string SglangPrefillBody(const ClientRequest& req, const Bootstrap& b) {
+  json::object o = req.body;
+  AddBootstrap(o, b);
+  o["stream"] = false;
+  o.erase("stream_options");
+  o["return_routed_experts"] = true;
+  return Serialize(o);
+}
+
+std::string SglangDecodeBody(const ClientRequest& req, const Bootstrap& b) {
+  json::object o = req.body;
+  AddBootstrap(o, b);
+  return Serialize(o);
+}
+
+namespace {
+
+Result<std::vector<int32_t>> ParseTokenIds(std::string_view raw) {
+  json::error_code ec;
+  json::value v = json::parse(raw, ec);
+  if (ec || !v.is_array()) return InvalidArgument("prompt_token_ids is not a list");
+  std::vector<int32_t> out;
+  out.reserve(v.get_array().size());
+  for (const auto& t : v.get_array()) {
+    if (!t.is_int64() || t.get_int64() < 0 ||
+        t.get_int64() > std::numeric_limits<int32_t>::max()) {
+      return InvalidArgument("prompt_token_ids holds a value that is not a token id");
+    }
+    out.push_back(static_cast<int32_t>(t.get_int64()));
+  }
+  return out;
+}
+
+bool IsNull(std::string_view raw) { return raw.empty() || raw == "null"; }
+
+}  // namespace
+
+Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeometry& g,
+                                           const PayloadOptions& opts,
+                                           int64_t routed_experts_start) {
+  PrefillResult r;
+  ELDR_ASSIGN_OR_RETURN(std::string_view err, JsonMember(body, "error"));
+  if (!IsNull(err)) {
+    std::string msg(err.substr(0, 300));
+    if (auto m = JsonMember(err, "message"); m && !m->empty()) {
+      if (auto s = JsonStringValue(*m)) msg = *s;
+    }
+    return Unavailable("prefill returned an error: {}", msg);
+  }
+  ELDR_ASSIGN_OR_RETURN(std::string_view kv, JsonMember(body, "kv_transfer_params"));
+  if (!IsNull(kv)) {
+    if (kv.front() != '{') return InvalidArgument("kv_transfer_params is not an object");
+    r.kv_transfer_params = std::string(kv);
+  }
+  ELDR_ASSIGN_OR_RETURN(std::string_view choices, JsonMember(body, "choices"));
+  if (choices.empty() || choices.front() != '[') {
+    return InvalidArgument("prefill response has no 'choices' list");
+  }
+  ELDR_ASSIGN_OR_RETURN(std::string_view c0, JsonElement(choices, 0));
+  if (c0.empty() || c0.front() != '{') {
+    return InvalidArgument("prefill response has no choice object");
+  }
+  if (auto fr = JsonMember(c0, "finish_reason"); fr && !IsNull(*fr) && fr->front() == '"') {
+    if (auto s = JsonStringValue(*fr)) r.finish_reason = *s;
+  }
+  // Token ids: vLLM puts prompt_token_ids on the choice (completions) or the response (chat).
+  ELDR_ASSIGN_OR_RETURN(std::string_view ids, JsonMember(c0, "prompt_token_ids"));
+  if (IsNull(ids)) {
+    ELDR_ASSIGN_OR_RETURN(ids, JsonMember(body, "prompt_token_ids"));
+  }
+  if (!IsNull(ids)) {
+    ELDR_ASSIGN_OR_RETURN(r.prompt_token_ids, ParseTokenIds(ids));
+  }
+  r.picks_first_token = routed_experts_start;
+  ELDR_ASSIGN_OR_RETURN(std::string_view re, JsonMember(c0, "routed_experts"));
+  if (!IsNull(re)) {
+    if (re.front() == '"') {
+      // Base64 never needs escaping; only an encoder that escapes '/' forces a copy.
+      std::string_view b64 = re.substr(1, re.size() - 2);
+      std::string unescaped;
+      if (b64.find('\\') != std::string_view::npos) {
+        ELDR_ASSIGN_OR_RETURN(unescaped, JsonStringValue(re));
+        b64 = unescaped;
+      }
+      auto t = DecodeVllmRoutedExperts(b64, g, opts);
+      if (!t) return tl::unexpected<Status>(t.error().WithContext("routed_experts"));
+      r.picks = std::move(*t);
+      r.encoding = "vllm-npy";
+    } else if (re.front() == '[') {
+      auto t = ParsePickListJson(re, g, opts);
+      if (!t) return tl::unexpected<Status>(t.error().WithContext("routed_experts"));
+      r.picks = std::move(*t);
+      r.encoding = "vllm-list";
+    } else {
+      return InvalidArgument("routed_experts is neither a base64 string nor a list");
+    }
+    return r;
+  }
+  ELDR_ASSIGN_OR_RETURN(std::string_view ext, JsonMember(c0, "sgl_ext"));
+  if (!IsNull(ext)) {
+    if (ext.front() != '{') return InvalidArgument("sgl_ext is not an object");
+    ELDR_ASSIGN_OR_RETURN(std::string_view sre, JsonMember(ext, "routed_experts"));
+    if (!IsNull(sre)) {
+      ELDR_ASSIGN_OR_RETURN(std::string s, JsonStringValue(sre));
+      auto t = DecodeSglangRoutedExperts(s, g, opts);
+      if (!t) return tl::unexpected<Status>(t.error().WithContext("sgl_ext.routed_experts"));
+      r.picks = std::move(*t);
+      r.encoding = "sglang";
+      return r;
+    }
+  }
+  ELDR_ASSIGN_OR_RETURN(std::string_view sig, JsonMember(c0, "eldr_sig"));
+  if (IsNull(sig)) {
+    ELDR_ASSIGN_OR_RETURN(sig, JsonMember(body, "eldr_sig"));
+  }
+  if (!IsNull(sig)) {
+    ELDR_ASSIGN_OR_RETURN(std::string s, JsonStringValue(sig));
+    auto c = DecodeEldrSig(s, g);
+    if (!c) return tl::unexpected<Status>(c.error().WithContext("eldr_sig"));
+    r.counts = std::move(*c);
+    r.encoding = "eldr_sig";
+  }
+  return r;
+}
+
+std::string_view ErrorTypeFor(int status) {
+  switch (status) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable";
+    case 502: case 504: return "upstream_error";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+std::string OpenAiErrorBody(int status, std::string_view message, std::string_view type) {
+  json::object e{{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}};
+  return json::serialize(json::object{{"error", std::move(e)}});
+}
+
+std::string SseErrorEvent(int status, std::string_view message, std::string_view type) {
+  return "data: " + OpenAiErrorBody(status, message, type) + "\n\n";
+}
+
+}  // namespace eldr::server

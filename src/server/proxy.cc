@@ -1,0 +1,1269 @@
+// The proxy: one of the three translation units that include Boost.Beast (src/net/http.h).
+#include "eldr/server/proxy.h"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
+#include <csignal>
+#include <thread>
+
+#include "../net/http.h"
+#include "eldr/block_hash.h"
+#include "eldr/geometry.h"
+#include "eldr/policy.h"
+#include "eldr/rng.h"
+#include "eldr/server/balance.h"
+#include "eldr/server/metrics.h"
+#include "eldr/server/pd.h"
+#include "eldr/server/prefix_memo.h"
+#include "eldr/signature_cache.h"
+#include "eldr/signature_space.h"
+
+namespace eldr::server {
+namespace {
+
+using namespace eldr::net;  // NOLINT(google-build-using-namespace): Beast vocabulary
+using namespace boost::asio::experimental::awaitable_operators;  // NOLINT
+namespace json = boost::json;
+
+const std::vector<double> kLatencyBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                            0.1,    0.25,  0.5,    1,     2.5,   5,    10,
+                                            30,     60};
+
+struct Worker {
+  Worker(WorkerSpec s, tcp::endpoint e, std::string r, const ServeOptions& o)
+      : spec(std::move(s)),
+        ep(e),
+        role(std::move(r)),
+        breaker(o.failure_threshold, int64_t{o.open_ms} * 1000),
+        latency(kLatencyBounds),
+        labels(fmt::format("role=\"{}\",worker=\"{}\"", role, LabelValue(spec.url))) {}
+  WorkerSpec spec;
+  tcp::endpoint ep;
+  std::string role;
+  std::atomic<int64_t> in_flight{0};
+  std::atomic<uint64_t> requests{0}, errors{0};
+  std::atomic<bool> draining{false};
+  CircuitBreaker breaker;
+  Histogram latency;
+  std::string labels;
+
+  bool Available(int64_t now) const {
+    return !draining.load(std::memory_order_relaxed) && breaker.Available(now);
+  }
+};
+
+// Counts a request in on a worker for as long as it lives (moves transfer the count).
+class Ticket {
+ public:
+  Ticket() = default;
+  explicit Ticket(std::shared_ptr<Worker> w) : w_(std::move(w)) {
+    w_->in_flight.fetch_add(1, std::memory_order_relaxed);
+    w_->requests.fetch_add(1, std::memory_order_relaxed);
+  }
+  Ticket(Ticket&& o) noexcept : w_(std::move(o.w_)) {}
+  Ticket& operator=(Ticket&& o) noexcept {
+    Release();
+    w_ = std::move(o.w_);
+    return *this;
+  }
+  ~Ticket() { Release(); }
+  void Release() {
+    if (w_) w_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+    w_.reset();
+  }
+
+ private:
+  std::shared_ptr<Worker> w_;
+};
+
+struct Snapshot {
+  uint64_t version = 0;
+  std::vector<std::shared_ptr<Worker>> prefill, decode;
+  std::shared_ptr<const PrefillRing> ring;
+  std::shared_ptr<const SignatureSpace> space;
+};
+
+// Per-request cancellation: the watcher of the client connection cancels whichever upstream
+// socket is open when the client goes away; the proxied flow cancels the watcher when it ends.
+struct RequestCtx {
+  beast::tcp_stream* upstream = nullptr;
+  bool client_gone = false;
+  bool finished = false;
+  bool keep_alive = true;
+  std::optional<asio::steady_timer> done;  // set while a pipelined request waits for this one
+  void CancelUpstream() {
+    if (upstream) {
+      boost::system::error_code ec;
+      upstream->socket().cancel(ec);
+    }
+  }
+};
+
+struct UpResult {
+  bool transport_ok = false;
+  int status = 0;
+  std::string body;
+  std::string content_type;
+  std::string error;
+};
+
+constexpr int kStatusCodes[] = {200, 400, 401, 403, 404, 405, 413, 429, 499, 500, 502, 503, 504};
+
+class ProxyImpl final : public Proxy {
+ public:
+  explicit ProxyImpl(ServeOptions o) : o_(std::move(o)), memo_(o_.cache.memory_budget_bytes) {
+    for (size_t i = 0; i < std::size(kStatusCodes); ++i) responses_[i] = 0;
+  }
+
+  Status Init() {
+    ELDR_RETURN_IF_ERROR(o_.Validate());
+    ELDR_ASSIGN_OR_RETURN(geometry_, FindModel(o_.model));
+    payload_opts_.max_decoded_bytes = static_cast<size_t>(o_.max_payload_bytes);
+    auto snap = std::make_shared<Snapshot>();
+    for (const auto& w : o_.prefill) {
+      ELDR_ASSIGN_OR_RETURN(auto ww, MakeWorker(w, "prefill"));
+      snap->prefill.push_back(std::move(ww));
+    }
+    for (const auto& w : o_.decode) {
+      ELDR_ASSIGN_OR_RETURN(auto ww, MakeWorker(w, "decode"));
+      snap->decode.push_back(std::move(ww));
+    }
+    if (!o_.space.empty()) {
+      ELDR_ASSIGN_OR_RETURN(snap->space, LoadSpace(o_.space, snap->decode.size()));
+    }
+    snap->ring = MakeRing(snap->prefill);
+    snap_ = std::move(snap);
+    {
+      auto c = SignatureCache::Create(geometry_.moe_layers, geometry_.experts, o_.cache);
+      if (!c) return c.error();
+      cache_ = std::move(*c);
+    }
+    const int threads = o_.threads > 0 ? o_.threads
+                                       : std::max(1u, std::thread::hardware_concurrency());
+    for (int i = 0; i < threads; ++i) {
+      iocs_.push_back(std::make_unique<asio::io_context>(1));
+      pools_.push_back(std::make_unique<ConnectionPool>());
+    }
+    acceptor_ = std::make_unique<tcp::acceptor>(*iocs_[0]);
+    shutdown_timer_ = std::make_unique<asio::steady_timer>(*iocs_[0]);
+    ELDR_ASSIGN_OR_RETURN(tcp::endpoint listen, Resolve(o_.host, o_.port));
+    boost::system::error_code ec;
+    acceptor_->open(listen.protocol(), ec);
+    if (!ec) acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_->bind(listen, ec);
+    if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return Unavailable("cannot listen on {}:{}: {}", o_.host, o_.port, ec.message());
+    port_ = acceptor_->local_endpoint().port();
+    return Status::Ok();
+  }
+
+  int port() const override { return port_; }
+
+  Status Run() override {
+    asio::signal_set signals(*iocs_[0], SIGINT, SIGTERM);
+    signals.async_wait([this](boost::system::error_code ec, int sig) {
+      if (!ec) {
+        spdlog::info("event=signal signal={} action=drain", sig);
+        Shutdown();
+      }
+    });
+    asio::co_spawn(*iocs_[0], Accept(), asio::detached);
+    if (o_.health_interval_ms > 0) asio::co_spawn(*iocs_[0], HealthLoop(), asio::detached);
+    std::vector<std::thread> threads;
+    std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
+    for (auto& ioc : iocs_) guards.push_back(asio::make_work_guard(*ioc));
+    for (size_t i = 1; i < iocs_.size(); ++i) {
+      threads.emplace_back([this, i] {
+        tl_pool = pools_[i].get();
+        iocs_[i]->run();
+      });
+    }
+    tl_pool = pools_[0].get();
+    spdlog::info("event=listening host={} port={} backend={} policy={} prefill={} decode={}",
+                 o_.host, port_, BackendName(o_.backend), o_.policy, o_.prefill.size(),
+                 o_.decode.size());
+    asio::co_spawn(*iocs_[0], WaitForShutdown(), [&](std::exception_ptr) {
+      guards.clear();
+      for (auto& ioc : iocs_) ioc->stop();
+    });
+    iocs_[0]->run();
+    for (auto& t : threads) t.join();
+    spdlog::info("event=stopped active={}", active_.load());
+    return Status::Ok();
+  }
+
+  void Shutdown() override {
+    asio::post(*iocs_[0], [this] {
+      if (stopping_.exchange(true)) return;
+      boost::system::error_code ec;
+      acceptor_->close(ec);
+      shutdown_timer_->cancel();
+    });
+  }
+
+ private:
+  // ---- setup and state -------------------------------------------------------------------
+
+  Result<std::shared_ptr<Worker>> MakeWorker(const WorkerSpec& spec, const std::string& role) {
+    ELDR_RETURN_IF_ERROR(spec.Validate());
+    ELDR_ASSIGN_OR_RETURN(tcp::endpoint ep, Resolve(spec.host, spec.port));
+    return std::make_shared<Worker>(spec, ep, role, o_);
+  }
+
+  Result<std::shared_ptr<const SignatureSpace>> LoadSpace(const std::string& path,
+                                                          size_t decoders) {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) return NotFound("cannot open signature space '{}'", path);
+    std::string text;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+    std::fclose(f);
+    auto space = SignatureSpace::FromJson(text, &geometry_);
+    if (!space) return tl::unexpected<Status>(space.error().WithContext(path));
+    if (static_cast<size_t>((*space)->k()) != decoders) {
+      return FailedPrecondition(
+          "signature space '{}' has k={} centroids but {} decode workers are configured; fit one "
+          "with `eldr fit -k {}`",
+          path, (*space)->k(), decoders, decoders);
+    }
+    return *space;
+  }
+
+  static std::shared_ptr<const PrefillRing> MakeRing(
+      const std::vector<std::shared_ptr<Worker>>& ws) {
+    std::vector<std::string> names;
+    for (const auto& w : ws) names.push_back(w->spec.url);
+    return std::make_shared<const PrefillRing>(names);
+  }
+
+  std::shared_ptr<const Snapshot> Snap() const {
+    std::lock_guard lock(snap_mu_);
+    return snap_;
+  }
+
+  void Publish(std::shared_ptr<Snapshot> s) {
+    std::lock_guard lock(snap_mu_);
+    s->version = snap_->version + 1;
+    snap_ = std::move(s);
+  }
+
+  // One routing policy per thread, rebuilt when the snapshot changes (policies keep cursors and
+  // are not thread-safe; the space they share is immutable).
+  struct ThreadPolicy {
+    uint64_t version = ~uint64_t{0};
+    std::unique_ptr<RoutingPolicy> policy;
+    bool degraded = false;  // eldr configured, but the space does not match the decoders
+    Rng rng{0};
+    std::vector<int64_t> loads;
+    std::vector<uint8_t> avail;
+  };
+
+  ThreadPolicy& PolicyFor(const Snapshot& s) {
+    thread_local ThreadPolicy tp;
+    if (tp.version != s.version || !tp.policy) {
+      PolicyOptions po;
+      po.name = o_.policy;
+      po.decoders = static_cast<int>(s.decode.size());
+      po.tau = o_.tau;
+      po.space = s.space;
+      tp.degraded = false;
+      if (po.name == "eldr" && (!s.space || s.space->k() != po.decoders)) {
+        po.name = "jsq";
+        tp.degraded = true;
+      }
+      auto p = MakePolicy(po);
+      tp.policy = p ? std::move(*p) : nullptr;
+      tp.version = s.version;
+      tp.rng = Rng(std::hash<std::thread::id>()(std::this_thread::get_id()) ^ s.version);
+    }
+    return tp;
+  }
+
+  struct Decision {
+    int decoder = -1;
+    bool fallback = false;
+    int band = 0;
+  };
+
+  Decision RouteDecode(const Snapshot& s, const ExpertCounts* counts,
+                       std::span<const uint8_t> excluded = {}) {
+    const int64_t now = NowUs();
+    ThreadPolicy& tp = PolicyFor(s);
+    Decision d;
+    if (!tp.policy || s.decode.empty()) return d;
+    tp.loads.resize(s.decode.size());
+    tp.avail.resize(s.decode.size());
+    for (size_t i = 0; i < s.decode.size(); ++i) {
+      tp.loads[i] = s.decode[i]->in_flight.load(std::memory_order_relaxed);
+      tp.avail[i] = s.decode[i]->Available(now) && (excluded.empty() || !excluded[i]) ? 1 : 0;
+    }
+    RouteRequest rr;
+    rr.counts = counts;
+    const auto t0 = std::chrono::steady_clock::now();
+    auto r = tp.policy->Route(rr, ClusterView{tp.loads, tp.avail}, tp.rng);
+    const double us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    decision_us_.Observe(us);
+    if (!r) return d;
+    d.decoder = r->decoder;
+    d.fallback = r->fallback || tp.degraded;
+    d.band = r->band_size;
+    if (d.fallback) fallbacks_.fetch_add(1, std::memory_order_relaxed);
+    if (d.band > 0) band_.Observe(d.band);
+    return d;
+  }
+
+  void CountResponse(int status) {
+    for (size_t i = 0; i < std::size(kStatusCodes); ++i) {
+      if (kStatusCodes[i] == status) {
+        responses_[i].fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+    other_responses_.fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // ---- accept / session ---------------------------------------------------------------------
+
+  awaitable<void> Accept() {
+    size_t next = 0;
+    while (!stopping_) {
+      auto& ioc = *iocs_[next++ % iocs_.size()];
+      auto [ec, sock] = co_await acceptor_->async_accept(ioc, kTuple);
+      if (ec) {
+        if (stopping_ || ec == asio::error::operation_aborted) break;
+        continue;  // e.g. EMFILE: keep serving the connections we have
+      }
+      asio::co_spawn(ioc, Session(std::move(sock)), asio::detached);
+    }
+  }
+
+  awaitable<void> WaitForShutdown() {
+    shutdown_timer_->expires_at(asio::steady_timer::time_point::max());
+    co_await shutdown_timer_->async_wait(kTuple);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(o_.drain_timeout_ms);
+    asio::steady_timer t(*iocs_[0]);
+    while (active_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+      t.expires_after(std::chrono::milliseconds(20));
+      co_await t.async_wait(kTuple);
+    }
+    if (active_.load() > 0) {
+      spdlog::warn("event=drain_timeout abandoned={}", active_.load());
+    }
+  }
+
+  awaitable<void> Session(tcp::socket sock) {
+    boost::system::error_code ec0;
+    const auto peer = sock.remote_endpoint(ec0);
+    const bool loopback = !ec0 && peer.address().is_loopback();
+    beast::tcp_stream client(std::move(sock));
+    SetNoDelay(client);
+    beast::flat_buffer buf;
+    while (!stopping_) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(static_cast<uint64_t>(o_.max_body_bytes));
+      client.expires_after(std::chrono::seconds(300));
+      auto [ec, n] = co_await http::async_read(client, buf, parser, kTuple);
+      if (ec == http::error::body_limit) {
+        co_await WriteJsonError(client, 413,
+                                fmt::format("request body exceeds {} bytes", o_.max_body_bytes),
+                                false);
+        break;
+      }
+      if (ec) break;
+      client.expires_never();
+      auto req = parser.release();
+      const bool keep = req.keep_alive();
+      const bool ok = co_await Handle(client, buf, req, loopback);
+      if (!ok || !keep) break;
+    }
+    boost::system::error_code ec;
+    client.socket().shutdown(tcp::socket::shutdown_both, ec);
+  }
+
+  awaitable<bool> WriteResponse(beast::tcp_stream& client, int status, std::string body,
+                                std::string_view content_type, bool keep_alive = true) {
+    http::response<http::string_body> res{static_cast<http::status>(status), 11};
+    res.set(http::field::server, "eldr");
+    res.set(http::field::content_type, content_type);
+    res.keep_alive(keep_alive && !stopping_);
+    res.body() = std::move(body);
+    res.prepare_payload();
+    CountResponse(status);
+    auto [ec, n] = co_await http::async_write(client, res, kTuple);
+    co_return !ec;
+  }
+
+  awaitable<bool> WriteJsonError(beast::tcp_stream& client, int status, std::string_view message,
+                                 bool keep_alive = true) {
+    co_return co_await WriteResponse(client, status,
+                                     OpenAiErrorBody(status, message, ErrorTypeFor(status)),
+                                     "application/json", keep_alive);
+  }
+
+  awaitable<bool> Handle(beast::tcp_stream& client, beast::flat_buffer& buf,
+                         http::request<http::string_body>& req, bool loopback) {
+    std::string_view target(req.target().data(), req.target().size());
+    target = target.substr(0, target.find('?'));
+    const auto method = req.method();
+    if (target == "/v1/completions" || target == "/v1/chat/completions") {
+      if (method != http::verb::post) co_return co_await WriteJsonError(client, 405, "use POST");
+      co_return co_await HandleCompletion(
+          client, buf, req,
+          target == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChat);
+    }
+    if (target == "/health") co_return co_await HandleHealth(client);
+    if (target == "/metrics") {
+      co_return co_await WriteResponse(client, 200, RenderMetrics(),
+                                       "text/plain; version=0.0.4; charset=utf-8");
+    }
+    if (target == "/v1/models") {
+      json::object m{{"id", o_.model}, {"object", "model"}, {"owned_by", "eldr"},
+                     {"created", 0}};
+      json::object res{{"object", "list"}, {"data", json::array{m}}};
+      co_return co_await WriteResponse(client, 200, json::serialize(res), "application/json");
+    }
+    if (target.starts_with("/admin/")) co_return co_await HandleAdmin(client, req, loopback);
+    co_return co_await WriteJsonError(client, 404, fmt::format("no route for {}", target));
+  }
+
+  awaitable<bool> HandleHealth(beast::tcp_stream& client) {
+    auto s = Snap();
+    const int64_t now = NowUs();
+    int p = 0, d = 0;
+    for (const auto& w : s->prefill) p += w->Available(now);
+    for (const auto& w : s->decode) d += w->Available(now);
+    const bool ok = p > 0 && d > 0 && !stopping_;
+    json::object body{{"status", ok ? "ok" : "unavailable"},
+                      {"prefill_available", p},
+                      {"decode_available", d},
+                      {"draining", stopping_.load()}};
+    co_return co_await WriteResponse(client, ok ? 200 : 503, json::serialize(body),
+                                     "application/json");
+  }
+
+  // ---- the proxied request ---------------------------------------------------------------------
+
+  awaitable<bool> HandleCompletion(beast::tcp_stream& client, beast::flat_buffer& buf,
+                                   http::request<http::string_body>& req, Endpoint ep) {
+    if (stopping_) co_return co_await WriteJsonError(client, 503, "the router is shutting down");
+    if (active_.fetch_add(1) >= o_.max_in_flight) {
+      active_.fetch_sub(1);
+      co_return co_await WriteJsonError(
+          client, 429, fmt::format("too many requests in flight (max_in_flight={})",
+                                   o_.max_in_flight));
+    }
+    struct Guard {
+      std::atomic<int64_t>& a;
+      ~Guard() { a.fetch_sub(1); }
+    } guard{active_};
+    auto parsed = ParseClientRequest(ep, req.body());
+    if (!parsed) co_return co_await WriteJsonError(client, 400, parsed.error().message());
+    if (parsed->n > 1) {
+      co_return co_await WriteJsonError(client, 400,
+                                        "n > 1 is not supported with PD disaggregation (one KV "
+                                        "handoff has one consumer)");
+    }
+    std::string rid;
+    if (auto it = req.find("X-Request-Id"); it != req.end() && !it->value().empty()) {
+      rid = std::string(it->value());
+    } else {
+      thread_local Rng id_rng(std::hash<std::thread::id>()(std::this_thread::get_id()) ^
+                              static_cast<uint64_t>(NowUs()));
+      rid = fmt::format("eldr-{:016x}", id_rng.Next());
+    }
+    const std::string path(req.target().data(), req.target().size());
+    RequestCtx ctx;
+    auto snap = Snap();
+    co_await (Proxied(client, *parsed, rid, path, snap, ctx) || WatchClient(client, buf, ctx));
+    if (ctx.client_gone) {
+      disconnects_.fetch_add(1, std::memory_order_relaxed);
+      CountResponse(499);
+      spdlog::debug("event=client_disconnect request_id={}", rid);
+    }
+    co_return !ctx.client_gone && ctx.keep_alive;
+  }
+
+  awaitable<void> WatchClient(beast::tcp_stream& client, beast::flat_buffer& buf,
+                              RequestCtx& ctx) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    auto [ec, n] = co_await client.socket().async_read_some(buf.prepare(4096), kTuple);
+    if (!ec && n > 0) {
+      // A pipelined next request: keep its bytes for the session and stop watching.
+      buf.commit(n);
+      if (ctx.finished) co_return;
+      ctx.done.emplace(client.get_executor());
+      ctx.done->expires_at(asio::steady_timer::time_point::max());
+      co_await ctx.done->async_wait(kTuple);
+      co_return;
+    }
+    if (ctx.finished) co_return;
+    ctx.client_gone = true;
+    ctx.CancelUpstream();
+  }
+
+  void FinishRequest(beast::tcp_stream& client, RequestCtx& ctx) {
+    ctx.finished = true;
+    ctx.upstream = nullptr;
+    if (ctx.done) ctx.done->cancel();
+    boost::system::error_code ec;
+    client.socket().cancel(ec);
+  }
+
+  awaitable<void> Proxied(beast::tcp_stream& client, const ClientRequest& req,
+                          const std::string& rid, const std::string& path,
+                          std::shared_ptr<const Snapshot> snap, RequestCtx& ctx) {
+    // Cancellation is handled explicitly (ctx), never by exceptions on the request path.
+    co_await asio::this_coro::throw_if_cancelled(false);
+    if (o_.backend == Backend::kVllm) {
+      co_await ProxiedVllm(client, req, rid, path, *snap, ctx);
+    } else {
+      co_await ProxiedSglang(client, req, rid, path, *snap, ctx);
+    }
+    FinishRequest(client, ctx);
+  }
+
+  std::vector<uint8_t> PrefillAvailability(const Snapshot& s) const {
+    const int64_t now = NowUs();
+    std::vector<uint8_t> a(s.prefill.size());
+    for (size_t i = 0; i < a.size(); ++i) a[i] = s.prefill[i]->Available(now);
+    return a;
+  }
+
+  std::vector<int64_t> PrefillLoads(const Snapshot& s) const {
+    std::vector<int64_t> l(s.prefill.size());
+    for (size_t i = 0; i < l.size(); ++i) l[i] = s.prefill[i]->in_flight.load();
+    return l;
+  }
+
+  awaitable<void> ProxiedVllm(beast::tcp_stream& client, const ClientRequest& req,
+                              const std::string& rid, const std::string& path, const Snapshot& s,
+                              RequestCtx& ctx) {
+    // Known prefix: with client-sent token ids the engine is asked only for the unknown suffix.
+    int64_t start = 0;
+    std::vector<uint64_t> hashes;
+    if (!req.prompt_tokens.empty()) {
+      hashes = ChainedBlockHashes(req.prompt_tokens, o_.cache.block_size);
+      start = cache_->Lookup(hashes).tokens;
+      if (start >= static_cast<int64_t>(req.prompt_tokens.size())) start = 0;
+    }
+    const std::string pbody = VllmPrefillBody(req, start);
+    const uint64_t key = PrefixHash(req.prompt_text.empty()
+                                        ? std::string_view(
+                                              reinterpret_cast<const char*>(req.prompt_tokens.data()),
+                                              req.prompt_tokens.size() * sizeof(int32_t))
+                                        : std::string_view(req.prompt_text),
+                                    static_cast<size_t>(o_.prefix_bytes));
+    std::vector<uint8_t> excluded(s.prefill.size());
+    std::optional<PrefillResult> pr;
+    std::string last_error = "no prefill worker is available";
+    for (int attempt = 0; attempt < o_.prefill_attempts && !pr; ++attempt) {
+      const int p =
+          s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), excluded,
+                       o_.prefill_load_factor);
+      if (p < 0) break;
+      if (attempt > 0) prefill_retries_.fetch_add(1, std::memory_order_relaxed);
+      Worker& w = *s.prefill[p];
+      Ticket ticket(s.prefill[p]);
+      const int64_t t0 = NowUs();
+      UpResult up = co_await Post(w, path, pbody, rid, o_.prefill_timeout_ms, ctx);
+      if (ctx.client_gone) co_return;
+      if (!up.transport_ok || up.status >= 500) {
+        w.errors.fetch_add(1, std::memory_order_relaxed);
+        w.breaker.OnFailure(NowUs());
+        excluded[p] = 1;
+        last_error = up.transport_ok
+                         ? fmt::format("prefill {} answered {}", w.spec.url, up.status)
+                         : fmt::format("prefill {} failed: {}", w.spec.url, up.error);
+        spdlog::warn("event=prefill_failed request_id={} worker={} error=\"{}\"", rid, w.spec.url,
+                     last_error);
+        continue;
+      }
+      w.breaker.OnSuccess();
+      w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+      if (up.status != 200) {
+        // The engine rejected the request itself (bad parameters): the client's answer.
+        co_await WriteResponse(client, up.status, std::move(up.body),
+                               up.content_type.empty() ? "application/json" : up.content_type);
+        co_return;
+      }
+      auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, start);
+      if (!parsed) {
+        w.errors.fetch_add(1, std::memory_order_relaxed);
+        malformed_.fetch_add(1, std::memory_order_relaxed);
+        const std::string msg = fmt::format("prefill worker {} returned a malformed response: {}",
+                                            w.spec.url, parsed.error().message());
+        spdlog::warn("event=malformed_prefill request_id={} error=\"{}\"", rid, msg);
+        co_await WriteJsonError(client, 502, msg);
+        co_return;
+      }
+      pr = std::move(*parsed);
+    }
+    if (!pr) {
+      co_await WriteJsonError(client, 503, last_error);
+      co_return;
+    }
+    // The prompt's counts: eldr_sig directly; picks through the signature cache when the token
+    // ids are known (the cached prefix fills in rows the engine omitted).
+    ExpertCounts counts;
+    const ExpertCounts* cp = nullptr;
+    if (pr->counts) {
+      counts = std::move(*pr->counts);
+      cp = &counts;
+    } else if (pr->picks) {
+      const std::vector<int32_t>& ids =
+          !pr->prompt_token_ids.empty() ? pr->prompt_token_ids : req.prompt_tokens;
+      bool resolved = false;
+      if (!ids.empty()) {
+        if (ids != req.prompt_tokens) hashes = ChainedBlockHashes(ids, o_.cache.block_size);
+        auto r = cache_->Resolve(hashes, static_cast<int64_t>(ids.size()), *pr->picks,
+                                 pr->picks_first_token);
+        if (r) {
+          counts = std::move(*r);
+          resolved = true;
+        }
+      }
+      if (!resolved) counts = pr->picks->Counts();
+      cp = &counts;
+    }
+    // Completions: the decode leg reuses the prompt's token ids, so it never re-tokenizes.
+    std::string dbody;
+    if (req.endpoint == Endpoint::kCompletions && !pr->prompt_token_ids.empty()) {
+      ClientRequest copy = req;
+      json::array ids;
+      ids.reserve(pr->prompt_token_ids.size());
+      for (int32_t t : pr->prompt_token_ids) ids.push_back(t);
+      copy.body["prompt"] = std::move(ids);
+      dbody = VllmDecodeBody(copy, pr->kv_transfer_params);
+    } else {
+      dbody = VllmDecodeBody(req, pr->kv_transfer_params);
+    }
+    // A decode worker that cannot be reached before it saw the request is skipped for another
+    // (the prefill's KV stays pullable by any decoder); after that, no retry.
+    std::vector<uint8_t> excluded_d(s.decode.size());
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      const Decision d = RouteDecode(s, cp, excluded_d);
+      if (d.decoder < 0) {
+        co_await WriteJsonError(client, 503, "no decode worker is available");
+        co_return;
+      }
+      spdlog::debug("event=route request_id={} decode={} band={} fallback={} encoding={}", rid,
+                    s.decode[d.decoder]->spec.url, d.band, d.fallback, pr->encoding);
+      const RelayOutcome out =
+          co_await Relay(client, s.decode[d.decoder], path, dbody, rid, req.stream, ctx,
+                         /*last_try=*/attempt == 1);
+      if (out != RelayOutcome::kUnreachable) co_return;
+      excluded_d[d.decoder] = 1;
+      decode_retries_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+
+  awaitable<void> ProxiedSglang(beast::tcp_stream& client, const ClientRequest& req,
+                                const std::string& rid, const std::string& path,
+                                const Snapshot& s, RequestCtx& ctx) {
+    // Decode is fixed before prefill: predict the signature from earlier prompts' prefixes.
+    std::optional<ExpertCounts> predicted = memo_.Predict(req.prompt_text);
+    const Decision d = RouteDecode(s, predicted ? &*predicted : nullptr);
+    if (d.decoder < 0) {
+      co_await WriteJsonError(client, 503, "no decode worker is available");
+      co_return;
+    }
+    const uint64_t key = PrefixHash(req.prompt_text, static_cast<size_t>(o_.prefix_bytes));
+    const int p = s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), {},
+                               o_.prefill_load_factor);
+    if (p < 0) {
+      co_await WriteJsonError(client, 503, "no prefill worker is available");
+      co_return;
+    }
+    thread_local Rng room_rng(std::hash<std::thread::id>()(std::this_thread::get_id()) ^
+                              static_cast<uint64_t>(NowUs()));
+    Bootstrap b{s.prefill[p]->spec.host,
+                s.prefill[p]->spec.bootstrap_port ? s.prefill[p]->spec.bootstrap_port : 8998,
+                room_rng.Next() >> 1};
+    // Both legs at once (the rendezvous needs both); the client sees the decode leg.
+    RequestCtx pctx;
+    Ticket pt(s.prefill[p]);
+    auto prefill = [&]() -> awaitable<void> {
+      Worker& w = *s.prefill[p];
+      UpResult up = co_await Post(w, path, SglangPrefillBody(req, b), rid, o_.prefill_timeout_ms,
+                                  pctx);
+      pt.Release();
+      if (!up.transport_ok || up.status >= 500) {
+        w.errors.fetch_add(1, std::memory_order_relaxed);
+        w.breaker.OnFailure(NowUs());
+        co_return;
+      }
+      w.breaker.OnSuccess();
+      auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_);
+      if (!parsed) {
+        malformed_.fetch_add(1, std::memory_order_relaxed);
+        co_return;
+      }
+      if (parsed->picks) memo_.Observe(req.prompt_text, parsed->picks->Counts());
+      if (parsed->counts) memo_.Observe(req.prompt_text, *parsed->counts);
+    };
+    auto decode = [&]() -> awaitable<void> {
+      co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b), rid, req.stream,
+                     ctx, true);
+    };
+    co_await (prefill() && decode());
+  }
+
+  // The upstream connection pool of the calling thread's io_context.
+  ConnectionPool& Pool() { return *tl_pool; }
+  static thread_local ConnectionPool* tl_pool;
+
+  // Opens (or reuses) an upstream connection to `w`.
+  awaitable<std::optional<beast::tcp_stream>> Connect(Worker& w, bool* reused) {
+    if (auto s = Pool().Take(w.ep)) {
+      *reused = true;
+      co_return std::move(*s);
+    }
+    *reused = false;
+    beast::tcp_stream s(co_await asio::this_coro::executor);
+    s.expires_after(std::chrono::milliseconds(o_.connect_timeout_ms));
+    auto [ec] = co_await s.async_connect(w.ep, kTuple);
+    if (ec) co_return std::nullopt;
+    SetNoDelay(s);
+    co_return std::move(s);
+  }
+
+  http::request<http::string_body> UpstreamRequest(Worker& w, const std::string& path,
+                                                   const std::string& body,
+                                                   const std::string& rid) {
+    http::request<http::string_body> r{http::verb::post, path, 11};
+    r.set(http::field::host, fmt::format("{}:{}", w.spec.host, w.spec.port));
+    r.set(http::field::content_type, "application/json");
+    r.set("X-Request-Id", rid);
+    if (w.spec.dp_rank >= 0) r.set("X-data-parallel-rank", std::to_string(w.spec.dp_rank));
+    r.keep_alive(true);
+    r.body() = body;
+    r.prepare_payload();
+    return r;
+  }
+
+  // A whole request/response exchange (the prefill leg). A pooled connection that fails before
+  // any response byte is retried once on a fresh one (the engine never saw the request).
+  awaitable<UpResult> Post(Worker& w, const std::string& path, const std::string& body,
+                           const std::string& rid, int timeout_ms, RequestCtx& ctx) {
+    UpResult out;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      bool reused = false;
+      auto conn = co_await Connect(w, &reused);
+      if (!conn) {
+        out.error = "connection failed";
+        co_return out;
+      }
+      ctx.upstream = &*conn;
+      auto r = UpstreamRequest(w, path, body, rid);
+      conn->expires_after(std::chrono::milliseconds(timeout_ms));
+      auto [wec, wn] = co_await http::async_write(*conn, r, kTuple);
+      if (ctx.client_gone) {
+        ctx.upstream = nullptr;
+        co_return out;
+      }
+      beast::flat_buffer b;
+      http::response_parser<http::string_body> parser;
+      parser.body_limit(static_cast<uint64_t>(o_.max_payload_bytes));
+      boost::system::error_code rec = wec;
+      if (!wec) {
+        auto [ec, n] = co_await http::async_read(*conn, b, parser, kTuple);
+        rec = ec;
+      }
+      ctx.upstream = nullptr;
+      if (ctx.client_gone) co_return out;
+      if (rec) {
+        if (reused && !parser.got_some() && rec != beast::error::timeout) continue;
+        if (rec == http::error::body_limit) {
+          out.transport_ok = true;
+          out.status = 200;
+          out.error = "body limit";
+          out.body = OpenAiErrorBody(
+              502, fmt::format("response exceeds max_payload_bytes ({})", o_.max_payload_bytes),
+              "upstream_error");
+          co_return out;
+        }
+        out.error = rec == beast::error::timeout ? "timed out" : rec.message();
+        co_return out;
+      }
+      auto res = parser.release();
+      out.transport_ok = true;
+      out.status = res.result_int();
+      if (auto it = res.find(http::field::content_type); it != res.end()) {
+        out.content_type = std::string(it->value());
+      }
+      out.body = std::move(res.body());
+      if (res.keep_alive()) {
+        conn->expires_never();
+        Pool().Put(w.ep, std::move(*conn));
+      }
+      co_return out;
+    }
+    out.error = "connection closed by the worker";
+    co_return out;
+  }
+
+  // The decode leg: response headers within first_byte_timeout, then the body relayed to the
+  // client as it arrives (SSE events untouched).
+  enum class RelayOutcome { kDone, kUnreachable };
+
+  awaitable<RelayOutcome> Relay(beast::tcp_stream& client, std::shared_ptr<Worker> wp,
+                                const std::string& path, const std::string& body,
+                                const std::string& rid, bool stream, RequestCtx& ctx,
+                                bool last_try) {
+    Worker& w = *wp;
+    Ticket ticket(wp);
+    const int64_t t0 = NowUs();
+    std::optional<beast::tcp_stream> conn;
+    beast::flat_buffer b;
+    std::optional<http::response_parser<http::buffer_body>> pp;
+    boost::system::error_code ec;
+    bool unreachable = false;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      pp.emplace();
+      pp->body_limit(boost::none);
+      b.clear();
+      bool reused = false;
+      conn.reset();
+      if (auto c = co_await Connect(w, &reused)) conn.emplace(std::move(*c));
+      if (!conn) {
+        ec = asio::error::connection_refused;
+        unreachable = true;
+        break;
+      }
+      ctx.upstream = &*conn;
+      auto r = UpstreamRequest(w, path, body, rid);
+      conn->expires_after(std::chrono::milliseconds(o_.first_byte_timeout_ms));
+      auto [wec, wn] = co_await http::async_write(*conn, r, kTuple);
+      ec = wec;
+      if (!ec) {
+        auto [hec, hn] = co_await http::async_read_header(*conn, b, *pp, kTuple);
+        ec = hec;
+      }
+      if (ctx.client_gone) co_return RelayOutcome::kDone;
+      if (ec && reused && !pp->got_some() && ec != beast::error::timeout) continue;
+      break;
+    }
+    auto& parser = *pp;
+    if (ec || !conn) {
+      w.errors.fetch_add(1, std::memory_order_relaxed);
+      w.breaker.OnFailure(NowUs());
+      spdlog::warn("event=decode_failed request_id={} worker={} error=\"{}\"", rid, w.spec.url,
+                   ec.message());
+      if (unreachable && !last_try) co_return RelayOutcome::kUnreachable;
+      co_await WriteJsonError(client, 502,
+                              fmt::format("decode worker {} failed before responding: {}",
+                                          w.spec.url, ec.message()));
+      co_return RelayOutcome::kDone;
+    }
+    const int status = parser.get().result_int();
+    std::string content_type = "application/json";
+    if (auto it = parser.get().find(http::field::content_type); it != parser.get().end()) {
+      content_type = std::string(it->value());
+    }
+    char chunk[16384];
+    if (!stream || status != 200) {
+      std::string all;
+      while (!parser.is_done()) {
+        parser.get().body().data = chunk;
+        parser.get().body().size = sizeof chunk;
+        conn->expires_after(std::chrono::milliseconds(o_.idle_timeout_ms));
+        auto [rec, rn] = co_await http::async_read_some(*conn, b, parser, kTuple);
+        if (rec == http::error::need_buffer) rec = {};
+        if (ctx.client_gone) co_return RelayOutcome::kDone;
+        if (rec) {
+          ec = rec;
+          break;
+        }
+        all.append(chunk, sizeof chunk - parser.get().body().size);
+      }
+      ctx.upstream = nullptr;
+      if (ec) {
+        w.errors.fetch_add(1, std::memory_order_relaxed);
+        w.breaker.OnFailure(NowUs());
+        co_await WriteJsonError(client, 502,
+                                fmt::format("decode worker {} failed mid-response: {}",
+                                            w.spec.url, ec.message()));
+        co_return RelayOutcome::kDone;
+      }
+      if (status >= 500) {
+        w.errors.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        w.breaker.OnSuccess();
+      }
+      w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+      if (parser.get().keep_alive()) {
+        conn->expires_never();
+        Pool().Put(w.ep, std::move(*conn));
+      }
+      co_await WriteResponse(client, status, std::move(all), content_type);
+      co_return RelayOutcome::kDone;
+    }
+    // Streaming: headers now, then every piece the engine sends, as it arrives.
+    http::response<http::empty_body> res{http::status::ok, 11};
+    res.set(http::field::server, "eldr");
+    res.set(http::field::content_type, content_type);
+    res.set(http::field::cache_control, "no-cache");
+    res.chunked(true);
+    res.keep_alive(!stopping_);
+    http::response_serializer<http::empty_body> sr{res};
+    CountResponse(200);
+    auto [hec, hn] = co_await http::async_write_header(client, sr, kTuple);
+    if (hec) {
+      ctx.client_gone = true;
+      co_return RelayOutcome::kDone;
+    }
+    bool first = true;
+    while (!parser.is_done()) {
+      parser.get().body().data = chunk;
+      parser.get().body().size = sizeof chunk;
+      conn->expires_after(std::chrono::milliseconds(o_.idle_timeout_ms));
+      auto [rec, rn] = co_await http::async_read_some(*conn, b, parser, kTuple);
+      if (rec == http::error::need_buffer) rec = {};
+      if (ctx.client_gone) co_return RelayOutcome::kDone;
+      const size_t got = sizeof chunk - parser.get().body().size;
+      if (got > 0) {
+        if (first) {
+          w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+          first = false;
+        }
+        auto [cec, cn] =
+            co_await asio::async_write(client, http::make_chunk(asio::buffer(chunk, got)), kTuple);
+        if (cec) {
+          ctx.client_gone = true;
+          ctx.CancelUpstream();
+          co_return RelayOutcome::kDone;
+        }
+      }
+      if (rec) {
+        // The engine died or stalled after the client got its first byte: no retry is possible;
+        // end the stream with an error event the client can see.
+        ctx.upstream = nullptr;
+        w.errors.fetch_add(1, std::memory_order_relaxed);
+        w.breaker.OnFailure(NowUs());
+        midstream_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("event=decode_midstream_failure request_id={} worker={} error=\"{}\"", rid,
+                     w.spec.url, rec.message());
+        const std::string ev = SseErrorEvent(
+            502, fmt::format("decode worker {} failed mid-stream: {}", w.spec.url, rec.message()),
+            "upstream_error");
+        co_await asio::async_write(client, http::make_chunk(asio::buffer(ev)), kTuple);
+        co_await asio::async_write(client, http::make_chunk_last(), kTuple);
+        co_return RelayOutcome::kDone;
+      }
+    }
+    ctx.upstream = nullptr;
+    w.breaker.OnSuccess();
+    if (parser.get().keep_alive()) {
+      conn->expires_never();
+      Pool().Put(w.ep, std::move(*conn));
+    }
+    auto [lec, ln] = co_await asio::async_write(client, http::make_chunk_last(), kTuple);
+    if (lec) ctx.client_gone = true;
+    co_return RelayOutcome::kDone;
+  }
+
+  // ---- health checks -------------------------------------------------------------------------
+
+  awaitable<void> HealthLoop() {
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    while (!stopping_) {
+      auto s = Snap();
+      for (const auto* list : {&s->prefill, &s->decode}) {
+        for (const auto& w : *list) {
+          if (stopping_) co_return;
+          const bool ok = co_await Probe(*w);
+          if (ok) {
+            if (w->breaker.State(NowUs()) != CircuitState::kClosed) {
+              spdlog::info("event=worker_up worker={} role={}", w->spec.url, w->role);
+            }
+            w->breaker.OnSuccess();
+          } else {
+            const bool was = w->breaker.Available(NowUs());
+            w->breaker.OnFailure(NowUs());
+            if (was && !w->breaker.Available(NowUs())) {
+              spdlog::warn("event=worker_down worker={} role={}", w->spec.url, w->role);
+            }
+          }
+        }
+      }
+      t.expires_after(std::chrono::milliseconds(o_.health_interval_ms));
+      co_await t.async_wait(kTuple);
+    }
+  }
+
+  awaitable<bool> Probe(Worker& w) {
+    beast::tcp_stream s(co_await asio::this_coro::executor);
+    s.expires_after(std::chrono::milliseconds(o_.health_timeout_ms));
+    auto [ec] = co_await s.async_connect(w.ep, kTuple);
+    if (ec) co_return false;
+    http::request<http::empty_body> r{http::verb::get, "/health", 11};
+    r.set(http::field::host, fmt::format("{}:{}", w.spec.host, w.spec.port));
+    r.keep_alive(false);
+    auto [wec, wn] = co_await http::async_write(s, r, kTuple);
+    if (wec) co_return false;
+    beast::flat_buffer b;
+    http::response<http::string_body> res;
+    auto [rec, rn] = co_await http::async_read(s, b, res, kTuple);
+    co_return !rec && res.result_int() == 200;
+  }
+
+  // ---- admin -----------------------------------------------------------------------------------
+
+  awaitable<bool> HandleAdmin(beast::tcp_stream& client, http::request<http::string_body>& req,
+                              bool loopback) {
+    if (o_.admin_token.empty()) {
+      co_return co_await WriteJsonError(client, 404,
+                                        "the admin API is disabled (set admin_token)");
+    }
+    if (!loopback && !o_.admin_remote) {
+      co_return co_await WriteJsonError(
+          client, 403, "admin calls are accepted from loopback only (set admin_remote)");
+    }
+    auto auth = req.find(http::field::authorization);
+    const std::string want = "Bearer " + o_.admin_token;
+    if (auth == req.end() || std::string_view(auth->value().data(), auth->value().size()) != want) {
+      co_return co_await WriteJsonError(client, 401, "missing or wrong admin token");
+    }
+    std::string_view target(req.target().data(), req.target().size());
+    target = target.substr(0, target.find('?'));
+    const auto m = req.method();
+    if (target == "/admin/workers" && m == http::verb::get) {
+      co_return co_await WriteResponse(client, 200, WorkersJson(), "application/json");
+    }
+    json::error_code ec;
+    json::value body = req.body().empty() ? json::value(json::object()) : json::parse(req.body(), ec);
+    if (ec || !body.is_object()) {
+      co_return co_await WriteJsonError(client, 400, "admin body must be a JSON object");
+    }
+    const json::object& o = body.get_object();
+    auto str = [&](const char* k) -> std::string {
+      const auto* v = o.if_contains(k);
+      return v && v->is_string() ? std::string(v->get_string()) : std::string();
+    };
+    Status st;
+    if (target == "/admin/workers" && (m == http::verb::post || m == http::verb::delete_)) {
+      st = m == http::verb::post ? AddWorker(str("role"), str("url"))
+                                 : RemoveWorker(str("role"), str("url"));
+    } else if (target == "/admin/drain" && m == http::verb::post) {
+      const auto* dv = o.if_contains("drain");
+      st = Drain(str("role"), str("url"), !dv || !dv->is_bool() || dv->get_bool());
+    } else if (target == "/admin/reload" && m == http::verb::post) {
+      st = Reload(str("space"));
+    } else {
+      co_return co_await WriteJsonError(client, 404, fmt::format("no admin route {}", target));
+    }
+    if (!st.ok()) {
+      const int code = st.code() == StatusCode::kNotFound ? 404
+                       : st.code() == StatusCode::kFailedPrecondition ? 409
+                                                                      : 400;
+      co_return co_await WriteJsonError(client, code, st.message());
+    }
+    co_return co_await WriteResponse(client, 200, WorkersJson(), "application/json");
+  }
+
+  std::string WorkersJson() {
+    auto s = Snap();
+    const int64_t now = NowUs();
+    json::array ws;
+    for (const auto* list : {&s->prefill, &s->decode}) {
+      for (const auto& w : *list) {
+        ws.push_back(json::object{{"role", w->role},
+                                  {"url", w->spec.url},
+                                  {"in_flight", w->in_flight.load()},
+                                  {"requests", w->requests.load()},
+                                  {"errors", w->errors.load()},
+                                  {"draining", w->draining.load()},
+                                  {"circuit", CircuitStateName(w->breaker.State(now))}});
+      }
+    }
+    const bool degraded =
+        o_.policy == "eldr" && (!s->space || s->space->k() != static_cast<int>(s->decode.size()));
+    json::object out{{"workers", std::move(ws)},
+                     {"policy", degraded ? "jsq (eldr degraded: space k != decoders)" : o_.policy},
+                     {"space_k", s->space ? s->space->k() : 0},
+                     {"version", s->version}};
+    return json::serialize(out);
+  }
+
+  Status AddWorker(const std::string& role, const std::string& url) {
+    if (role != "prefill" && role != "decode") return InvalidArgument("role must be prefill or decode");
+    ELDR_ASSIGN_OR_RETURN(WorkerSpec spec, ParseWorkerUrl(url));
+    ELDR_ASSIGN_OR_RETURN(auto w, MakeWorker(spec, role));
+    std::lock_guard admin(admin_mu_);
+    auto s = std::make_shared<Snapshot>(*Snap());
+    auto& list = role == "prefill" ? s->prefill : s->decode;
+    for (const auto& x : list) {
+      if (x->spec.url == url) return FailedPrecondition("{} worker {} already exists", role, url);
+    }
+    list.push_back(std::move(w));
+    if (role == "prefill") s->ring = MakeRing(s->prefill);
+    if (role == "decode" && o_.policy == "eldr") {
+      spdlog::warn("event=policy_degraded reason=\"{} decoders, space k={}: jsq until reload\"",
+                   s->decode.size(), s->space ? s->space->k() : 0);
+    }
+    Publish(std::move(s));
+    spdlog::info("event=worker_added role={} worker={}", role, url);
+    return Status::Ok();
+  }
+
+  Status RemoveWorker(const std::string& role, const std::string& url) {
+    std::lock_guard admin(admin_mu_);
+    auto s = std::make_shared<Snapshot>(*Snap());
+    auto& list = role == "prefill" ? s->prefill : s->decode;
+    auto it = std::find_if(list.begin(), list.end(),
+                           [&](const auto& w) { return w->spec.url == url; });
+    if (it == list.end()) return NotFound("no {} worker {}", role, url);
+    if (list.size() == 1) return FailedPrecondition("cannot remove the last {} worker", role);
+    list.erase(it);  // in-flight requests keep their shared_ptr and finish normally
+    if (role == "prefill") s->ring = MakeRing(s->prefill);
+    Publish(std::move(s));
+    spdlog::info("event=worker_removed role={} worker={}", role, url);
+    return Status::Ok();
+  }
+
+  Status Drain(const std::string& role, const std::string& url, bool drain) {
+    auto s = Snap();
+    const auto& list = role == "prefill" ? s->prefill : s->decode;
+    for (const auto& w : list) {
+      if (w->spec.url == url) {
+        w->draining = drain;
+        spdlog::info("event=worker_drain role={} worker={} drain={}", role, url, drain);
+        return Status::Ok();
+      }
+    }
+    return NotFound("no {} worker {}", role, url);
+  }
+
+  Status Reload(const std::string& path_in) {
+    const std::string path = path_in.empty() ? o_.space : path_in;
+    if (path.empty()) return InvalidArgument("no signature space path configured or given");
+    std::lock_guard admin(admin_mu_);
+    auto cur = Snap();
+    ELDR_ASSIGN_OR_RETURN(auto space, LoadSpace(path, cur->decode.size()));
+    auto s = std::make_shared<Snapshot>(*cur);
+    s->space = std::move(space);
+    Publish(std::move(s));
+    spdlog::info("event=space_reloaded path={} k={}", path, cur->decode.size());
+    return Status::Ok();
+  }
+
+  // ---- metrics ---------------------------------------------------------------------------------
+
+  std::string RenderMetrics() {
+    std::string out;
+    out.reserve(8192);
+    auto s = Snap();
+    const int64_t now = NowUs();
+    MetricHeader(&out, "eldr_responses_total", "counter", "Client responses by HTTP status");
+    for (size_t i = 0; i < std::size(kStatusCodes); ++i) {
+      MetricSample(&out, "eldr_responses_total", fmt::format("code=\"{}\"", kStatusCodes[i]),
+                   static_cast<double>(responses_[i].load()));
+    }
+    MetricSample(&out, "eldr_responses_total", "code=\"other\"",
+                 static_cast<double>(other_responses_.load()));
+    MetricHeader(&out, "eldr_active_requests", "gauge", "Proxied requests in progress");
+    MetricSample(&out, "eldr_active_requests", "", static_cast<double>(active_.load()));
+    struct Def {
+      const char* name;
+      const char* type;
+      const char* help;
+    };
+    const Def defs[] = {
+        {"eldr_worker_requests_total", "counter", "Legs sent to a worker"},
+        {"eldr_worker_errors_total", "counter", "Failed legs (transport, 5xx, malformed)"},
+        {"eldr_worker_in_flight", "gauge", "Legs in flight on a worker"},
+        {"eldr_worker_available", "gauge", "1 if the worker may be chosen"},
+        {"eldr_worker_circuit_opened_total", "counter", "Times the worker's circuit opened"}};
+    for (int k = 0; k < 5; ++k) {
+      MetricHeader(&out, defs[k].name, defs[k].type, defs[k].help);
+      for (const auto* list : {&s->prefill, &s->decode}) {
+        for (const auto& w : *list) {
+          double v = 0;
+          switch (k) {
+            case 0: v = static_cast<double>(w->requests.load()); break;
+            case 1: v = static_cast<double>(w->errors.load()); break;
+            case 2: v = static_cast<double>(w->in_flight.load()); break;
+            case 3: v = w->Available(now) ? 1 : 0; break;
+            default: v = static_cast<double>(w->breaker.opened_count());
+          }
+          MetricSample(&out, defs[k].name, w->labels, v);
+        }
+      }
+    }
+    MetricHeader(&out, "eldr_upstream_latency_seconds", "histogram",
+                 "Prefill leg time; decode leg time to first body byte");
+    for (const auto* list : {&s->prefill, &s->decode}) {
+      for (const auto& w : *list) w->latency.Render(&out, "eldr_upstream_latency_seconds", w->labels);
+    }
+    MetricHeader(&out, "eldr_decision_latency_microseconds", "histogram",
+                 "Decode routing decision (embed, score, band, pick)");
+    decision_us_.Render(&out, "eldr_decision_latency_microseconds", "");
+    MetricHeader(&out, "eldr_band_size", "histogram", "Decoders in the ELDR locality band");
+    band_.Render(&out, "eldr_band_size", "");
+    const std::pair<const char*, const std::atomic<uint64_t>*> counters[] = {
+        {"eldr_policy_fallbacks_total", &fallbacks_},
+        {"eldr_prefill_retries_total", &prefill_retries_},
+        {"eldr_decode_retries_total", &decode_retries_},
+        {"eldr_malformed_payloads_total", &malformed_},
+        {"eldr_midstream_failures_total", &midstream_},
+        {"eldr_client_disconnects_total", &disconnects_}};
+    for (const auto& [name, c] : counters) {
+      MetricHeader(&out, name, "counter", "see docs/serve.md");
+      MetricSample(&out, name, "", static_cast<double>(c->load()));
+    }
+    const SignatureCacheStats cs = cache_->Stats();
+    const std::pair<const char*, uint64_t> cache[] = {
+        {"eldr_signature_cache_lookups_total", cs.lookups},
+        {"eldr_signature_cache_hit_tokens_total", cs.hit_tokens},
+        {"eldr_signature_cache_inserted_chunks_total", cs.inserted_chunks},
+        {"eldr_signature_cache_evicted_chunks_total", cs.evicted_chunks},
+        {"eldr_signature_cache_entries", cs.entries},
+        {"eldr_signature_cache_bytes", cs.bytes},
+        {"eldr_signature_cache_cached_tokens", cs.cached_tokens}};
+    for (const auto& [name, v] : cache) {
+      MetricHeader(&out, name, std::string_view(name).ends_with("_total") ? "counter" : "gauge",
+                   "signature cache (signature_cache.h)");
+      MetricSample(&out, name, "", static_cast<double>(v));
+    }
+    MetricHeader(&out, "eldr_prefix_memo_bytes", "gauge", "SGLang prediction memo");
+    MetricSample(&out, "eldr_prefix_memo_bytes", "", static_cast<double>(memo_.bytes()));
+    return out;
+  }
+
+  ServeOptions o_;
+  ModelGeometry geometry_;
+  PayloadOptions payload_opts_;
+  mutable std::mutex snap_mu_;
+  std::mutex admin_mu_;
+  std::shared_ptr<const Snapshot> snap_;
+  std::unique_ptr<SignatureCache> cache_;
+  PrefixMemo memo_;
+  std::vector<std::unique_ptr<asio::io_context>> iocs_;
+  std::vector<std::unique_ptr<ConnectionPool>> pools_;  // after iocs_: destroyed first
+  std::unique_ptr<tcp::acceptor> acceptor_;
+  std::unique_ptr<asio::steady_timer> shutdown_timer_;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int64_t> active_{0};
+  std::atomic<uint64_t> responses_[std::size(kStatusCodes)];
+  std::atomic<uint64_t> other_responses_{0}, fallbacks_{0}, prefill_retries_{0}, malformed_{0},
+      midstream_{0}, disconnects_{0}, decode_retries_{0};
+  Histogram decision_us_{{0.5, 1, 2, 3, 5, 7.5, 10, 20, 50, 100, 1000}};
+  Histogram band_{{1, 2, 3, 4, 6, 8, 12, 16, 32, 64}};
+};
+
+thread_local ConnectionPool* ProxyImpl::tl_pool = nullptr;
+
+}  // namespace
+
+Result<std::unique_ptr<Proxy>> Proxy::Create(const ServeOptions& options) {
+  auto p = std::make_unique<ProxyImpl>(options);
+  ELDR_RETURN_IF_ERROR(p->Init());
+  return std::unique_ptr<Proxy>(std::move(p));
+}
+
+}  // namespace eldr::server

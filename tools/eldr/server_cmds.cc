@@ -1,0 +1,240 @@
+// `eldr serve`, `eldr emulate` and `eldr bench`: flags -> options structs -> library.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/json.hpp>
+
+#include "commands.h"
+#include "eldr/bench/load.h"
+#include "eldr/emu/emulator.h"
+#include "eldr/emu/model.h"
+#include "eldr/fit.h"
+#include "eldr/server/proxy.h"
+#include "eldr/sim/workload.h"
+
+namespace eldr::cli {
+
+namespace {
+
+void SetupLogging(const std::string& level) {
+  auto logger = spdlog::stderr_color_mt("eldr");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e level=%l %v");
+  spdlog::set_level(spdlog::level::from_str(level));
+}
+
+Status WriteReady(const std::string& path, int port) {
+  if (path.empty()) return Status::Ok();
+  return WriteFileAtomically(path, fmt::format("{{\"port\":{}}}\n", port));
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& app, ServeArgs& a) {
+  auto* c = app.add_subcommand(
+      "serve", "Run the PD router proxy in front of vLLM or SGLang prefill/decode servers");
+  a.cmd = c;
+  c->add_option("-c,--config", a.config, "Config file (YAML or JSON; docs/serve.md)");
+  c->add_option("--listen", a.listen, "host:port to listen on (port 0: any free port)");
+  c->add_option("--backend", a.backend, "vllm or sglang");
+  c->add_option("-m,--model", a.model, "Model geometry preset");
+  c->add_option("--prefill", a.prefill, "Comma-separated prefill worker URLs");
+  c->add_option("--decode", a.decode, "Comma-separated decode worker URLs");
+  c->add_option("--policy", a.policy, "rr, random, jsq, p2c or eldr");
+  c->add_option("--tau", a.tau, "ELDR locality band");
+  c->add_option("-s,--space", a.space, "Signature-space file (from `eldr fit`)");
+  c->add_option("--threads", a.threads, "I/O threads (0: all cores)");
+  c->add_option("--admin-token", a.admin_token, "Enables the admin API with this bearer token");
+  c->add_option("--max-in-flight", a.max_in_flight, "Proxied requests at once (429 beyond)");
+  c->add_option("--max-body-bytes", a.max_body_bytes, "Largest request body (413 beyond)");
+  c->add_option("--health-interval-ms", a.health_interval_ms, "Active health checks (0: off)");
+  c->add_option("--log-level", a.log_level, "trace, debug, info, warn, error, off");
+  c->add_option("--ready-file", a.ready_file, "Write {\"port\":N} here once listening");
+}
+
+Status RunServe(const ServeArgs& a) {
+  server::ServeOptions o;
+  if (!a.config.empty()) {
+    ELDR_ASSIGN_OR_RETURN(std::string text, ReadFile(a.config));
+    auto parsed = server::ParseServeConfig(text, o);
+    if (!parsed) return parsed.error().WithContext(a.config);
+    o = std::move(*parsed);
+  }
+  if (!a.listen.empty()) {
+    ELDR_ASSIGN_OR_RETURN(server::WorkerSpec w, server::ParseWorkerUrl(a.listen, true));
+    o.host = w.host;
+    o.port = w.port;
+  }
+  if (!a.backend.empty()) {
+    if (a.backend != "vllm" && a.backend != "sglang") {
+      return InvalidArgument("--backend must be vllm or sglang");
+    }
+    o.backend = a.backend == "vllm" ? server::Backend::kVllm : server::Backend::kSglang;
+  }
+  if (!a.model.empty()) o.model = a.model;
+  if (!a.prefill.empty()) {
+    o.prefill.clear();
+    for (const auto& u : SplitList(a.prefill)) {
+      ELDR_ASSIGN_OR_RETURN(server::WorkerSpec w, server::ParseWorkerUrl(u));
+      o.prefill.push_back(w);
+    }
+  }
+  if (!a.decode.empty()) {
+    o.decode.clear();
+    for (const auto& u : SplitList(a.decode)) {
+      ELDR_ASSIGN_OR_RETURN(server::WorkerSpec w, server::ParseWorkerUrl(u));
+      o.decode.push_back(w);
+    }
+  }
+  if (!a.policy.empty()) o.policy = a.policy;
+  if (a.tau >= 0) o.tau = a.tau;
+  if (!a.space.empty()) o.space = a.space;
+  if (a.threads >= 0) o.threads = a.threads;
+  if (!a.admin_token.empty()) o.admin_token = a.admin_token;
+  if (a.max_in_flight > 0) o.max_in_flight = a.max_in_flight;
+  if (a.max_body_bytes > 0) o.max_body_bytes = a.max_body_bytes;
+  if (a.health_interval_ms >= 0) o.health_interval_ms = a.health_interval_ms;
+  if (!a.log_level.empty()) o.log_level = a.log_level;
+  if (!a.ready_file.empty()) o.ready_file = a.ready_file;
+  ELDR_RETURN_IF_ERROR(o.Validate());
+  SetupLogging(o.log_level);
+  ELDR_ASSIGN_OR_RETURN(auto proxy, server::Proxy::Create(o));
+  fmt::print("eldr serve: listening on http://{}:{}\n", o.host, proxy->port());
+  std::fflush(stdout);
+  ELDR_RETURN_IF_ERROR(WriteReady(o.ready_file, proxy->port()));
+  return proxy->Run();
+}
+
+void AddEmulateCommand(CLI::App& app, EmulateArgs& a) {
+  auto* c = app.add_subcommand(
+      "emulate", "Run an emulated vLLM/SGLang prefill or decode engine (no GPU)");
+  a.cmd = c;
+  c->add_option("--role", a.role, "prefill or decode")->capture_default_str();
+  c->add_option("-m,--model", a.model, "Model geometry preset")->capture_default_str();
+  c->add_option("-w,--workload", a.workload, "task or language")->capture_default_str();
+  c->add_option("--seed", a.seed, "Workload seed (all emulators of a set-up must agree)")
+      ->capture_default_str();
+  c->add_option("--listen", a.listen, "host:port (port 0: any free port)")->capture_default_str();
+  c->add_option("--backend", a.backend, "vllm or sglang wire format")->capture_default_str();
+  c->add_option("--experts-format", a.experts_format,
+                "auto, vllm-npy, vllm-list, sglang, eldr_sig or none")
+      ->capture_default_str();
+  c->add_option("--time-scale", a.time_scale, "Multiplies every emulated duration (0: instant)")
+      ->capture_default_str();
+  c->add_option("--max-batch", a.max_batch, "Decode batch limit")->capture_default_str();
+  c->add_option("--default-max-tokens", a.default_max_tokens, "When a request gives none")
+      ->capture_default_str();
+  c->add_option("--archetypes", a.archetypes, "Workload requests prompts map onto")
+      ->capture_default_str();
+  c->add_option("--fault", a.fault, "Test faults: malformed or error500");
+  c->add_option("--ready-file", a.ready_file, "Write {\"port\":N} here once listening");
+  c->add_option("--write-space", a.write_space,
+                "Instead of serving: fit a signature space for this emulated model and exit");
+  c->add_option("-k,--decoders", a.decoders, "Centroids for --write-space")->capture_default_str();
+}
+
+namespace {
+
+Result<std::pair<sim::Workload, CellSetup>> EmulatedWorkload(const EmulateArgs& a,
+                                                             const ModelGeometry& g) {
+  sim::WorkloadOptions wo;
+  wo.kind = a.workload;
+  wo.requests = a.archetypes;
+  wo.calibration = 1000;
+  wo.seed = a.seed;
+  wo.output_tokens = 512;
+  ELDR_ASSIGN_OR_RETURN(sim::Workload w, sim::MakeSyntheticWorkload(g, wo));
+  ELDR_ASSIGN_OR_RETURN(CellSetup cell, PrepareCell(g, w, a.seed));
+  return std::make_pair(std::move(w), std::move(cell));
+}
+
+}  // namespace
+
+Status RunEmulate(const EmulateArgs& a) {
+  ELDR_ASSIGN_OR_RETURN(ModelGeometry g, FindModel(a.model));
+  ELDR_ASSIGN_OR_RETURN(auto wc, EmulatedWorkload(a, g));
+  if (!a.write_space.empty()) {
+    FitOptions fo;
+    fo.k = a.decoders;
+    fo.seed = a.seed;
+    ELDR_ASSIGN_OR_RETURN(FitResult fit, Fit(wc.second.calib, g, fo));
+    ELDR_RETURN_IF_ERROR(WriteFileAtomically(a.write_space, fit.space->ToJson()));
+    fmt::print(stderr, "eldr emulate: wrote a k={} signature space for {} ({} workload, seed {}) "
+               "to {}\n", a.decoders, g.display_name, a.workload, a.seed, a.write_space);
+    return Status::Ok();
+  }
+  emu::EngineModelOptions mo;
+  mo.archetypes = a.archetypes;
+  ELDR_ASSIGN_OR_RETURN(auto model,
+                        emu::EngineModel::Create(std::move(wc.first), wc.second.cost, mo));
+  emu::EmulatorOptions eo;
+  ELDR_ASSIGN_OR_RETURN(server::WorkerSpec l, server::ParseWorkerUrl(a.listen, true));
+  eo.host = l.host;
+  eo.port = l.port;
+  eo.role = a.role;
+  eo.backend = a.backend;
+  eo.experts_format = a.experts_format;
+  eo.time_scale = a.time_scale;
+  eo.max_batch = a.max_batch;
+  eo.default_max_tokens = a.default_max_tokens;
+  eo.fault = a.fault;
+  ELDR_ASSIGN_OR_RETURN(auto e, emu::Emulator::Create(eo, model));
+  fmt::print("eldr emulate: {} {} engine for {} on http://{}:{}\n", a.backend, a.role,
+             g.display_name, eo.host, e->port());
+  std::fflush(stdout);
+  ELDR_RETURN_IF_ERROR(WriteReady(a.ready_file, e->port()));
+  return e->Run();
+}
+
+void AddBenchCommand(CLI::App& app, BenchArgs& a) {
+  auto* c = app.add_subcommand(
+      "bench", "Open-loop load generator for OpenAI-compatible servers (TTFT, TPOT, ITL)");
+  a.cmd = c;
+  c->add_option("-u,--url", a.url, "Server base URL")->capture_default_str();
+  c->add_flag("--chat", a.chat, "Use /v1/chat/completions");
+  c->add_option("-m,--model", a.model, "Model field of requests")->capture_default_str();
+  c->add_option("-r,--rate", a.rate, "Requests per second, Poisson (<= 0: all at once)")
+      ->capture_default_str();
+  c->add_option("-n,--requests", a.requests, "Requests to send")->capture_default_str();
+  c->add_option("--max-tokens", a.max_tokens, "Output tokens per request")->capture_default_str();
+  c->add_flag("--no-stream", a.no_stream, "Non-streaming requests");
+  c->add_option("--prompt-words", a.prompt_words, "Mean synthetic prompt length in words")
+      ->capture_default_str();
+  c->add_option("--prompts", a.prompts, "Prompts file (JSONL with \"prompt\", or text lines)");
+  c->add_option("--seed", a.seed, "Seed of arrivals and synthetic prompts")->capture_default_str();
+  c->add_option("--json", a.json, "Write the report as JSON here");
+  c->add_flag("-q,--quiet", a.quiet, "No progress");
+}
+
+Status RunBench(const BenchArgs& a) {
+  bench::LoadOptions o;
+  o.url = a.url;
+  o.chat = a.chat;
+  o.model = a.model;
+  o.rate = a.rate;
+  o.requests = a.requests;
+  o.max_tokens = a.max_tokens;
+  o.stream = !a.no_stream;
+  o.prompt_words = a.prompt_words;
+  o.seed = a.seed;
+  if (!a.prompts.empty()) {
+    ELDR_ASSIGN_OR_RETURN(std::string text, ReadFile(a.prompts));
+    auto p = bench::LoadPrompts(text);
+    if (!p) return p.error().WithContext(a.prompts);
+    o.prompts = std::move(*p);
+  }
+  Progress progress(!a.quiet);
+  ELDR_ASSIGN_OR_RETURN(bench::LoadReport r,
+                        bench::RunLoad(o, [&](int done, int total) {
+                          if (done == total || done % std::max(1, total / 20) == 0) {
+                            progress.Update("requests", static_cast<double>(done) / total);
+                          }
+                        }));
+  fmt::print("{}", r.ToText());
+  if (!a.json.empty()) ELDR_RETURN_IF_ERROR(WriteFileAtomically(a.json, r.ToJson()));
+  return r.ok > 0 ? Status::Ok()
+                  : Unavailable("no request succeeded ({} failed)", r.failed);
+}
+
+}  // namespace eldr::cli
