@@ -152,7 +152,7 @@ class EmulatorImpl final : public Emulator {
     const bool bootstrap = r.body.contains("bootstrap_room");
     const bool prefill_leg = remote_decode || (bootstrap && o_.role == "prefill");
     if (prefill_leg) co_return co_await Prefill(s, r, tokens);
-    co_return co_await Decode(s, r, tokens, max_tokens, remote_prefill || bootstrap);
+    co_return co_await Decode(s, r, tokens, max_tokens, remote_prefill || bootstrap, bootstrap);
   }
 
   // ---- prefill ---------------------------------------------------------------------------------
@@ -364,13 +364,16 @@ class EmulatorImpl final : public Emulator {
 
   awaitable<bool> Decode(beast::tcp_stream& s, const server::ClientRequest& r,
                          const std::vector<int32_t>& tokens, int64_t max_tokens,
-                         bool kv_from_remote) {
+                         bool kv_from_remote, bool rendezvous) {
     decodes_++;
     const int64_t T = static_cast<int64_t>(tokens.size());
     if (kv_from_remote) {
+      // SGLang's decode leg starts with the prefill (rendezvous): its KV arrives after an
+      // (unqueued) prefill plus the transfer. vLLM's NIXL decode leg starts after the prefill.
+      double us = m_->cost().KvUs(static_cast<int>(T));
+      if (rendezvous) us += m_->cost().PrefillUs(static_cast<int>(T));
       asio::steady_timer t(ioc_);
-      t.expires_after(std::chrono::microseconds(
-          static_cast<int64_t>(Scaled(m_->cost().KvUs(static_cast<int>(T))))));
+      t.expires_after(std::chrono::microseconds(static_cast<int64_t>(Scaled(us))));
       co_await t.async_wait(kTuple);
     } else {
       co_await PrefillWait(T);

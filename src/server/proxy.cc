@@ -90,6 +90,7 @@ struct RequestCtx {
   beast::tcp_stream* upstream = nullptr;
   bool client_gone = false;
   bool finished = false;
+  bool response_complete = false;  // the client has its whole answer (background legs may run)
   bool keep_alive = true;
   std::optional<asio::steady_timer> done;  // set while a pipelined request waits for this one
   void CancelUpstream() {
@@ -384,24 +385,26 @@ class ProxyImpl final : public Proxy {
     client.socket().shutdown(tcp::socket::shutdown_both, ec);
   }
 
+  // `count`: a response to a completion request (eldr_responses_total).
   awaitable<bool> WriteResponse(beast::tcp_stream& client, int status, std::string body,
-                                std::string_view content_type, bool keep_alive = true) {
+                                std::string_view content_type, bool keep_alive = true,
+                                bool count = true) {
     http::response<http::string_body> res{static_cast<http::status>(status), 11};
     res.set(http::field::server, "eldr");
     res.set(http::field::content_type, content_type);
     res.keep_alive(keep_alive && !stopping_);
     res.body() = std::move(body);
     res.prepare_payload();
-    CountResponse(status);
+    if (count) CountResponse(status);
     auto [ec, n] = co_await http::async_write(client, res, kTuple);
     co_return !ec;
   }
 
   awaitable<bool> WriteJsonError(beast::tcp_stream& client, int status, std::string_view message,
-                                 bool keep_alive = true) {
+                                 bool keep_alive = true, bool count = true) {
     co_return co_await WriteResponse(client, status,
                                      OpenAiErrorBody(status, message, ErrorTypeFor(status)),
-                                     "application/json", keep_alive);
+                                     "application/json", keep_alive, count);
   }
 
   awaitable<bool> Handle(beast::tcp_stream& client, beast::flat_buffer& buf,
@@ -418,16 +421,18 @@ class ProxyImpl final : public Proxy {
     if (target == "/health") co_return co_await HandleHealth(client);
     if (target == "/metrics") {
       co_return co_await WriteResponse(client, 200, RenderMetrics(),
-                                       "text/plain; version=0.0.4; charset=utf-8");
+                                       "text/plain; version=0.0.4; charset=utf-8", true, false);
     }
     if (target == "/v1/models") {
       json::object m{{"id", o_.model}, {"object", "model"}, {"owned_by", "eldr"},
                      {"created", 0}};
       json::object res{{"object", "list"}, {"data", json::array{m}}};
-      co_return co_await WriteResponse(client, 200, json::serialize(res), "application/json");
+      co_return co_await WriteResponse(client, 200, json::serialize(res), "application/json", true,
+                                       false);
     }
     if (target.starts_with("/admin/")) co_return co_await HandleAdmin(client, req, loopback);
-    co_return co_await WriteJsonError(client, 404, fmt::format("no route for {}", target));
+    co_return co_await WriteJsonError(client, 404, fmt::format("no route for {}", target), true,
+                                      false);
   }
 
   awaitable<bool> HandleHealth(beast::tcp_stream& client) {
@@ -442,7 +447,7 @@ class ProxyImpl final : public Proxy {
                       {"decode_available", d},
                       {"draining", stopping_.load()}};
     co_return co_await WriteResponse(client, ok ? 200 : 503, json::serialize(body),
-                                     "application/json");
+                                     "application/json", true, false);
   }
 
   // ---- the proxied request ---------------------------------------------------------------------
@@ -491,9 +496,9 @@ class ProxyImpl final : public Proxy {
                               RequestCtx& ctx) {
     co_await asio::this_coro::throw_if_cancelled(false);
     auto [ec, n] = co_await client.socket().async_read_some(buf.prepare(4096), kTuple);
-    if (!ec && n > 0) {
-      // A pipelined next request: keep its bytes for the session and stop watching.
-      buf.commit(n);
+    if (!ec && n > 0) buf.commit(n);  // a pipelined next request: keep it for the session
+    if ((!ec && n > 0) || (!ctx.finished && ctx.response_complete)) {
+      // Nothing to cancel: let the proxied flow finish its remaining legs.
       if (ctx.finished) co_return;
       ctx.done.emplace(client.get_executor());
       ctx.done->expires_at(asio::steady_timer::time_point::max());
@@ -691,6 +696,7 @@ class ProxyImpl final : public Proxy {
       UpResult up = co_await Post(w, path, SglangPrefillBody(req, b), rid, o_.prefill_timeout_ms,
                                   pctx);
       pt.Release();
+      if (ctx.client_gone) co_return;  // cancelled with the client, not the worker's fault
       if (!up.transport_ok || up.status >= 500) {
         w.errors.fetch_add(1, std::memory_order_relaxed);
         w.breaker.OnFailure(NowUs());
@@ -899,7 +905,9 @@ class ProxyImpl final : public Proxy {
         conn->expires_never();
         Pool().Put(w.ep, std::move(*conn));
       }
-      co_await WriteResponse(client, status, std::move(all), content_type);
+      if (co_await WriteResponse(client, status, std::move(all), content_type)) {
+        ctx.response_complete = true;
+      }
       co_return RelayOutcome::kDone;
     }
     // Streaming: headers now, then every piece the engine sends, as it arrives.
@@ -962,7 +970,11 @@ class ProxyImpl final : public Proxy {
       Pool().Put(w.ep, std::move(*conn));
     }
     auto [lec, ln] = co_await asio::async_write(client, http::make_chunk_last(), kTuple);
-    if (lec) ctx.client_gone = true;
+    if (lec) {
+      ctx.client_gone = true;
+    } else {
+      ctx.response_complete = true;
+    }
     co_return RelayOutcome::kDone;
   }
 
@@ -1013,31 +1025,35 @@ class ProxyImpl final : public Proxy {
 
   // ---- admin -----------------------------------------------------------------------------------
 
+  awaitable<bool> AdminError(beast::tcp_stream& client, int status, std::string_view message) {
+    co_return co_await WriteJsonError(client, status, message, true, false);
+  }
+
   awaitable<bool> HandleAdmin(beast::tcp_stream& client, http::request<http::string_body>& req,
                               bool loopback) {
     if (o_.admin_token.empty()) {
-      co_return co_await WriteJsonError(client, 404,
+      co_return co_await AdminError(client, 404,
                                         "the admin API is disabled (set admin_token)");
     }
     if (!loopback && !o_.admin_remote) {
-      co_return co_await WriteJsonError(
+      co_return co_await AdminError(
           client, 403, "admin calls are accepted from loopback only (set admin_remote)");
     }
     auto auth = req.find(http::field::authorization);
     const std::string want = "Bearer " + o_.admin_token;
     if (auth == req.end() || std::string_view(auth->value().data(), auth->value().size()) != want) {
-      co_return co_await WriteJsonError(client, 401, "missing or wrong admin token");
+      co_return co_await AdminError(client, 401, "missing or wrong admin token");
     }
     std::string_view target(req.target().data(), req.target().size());
     target = target.substr(0, target.find('?'));
     const auto m = req.method();
     if (target == "/admin/workers" && m == http::verb::get) {
-      co_return co_await WriteResponse(client, 200, WorkersJson(), "application/json");
+      co_return co_await WriteResponse(client, 200, WorkersJson(), "application/json", true, false);
     }
     json::error_code ec;
     json::value body = req.body().empty() ? json::value(json::object()) : json::parse(req.body(), ec);
     if (ec || !body.is_object()) {
-      co_return co_await WriteJsonError(client, 400, "admin body must be a JSON object");
+      co_return co_await AdminError(client, 400, "admin body must be a JSON object");
     }
     const json::object& o = body.get_object();
     auto str = [&](const char* k) -> std::string {
@@ -1054,15 +1070,15 @@ class ProxyImpl final : public Proxy {
     } else if (target == "/admin/reload" && m == http::verb::post) {
       st = Reload(str("space"));
     } else {
-      co_return co_await WriteJsonError(client, 404, fmt::format("no admin route {}", target));
+      co_return co_await AdminError(client, 404, fmt::format("no admin route {}", target));
     }
     if (!st.ok()) {
       const int code = st.code() == StatusCode::kNotFound ? 404
                        : st.code() == StatusCode::kFailedPrecondition ? 409
                                                                       : 400;
-      co_return co_await WriteJsonError(client, code, st.message());
+      co_return co_await AdminError(client, code, st.message());
     }
-    co_return co_await WriteResponse(client, 200, WorkersJson(), "application/json");
+    co_return co_await WriteResponse(client, 200, WorkersJson(), "application/json", true, false);
   }
 
   std::string WorkersJson() {

@@ -1,0 +1,419 @@
+#!/usr/bin/python3
+"""End-to-end test of `eldr serve` in front of emulated engines, on loopback ports chosen at run
+time: 2 prefill + 4 decode emulators behind one proxy (plus small side set-ups for the faults that
+need their own configuration). Every request must complete with an intact stream or a clear
+error, and every in-flight count must return to zero.
+
+Usage: e2e_test.py path/to/eldr      (stdlib only; run by ctest)
+"""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ELDR = os.path.abspath(sys.argv[1])
+TMP = tempfile.mkdtemp(prefix="eldr-e2e-")
+PROCS = []
+FAILURES = []
+
+
+def check(cond, what):
+    if cond:
+        print(f"  ok   {what}")
+    else:
+        print(f"  FAIL {what}")
+        FAILURES.append(what)
+
+
+def start(args, name):
+    ready = os.path.join(TMP, name + ".json")
+    log = open(os.path.join(TMP, name + ".log"), "w")
+    p = subprocess.Popen([ELDR] + args + ["--ready-file", ready], stdout=log, stderr=log)
+    PROCS.append(p)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if os.path.exists(ready):
+            with open(ready) as f:
+                return p, json.load(f)["port"]
+        if p.poll() is not None:
+            raise RuntimeError(f"{name} exited: " + open(os.path.join(TMP, name + ".log")).read())
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} did not start")
+
+
+def emulator(role, name, *extra):
+    return start(["emulate", "--role", role, "--listen", "127.0.0.1:0", "--time-scale", "0.25",
+                  *extra], name)
+
+
+def proxy(name, prefill_ports, decode_ports, *extra):
+    args = ["serve", "--listen", "127.0.0.1:0",
+            "--prefill", ",".join(f"http://127.0.0.1:{p}" for p in prefill_ports),
+            "--decode", ",".join(f"http://127.0.0.1:{p}" for p in decode_ports),
+            "--health-interval-ms", "200", "--log-level", "info", *extra]
+    return start(args, name)
+
+
+def request(port, method, path, body=None, headers=None, timeout=60):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    c.request(method, path, body=data, headers=h)
+    r = c.getresponse()
+    out = r.read()
+    c.close()
+    return r.status, out
+
+
+def metrics(port):
+    st, body = request(port, "GET", "/metrics")
+    out = {}
+    for line in body.decode().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, _, val = line.rpartition(" ")
+        out[key] = float(val)
+    return out
+
+
+def in_flight(port):
+    return {k: v for k, v in metrics(port).items() if k.startswith("eldr_worker_in_flight")}
+
+
+def wait_idle(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = metrics(port)
+        if m.get("eldr_active_requests", 1) == 0 and all(
+                v == 0 for k, v in m.items() if k.startswith("eldr_worker_in_flight")):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+class Stream:
+    """A streaming completion read event by event over a raw socket (so it can be cut)."""
+
+    def __init__(self, port, max_tokens, prompt, chat=False):
+        body = {"model": "qwen3-30b-a3b", "max_tokens": max_tokens, "stream": True}
+        if chat:
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        data = json.dumps(body).encode()
+        path = "/v1/chat/completions" if chat else "/v1/completions"
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+        self.sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+        self.buf = b""
+        self.status = None
+        self.chunked = False
+        self.events = []
+        self.done = False  # saw the terminating chunk
+        self.body = b""
+
+    def _fill(self):
+        d = self.sock.recv(65536)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf += d
+
+    def _headers(self):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        self.status = int(lines[0].split()[1])
+        hdrs = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:]}
+        self.chunked = hdrs.get("transfer-encoding", "").lower() == "chunked"
+        self.length = int(hdrs.get("content-length", "0"))
+
+    def _chunk(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        size_line, rest = self.buf.split(b"\r\n", 1)
+        n = int(size_line.split(b";")[0], 16)
+        while len(rest) < n + 2:
+            self._fill()
+            size_line, rest = self.buf.split(b"\r\n", 1)
+        data, self.buf = rest[:n], rest[n + 2:]
+        if n == 0:
+            self.done = True
+        return data
+
+    def read_events(self, count=None):
+        """Reads until `count` more events (or the end of the stream)."""
+        if self.status is None:
+            self._headers()
+            if not self.chunked:
+                while len(self.buf) < self.length:
+                    self._fill()
+                self.body = self.buf[:self.length]
+                self.done = True
+                return
+        want = None if count is None else len(self.events) + count
+        pending = b""
+        while not self.done and (want is None or len(self.events) < want):
+            pending += self._chunk()
+            while b"\n\n" in pending:
+                ev, pending = pending.split(b"\n\n", 1)
+                self.events.append(ev.decode())
+
+    def close(self):
+        self.sock.close()
+
+    def token_events(self):
+        return [json.loads(e[6:]) for e in self.events if e.startswith("data: {") and
+                '"error"' not in e]
+
+    def error_events(self):
+        return [json.loads(e[6:]) for e in self.events if e.startswith("data: {") and
+                '"error"' in e]
+
+
+def intact(s, max_tokens):
+    toks = s.token_events()
+    return (s.status == 200 and s.done and len(toks) == max_tokens and not s.error_events()
+            and s.events[-1] == "data: [DONE]"
+            and toks[-1]["choices"][0]["finish_reason"] == "length")
+
+
+def main():
+    subprocess.run([ELDR, "emulate", "--write-space", os.path.join(TMP, "space.json"), "-k", "4"],
+                   check=True, capture_output=True)
+    prefill = [emulator("prefill", f"p{i}") for i in range(2)]
+    decode = [emulator("decode", f"d{i}") for i in range(4)]
+    pp = [p for _, p in prefill]
+    dp = [p for _, p in decode]
+    proxy_proc, port = proxy("proxy", pp, dp, "--space", os.path.join(TMP, "space.json"),
+                             "--admin-token", "s3cret", "--max-body-bytes", "1000000")
+
+    print("normal traffic: 48 concurrent requests (stream, non-stream, chat)")
+    results = {}
+
+    def worker(i):
+        try:
+            kind = i % 3
+            if kind == 0:
+                s = Stream(port, 12, f"prompt {i % 7} " + "alpha beta " * (i % 11 + 3))
+                s.read_events()
+                s.close()
+                results[i] = intact(s, 12)
+            elif kind == 1:
+                s = Stream(port, 9, f"chat {i} hello there", chat=True)
+                s.read_events()
+                s.close()
+                results[i] = intact(s, 9) and "delta" in s.token_events()[0]["choices"][0]
+            else:
+                st, body = request(port, "POST", "/v1/completions",
+                                   {"model": "m", "prompt": f"plain {i} x y z", "max_tokens": 5})
+                j = json.loads(body)
+                results[i] = st == 200 and j["usage"]["completion_tokens"] == 5 and \
+                    j["choices"][0]["text"].count("tok") == 5
+        except Exception as e:  # noqa: BLE001 - recorded as a failure
+            results[i] = False
+            print("   request", i, "raised", e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(48)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(all(results.get(i) for i in range(48)), "every request completes with an intact stream")
+    check(wait_idle(port), "in-flight counts return to zero")
+    m = metrics(port)
+    dec = sum(v for k, v in m.items() if k.startswith("eldr_worker_requests_total{role=\"decode\""))
+    pre = sum(v for k, v in m.items()
+              if k.startswith("eldr_worker_requests_total{role=\"prefill\""))
+    check(dec == 48 and pre == 48, f"one prefill and one decode leg per request ({pre}, {dec})")
+    check(m['eldr_responses_total{code="200"}'] == 48, "48 responses counted as 200")
+    check(m["eldr_decision_latency_microseconds_count"] == 48, "48 routing decisions timed")
+    check(m["eldr_policy_fallbacks_total"] == 0, "eldr used its signal (no fallback)")
+    check(m["eldr_band_size_count"] == 48, "band sizes recorded")
+
+    print("bad input")
+    st, body = request(port, "POST", "/v1/completions", b"{not json")
+    check(st == 400 and b"invalid_request_error" in body, "malformed JSON -> 400 OpenAI error")
+    st, body = request(port, "POST", "/v1/completions", {"model": "m"})
+    check(st == 400 and b"prompt" in body, "missing prompt -> 400")
+    # The limit applies on the declared length, before the body is read.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sk:
+        sk.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                   b"\r\nContent-Length: 2000000\r\n\r\n{\"prompt\": \"" + b"x" * 1000)
+        resp = b""
+        while True:
+            d = sk.recv(65536)
+            if not d:
+                break
+            resp += d
+    check(resp.startswith(b"HTTP/1.1 413") and b"request_too_large" in resp,
+          "oversized body -> 413 OpenAI error, connection closed")
+    st, _ = request(port, "GET", "/nope")
+    check(st == 404, "unknown path -> 404")
+
+    print("admin API")
+    st, _ = request(port, "GET", "/admin/workers")
+    check(st == 401, "admin without token -> 401")
+    st, _ = request(port, "GET", "/admin/workers", headers={"Authorization": "Bearer wrong"})
+    check(st == 401, "admin with a wrong token -> 401")
+    auth = {"Authorization": "Bearer s3cret"}
+    st, body = request(port, "GET", "/admin/workers", headers=auth)
+    check(st == 200 and len(json.loads(body)["workers"]) == 6, "admin lists 6 workers")
+
+    print("hot reload while streams are in flight")
+    streams = [Stream(port, 40, f"reload {i} gamma") for i in range(4)]
+    for s in streams:
+        s.read_events(2)
+    st, body = request(port, "POST", "/admin/reload", {}, headers=auth)
+    check(st == 200 and json.loads(body)["version"] >= 1, "reload swaps the space")
+    st, body = request(port, "POST", "/admin/reload",
+                       {"space": os.path.join(TMP, "missing.json")}, headers=auth)
+    check(st == 404, "reload of a missing file -> 404, old space kept")
+    for s in streams:
+        s.read_events()
+        s.close()
+    check(all(intact(s, 40) for s in streams), "in-flight streams unaffected by reload")
+
+    print("client disconnect")
+    before = sum(metrics(p)["eldr_emu_cancelled_total"] for p in dp)
+    s = Stream(port, 3000, "disconnect me please")
+    s.read_events(3)
+    s.close()
+    time.sleep(0.5)
+    check(wait_idle(port), "in-flight back to zero after a client disconnect")
+    after = sum(metrics(p)["eldr_emu_cancelled_total"] for p in dp)
+    check(after == before + 1, "the decode leg was cancelled upstream")
+    check(metrics(port)["eldr_client_disconnects_total"] >= 1, "disconnect counted")
+
+    print("decode worker killed mid-stream")
+    streams = [Stream(port, 400, f"victim {i} " + "delta " * i) for i in range(8)]
+    for s in streams:
+        s.read_events(2)
+    st, body = request(port, "GET", "/admin/workers", headers=auth)
+    busy = [w for w in json.loads(body)["workers"] if w["role"] == "decode" and w["in_flight"] > 0]
+    victim_url = busy[0]["url"]
+    victim = decode[dp.index(int(victim_url.rsplit(":", 1)[1]))][0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    for s in streams:
+        s.read_events()
+        s.close()
+    broken = [s for s in streams if s.error_events()]
+    whole = [s for s in streams if intact(s, 400)]
+    check(len(broken) == busy[0]["in_flight"] and len(broken) + len(whole) == 8,
+          f"streams on the dead decoder end with an error event ({len(broken)}), "
+          f"the others complete ({len(whole)})")
+    check(all(s.done for s in broken), "broken streams are terminated cleanly (last chunk)")
+    check(wait_idle(port), "in-flight back to zero after the decoder died")
+    m = metrics(port)
+    check(m["eldr_midstream_failures_total"] == len(broken), "mid-stream failures counted")
+    ok = 0
+    for i in range(16):
+        s = Stream(port, 4, f"after kill {i}")
+        s.read_events()
+        s.close()
+        ok += intact(s, 4)
+    check(ok == 16, "requests after the kill all complete (dead decoder avoided)")
+    dp_alive = [p for (proc, p) in decode if proc.poll() is None]
+
+    print("prefill worker down")
+    prefill[0][0].send_signal(signal.SIGKILL)
+    prefill[0][0].wait()
+    ok = 0
+    for i in range(16):
+        st, body = request(port, "POST", "/v1/completions",
+                           {"model": "m", "prompt": f"prefill down {i}", "max_tokens": 3})
+        ok += st == 200
+    check(ok == 16, "all requests succeed with one prefill worker down")
+    check(wait_idle(port), "in-flight zero after prefill failures")
+
+    print("malformed upstream payloads")
+    _, bad_port = emulator("prefill", "pbad", "--fault", "malformed")
+    _, port2 = proxy("proxy2", [bad_port], dp[1:], "--policy", "jsq")
+    st, body = request(port2, "POST", "/v1/completions", {"model": "m", "prompt": "x y z"})
+    check(st == 502 and b"malformed" in body and b"upstream_error" in body,
+          "malformed routed experts -> 502 with a clear message")
+    check(metrics(port2)["eldr_malformed_payloads_total"] == 1, "malformed payload counted")
+    check(wait_idle(port2), "in-flight zero after a malformed payload")
+
+    print("the other expert encodings (vLLM nested lists, eldr_sig) route on their signal")
+    subprocess.run([ELDR, "emulate", "--write-space", os.path.join(TMP, "space3.json"), "-k", "3"],
+                   check=True, capture_output=True)
+    for fmt in ["vllm-list", "eldr_sig"]:
+        _, pport = emulator("prefill", "p-" + fmt, "--experts-format", fmt)
+        _, xport = proxy("proxy-" + fmt, [pport], dp_alive, "--space",
+                         os.path.join(TMP, "space3.json"))
+        ok = 0
+        for i in range(6):
+            s = Stream(xport, 5, f"{fmt} prompt {i} " + "epsilon " * (i + 2))
+            s.read_events()
+            s.close()
+            ok += intact(s, 5)
+        m = metrics(xport)
+        check(ok == 6 and m["eldr_policy_fallbacks_total"] == 0 and
+              m["eldr_decision_latency_microseconds_count"] == 6,
+              f"{fmt}: all requests complete, none fell back to load balancing")
+
+    print("SGLang bootstrap flow (decode chosen first, signature predicted from the prefix)")
+    subprocess.run([ELDR, "emulate", "--write-space", os.path.join(TMP, "space2.json"), "-k", "2"],
+                   check=True, capture_output=True)
+    _, sp = emulator("prefill", "sg-p", "--backend", "sglang")
+    sd = [emulator("decode", f"sg-d{i}", "--backend", "sglang")[1] for i in range(2)]
+    _, sgport = proxy("proxy-sglang", [sp], sd, "--backend", "sglang", "--space",
+                      os.path.join(TMP, "space2.json"))
+    ok = 0
+    for i in range(2):
+        s = Stream(sgport, 6, "the same sglang prompt " + "zeta " * 40)
+        s.read_events()
+        s.close()
+        ok += intact(s, 6)
+        time.sleep(0.3)  # the prefill leg may finish just after the decode leg
+    m = metrics(sgport)
+    check(ok == 2, "SGLang flow: both requests complete")
+    check(m["eldr_policy_fallbacks_total"] == 1,
+          "first request balances load, the repeat is routed on its predicted signature")
+    check(wait_idle(sgport), "SGLang flow: in-flight zero")
+
+    print("concurrency limit")
+    _, port3 = proxy("proxy3", pp[1:], dp[1:], "--policy", "jsq", "--max-in-flight", "1")
+    s = Stream(port3, 300, "holding the only slot")
+    s.read_events(1)
+    st, body = request(port3, "POST", "/v1/completions", {"model": "m", "prompt": "a"})
+    check(st == 429 and b"rate_limit_error" in body, "over max_in_flight -> 429")
+    s.close()
+
+    print("graceful shutdown drains in-flight requests")
+    s = Stream(port, 60, "draining")
+    s.read_events(2)
+    proxy_proc.send_signal(signal.SIGTERM)
+    s.read_events()
+    s.close()
+    check(intact(s, 60), "the in-flight stream completes during shutdown")
+    check(proxy_proc.wait(timeout=20) == 0, "the proxy exits 0 after draining")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001
+        FAILURES.append(f"exception: {e!r}")
+        print("EXCEPTION", repr(e))
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.kill()
+        for p in PROCS:
+            p.wait()
+    if FAILURES:
+        print(f"{len(FAILURES)} failure(s); logs in {TMP}")
+        for f in FAILURES:
+            print("  -", f)
+        sys.exit(1)
+    print("all end-to-end checks passed")
