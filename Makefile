@@ -45,7 +45,7 @@ fuzz:
 	ELDR_FUZZ_DEPS=1 ./scripts/install-deps.sh
 	cmake --preset fuzz >/dev/null
 	cmake --build --preset fuzz -j $(JOBS)
-	for f in payload space calibration; do \
+	for f in payload space calibration proxy; do \
 	  mkdir -p build/fuzz/corpus/$$f && cp -n fuzz/corpus/$$f/* build/fuzz/corpus/$$f/ ; \
 	  ./build/fuzz/fuzz/$${f}_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
 	    build/fuzz/corpus/$$f || exit 1; \

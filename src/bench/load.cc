@@ -19,6 +19,11 @@ Status LoadOptions::Validate() const {
   if (prompt_words < 1) return InvalidArgument("prompt_words must be >= 1");
   if (!std::isfinite(rate)) return InvalidArgument("rate must be finite");
   if (timeout_ms < 1) return InvalidArgument("timeout_ms must be >= 1");
+  if (!extra_body.empty()) {
+    json::error_code ec;
+    json::value v = json::parse(extra_body, ec);
+    if (ec || !v.is_object()) return InvalidArgument("extra body must be a JSON object");
+  }
   return server::ParseWorkerUrl(url).has_value()
              ? Status::Ok()
              : InvalidArgument("url '{}' is not http://host:port", url);
@@ -159,6 +164,10 @@ class Runner {
                                    : o_.prompts[static_cast<size_t>(i) % o_.prompts.size()];
     json::object b{{"model", o_.model}, {"max_tokens", o_.max_tokens}, {"stream", o_.stream},
                    {"ignore_eos", true}, {"temperature", 0}};
+    if (!o_.extra_body.empty()) {
+      const json::value extra = json::parse(o_.extra_body);
+      for (const auto& kv : extra.as_object()) b[kv.key()] = kv.value();
+    }
     if (o_.chat) {
       b["messages"] = json::array{json::object{{"role", "user"}, {"content", prompt}}};
     } else {
@@ -207,6 +216,7 @@ class Runner {
       co_return;
     }
     beast::flat_buffer b;
+    b.reserve(16 * 1024);
     http::response_parser<http::buffer_body> p;
     p.body_limit(boost::none);
     auto [hec, hn] = co_await http::async_read_header(*s, b, p, kTuple);

@@ -174,10 +174,19 @@ Result<ExpertCounts> SignatureCache::Resolve(std::span<const uint64_t> hashes,
         "between are unknown",
         first_token, p.tokens);
   }
-  ExpertCounts out = std::move(p.counts);
-  if (Status s = picks.AccumulateRows(p.tokens - first_token, prompt_tokens - first_token, &out);
-      !s.ok()) {
-    return tl::unexpected<Status>(s);
+  ExpertCounts out;
+  if (p.tokens == first_token && first_token + picks.tokens() == prompt_tokens) {
+    // Nothing cached beyond what the engine omitted and no extra rows: the table's own counts
+    // (computed while it was validated) are the answer; no second pass over the picks.
+    out = picks.Counts();
+    if (Status s = out.Add(p.counts); !s.ok()) return tl::unexpected<Status>(s);
+  } else {
+    out = std::move(p.counts);
+    if (Status s =
+            picks.AccumulateRows(p.tokens - first_token, prompt_tokens - first_token, &out);
+        !s.ok()) {
+      return tl::unexpected<Status>(s);
+    }
   }
   if (Status s = Insert(hashes, picks, first_token); !s.ok()) return tl::unexpected<Status>(s);
   return out;

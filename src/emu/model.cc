@@ -31,14 +31,23 @@ Result<std::shared_ptr<const EngineModel>> EngineModel::Create(sim::Workload wor
   m->cost_ = cost;
   m->o_ = options;
   const int L = m->w_.geometry.moe_layers, E = m->w_.geometry.experts;
-  m->cum_.resize(m->w_.requests.size() * L * E);
+  // Inverse-CDF tables: a draw is one table lookup (prefill emulation runs at thousands of
+  // requests per second in the proxy benchmarks).
+  m->table_.resize(m->w_.requests.size() * L * kTable);
+  std::vector<double> cum(E);
   for (size_t a = 0; a < m->w_.requests.size(); ++a) {
     const ExpertCounts& c = m->w_.requests[a].prefill;
     for (int l = 0; l < L; ++l) {
-      uint32_t acc = 0;
-      uint32_t* out = m->cum_.data() + (a * L + l) * E;
+      double acc = 0;
       // Smoothing keeps every expert possible, as a real router's softmax does.
-      for (int e = 0; e < E; ++e) out[e] = acc += 4 * c.at(l, e) + 1;
+      for (int e = 0; e < E; ++e) cum[e] = acc += 4.0 * c.at(l, e) + 1;
+      uint16_t* out = m->table_.data() + (a * L + l) * kTable;
+      int e = 0;
+      for (int i = 0; i < kTable; ++i) {
+        const double u = (i + 0.5) / kTable * acc;
+        while (e < E - 1 && cum[e] <= u) ++e;
+        out[i] = static_cast<uint16_t>(e);
+      }
     }
   }
   return std::shared_ptr<const EngineModel>(std::move(m));
@@ -85,15 +94,20 @@ std::vector<int32_t> EngineModel::PromptPicks(std::span<const int32_t> tokens,
     if (t < start) continue;
     Rng rng(h);
     int32_t* row = out.data() + static_cast<size_t>(t - start) * L * K;
+    uint64_t bits = 0;
+    int left = 0;
     for (int l = 0; l < L; ++l) {
-      const uint32_t* cum = cum_.data() + (static_cast<size_t>(a) * L + l) * E;
-      const uint32_t total = cum[E - 1];
-      std::fill(seen.begin(), seen.end(), 0);
+      const uint16_t* table = table_.data() + (static_cast<size_t>(a) * L + l) * kTable;
       for (int j = 0, tries = 0; j < K; ++tries) {
         int e;
         if (tries < 32 * K) {
-          const uint32_t u = static_cast<uint32_t>(rng.Uniform(total));
-          e = static_cast<int>(std::upper_bound(cum, cum + E, u) - cum);
+          if (left == 0) {
+            bits = rng.Next();
+            left = 64 / kTableBits;
+          }
+          e = table[bits & (kTable - 1)];
+          bits >>= kTableBits;
+          --left;
         } else {
           e = static_cast<int>(rng.Uniform(E));
         }
@@ -101,6 +115,7 @@ std::vector<int32_t> EngineModel::PromptPicks(std::span<const int32_t> tokens,
         seen[e] = 1;
         row[l * K + j++] = e;
       }
+      for (int j = 0; j < K; ++j) seen[row[l * K + j]] = 0;
     }
   }
   return out;

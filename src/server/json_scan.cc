@@ -7,6 +7,23 @@ namespace {
 
 constexpr int kMaxDepth = 512;
 
+// Index of the first byte < 0x20 in [p, p + n), or n. Eight bytes at a time: base64 payloads
+// are long runs of printable characters.
+size_t FindControl(const char* p, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, p + i, 8);
+    // High bit of each byte set where that byte < 0x20 (bytes >= 0x80 are excluded first).
+    const uint64_t lt = (v - 0x2020202020202020ull) & ~v & 0x8080808080808080ull;
+    if (lt) break;
+  }
+  for (; i < n; ++i) {
+    if (static_cast<unsigned char>(p[i]) < 0x20) return i;
+  }
+  return n;
+}
+
 bool IsWs(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 size_t SkipWs(std::string_view s, size_t i) {
@@ -34,11 +51,9 @@ struct Scanner {
       const size_t quote = q ? static_cast<const char*>(q) - s.data() : s.size();
       const void* b = std::memchr(s.data() + pos, '\\', quote - pos);
       if (!b) {
-        for (size_t i = pos; i < quote; ++i) {
-          if (static_cast<unsigned char>(s[i]) < 0x20) {
-            pos = i;
-            return Fail("control character in string");
-          }
+        if (const size_t c = FindControl(s.data() + pos, quote - pos); c < quote - pos) {
+          pos += c;
+          return Fail("control character in string");
         }
         if (quote == s.size()) {
           pos = s.size();
@@ -48,11 +63,9 @@ struct Scanner {
         return true;
       }
       const size_t bs = static_cast<const char*>(b) - s.data();
-      for (size_t i = pos; i < bs; ++i) {
-        if (static_cast<unsigned char>(s[i]) < 0x20) {
-          pos = i;
-          return Fail("control character in string");
-        }
+      if (const size_t c = FindControl(s.data() + pos, bs - pos); c < bs - pos) {
+        pos += c;
+        return Fail("control character in string");
       }
       pos = bs + 1;
       if (pos >= s.size()) return Fail("unterminated escape");
@@ -238,46 +251,55 @@ Result<std::string> JsonStringValue(std::string_view raw) {
 }
 
 Result<std::string_view> JsonMember(std::string_view object, std::string_view key) {
+  std::string_view out;
+  ELDR_RETURN_IF_ERROR(JsonMembers(object, {&key, 1}, {&out, 1}));
+  return out;
+}
+
+Status JsonMembers(std::string_view object, std::span<const std::string_view> keys,
+                   std::span<std::string_view> values) {
+  for (auto& v : values) v = {};
   Scanner sc{object};
   sc.pos = SkipWs(object, 0);
   if (sc.pos >= object.size() || object[sc.pos] != '{') return InvalidArgument("expected an object");
   ++sc.pos;
   sc.pos = SkipWs(object, sc.pos);
-  if (sc.pos < object.size() && object[sc.pos] == '}') return std::string_view();
-  std::string_view found;
+  if (sc.pos < object.size() && object[sc.pos] == '}') return Status::Ok();
   while (true) {
     sc.pos = SkipWs(object, sc.pos);
     if (sc.pos >= object.size() || object[sc.pos] != '"') {
       sc.Fail("expected a key");
-      return tl::unexpected<Status>(sc.error);
+      return sc.error;
     }
     const size_t kstart = sc.pos;
-    if (!sc.String()) return tl::unexpected<Status>(sc.error);
+    if (!sc.String()) return sc.error;
     std::string_view raw_key = object.substr(kstart + 1, sc.pos - kstart - 2);
-    bool match = raw_key == key;
-    if (!match && raw_key.find('\\') != std::string_view::npos) {
-      ELDR_ASSIGN_OR_RETURN(std::string k, JsonStringValue(object.substr(kstart, sc.pos - kstart)));
-      match = k == key;
+    std::string unescaped;
+    if (raw_key.find('\\') != std::string_view::npos) {
+      ELDR_ASSIGN_OR_RETURN(unescaped, JsonStringValue(object.substr(kstart, sc.pos - kstart)));
+      raw_key = unescaped;
     }
     sc.pos = SkipWs(object, sc.pos);
     if (sc.pos >= object.size() || object[sc.pos] != ':') {
       sc.Fail("expected ':'");
-      return tl::unexpected<Status>(sc.error);
+      return sc.error;
     }
     ++sc.pos;
     sc.pos = SkipWs(object, sc.pos);
     const size_t vstart = sc.pos;
-    if (!sc.Value(1)) return tl::unexpected<Status>(sc.error);
+    if (!sc.Value(1)) return sc.error;
     // The last duplicate wins, as in most JSON parsers (Python's json included).
-    if (match) found = object.substr(vstart, sc.pos - vstart);
+    for (size_t k = 0; k < keys.size(); ++k) {
+      if (raw_key == keys[k]) values[k] = object.substr(vstart, sc.pos - vstart);
+    }
     sc.pos = SkipWs(object, sc.pos);
     if (sc.pos < object.size() && object[sc.pos] == ',') {
       ++sc.pos;
       continue;
     }
-    if (sc.pos < object.size() && object[sc.pos] == '}') return found;
+    if (sc.pos < object.size() && object[sc.pos] == '}') return Status::Ok();
     sc.Fail("expected ',' or '}'");
-    return tl::unexpected<Status>(sc.error);
+    return sc.error;
   }
 }
 
@@ -288,18 +310,17 @@ Result<std::string_view> JsonElement(std::string_view array, size_t index) {
   ++sc.pos;
   sc.pos = SkipWs(array, sc.pos);
   if (sc.pos < array.size() && array[sc.pos] == ']') return std::string_view();
-  std::string_view found;
   for (size_t i = 0;; ++i) {
     sc.pos = SkipWs(array, sc.pos);
     const size_t vstart = sc.pos;
     if (!sc.Value(1)) return tl::unexpected<Status>(sc.error);
-    if (i == index) found = array.substr(vstart, sc.pos - vstart);
+    if (i == index) return array.substr(vstart, sc.pos - vstart);
     sc.pos = SkipWs(array, sc.pos);
     if (sc.pos < array.size() && array[sc.pos] == ',') {
       ++sc.pos;
       continue;
     }
-    if (sc.pos < array.size() && array[sc.pos] == ']') return found;
+    if (sc.pos < array.size() && array[sc.pos] == ']') return std::string_view();
     sc.Fail("expected ',' or ']'");
     return tl::unexpected<Status>(sc.error);
   }

@@ -179,7 +179,13 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
                                            const PayloadOptions& opts,
                                            int64_t routed_experts_start) {
   PrefillResult r;
-  ELDR_ASSIGN_OR_RETURN(std::string_view err, JsonMember(body, "error"));
+  // One pass over the body and one over the first choice: the payload string is scanned twice in
+  // all, however many fields are looked up.
+  static constexpr std::string_view kTop[] = {"error", "kv_transfer_params", "choices",
+                                              "prompt_token_ids", "eldr_sig"};
+  std::string_view top[std::size(kTop)];
+  ELDR_RETURN_IF_ERROR(JsonMembers(body, kTop, top));
+  const std::string_view err = top[0];
   if (!IsNull(err)) {
     std::string msg(err.substr(0, 300));
     if (auto m = JsonMember(err, "message"); m && !m->empty()) {
@@ -187,12 +193,12 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
     }
     return Unavailable("prefill returned an error: {}", msg);
   }
-  ELDR_ASSIGN_OR_RETURN(std::string_view kv, JsonMember(body, "kv_transfer_params"));
+  const std::string_view kv = top[1];
   if (!IsNull(kv)) {
     if (kv.front() != '{') return InvalidArgument("kv_transfer_params is not an object");
     r.kv_transfer_params = std::string(kv);
   }
-  ELDR_ASSIGN_OR_RETURN(std::string_view choices, JsonMember(body, "choices"));
+  const std::string_view choices = top[2];
   if (choices.empty() || choices.front() != '[') {
     return InvalidArgument("prefill response has no 'choices' list");
   }
@@ -200,19 +206,20 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
   if (c0.empty() || c0.front() != '{') {
     return InvalidArgument("prefill response has no choice object");
   }
-  if (auto fr = JsonMember(c0, "finish_reason"); fr && !IsNull(*fr) && fr->front() == '"') {
-    if (auto s = JsonStringValue(*fr)) r.finish_reason = *s;
+  static constexpr std::string_view kChoice[] = {"finish_reason", "prompt_token_ids",
+                                                 "routed_experts", "sgl_ext", "eldr_sig"};
+  std::string_view ch[std::size(kChoice)];
+  ELDR_RETURN_IF_ERROR(JsonMembers(c0, kChoice, ch));
+  if (const std::string_view fr = ch[0]; !IsNull(fr) && fr.front() == '"') {
+    if (auto s = JsonStringValue(fr)) r.finish_reason = *s;
   }
   // Token ids: vLLM puts prompt_token_ids on the choice (completions) or the response (chat).
-  ELDR_ASSIGN_OR_RETURN(std::string_view ids, JsonMember(c0, "prompt_token_ids"));
-  if (IsNull(ids)) {
-    ELDR_ASSIGN_OR_RETURN(ids, JsonMember(body, "prompt_token_ids"));
-  }
+  std::string_view ids = IsNull(ch[1]) ? top[3] : ch[1];
   if (!IsNull(ids)) {
     ELDR_ASSIGN_OR_RETURN(r.prompt_token_ids, ParseTokenIds(ids));
   }
   r.picks_first_token = routed_experts_start;
-  ELDR_ASSIGN_OR_RETURN(std::string_view re, JsonMember(c0, "routed_experts"));
+  const std::string_view re = ch[2];
   if (!IsNull(re)) {
     if (re.front() == '"') {
       // Base64 never needs escaping; only an encoder that escapes '/' forces a copy.
@@ -236,7 +243,7 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
     }
     return r;
   }
-  ELDR_ASSIGN_OR_RETURN(std::string_view ext, JsonMember(c0, "sgl_ext"));
+  const std::string_view ext = ch[3];
   if (!IsNull(ext)) {
     if (ext.front() != '{') return InvalidArgument("sgl_ext is not an object");
     ELDR_ASSIGN_OR_RETURN(std::string_view sre, JsonMember(ext, "routed_experts"));
@@ -249,10 +256,7 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
       return r;
     }
   }
-  ELDR_ASSIGN_OR_RETURN(std::string_view sig, JsonMember(c0, "eldr_sig"));
-  if (IsNull(sig)) {
-    ELDR_ASSIGN_OR_RETURN(sig, JsonMember(body, "eldr_sig"));
-  }
+  const std::string_view sig = IsNull(ch[4]) ? top[4] : ch[4];
   if (!IsNull(sig)) {
     ELDR_ASSIGN_OR_RETURN(std::string s, JsonStringValue(sig));
     auto c = DecodeEldrSig(s, g);

@@ -771,7 +771,10 @@ class ProxyImpl final : public Proxy {
         ctx.upstream = nullptr;
         co_return out;
       }
+      // Expert payloads are tens of kilobytes and up: read them in large pieces, not Beast's
+      // default 512-byte first reads.
       beast::flat_buffer b;
+      b.reserve(64 * 1024);
       http::response_parser<http::string_body> parser;
       parser.body_limit(static_cast<uint64_t>(o_.max_payload_bytes));
       boost::system::error_code rec = wec;
@@ -825,6 +828,7 @@ class ProxyImpl final : public Proxy {
     const int64_t t0 = NowUs();
     std::optional<beast::tcp_stream> conn;
     beast::flat_buffer b;
+    b.reserve(16 * 1024);
     std::optional<http::response_parser<http::buffer_body>> pp;
     boost::system::error_code ec;
     bool unreachable = false;
@@ -910,21 +914,14 @@ class ProxyImpl final : public Proxy {
       }
       co_return RelayOutcome::kDone;
     }
-    // Streaming: headers now, then every piece the engine sends, as it arrives.
-    http::response<http::empty_body> res{http::status::ok, 11};
-    res.set(http::field::server, "eldr");
-    res.set(http::field::content_type, content_type);
-    res.set(http::field::cache_control, "no-cache");
-    res.chunked(true);
-    res.keep_alive(!stopping_);
-    http::response_serializer<http::empty_body> sr{res};
+    // Streaming: every piece the engine sends is relayed as it arrives, in one write per read
+    // (the response head travels with the first piece, the terminating chunk with the last).
+    std::string out = fmt::format(
+        "HTTP/1.1 200 OK\r\nServer: eldr\r\nContent-Type: {}\r\nCache-Control: no-cache\r\n"
+        "Transfer-Encoding: chunked\r\n{}\r\n",
+        content_type, stopping_ ? "Connection: close\r\n" : "");
+    bool head_sent = false;
     CountResponse(200);
-    auto [hec, hn] = co_await http::async_write_header(client, sr, kTuple);
-    if (hec) {
-      ctx.client_gone = true;
-      co_return RelayOutcome::kDone;
-    }
-    bool first = true;
     while (!parser.is_done()) {
       parser.get().body().data = chunk;
       parser.get().body().size = sizeof chunk;
@@ -934,17 +931,10 @@ class ProxyImpl final : public Proxy {
       if (ctx.client_gone) co_return RelayOutcome::kDone;
       const size_t got = sizeof chunk - parser.get().body().size;
       if (got > 0) {
-        if (first) {
-          w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
-          first = false;
-        }
-        auto [cec, cn] =
-            co_await asio::async_write(client, http::make_chunk(asio::buffer(chunk, got)), kTuple);
-        if (cec) {
-          ctx.client_gone = true;
-          ctx.CancelUpstream();
-          co_return RelayOutcome::kDone;
-        }
+        if (!head_sent) w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+        fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
+        out.append(chunk, got);
+        out += "\r\n";
       }
       if (rec) {
         // The engine died or stalled after the client got its first byte: no retry is possible;
@@ -958,22 +948,27 @@ class ProxyImpl final : public Proxy {
         const std::string ev = SseErrorEvent(
             502, fmt::format("decode worker {} failed mid-stream: {}", w.spec.url, rec.message()),
             "upstream_error");
-        co_await asio::async_write(client, http::make_chunk(asio::buffer(ev)), kTuple);
-        co_await asio::async_write(client, http::make_chunk_last(), kTuple);
+        fmt::format_to(std::back_inserter(out), "{:x}\r\n{}\r\n0\r\n\r\n", ev.size(), ev);
+        co_await asio::async_write(client, asio::buffer(out), kTuple);
         co_return RelayOutcome::kDone;
       }
+      if (parser.is_done()) out += "0\r\n\r\n";
+      if (out.empty()) continue;
+      auto [cec, cn] = co_await asio::async_write(client, asio::buffer(out), kTuple);
+      if (cec) {
+        ctx.client_gone = true;
+        ctx.CancelUpstream();
+        co_return RelayOutcome::kDone;
+      }
+      head_sent = true;
+      out.clear();
     }
     ctx.upstream = nullptr;
+    ctx.response_complete = true;
     w.breaker.OnSuccess();
     if (parser.get().keep_alive()) {
       conn->expires_never();
       Pool().Put(w.ep, std::move(*conn));
-    }
-    auto [lec, ln] = co_await asio::async_write(client, http::make_chunk_last(), kTuple);
-    if (lec) {
-      ctx.client_gone = true;
-    } else {
-      ctx.response_complete = true;
     }
     co_return RelayOutcome::kDone;
   }

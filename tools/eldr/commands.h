@@ -110,7 +110,7 @@ struct EmulateArgs {
   CLI::App* cmd = nullptr;
 };
 struct BenchArgs {
-  std::string url = "http://127.0.0.1:8000", model = "qwen3-30b-a3b", prompts, json;
+  std::string url = "http://127.0.0.1:8000", model = "qwen3-30b-a3b", prompts, json, extra_body;
   bool chat = false, no_stream = false, quiet = false;
   double rate = 10;
   int requests = 200, max_tokens = 64, prompt_words = 300;

@@ -204,6 +204,7 @@ void AddBenchCommand(CLI::App& app, BenchArgs& a) {
   c->add_option("--prompts", a.prompts, "Prompts file (JSONL with \"prompt\", or text lines)");
   c->add_option("--seed", a.seed, "Seed of arrivals and synthetic prompts")->capture_default_str();
   c->add_option("--json", a.json, "Write the report as JSON here");
+  c->add_option("--extra-body", a.extra_body, "JSON object merged into every request body");
   c->add_flag("-q,--quiet", a.quiet, "No progress");
 }
 
@@ -218,6 +219,7 @@ Status RunBench(const BenchArgs& a) {
   o.stream = !a.no_stream;
   o.prompt_words = a.prompt_words;
   o.seed = a.seed;
+  o.extra_body = a.extra_body;
   if (!a.prompts.empty()) {
     ELDR_ASSIGN_OR_RETURN(std::string text, ReadFile(a.prompts));
     auto p = bench::LoadPrompts(text);

@@ -33,6 +33,7 @@ struct LoadOptions {
   std::vector<std::string> prompts;           // used round-robin when non-empty
   uint64_t seed = 1;
   int timeout_ms = 600000;                    // per request
+  std::string extra_body;                     // JSON object merged into every request body
   Status Validate() const;
 };
 

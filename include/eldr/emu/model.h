@@ -76,7 +76,8 @@ class EngineModel {
   sim::Workload w_;
   sim::CostParams cost_;
   EngineModelOptions o_;
-  std::vector<uint32_t> cum_;  // [archetype][layer][E]: cumulative smoothed prompt counts
+  static constexpr int kTableBits = 10, kTable = 1 << kTableBits;
+  std::vector<uint16_t> table_;  // [archetype][layer][kTable]: inverse CDF of the prompt counts
 };
 
 }  // namespace eldr::emu

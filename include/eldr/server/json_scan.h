@@ -9,6 +9,7 @@
 // Thread-safety: pure functions over caller-owned text; results point into that text.
 #pragma once
 
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -21,7 +22,13 @@ namespace eldr::server {
 // object. Keys are compared after unescaping.
 Result<std::string_view> JsonMember(std::string_view object, std::string_view key);
 
+// One pass over `object` for several keys: values[i] = raw text of member keys[i] or empty.
+// REQUIRES: values.size() == keys.size().
+Status JsonMembers(std::string_view object, std::span<const std::string_view> keys,
+                   std::span<std::string_view> values);
+
 // The raw text of element `index` of the JSON array `array`, or an empty view if it is shorter.
+// Validates the array only up to that element (use it on text already validated whole).
 Result<std::string_view> JsonElement(std::string_view array, size_t index);
 
 // The contents of a JSON string value (the raw text, quotes included), unescaped.

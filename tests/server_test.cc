@@ -1,0 +1,503 @@
+// The I/O-free parts of `eldr serve`: configuration, the JSON scanner (against boost::json as
+// the reference), the PD request/response transforms, the prefill ring, the circuit breaker,
+// metrics and the prefix memo.
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "eldr/payload.h"
+#include "eldr/rng.h"
+#include "eldr/server/balance.h"
+#include "eldr/server/config.h"
+#include "eldr/server/json_scan.h"
+#include "eldr/server/metrics.h"
+#include "eldr/server/pd.h"
+#include "eldr/server/prefix_memo.h"
+#include "test_util.h"
+
+namespace eldr::server {
+namespace {
+
+namespace json = boost::json;
+
+// ---- config ---------------------------------------------------------------------------------
+
+TEST(ConfigTest, ParsesYamlAndTheSameJson) {
+  const char* yaml = R"(
+listen: 0.0.0.0:9000
+backend: sglang
+model: gpt-oss-20b
+prefill: [http://10.0.0.1:8100, {url: "http://10.0.0.2:8100", bootstrap_port: 9001}]
+decode:
+  - http://10.0.0.3:8200
+  - {url: http://10.0.0.4:8200, dp_rank: 1}
+policy: p2c
+tau: 0.25
+cache: {block_size: 32, chunk_blocks: 4, memory_mb: 64}
+max_in_flight: 10
+admin_token: t
+)";
+  auto y = ParseServeConfig(yaml);
+  ASSERT_TRUE(y) << y.error().ToString();
+  EXPECT_EQ(y->host, "0.0.0.0");
+  EXPECT_EQ(y->port, 9000);
+  EXPECT_EQ(y->backend, Backend::kSglang);
+  EXPECT_EQ(y->model, "gpt-oss-20b");
+  ASSERT_EQ(y->prefill.size(), 2u);
+  EXPECT_EQ(y->prefill[1].bootstrap_port, 9001);
+  ASSERT_EQ(y->decode.size(), 2u);
+  EXPECT_EQ(y->decode[1].dp_rank, 1);
+  EXPECT_EQ(y->decode[1].port, 8200);
+  EXPECT_EQ(y->cache.block_size, 32);
+  EXPECT_EQ(y->cache.memory_budget_bytes, size_t{64} << 20);
+  EXPECT_DOUBLE_EQ(y->tau, 0.25);
+  EXPECT_TRUE(y->Validate().ok()) << y->Validate().ToString();
+
+  const char* js = R"({"listen":"0.0.0.0:9000","backend":"sglang","model":"gpt-oss-20b",
+    "prefill":["http://10.0.0.1:8100",{"url":"http://10.0.0.2:8100","bootstrap_port":9001}],
+    "decode":["http://10.0.0.3:8200",{"url":"http://10.0.0.4:8200","dp_rank":1}],
+    "policy":"p2c","tau":0.25,"cache":{"block_size":32,"chunk_blocks":4,"memory_mb":64},
+    "max_in_flight":10,"admin_token":"t"})";
+  auto j = ParseServeConfig(js);
+  ASSERT_TRUE(j) << j.error().ToString();
+  EXPECT_EQ(j->decode[1].dp_rank, 1);
+  EXPECT_EQ(j->prefill[1].bootstrap_port, 9001);
+  EXPECT_EQ(j->max_in_flight, 10);
+}
+
+TEST(ConfigTest, ErrorsNameTheKey) {
+  auto e = ParseServeConfig("polcy: eldr\n");
+  ASSERT_FALSE(e);
+  EXPECT_NE(e.error().message().find("polcy"), std::string::npos);
+  e = ParseServeConfig("tau: lots\n");
+  ASSERT_FALSE(e);
+  EXPECT_NE(e.error().message().find("tau"), std::string::npos);
+  e = ParseServeConfig("backend: trt\n");
+  ASSERT_FALSE(e);
+  EXPECT_NE(e.error().message().find("trt"), std::string::npos);
+  e = ParseServeConfig("decode: [{url: http://a:1, weight: 2}]\n");
+  ASSERT_FALSE(e);
+  EXPECT_NE(e.error().message().find("weight"), std::string::npos);
+  EXPECT_FALSE(ParseServeConfig("[1, 2]"));
+  EXPECT_FALSE(ParseServeConfig("a: [unclosed"));
+  EXPECT_FALSE(ParseServeConfig("cache: {memory_mb: -1}"));
+}
+
+TEST(ConfigTest, ValidateCatchesUnservableSetups) {
+  ServeOptions o;
+  EXPECT_FALSE(o.Validate().ok());  // no workers
+  o.prefill = {*ParseWorkerUrl("http://a:1")};
+  o.decode = {*ParseWorkerUrl("http://b:2")};
+  o.policy = "eldr";
+  EXPECT_NE(o.Validate().message().find("signature space"), std::string::npos);
+  o.space = "s.json";
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate().ToString();
+  o.policy = "domain";  // needs labels the proxy never has
+  EXPECT_FALSE(o.Validate().ok());
+  o.policy = "jsq";
+  o.decode.push_back(o.decode[0]);
+  EXPECT_NE(o.Validate().message().find("twice"), std::string::npos);
+  o.decode.pop_back();
+  o.prefill_load_factor = 0.5;
+  EXPECT_FALSE(o.Validate().ok());
+}
+
+TEST(ConfigTest, WorkerUrls) {
+  auto w = ParseWorkerUrl("http://host.example:8100/");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->host, "host.example");
+  EXPECT_EQ(w->port, 8100);
+  w = ParseWorkerUrl("[::1]:80");
+  ASSERT_TRUE(w);
+  EXPECT_EQ(w->host, "::1");
+  EXPECT_FALSE(ParseWorkerUrl("https://a:1"));
+  EXPECT_FALSE(ParseWorkerUrl("http://a:1/v1"));
+  EXPECT_FALSE(ParseWorkerUrl("http://a"));
+  EXPECT_FALSE(ParseWorkerUrl("http://a:99999"));
+  EXPECT_FALSE(ParseWorkerUrl("http://a:0"));
+  EXPECT_TRUE(ParseWorkerUrl("127.0.0.1:0", /*listen=*/true));
+}
+
+// ---- JSON scanner ---------------------------------------------------------------------------
+
+json::value RandomValue(Rng& rng, int depth) {
+  const int kind = static_cast<int>(rng.Uniform(depth > 3 ? 5 : 7));
+  switch (kind) {
+    case 0: return nullptr;
+    case 1: return rng.Uniform(2) == 1;
+    case 2: return static_cast<int64_t>(rng.Next() >> rng.Uniform(64)) * (rng.Uniform(2) ? 1 : -1);
+    // Dyadic values: boost::json 1.81 does not round-trip every double exactly.
+    case 3: return static_cast<double>(rng.Uniform(1 << 20)) / 4 - 1000.5;
+    case 4: {
+      static const char* kPieces[] = {"a", "\"", "\\", "/", "\n", "\t", "\x01", "é", "€", "😀",
+                                      "plain text", "base64+/="};
+      std::string s;
+      const int n = static_cast<int>(rng.Uniform(6));
+      for (int i = 0; i < n; ++i) s += kPieces[rng.Uniform(std::size(kPieces))];
+      return json::string(s);
+    }
+    case 5: {
+      json::array a;
+      const int n = static_cast<int>(rng.Uniform(4));
+      for (int i = 0; i < n; ++i) a.push_back(RandomValue(rng, depth + 1));
+      return a;
+    }
+    default: {
+      json::object o;
+      const int n = static_cast<int>(rng.Uniform(5));
+      for (int i = 0; i < n; ++i) {
+        o[fmt::format("k{}{}", rng.Uniform(6), rng.Uniform(2) ? "\\\"" : "")] =
+            RandomValue(rng, depth + 1);
+      }
+      return o;
+    }
+  }
+}
+
+TEST(JsonScanTest, AgreesWithBoostJsonOnRandomDocuments) {
+  Rng rng(11);
+  for (int iter = 0; iter < 2000; ++iter) {
+    json::object doc;
+    const int n = 1 + static_cast<int>(rng.Uniform(6));
+    for (int i = 0; i < n; ++i) doc[fmt::format("key{}", i)] = RandomValue(rng, 0);
+    doc["we\"ird/é"] = RandomValue(rng, 1);
+    const std::string text = json::serialize(doc);
+    for (const auto& kv : doc) {
+      auto raw = JsonMember(text, kv.key());
+      ASSERT_TRUE(raw) << text;
+      ASSERT_FALSE(raw->empty());
+      EXPECT_EQ(json::parse(*raw), kv.value()) << kv.key() << " in " << text;
+      if (kv.value().is_string()) {
+        auto sv = JsonStringValue(*raw);
+        ASSERT_TRUE(sv);
+        EXPECT_EQ(*sv, std::string(kv.value().get_string()));
+      }
+      if (kv.value().is_array()) {
+        const auto& arr = kv.value().get_array();
+        for (size_t i = 0; i <= arr.size(); ++i) {
+          auto el = JsonElement(*raw, i);
+          ASSERT_TRUE(el);
+          if (i < arr.size()) {
+            EXPECT_EQ(json::parse(*el), arr[i]);
+          } else {
+            EXPECT_TRUE(el->empty());
+          }
+        }
+      }
+    }
+    auto absent = JsonMember(text, "absent");
+    ASSERT_TRUE(absent);
+    EXPECT_TRUE(absent->empty());
+    auto len = JsonValueLength(text + "  trailing");
+    ASSERT_TRUE(len);
+    EXPECT_EQ(*len, text.size());
+    // Every strict prefix of a document is malformed.
+    const size_t cut = rng.Uniform(text.size());
+    EXPECT_FALSE(JsonValueLength(text.substr(0, cut))) << text.substr(0, cut);
+  }
+}
+
+TEST(JsonScanTest, RejectsMalformedInput) {
+  for (const char* bad : {"{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":tru}", "{a:1}",
+                          "{\"a\":\"\x01\"}", "{\"a\":\"\\x\"}", "{\"a\":01}", "{\"a\":-}",
+                          "{\"a\":[1 2]}", "{\"a\":\"\\u12\"}", "[1,2"}) {
+    EXPECT_FALSE(JsonMember(bad, "a")) << bad;
+  }
+  std::string deep(2000, '[');
+  EXPECT_FALSE(JsonValueLength(deep));
+}
+
+// ---- PD transforms --------------------------------------------------------------------------
+
+TEST(PdTest, ParsesClientRequests) {
+  auto r = ParseClientRequest(Endpoint::kCompletions,
+                              R"({"model":"m","prompt":"hello","stream":true,"max_tokens":4})");
+  ASSERT_TRUE(r);
+  EXPECT_TRUE(r->stream);
+  EXPECT_EQ(r->prompt_text, "hello");
+  r = ParseClientRequest(Endpoint::kCompletions, R"({"prompt":[1,2,3]})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->prompt_tokens, (std::vector<int32_t>{1, 2, 3}));
+  r = ParseClientRequest(Endpoint::kCompletions, R"({"prompt":[[4,5]]})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->prompt_tokens, (std::vector<int32_t>{4, 5}));
+  r = ParseClientRequest(Endpoint::kChat,
+                         R"({"messages":[{"role":"system","content":"be brief"},
+                             {"role":"user","content":[{"type":"text","text":"hi"}]}]})");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->prompt_text, "be brief\nhi\n");
+  for (const char* bad :
+       {"", "[]", "{\"prompt\":5}", "{}", "{\"prompt\":[\"a\",\"b\"]}", "{\"prompt\":[-1]}",
+        "{\"prompt\":\"x\",\"stream\":\"yes\"}", "{\"prompt\":\"x\",\"n\":0}",
+        "{\"prompt\":\"x\",\"max_tokens\":-3}", "{\"prompt\":[]}"}) {
+    EXPECT_FALSE(ParseClientRequest(Endpoint::kCompletions, bad)) << bad;
+  }
+  EXPECT_FALSE(ParseClientRequest(Endpoint::kChat, R"({"messages":[]})"));
+}
+
+TEST(PdTest, VllmLegBodies) {
+  auto r = ParseClientRequest(
+      Endpoint::kCompletions,
+      R"({"model":"m","prompt":"p","stream":true,"stream_options":{"include_usage":true},
+          "max_tokens":50,"min_tokens":10,"temperature":0.5})");
+  ASSERT_TRUE(r);
+  json::object p = json::parse(VllmPrefillBody(*r, 32)).as_object();
+  EXPECT_EQ(p.at("stream"), false);
+  EXPECT_EQ(p.at("max_tokens"), 1);
+  EXPECT_FALSE(p.contains("stream_options"));
+  EXPECT_FALSE(p.contains("min_tokens"));
+  EXPECT_EQ(p.at("return_token_ids"), true);
+  EXPECT_EQ(p.at("routed_experts_prompt_start"), 32);
+  EXPECT_EQ(p.at("temperature"), 0.5);
+  const auto& kv = p.at("kv_transfer_params").as_object();
+  EXPECT_EQ(kv.at("do_remote_decode"), true);
+  EXPECT_EQ(kv.at("do_remote_prefill"), false);
+  EXPECT_TRUE(kv.at("remote_engine_id").is_null());
+  json::object d = json::parse(VllmDecodeBody(*r, R"({"do_remote_prefill":true,"x":[1]})"))
+                       .as_object();
+  EXPECT_EQ(d.at("stream"), true);
+  EXPECT_EQ(d.at("max_tokens"), 50);
+  EXPECT_EQ(d.at("min_tokens"), 10);
+  EXPECT_EQ(d.at("kv_transfer_params").at("x").as_array().size(), 1u);
+  json::object sp = json::parse(SglangPrefillBody(*r, {"h", 9000, ~uint64_t{0}})).as_object();
+  EXPECT_EQ(sp.at("bootstrap_room").as_int64(), INT64_MAX);  // masked into [0, 2^63-1]
+  EXPECT_EQ(sp.at("return_routed_experts"), true);
+  json::object sd = json::parse(SglangDecodeBody(*r, {"h", 9000, 7})).as_object();
+  EXPECT_EQ(sd.at("bootstrap_host"), "h");
+  EXPECT_EQ(sd.at("stream"), true);
+}
+
+std::string PrefillBody(const std::string& field_json, const std::string& extra = "") {
+  return R"({"id":"x","choices":[{"index":0,"text":"t","finish_reason":"length",)" + field_json +
+         R"(,"prompt_token_ids":[5,6,7]}],"kv_transfer_params":{"do_remote_prefill":true,)"
+         R"("remote_block_ids":[1,2]})" +
+         extra + "}";
+}
+
+TEST(PdTest, PrefillResponsesInEveryEncodingGiveTheSameCounts) {
+  const ModelGeometry g = *FindModel("gpt-oss-20b");
+  Rng rng(3);
+  const int64_t T = 7;
+  const std::vector<int32_t> picks = testing::RandomPicks(g, T, rng);
+  const ExpertCounts want = MakePickTable(picks, g)->Counts();
+  const size_t n = picks.size();
+  // vLLM .npy uint8
+  std::vector<uint8_t> u8(picks.begin(), picks.end());
+  const int64_t shape[3] = {T, g.moe_layers, g.top_k};
+  const std::string npy = Base64Encode(MakeNpy('u', 1, shape, u8));
+  auto r = ParsePrefillResponse(PrefillBody("\"routed_experts\":\"" + npy + "\""), g, {});
+  ASSERT_TRUE(r) << r.error().ToString();
+  EXPECT_EQ(r->encoding, "vllm-npy");
+  EXPECT_EQ(r->picks->Counts(), want);
+  EXPECT_EQ(r->prompt_token_ids, (std::vector<int32_t>{5, 6, 7}));
+  EXPECT_EQ(json::parse(r->kv_transfer_params).at("remote_block_ids").as_array().size(), 2u);
+  // An encoder that escapes '/' still decodes.
+  std::string escaped;
+  for (char c : npy) escaped += c == '/' ? std::string("\\/") : std::string(1, c);
+  r = ParsePrefillResponse(PrefillBody("\"routed_experts\":\"" + escaped + "\""), g, {});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->picks->Counts(), want);
+  // vLLM nested lists
+  std::string list = "[";
+  for (int64_t t = 0; t < T; ++t) {
+    list += t ? ",[" : "[";
+    for (int l = 0; l < g.moe_layers; ++l) {
+      list += l ? ",[" : "[";
+      for (int j = 0; j < g.top_k; ++j) {
+        list += (j ? "," : "") + std::to_string(picks[(t * g.moe_layers + l) * g.top_k + j]);
+      }
+      list += "]";
+    }
+    list += "]";
+  }
+  list += "]";
+  r = ParsePrefillResponse(PrefillBody("\"routed_experts\":" + list), g, {});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->encoding, "vllm-list");
+  EXPECT_EQ(r->picks->Counts(), want);
+  // SGLang int32
+  std::vector<uint8_t> i32(n * 4);
+  std::memcpy(i32.data(), picks.data(), i32.size());
+  r = ParsePrefillResponse(
+      PrefillBody("\"sgl_ext\":{\"routed_experts\":\"" + Base64Encode(i32) + "\"}"), g, {});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->encoding, "sglang");
+  EXPECT_EQ(r->picks->Counts(), want);
+  // eldr_sig int16 counts
+  std::vector<int16_t> c16(want.data().begin(), want.data().end());
+  std::vector<uint8_t> b16(c16.size() * 2);
+  std::memcpy(b16.data(), c16.data(), b16.size());
+  r = ParsePrefillResponse(PrefillBody("\"eldr_sig\":\"" + Base64Encode(b16) + "\""), g, {});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->encoding, "eldr_sig");
+  EXPECT_EQ(*r->counts, want);
+  // No payload: not an error, no signal.
+  r = ParsePrefillResponse(PrefillBody("\"routed_experts\":null"), g, {});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->encoding, "");
+}
+
+TEST(PdTest, BadPrefillResponsesAreClearErrors) {
+  const ModelGeometry g = *FindModel("gpt-oss-20b");
+  for (const std::string& body :
+       {std::string("not json"), std::string("{\"choices\":5}"), std::string("{}"),
+        PrefillBody("\"routed_experts\":\"!!!\""), PrefillBody("\"routed_experts\":17"),
+        PrefillBody("\"routed_experts\":[[[99,1,2,3]]]"),
+        PrefillBody("\"sgl_ext\":{\"routed_experts\":\"AAAA\"}"),
+        PrefillBody("\"eldr_sig\":\"AAAA\""),
+        std::string(R"({"error":{"message":"engine overloaded","code":503}})")}) {
+    auto r = ParsePrefillResponse(body, g, {});
+    EXPECT_FALSE(r) << body;
+  }
+  auto r = ParsePrefillResponse(R"({"error":{"message":"engine overloaded"}})", g, {});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("engine overloaded"), std::string::npos);
+  // Payloads larger than the decode limit fail before decoding.
+  Rng rng(1);
+  const auto picks = testing::RandomPicks(g, 64, rng);
+  std::vector<uint8_t> u8(picks.begin(), picks.end());
+  const int64_t shape[3] = {64, g.moe_layers, g.top_k};
+  PayloadOptions small;
+  small.max_decoded_bytes = 1000;
+  r = ParsePrefillResponse(
+      PrefillBody("\"routed_experts\":\"" + Base64Encode(MakeNpy('u', 1, shape, u8)) + "\""), g,
+      small);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted);
+}
+
+TEST(PdTest, ErrorBodiesAreOpenAiShaped) {
+  json::object e = json::parse(OpenAiErrorBody(429, "slow \"down\"", ErrorTypeFor(429))).as_object();
+  EXPECT_EQ(e.at("error").at("message"), "slow \"down\"");
+  EXPECT_EQ(e.at("error").at("type"), "rate_limit_error");
+  EXPECT_EQ(e.at("error").at("code"), 429);
+  const std::string ev = SseErrorEvent(502, "gone", "upstream_error");
+  ASSERT_TRUE(ev.starts_with("data: ") && ev.ends_with("\n\n"));
+  EXPECT_EQ(json::parse(ev.substr(6)).at("error").at("code"), 502);
+}
+
+// ---- prefill ring, breaker ------------------------------------------------------------------
+
+std::vector<std::string> Names(int n) {
+  std::vector<std::string> v;
+  for (int i = 0; i < n; ++i) v.push_back(fmt::format("http://10.0.0.{}:8100", i));
+  return v;
+}
+
+TEST(PrefillRingTest, ConsistentAndMovesFewKeysWhenAWorkerJoins) {
+  const auto names = Names(8);
+  PrefillRing ring(names), ring9(Names(9));
+  std::vector<int64_t> zero(8, 0), zero9(9, 0);
+  Rng rng(5);
+  int moved = 0, to_new = 0;
+  std::vector<int> per(8, 0);
+  const int kKeys = 20000;
+  for (int i = 0; i < kKeys; ++i) {
+    const uint64_t key = rng.Next();
+    const int a = ring.Pick(key, zero, {}, {}, 1e9);
+    EXPECT_EQ(a, ring.Pick(key, zero, {}, {}, 1e9));
+    ++per[a];
+    const int b = ring9.Pick(key, zero9, {}, {}, 1e9);
+    if (a != b) {
+      ++moved;
+      to_new += b == 8;
+    }
+  }
+  EXPECT_EQ(moved, to_new);  // keys move only to the new worker
+  EXPECT_NEAR(static_cast<double>(moved) / kKeys, 1.0 / 9, 0.04);
+  for (int c : per) EXPECT_NEAR(static_cast<double>(c) / kKeys, 1.0 / 8, 0.05);
+}
+
+TEST(PrefillRingTest, RespectsTheLoadBoundAvailabilityAndExclusions) {
+  PrefillRing ring(Names(5));
+  Rng rng(9);
+  for (int iter = 0; iter < 5000; ++iter) {
+    std::vector<int64_t> loads(5);
+    std::vector<uint8_t> avail(5), excl(5);
+    for (int w = 0; w < 5; ++w) {
+      loads[w] = static_cast<int64_t>(rng.Uniform(20));
+      avail[w] = rng.Uniform(5) != 0;
+      excl[w] = rng.Uniform(6) == 0;
+    }
+    const double factor = 1.0 + rng.UniformDouble();
+    const int p = ring.Pick(rng.Next(), loads, avail, excl, factor);
+    int64_t total = 0;
+    int n = 0;
+    for (int w = 0; w < 5; ++w) {
+      if (avail[w] && !excl[w]) {
+        total += loads[w];
+        ++n;
+      }
+    }
+    if (n == 0) {
+      EXPECT_EQ(p, -1);
+      continue;
+    }
+    ASSERT_GE(p, 0);
+    EXPECT_TRUE(avail[p] && !excl[p]);
+    EXPECT_LE(loads[p] + 1, std::ceil(factor * (total + 1) / n));
+  }
+}
+
+TEST(CircuitBreakerTest, OpensAfterThresholdAndHalfOpensAfterTheWait) {
+  CircuitBreaker b(3, 1000);
+  b.OnFailure(0);
+  b.OnFailure(1);
+  EXPECT_EQ(b.State(2), CircuitState::kClosed);
+  b.OnFailure(2);
+  EXPECT_EQ(b.State(3), CircuitState::kOpen);
+  EXPECT_FALSE(b.Available(500));
+  EXPECT_EQ(b.State(1002), CircuitState::kHalfOpen);
+  EXPECT_TRUE(b.Available(1002));
+  b.OnFailure(1003);  // a failed probe reopens at once
+  EXPECT_EQ(b.State(1500), CircuitState::kOpen);
+  EXPECT_EQ(b.opened_count(), 2u);
+  b.OnSuccess();
+  EXPECT_EQ(b.State(1500), CircuitState::kClosed);
+  EXPECT_EQ(b.consecutive_failures(), 0);
+  b.OnFailure(1600);
+  EXPECT_EQ(b.State(1601), CircuitState::kClosed);  // counting starts over
+}
+
+// ---- metrics, memo --------------------------------------------------------------------------
+
+TEST(MetricsTest, HistogramRendersCumulativeBuckets) {
+  Histogram h({1, 2, 5});
+  for (double v : {0.5, 1.0, 1.5, 3.0, 7.0, 9.0}) h.Observe(v);
+  std::string out;
+  h.Render(&out, "x", "a=\"b\"");
+  EXPECT_NE(out.find("x_bucket{a=\"b\",le=\"1\"} 2\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("x_bucket{a=\"b\",le=\"2\"} 3\n"), std::string::npos);
+  EXPECT_NE(out.find("x_bucket{a=\"b\",le=\"5\"} 4\n"), std::string::npos);
+  EXPECT_NE(out.find("x_bucket{a=\"b\",le=\"+Inf\"} 6\n"), std::string::npos);
+  EXPECT_NE(out.find("x_sum{a=\"b\"} 22\n"), std::string::npos);
+  EXPECT_NE(out.find("x_count{a=\"b\"} 6\n"), std::string::npos);
+  EXPECT_NEAR(h.Quantile(0.5), 2 + 3.0 * (3 - 3) / 1, 1e-9);
+  EXPECT_EQ(LabelValue("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+}
+
+TEST(PrefixMemoTest, PredictsFromTheLongestSharedPrefixWithinBudget) {
+  ExpertCounts a(2, 4), b(2, 4);
+  a.at(0, 1) = 5;
+  b.at(1, 3) = 7;
+  const std::string sys(300, 's');
+  PrefixMemo memo(size_t{1} << 20);
+  EXPECT_FALSE(memo.Predict(sys + "question one"));
+  memo.Observe(sys + "question one", a);
+  auto p = memo.Predict(sys + "another question");  // shares the 256-byte prefix
+  ASSERT_TRUE(p);
+  EXPECT_EQ(*p, a);
+  EXPECT_FALSE(memo.Predict("short and new"));
+  memo.Observe(sys + "question two", b);
+  EXPECT_EQ(*memo.Predict(sys + "question one"), a);  // exact repeat beats the shared prefix
+  EXPECT_EQ(*memo.Predict(sys + "question three"), b);
+  PrefixMemo tiny(200);
+  for (int i = 0; i < 10; ++i) tiny.Observe(std::string(70, static_cast<char>('a' + i)), a);
+  EXPECT_LE(tiny.bytes(), 200u);
+}
+
+}  // namespace
+}  // namespace eldr::server
