@@ -2,7 +2,7 @@
 #   make run   install deps, build Release, run the main job on its embedded default
 #   make test  install deps, build, run every test
 JOBS ?= $(shell nproc)
-.PHONY: deps build run demo matrix test test-asan bench fuzz format clean
+.PHONY: deps build run demo matrix test test-asan bench perf-proxy e2e-tpot fuzz format clean
 
 deps:
 	./scripts/install-deps.sh
@@ -38,6 +38,16 @@ test-asan: deps
 
 bench: build
 	./build/release/bench/eldr_bench
+
+# Proxy overhead and throughput against nginx (docs/perf.md; installs nginx and wrk).
+perf-proxy: build
+	ELDR_PERF_DEPS=1 ./scripts/install-deps.sh
+	./scripts/perf_proxy.sh build/release/tools/eldr/eldr
+
+# ELDR vs the baselines through the real proxy and emulated engines, next to the simulator
+# (~4 min; docs/perf.md).
+e2e-tpot: build
+	./scripts/e2e_tpot.sh build/release/tools/eldr/eldr
 
 # libFuzzer (clang) on the outside-input parsers, FUZZ_SECONDS each, from the seed corpora.
 FUZZ_SECONDS ?= 60
