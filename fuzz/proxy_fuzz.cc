@@ -30,7 +30,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!ec) {
     auto len = JsonValueLength(text);
     size_t end = len ? *len : 0;
-    while (end < text.size() && std::string_view(" \t\r\n").find(text[end]) != std::string_view::npos) ++end;
+    while (end < text.size() &&
+           std::string_view(" \t\r\n").find(text[end]) != std::string_view::npos)
+      ++end;
     if (!len || end != text.size()) std::abort();
   }
   (void)JsonMember(text, "choices");

@@ -126,14 +126,18 @@ TEST(ConfigTest, WorkerUrls) {
 json::value RandomValue(Rng& rng, int depth) {
   const int kind = static_cast<int>(rng.Uniform(depth > 3 ? 5 : 7));
   switch (kind) {
-    case 0: return nullptr;
-    case 1: return rng.Uniform(2) == 1;
-    case 2: return static_cast<int64_t>(rng.Next() >> rng.Uniform(64)) * (rng.Uniform(2) ? 1 : -1);
+    case 0:
+      return nullptr;
+    case 1:
+      return rng.Uniform(2) == 1;
+    case 2:
+      return static_cast<int64_t>(rng.Next() >> rng.Uniform(64)) * (rng.Uniform(2) ? 1 : -1);
     // Dyadic values: boost::json 1.81 does not round-trip every double exactly.
-    case 3: return static_cast<double>(rng.Uniform(1 << 20)) / 4 - 1000.5;
+    case 3:
+      return static_cast<double>(rng.Uniform(1 << 20)) / 4 - 1000.5;
     case 4: {
-      static const char* kPieces[] = {"a", "\"", "\\", "/", "\n", "\t", "\x01", "é", "€", "😀",
-                                      "plain text", "base64+/="};
+      static const char* kPieces[] = {"a",    "\"", "\\", "/", "\n",         "\t",
+                                      "\x01", "é",  "€",  "😀", "plain text", "base64+/="};
       std::string s;
       const int n = static_cast<int>(rng.Uniform(6));
       for (int i = 0; i < n; ++i) s += kPieces[rng.Uniform(std::size(kPieces))];
@@ -256,8 +260,8 @@ TEST(PdTest, VllmLegBodies) {
   EXPECT_EQ(kv.at("do_remote_decode"), true);
   EXPECT_EQ(kv.at("do_remote_prefill"), false);
   EXPECT_TRUE(kv.at("remote_engine_id").is_null());
-  json::object d = json::parse(VllmDecodeBody(*r, R"({"do_remote_prefill":true,"x":[1]})"))
-                       .as_object();
+  json::object d =
+      json::parse(VllmDecodeBody(*r, R"({"do_remote_prefill":true,"x":[1]})")).as_object();
   EXPECT_EQ(d.at("stream"), true);
   EXPECT_EQ(d.at("max_tokens"), 50);
   EXPECT_EQ(d.at("min_tokens"), 10);
@@ -370,7 +374,8 @@ TEST(PdTest, BadPrefillResponsesAreClearErrors) {
 }
 
 TEST(PdTest, ErrorBodiesAreOpenAiShaped) {
-  json::object e = json::parse(OpenAiErrorBody(429, "slow \"down\"", ErrorTypeFor(429))).as_object();
+  json::object e =
+      json::parse(OpenAiErrorBody(429, "slow \"down\"", ErrorTypeFor(429))).as_object();
   EXPECT_EQ(e.at("error").at("message"), "slow \"down\"");
   EXPECT_EQ(e.at("error").at("type"), "rate_limit_error");
   EXPECT_EQ(e.at("error").at("code"), 429);

@@ -122,18 +122,18 @@ Status ErrorOf(const Result<T>& r) {
 
 // Returns the error of `expr` (a Status or a Result<T>) from the enclosing function, which may
 // return either.
-#define ELDR_RETURN_IF_ERROR(expr)                                                    \
-  do {                                                                                \
-    auto&& eldr_r_ = (expr);                                                          \
-    if (::eldr::internal::IsError(eldr_r_)) {                                         \
-      return ::eldr::Error{::eldr::internal::ErrorOf(eldr_r_)};                       \
-    }                                                                                 \
+#define ELDR_RETURN_IF_ERROR(expr)                              \
+  do {                                                          \
+    auto&& eldr_r_ = (expr);                                    \
+    if (::eldr::internal::IsError(eldr_r_)) {                   \
+      return ::eldr::Error{::eldr::internal::ErrorOf(eldr_r_)}; \
+    }                                                           \
   } while (0)
 
 // `ELDR_ASSIGN_OR_RETURN(auto x, Foo());` declares x from Foo()'s value or returns its error.
 #define ELDR_ASSIGN_OR_RETURN(lhs, expr) \
   ELDR_ASSIGN_OR_RETURN_IMPL_(ELDR_CONCAT_(eldr_tmp_, __LINE__), lhs, expr)
-#define ELDR_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)                        \
-  auto tmp = (expr);                                                       \
-  if (!tmp) return ::eldr::Error{std::move(tmp).error()};                 \
+#define ELDR_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr)       \
+  auto tmp = (expr);                                      \
+  if (!tmp) return ::eldr::Error{std::move(tmp).error()}; \
   lhs = std::move(*tmp)

@@ -162,8 +162,11 @@ class Runner {
     const std::string prompt = o_.prompts.empty()
                                    ? SyntheticPrompt(o_.seed, i, o_.prompt_words)
                                    : o_.prompts[static_cast<size_t>(i) % o_.prompts.size()];
-    json::object b{{"model", o_.model}, {"max_tokens", o_.max_tokens}, {"stream", o_.stream},
-                   {"ignore_eos", true}, {"temperature", 0}};
+    json::object b{{"model", o_.model},
+                   {"max_tokens", o_.max_tokens},
+                   {"stream", o_.stream},
+                   {"ignore_eos", true},
+                   {"temperature", 0}};
     if (!o_.extra_body.empty()) {
       const json::value extra = json::parse(o_.extra_body);
       for (const auto& kv : extra.as_object()) b[kv.key()] = kv.value();
@@ -183,7 +186,8 @@ class Runner {
     co_await Exchange(i, rec, start);
     const auto end = std::chrono::steady_clock::now();
     rec.e2e_ms = std::chrono::duration<double, std::milli>(end - start).count();
-    if (rec.ok && o_.stream && rec.tokens > 1) rec.tpot_ms = (rec.e2e_ms - rec.ttft_ms) / (rec.tokens - 1);
+    if (rec.ok && o_.stream && rec.tokens > 1)
+      rec.tpot_ms = (rec.e2e_ms - rec.ttft_ms) / (rec.tokens - 1);
     end_ = std::max(end_, end);
     ++done_;
     if (progress_) progress_(done_, o_.requests);
@@ -276,13 +280,14 @@ class Runner {
       json::value v = json::parse(all, ec);
       const json::value* u = ec || !v.is_object() ? nullptr : v.get_object().if_contains("usage");
       if (u && u->is_object()) {
-        if (const auto* ct = u->get_object().if_contains("completion_tokens"); ct && ct->is_int64()) {
+        if (const auto* ct = u->get_object().if_contains("completion_tokens");
+            ct && ct->is_int64()) {
           rec.tokens = ct->get_int64();
         }
       }
-      rec.ttft_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                              start)
-                        .count();
+      rec.ttft_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+              .count();
     }
     rec.ok = !error_event && (rec.tokens > 0 || !o_.stream);
     if (!rec.ok && rec.error.empty()) rec.error = "no tokens received";
@@ -335,8 +340,8 @@ std::string LoadReport::ToText() const {
                                 {"TPOT", &tpot_ms},
                                 {"ITL", &itl_ms},
                                 {"E2E", &e2e_ms}}) {
-    s += fmt::format("{:<10}{:>10.3f}{:>10.3f}{:>10.3f}{:>10.3f}\n", name, p->mean, p->p50,
-                     p->p90, p->p99);
+    s += fmt::format("{:<10}{:>10.3f}{:>10.3f}{:>10.3f}{:>10.3f}\n", name, p->mean, p->p50, p->p90,
+                     p->p99);
   }
   for (const auto& r : records) {
     if (!r.ok) {

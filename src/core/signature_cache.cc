@@ -182,8 +182,7 @@ Result<ExpertCounts> SignatureCache::Resolve(std::span<const uint64_t> hashes,
     if (Status s = out.Add(p.counts); !s.ok()) return tl::unexpected<Status>(s);
   } else {
     out = std::move(p.counts);
-    if (Status s =
-            picks.AccumulateRows(p.tokens - first_token, prompt_tokens - first_token, &out);
+    if (Status s = picks.AccumulateRows(p.tokens - first_token, prompt_tokens - first_token, &out);
         !s.ok()) {
       return tl::unexpected<Status>(s);
     }

@@ -122,17 +122,15 @@ class EmulatorImpl final : public Emulator {
     }
     requests_++;
     if (o_.fault == "error500") {
-      co_return co_await Write(s, 500,
-                               server::OpenAiErrorBody(500, "emulated engine failure",
-                                                       "server_error"));
+      co_return co_await Write(
+          s, 500, server::OpenAiErrorBody(500, "emulated engine failure", "server_error"));
     }
-    const auto ep = target == "/v1/completions" ? server::Endpoint::kCompletions
-                                                : server::Endpoint::kChat;
+    const auto ep =
+        target == "/v1/completions" ? server::Endpoint::kCompletions : server::Endpoint::kChat;
     auto parsed = server::ParseClientRequest(ep, req.body());
     if (!parsed) {
-      co_return co_await Write(s, 400,
-                               server::OpenAiErrorBody(400, parsed.error().message(),
-                                                       "invalid_request_error"));
+      co_return co_await Write(
+          s, 400, server::OpenAiErrorBody(400, parsed.error().message(), "invalid_request_error"));
     }
     const server::ClientRequest& r = *parsed;
     std::vector<int32_t> tokens =
@@ -144,7 +142,8 @@ class EmulatorImpl final : public Emulator {
       if (const auto* v = r.body.if_contains(k); v && v->is_int64()) max_tokens = v->get_int64();
     }
     const json::value* kv = r.body.if_contains("kv_transfer_params");
-    const bool remote_decode = kv && kv->is_object() && kv->get_object().contains("do_remote_decode") &&
+    const bool remote_decode = kv && kv->is_object() &&
+                               kv->get_object().contains("do_remote_decode") &&
                                kv->get_object().at("do_remote_decode") == true;
     const bool remote_prefill = kv && kv->is_object() &&
                                 kv->get_object().contains("do_remote_prefill") &&
@@ -171,8 +170,7 @@ class EmulatorImpl final : public Emulator {
     }
   }
 
-  std::string ExpertsPayload(std::span<const int32_t> tokens, int64_t start,
-                             json::object* choice) {
+  std::string ExpertsPayload(std::span<const int32_t> tokens, int64_t start, json::object* choice) {
     const ModelGeometry& g = m_->geometry();
     const int L = g.moe_layers, K = g.top_k;
     if (o_.fault == "malformed") return "!!! not base64 !!!";
@@ -272,9 +270,8 @@ class EmulatorImpl final : public Emulator {
     std::string payload;
     std::string field;
     if (f != "none") {
-      const bool want = o_.backend != "sglang" ||
-                        (r.body.contains("return_routed_experts") &&
-                         r.body.at("return_routed_experts") == true);
+      const bool want = o_.backend != "sglang" || (r.body.contains("return_routed_experts") &&
+                                                   r.body.at("return_routed_experts") == true);
       if (want) {
         payload = ExpertsPayload(tokens, f == "eldr_sig" ? 0 : start, &choice);
         field = f == "sglang" ? "sgl_ext" : f == "eldr_sig" ? "eldr_sig" : "routed_experts";
@@ -472,14 +469,17 @@ class EmulatorImpl final : public Emulator {
 }  // namespace
 
 Status EmulatorOptions::Validate() const {
-  if (role != "prefill" && role != "decode") return InvalidArgument("role must be prefill or decode");
-  if (backend != "vllm" && backend != "sglang") return InvalidArgument("backend must be vllm or sglang");
+  if (role != "prefill" && role != "decode")
+    return InvalidArgument("role must be prefill or decode");
+  if (backend != "vllm" && backend != "sglang")
+    return InvalidArgument("backend must be vllm or sglang");
   static const char* kFormats[] = {"auto", "vllm-npy", "vllm-list", "sglang", "eldr_sig", "none"};
   if (std::find(std::begin(kFormats), std::end(kFormats), experts_format) == std::end(kFormats)) {
     return InvalidArgument(
         "experts format must be auto, vllm-npy, vllm-list, sglang, eldr_sig or none");
   }
-  if (!(time_scale >= 0) || !std::isfinite(time_scale)) return InvalidArgument("time_scale must be >= 0");
+  if (!(time_scale >= 0) || !std::isfinite(time_scale))
+    return InvalidArgument("time_scale must be >= 0");
   if (max_batch < 1) return InvalidArgument("max_batch must be >= 1");
   if (default_max_tokens < 1) return InvalidArgument("default_max_tokens must be >= 1");
   if (!fault.empty() && fault != "malformed" && fault != "error500") {

@@ -69,7 +69,6 @@ class ConnectionPool {
   std::unordered_map<tcp::endpoint, std::vector<beast::tcp_stream>, Hash> idle_;
 };
 
-
 inline void SetNoDelay(beast::tcp_stream& s) {
   boost::system::error_code ec;
   s.socket().set_option(tcp::no_delay(true), ec);

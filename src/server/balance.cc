@@ -52,9 +52,12 @@ uint64_t PrefixHash(std::string_view text, size_t max_bytes) {
 
 std::string_view CircuitStateName(CircuitState s) {
   switch (s) {
-    case CircuitState::kClosed: return "closed";
-    case CircuitState::kOpen: return "open";
-    default: return "half_open";
+    case CircuitState::kClosed:
+      return "closed";
+    case CircuitState::kOpen:
+      return "open";
+    default:
+      return "half_open";
   }
 }
 

@@ -60,8 +60,8 @@ Status ServeOptions::Validate() const {
   for (const auto* list : {&prefill, &decode}) {
     for (const auto& w : *list) {
       ELDR_RETURN_IF_ERROR(w.Validate());
-      const std::string key = fmt::format("{}{}:{}/{}", list == &prefill ? "P" : "D", w.host,
-                                          w.port, w.dp_rank);
+      const std::string key =
+          fmt::format("{}{}:{}/{}", list == &prefill ? "P" : "D", w.host, w.port, w.dp_rank);
       if (!seen.insert(key).second) return InvalidArgument("worker '{}' listed twice", w.url);
     }
   }

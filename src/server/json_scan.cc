@@ -209,11 +209,21 @@ Result<std::string> JsonStringValue(std::string_view raw) {
     }
     c = raw[++p];
     switch (c) {
-      case 'b': out.push_back('\b'); break;
-      case 'f': out.push_back('\f'); break;
-      case 'n': out.push_back('\n'); break;
-      case 'r': out.push_back('\r'); break;
-      case 't': out.push_back('\t'); break;
+      case 'b':
+        out.push_back('\b');
+        break;
+      case 'f':
+        out.push_back('\f');
+        break;
+      case 'n':
+        out.push_back('\n');
+        break;
+      case 'r':
+        out.push_back('\r');
+        break;
+      case 't':
+        out.push_back('\t');
+        break;
       case 'u': {
         unsigned cp = std::stoul(std::string(raw.substr(p + 1, 4)), nullptr, 16);
         p += 4;
@@ -244,7 +254,8 @@ Result<std::string> JsonStringValue(std::string_view raw) {
         }
         break;
       }
-      default: out.push_back(c);  // " \ /
+      default:
+        out.push_back(c);  // " \ /
     }
   }
   return out;
@@ -261,7 +272,8 @@ Status JsonMembers(std::string_view object, std::span<const std::string_view> ke
   for (auto& v : values) v = {};
   Scanner sc{object};
   sc.pos = SkipWs(object, 0);
-  if (sc.pos >= object.size() || object[sc.pos] != '{') return InvalidArgument("expected an object");
+  if (sc.pos >= object.size() || object[sc.pos] != '{')
+    return InvalidArgument("expected an object");
   ++sc.pos;
   sc.pos = SkipWs(object, sc.pos);
   if (sc.pos < object.size() && object[sc.pos] == '}') return Status::Ok();

@@ -111,12 +111,9 @@ std::string VllmPrefillBody(const ClientRequest& req, int64_t routed_experts_sta
   o.erase("min_completion_tokens");
   o["return_token_ids"] = true;
   if (routed_experts_start > 0) o["routed_experts_prompt_start"] = routed_experts_start;
-  o["kv_transfer_params"] = json::object{{"do_remote_decode", true},
-                                         {"do_remote_prefill", false},
-                                         {"remote_engine_id", nullptr},
-                                         {"remote_block_ids", nullptr},
-                                         {"remote_host", nullptr},
-                                         {"remote_port", nullptr}};
+  o["kv_transfer_params"] = json::object{
+      {"do_remote_decode", true},    {"do_remote_prefill", false}, {"remote_engine_id", nullptr},
+      {"remote_block_ids", nullptr}, {"remote_host", nullptr},     {"remote_port", nullptr}};
   return Serialize(o);
 }
 
@@ -162,8 +159,7 @@ Result<std::vector<int32_t>> ParseTokenIds(std::string_view raw) {
   std::vector<int32_t> out;
   out.reserve(v.get_array().size());
   for (const auto& t : v.get_array()) {
-    if (!t.is_int64() || t.get_int64() < 0 ||
-        t.get_int64() > std::numeric_limits<int32_t>::max()) {
+    if (!t.is_int64() || t.get_int64() < 0 || t.get_int64() > std::numeric_limits<int32_t>::max()) {
       return InvalidArgument("prompt_token_ids holds a value that is not a token id");
     }
     out.push_back(static_cast<int32_t>(t.get_int64()));
@@ -269,15 +265,25 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
 
 std::string_view ErrorTypeFor(int status) {
   switch (status) {
-    case 400: return "invalid_request_error";
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    case 404: return "not_found_error";
-    case 413: return "request_too_large";
-    case 429: return "rate_limit_error";
-    case 503: return "service_unavailable";
-    case 502: case 504: return "upstream_error";
-    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    case 400:
+      return "invalid_request_error";
+    case 401:
+      return "authentication_error";
+    case 403:
+      return "permission_error";
+    case 404:
+      return "not_found_error";
+    case 413:
+      return "request_too_large";
+    case 429:
+      return "rate_limit_error";
+    case 503:
+      return "service_unavailable";
+    case 502:
+    case 504:
+      return "upstream_error";
+    default:
+      return status >= 500 ? "server_error" : "invalid_request_error";
   }
 }
 

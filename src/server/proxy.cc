@@ -26,9 +26,8 @@ using namespace eldr::net;  // NOLINT(google-build-using-namespace): Beast vocab
 using namespace boost::asio::experimental::awaitable_operators;  // NOLINT
 namespace json = boost::json;
 
-const std::vector<double> kLatencyBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                            0.1,    0.25,  0.5,    1,     2.5,   5,    10,
-                                            30,     60};
+const std::vector<double> kLatencyBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                            0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
 
 struct Worker {
   Worker(WorkerSpec s, tcp::endpoint e, std::string r, const ServeOptions& o)
@@ -140,8 +139,8 @@ class ProxyImpl final : public Proxy {
       if (!c) return c.error();
       cache_ = std::move(*c);
     }
-    const int threads = o_.threads > 0 ? o_.threads
-                                       : std::max(1u, std::thread::hardware_concurrency());
+    const int threads =
+        o_.threads > 0 ? o_.threads : std::max(1u, std::thread::hardware_concurrency());
     for (int i = 0; i < threads; ++i) {
       iocs_.push_back(std::make_unique<asio::io_context>(1));
       pools_.push_back(std::make_unique<ConnectionPool>());
@@ -369,9 +368,8 @@ class ProxyImpl final : public Proxy {
       client.expires_after(std::chrono::seconds(300));
       auto [ec, n] = co_await http::async_read(client, buf, parser, kTuple);
       if (ec == http::error::body_limit) {
-        co_await WriteJsonError(client, 413,
-                                fmt::format("request body exceeds {} bytes", o_.max_body_bytes),
-                                false);
+        co_await WriteJsonError(
+            client, 413, fmt::format("request body exceeds {} bytes", o_.max_body_bytes), false);
         break;
       }
       if (ec) break;
@@ -415,8 +413,7 @@ class ProxyImpl final : public Proxy {
     if (target == "/v1/completions" || target == "/v1/chat/completions") {
       if (method != http::verb::post) co_return co_await WriteJsonError(client, 405, "use POST");
       co_return co_await HandleCompletion(
-          client, buf, req,
-          target == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChat);
+          client, buf, req, target == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChat);
     }
     if (target == "/health") co_return co_await HandleHealth(client);
     if (target == "/metrics") {
@@ -424,8 +421,7 @@ class ProxyImpl final : public Proxy {
                                        "text/plain; version=0.0.4; charset=utf-8", true, false);
     }
     if (target == "/v1/models") {
-      json::object m{{"id", o_.model}, {"object", "model"}, {"owned_by", "eldr"},
-                     {"created", 0}};
+      json::object m{{"id", o_.model}, {"object", "model"}, {"owned_by", "eldr"}, {"created", 0}};
       json::object res{{"object", "list"}, {"data", json::array{m}}};
       co_return co_await WriteResponse(client, 200, json::serialize(res), "application/json", true,
                                        false);
@@ -458,8 +454,8 @@ class ProxyImpl final : public Proxy {
     if (active_.fetch_add(1) >= o_.max_in_flight) {
       active_.fetch_sub(1);
       co_return co_await WriteJsonError(
-          client, 429, fmt::format("too many requests in flight (max_in_flight={})",
-                                   o_.max_in_flight));
+          client, 429,
+          fmt::format("too many requests in flight (max_in_flight={})", o_.max_in_flight));
     }
     struct Guard {
       std::atomic<int64_t>& a;
@@ -492,8 +488,7 @@ class ProxyImpl final : public Proxy {
     co_return !ctx.client_gone && ctx.keep_alive;
   }
 
-  awaitable<void> WatchClient(beast::tcp_stream& client, beast::flat_buffer& buf,
-                              RequestCtx& ctx) {
+  awaitable<void> WatchClient(beast::tcp_stream& client, beast::flat_buffer& buf, RequestCtx& ctx) {
     co_await asio::this_coro::throw_if_cancelled(false);
     auto [ec, n] = co_await client.socket().async_read_some(buf.prepare(4096), kTuple);
     if (!ec && n > 0) buf.commit(n);  // a pipelined next request: keep it for the session
@@ -556,19 +551,18 @@ class ProxyImpl final : public Proxy {
       if (start >= static_cast<int64_t>(req.prompt_tokens.size())) start = 0;
     }
     const std::string pbody = VllmPrefillBody(req, start);
-    const uint64_t key = PrefixHash(req.prompt_text.empty()
-                                        ? std::string_view(
-                                              reinterpret_cast<const char*>(req.prompt_tokens.data()),
-                                              req.prompt_tokens.size() * sizeof(int32_t))
-                                        : std::string_view(req.prompt_text),
-                                    static_cast<size_t>(o_.prefix_bytes));
+    const uint64_t key =
+        PrefixHash(req.prompt_text.empty()
+                       ? std::string_view(reinterpret_cast<const char*>(req.prompt_tokens.data()),
+                                          req.prompt_tokens.size() * sizeof(int32_t))
+                       : std::string_view(req.prompt_text),
+                   static_cast<size_t>(o_.prefix_bytes));
     std::vector<uint8_t> excluded(s.prefill.size());
     std::optional<PrefillResult> pr;
     std::string last_error = "no prefill worker is available";
     for (int attempt = 0; attempt < o_.prefill_attempts && !pr; ++attempt) {
-      const int p =
-          s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), excluded,
-                       o_.prefill_load_factor);
+      const int p = s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), excluded,
+                                 o_.prefill_load_factor);
       if (p < 0) break;
       if (attempt > 0) prefill_retries_.fetch_add(1, std::memory_order_relaxed);
       Worker& w = *s.prefill[p];
@@ -580,9 +574,8 @@ class ProxyImpl final : public Proxy {
         w.errors.fetch_add(1, std::memory_order_relaxed);
         w.breaker.OnFailure(NowUs());
         excluded[p] = 1;
-        last_error = up.transport_ok
-                         ? fmt::format("prefill {} answered {}", w.spec.url, up.status)
-                         : fmt::format("prefill {} failed: {}", w.spec.url, up.error);
+        last_error = up.transport_ok ? fmt::format("prefill {} answered {}", w.spec.url, up.status)
+                                     : fmt::format("prefill {} failed: {}", w.spec.url, up.error);
         spdlog::warn("event=prefill_failed request_id={} worker={} error=\"{}\"", rid, w.spec.url,
                      last_error);
         continue;
@@ -667,8 +660,8 @@ class ProxyImpl final : public Proxy {
   }
 
   awaitable<void> ProxiedSglang(beast::tcp_stream& client, const ClientRequest& req,
-                                const std::string& rid, const std::string& path,
-                                const Snapshot& s, RequestCtx& ctx) {
+                                const std::string& rid, const std::string& path, const Snapshot& s,
+                                RequestCtx& ctx) {
     // Decode is fixed before prefill: predict the signature from earlier prompts' prefixes.
     std::optional<ExpertCounts> predicted = memo_.Predict(req.prompt_text);
     const Decision d = RouteDecode(s, predicted ? &*predicted : nullptr);
@@ -677,8 +670,8 @@ class ProxyImpl final : public Proxy {
       co_return;
     }
     const uint64_t key = PrefixHash(req.prompt_text, static_cast<size_t>(o_.prefix_bytes));
-    const int p = s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), {},
-                               o_.prefill_load_factor);
+    const int p =
+        s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), {}, o_.prefill_load_factor);
     if (p < 0) {
       co_await WriteJsonError(client, 503, "no prefill worker is available");
       co_return;
@@ -693,8 +686,8 @@ class ProxyImpl final : public Proxy {
     Ticket pt(s.prefill[p]);
     auto prefill = [&]() -> awaitable<void> {
       Worker& w = *s.prefill[p];
-      UpResult up = co_await Post(w, path, SglangPrefillBody(req, b), rid, o_.prefill_timeout_ms,
-                                  pctx);
+      UpResult up =
+          co_await Post(w, path, SglangPrefillBody(req, b), rid, o_.prefill_timeout_ms, pctx);
       pt.Release();
       if (ctx.client_gone) co_return;  // cancelled with the client, not the worker's fault
       if (!up.transport_ok || up.status >= 500) {
@@ -716,6 +709,25 @@ class ProxyImpl final : public Proxy {
                      ctx, true);
     };
     co_await (prefill() && decode());
+  }
+
+  // One read of a response body into `chunk`: the error and the bytes read.
+  awaitable<std::pair<boost::system::error_code, size_t>> ReadPiece(
+      beast::tcp_stream& conn, beast::flat_buffer& b,
+      http::response_parser<http::buffer_body>& parser, char* chunk, size_t size) {
+    parser.get().body().data = chunk;
+    parser.get().body().size = size;
+    conn.expires_after(std::chrono::milliseconds(o_.idle_timeout_ms));
+    auto [ec, n] = co_await http::async_read_some(conn, b, parser, kTuple);
+    if (ec == http::error::need_buffer) ec = {};
+    co_return std::make_pair(ec, size - parser.get().body().size);
+  }
+
+  // Returns a finished upstream connection to the pool when the worker keeps it alive.
+  void Recycle(Worker& w, beast::tcp_stream& conn, bool keep_alive) {
+    if (!keep_alive) return;
+    conn.expires_never();
+    Pool().Put(w.ep, std::move(conn));
   }
 
   // The upstream connection pool of the calling thread's io_context.
@@ -805,10 +817,7 @@ class ProxyImpl final : public Proxy {
         out.content_type = std::string(it->value());
       }
       out.body = std::move(res.body());
-      if (res.keep_alive()) {
-        conn->expires_never();
-        Pool().Put(w.ep, std::move(*conn));
-      }
+      Recycle(w, *conn, res.keep_alive());
       co_return out;
     }
     out.error = "connection closed by the worker";
@@ -864,9 +873,9 @@ class ProxyImpl final : public Proxy {
       spdlog::warn("event=decode_failed request_id={} worker={} error=\"{}\"", rid, w.spec.url,
                    ec.message());
       if (unreachable && !last_try) co_return RelayOutcome::kUnreachable;
-      co_await WriteJsonError(client, 502,
-                              fmt::format("decode worker {} failed before responding: {}",
-                                          w.spec.url, ec.message()));
+      co_await WriteJsonError(
+          client, 502,
+          fmt::format("decode worker {} failed before responding: {}", w.spec.url, ec.message()));
       co_return RelayOutcome::kDone;
     }
     const int status = parser.get().result_int();
@@ -878,25 +887,21 @@ class ProxyImpl final : public Proxy {
     if (!stream || status != 200) {
       std::string all;
       while (!parser.is_done()) {
-        parser.get().body().data = chunk;
-        parser.get().body().size = sizeof chunk;
-        conn->expires_after(std::chrono::milliseconds(o_.idle_timeout_ms));
-        auto [rec, rn] = co_await http::async_read_some(*conn, b, parser, kTuple);
-        if (rec == http::error::need_buffer) rec = {};
+        auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk);
         if (ctx.client_gone) co_return RelayOutcome::kDone;
         if (rec) {
           ec = rec;
           break;
         }
-        all.append(chunk, sizeof chunk - parser.get().body().size);
+        all.append(chunk, got);
       }
       ctx.upstream = nullptr;
       if (ec) {
         w.errors.fetch_add(1, std::memory_order_relaxed);
         w.breaker.OnFailure(NowUs());
-        co_await WriteJsonError(client, 502,
-                                fmt::format("decode worker {} failed mid-response: {}",
-                                            w.spec.url, ec.message()));
+        co_await WriteJsonError(
+            client, 502,
+            fmt::format("decode worker {} failed mid-response: {}", w.spec.url, ec.message()));
         co_return RelayOutcome::kDone;
       }
       if (status >= 500) {
@@ -905,10 +910,7 @@ class ProxyImpl final : public Proxy {
         w.breaker.OnSuccess();
       }
       w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
-      if (parser.get().keep_alive()) {
-        conn->expires_never();
-        Pool().Put(w.ep, std::move(*conn));
-      }
+      Recycle(w, *conn, parser.get().keep_alive());
       if (co_await WriteResponse(client, status, std::move(all), content_type)) {
         ctx.response_complete = true;
       }
@@ -923,13 +925,8 @@ class ProxyImpl final : public Proxy {
     bool head_sent = false;
     CountResponse(200);
     while (!parser.is_done()) {
-      parser.get().body().data = chunk;
-      parser.get().body().size = sizeof chunk;
-      conn->expires_after(std::chrono::milliseconds(o_.idle_timeout_ms));
-      auto [rec, rn] = co_await http::async_read_some(*conn, b, parser, kTuple);
-      if (rec == http::error::need_buffer) rec = {};
+      auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk);
       if (ctx.client_gone) co_return RelayOutcome::kDone;
-      const size_t got = sizeof chunk - parser.get().body().size;
       if (got > 0) {
         if (!head_sent) w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
         fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
@@ -966,10 +963,7 @@ class ProxyImpl final : public Proxy {
     ctx.upstream = nullptr;
     ctx.response_complete = true;
     w.breaker.OnSuccess();
-    if (parser.get().keep_alive()) {
-      conn->expires_never();
-      Pool().Put(w.ep, std::move(*conn));
-    }
+    Recycle(w, *conn, parser.get().keep_alive());
     co_return RelayOutcome::kDone;
   }
 
@@ -1027,8 +1021,7 @@ class ProxyImpl final : public Proxy {
   awaitable<bool> HandleAdmin(beast::tcp_stream& client, http::request<http::string_body>& req,
                               bool loopback) {
     if (o_.admin_token.empty()) {
-      co_return co_await AdminError(client, 404,
-                                        "the admin API is disabled (set admin_token)");
+      co_return co_await AdminError(client, 404, "the admin API is disabled (set admin_token)");
     }
     if (!loopback && !o_.admin_remote) {
       co_return co_await AdminError(
@@ -1046,7 +1039,8 @@ class ProxyImpl final : public Proxy {
       co_return co_await WriteResponse(client, 200, WorkersJson(), "application/json", true, false);
     }
     json::error_code ec;
-    json::value body = req.body().empty() ? json::value(json::object()) : json::parse(req.body(), ec);
+    json::value body =
+        req.body().empty() ? json::value(json::object()) : json::parse(req.body(), ec);
     if (ec || !body.is_object()) {
       co_return co_await AdminError(client, 400, "admin body must be a JSON object");
     }
@@ -1068,7 +1062,7 @@ class ProxyImpl final : public Proxy {
       co_return co_await AdminError(client, 404, fmt::format("no admin route {}", target));
     }
     if (!st.ok()) {
-      const int code = st.code() == StatusCode::kNotFound ? 404
+      const int code = st.code() == StatusCode::kNotFound             ? 404
                        : st.code() == StatusCode::kFailedPrecondition ? 409
                                                                       : 400;
       co_return co_await AdminError(client, code, st.message());
@@ -1101,7 +1095,8 @@ class ProxyImpl final : public Proxy {
   }
 
   Status AddWorker(const std::string& role, const std::string& url) {
-    if (role != "prefill" && role != "decode") return InvalidArgument("role must be prefill or decode");
+    if (role != "prefill" && role != "decode")
+      return InvalidArgument("role must be prefill or decode");
     ELDR_ASSIGN_OR_RETURN(WorkerSpec spec, ParseWorkerUrl(url));
     ELDR_ASSIGN_OR_RETURN(auto w, MakeWorker(spec, role));
     std::lock_guard admin(admin_mu_);
@@ -1125,8 +1120,8 @@ class ProxyImpl final : public Proxy {
     std::lock_guard admin(admin_mu_);
     auto s = std::make_shared<Snapshot>(*Snap());
     auto& list = role == "prefill" ? s->prefill : s->decode;
-    auto it = std::find_if(list.begin(), list.end(),
-                           [&](const auto& w) { return w->spec.url == url; });
+    auto it =
+        std::find_if(list.begin(), list.end(), [&](const auto& w) { return w->spec.url == url; });
     if (it == list.end()) return NotFound("no {} worker {}", role, url);
     if (list.size() == 1) return FailedPrecondition("cannot remove the last {} worker", role);
     list.erase(it);  // in-flight requests keep their shared_ptr and finish normally
@@ -1195,11 +1190,20 @@ class ProxyImpl final : public Proxy {
         for (const auto& w : *list) {
           double v = 0;
           switch (k) {
-            case 0: v = static_cast<double>(w->requests.load()); break;
-            case 1: v = static_cast<double>(w->errors.load()); break;
-            case 2: v = static_cast<double>(w->in_flight.load()); break;
-            case 3: v = w->Available(now) ? 1 : 0; break;
-            default: v = static_cast<double>(w->breaker.opened_count());
+            case 0:
+              v = static_cast<double>(w->requests.load());
+              break;
+            case 1:
+              v = static_cast<double>(w->errors.load());
+              break;
+            case 2:
+              v = static_cast<double>(w->in_flight.load());
+              break;
+            case 3:
+              v = w->Available(now) ? 1 : 0;
+              break;
+            default:
+              v = static_cast<double>(w->breaker.opened_count());
           }
           MetricSample(&out, defs[k].name, w->labels, v);
         }
@@ -1208,7 +1212,8 @@ class ProxyImpl final : public Proxy {
     MetricHeader(&out, "eldr_upstream_latency_seconds", "histogram",
                  "Prefill leg time; decode leg time to first body byte");
     for (const auto* list : {&s->prefill, &s->decode}) {
-      for (const auto& w : *list) w->latency.Render(&out, "eldr_upstream_latency_seconds", w->labels);
+      for (const auto& w : *list)
+        w->latency.Render(&out, "eldr_upstream_latency_seconds", w->labels);
     }
     MetricHeader(&out, "eldr_decision_latency_microseconds", "histogram",
                  "Decode routing decision (embed, score, band, pick)");

@@ -107,8 +107,8 @@ Status RunServe(const ServeArgs& a) {
 }
 
 void AddEmulateCommand(CLI::App& app, EmulateArgs& a) {
-  auto* c = app.add_subcommand(
-      "emulate", "Run an emulated vLLM/SGLang prefill or decode engine (no GPU)");
+  auto* c = app.add_subcommand("emulate",
+                               "Run an emulated vLLM/SGLang prefill or decode engine (no GPU)");
   a.cmd = c;
   c->add_option("--role", a.role, "prefill or decode")->capture_default_str();
   c->add_option("-m,--model", a.model, "Model geometry preset")->capture_default_str();
@@ -160,8 +160,10 @@ Status RunEmulate(const EmulateArgs& a) {
     fo.seed = a.seed;
     ELDR_ASSIGN_OR_RETURN(FitResult fit, Fit(wc.second.calib, g, fo));
     ELDR_RETURN_IF_ERROR(WriteFileAtomically(a.write_space, fit.space->ToJson()));
-    fmt::print(stderr, "eldr emulate: wrote a k={} signature space for {} ({} workload, seed {}) "
-               "to {}\n", a.decoders, g.display_name, a.workload, a.seed, a.write_space);
+    fmt::print(stderr,
+               "eldr emulate: wrote a k={} signature space for {} ({} workload, seed {}) "
+               "to {}\n",
+               a.decoders, g.display_name, a.workload, a.seed, a.write_space);
     return Status::Ok();
   }
   emu::EngineModelOptions mo;
@@ -227,16 +229,14 @@ Status RunBench(const BenchArgs& a) {
     o.prompts = std::move(*p);
   }
   Progress progress(!a.quiet);
-  ELDR_ASSIGN_OR_RETURN(bench::LoadReport r,
-                        bench::RunLoad(o, [&](int done, int total) {
+  ELDR_ASSIGN_OR_RETURN(bench::LoadReport r, bench::RunLoad(o, [&](int done, int total) {
                           if (done == total || done % std::max(1, total / 20) == 0) {
                             progress.Update("requests", static_cast<double>(done) / total);
                           }
                         }));
   fmt::print("{}", r.ToText());
   if (!a.json.empty()) ELDR_RETURN_IF_ERROR(WriteFileAtomically(a.json, r.ToJson()));
-  return r.ok > 0 ? Status::Ok()
-                  : Unavailable("no request succeeded ({} failed)", r.failed);
+  return r.ok > 0 ? Status::Ok() : Unavailable("no request succeeded ({} failed)", r.failed);
 }
 
 }  // namespace eldr::cli

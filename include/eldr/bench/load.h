@@ -29,11 +29,11 @@ struct LoadOptions {
   int requests = 200;                         // requests to send
   int max_tokens = 64;                        // per request (ignore_eos is set)
   bool stream = true;
-  int prompt_words = 300;                     // mean synthetic prompt length (log-normal)
-  std::vector<std::string> prompts;           // used round-robin when non-empty
+  int prompt_words = 300;            // mean synthetic prompt length (log-normal)
+  std::vector<std::string> prompts;  // used round-robin when non-empty
   uint64_t seed = 1;
-  int timeout_ms = 600000;                    // per request
-  std::string extra_body;                     // JSON object merged into every request body
+  int timeout_ms = 600000;  // per request
+  std::string extra_body;   // JSON object merged into every request body
   Status Validate() const;
 };
 

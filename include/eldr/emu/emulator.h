@@ -29,14 +29,14 @@ namespace eldr::emu {
 
 struct EmulatorOptions {
   std::string host = "127.0.0.1";
-  int port = 0;                        // 0 = any free port (printed, and in ready_file)
-  std::string role = "decode";         // prefill | decode
-  std::string backend = "vllm";        // vllm | sglang
+  int port = 0;                         // 0 = any free port (printed, and in ready_file)
+  std::string role = "decode";          // prefill | decode
+  std::string backend = "vllm";         // vllm | sglang
   std::string experts_format = "auto";  // auto | vllm-npy | vllm-list | sglang | eldr_sig | none
-  double time_scale = 1.0;             // multiplies every emulated duration; 0 = instant
-  int max_batch = 256;                 // decode sequences per step; more wait
-  int default_max_tokens = 16;         // when the request gives none
-  std::string fault;                   // "" | malformed | error500
+  double time_scale = 1.0;              // multiplies every emulated duration; 0 = instant
+  int max_batch = 256;                  // decode sequences per step; more wait
+  int default_max_tokens = 16;          // when the request gives none
+  std::string fault;                    // "" | malformed | error500
   std::string ready_file;
   Status Validate() const;
 };

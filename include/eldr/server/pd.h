@@ -37,8 +37,8 @@ struct ClientRequest {
   bool stream = false;
   int64_t n = 1;
   std::string model;
-  std::string prompt_text;              // prompt, or chat messages' text joined with '\n'
-  std::vector<int32_t> prompt_tokens;   // when the client sent token ids (completions)
+  std::string prompt_text;             // prompt, or chat messages' text joined with '\n'
+  std::vector<int32_t> prompt_tokens;  // when the client sent token ids (completions)
 };
 
 // InvalidArgument (-> 400) for a body that is not a JSON object, lacks the prompt/messages, or has
@@ -65,12 +65,12 @@ std::string SglangPrefillBody(const ClientRequest& req, const Bootstrap& b);
 std::string SglangDecodeBody(const ClientRequest& req, const Bootstrap& b);
 
 struct PrefillResult {
-  std::string kv_transfer_params;       // raw JSON object ("" if absent or null)
+  std::string kv_transfer_params;         // raw JSON object ("" if absent or null)
   std::vector<int32_t> prompt_token_ids;  // empty if the engine did not return them
-  std::optional<PickTable> picks;       // per-token picks (vLLM, SGLang encodings)
-  int64_t picks_first_token = 0;        // prompt token of picks row 0
-  std::optional<ExpertCounts> counts;   // eldr_sig encoding
-  std::string encoding;                 // "vllm-npy", "vllm-list", "sglang", "eldr_sig" or ""
+  std::optional<PickTable> picks;         // per-token picks (vLLM, SGLang encodings)
+  int64_t picks_first_token = 0;          // prompt token of picks row 0
+  std::optional<ExpertCounts> counts;     // eldr_sig encoding
+  std::string encoding;                   // "vllm-npy", "vllm-list", "sglang", "eldr_sig" or ""
   std::string finish_reason;
 };
 
