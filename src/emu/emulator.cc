@@ -150,8 +150,23 @@ class EmulatorImpl final : public Emulator {
                                 kv->get_object().at("do_remote_prefill") == true;
     const bool bootstrap = r.body.contains("bootstrap_room");
     const bool prefill_leg = remote_decode || (bootstrap && o_.role == "prefill");
-    if (prefill_leg) co_return co_await Prefill(s, r, tokens);
-    co_return co_await Decode(s, r, tokens, max_tokens, remote_prefill || bootstrap, bootstrap);
+    // vLLM names a request after its X-Request-Id; the NIXL handoff pairs the legs by it, so a
+    // decode leg whose id differs from the prefill's is refused, as a real pairing would fail.
+    std::string rid;
+    if (auto it = req.find("X-Request-Id"); it != req.end()) rid = std::string(it->value());
+    if (prefill_leg) co_return co_await Prefill(s, r, tokens, rid);
+    if (remote_prefill && !rid.empty()) {
+      const auto& kvo = kv->get_object();
+      if (const auto* rr = kvo.if_contains("remote_request_id");
+          rr && rr->is_string() && *rr != json::value("cmpl-" + rid)) {
+        co_return co_await Write(
+            s, 400,
+            server::OpenAiErrorBody(400, "X-Request-Id differs between prefill and decode legs",
+                                    "invalid_request_error"));
+      }
+    }
+    co_return co_await Decode(s, r, tokens, max_tokens, remote_prefill || bootstrap, bootstrap,
+                              rid);
   }
 
   // ---- prefill ---------------------------------------------------------------------------------
@@ -229,7 +244,7 @@ class EmulatorImpl final : public Emulator {
   }
 
   awaitable<bool> Prefill(beast::tcp_stream& s, const server::ClientRequest& r,
-                          const std::vector<int32_t>& tokens) {
+                          const std::vector<int32_t>& tokens, const std::string& rid) {
     prefills_++;
     co_await PrefillWait(static_cast<int64_t>(tokens.size()));
     int64_t start = 0;
@@ -243,7 +258,7 @@ class EmulatorImpl final : public Emulator {
     } else {
       choice["text"] = " tok0";
     }
-    json::object res{{"id", fmt::format("cmpl-{}", prefills_)},
+    json::object res{{"id", rid.empty() ? fmt::format("cmpl-{}", prefills_) : "cmpl-" + rid},
                      {"object", chat ? "chat.completion" : "text_completion"},
                      {"created", 0},
                      {"model", m_->geometry().name}};
@@ -361,7 +376,7 @@ class EmulatorImpl final : public Emulator {
 
   awaitable<bool> Decode(beast::tcp_stream& s, const server::ClientRequest& r,
                          const std::vector<int32_t>& tokens, int64_t max_tokens,
-                         bool kv_from_remote, bool rendezvous) {
+                         bool kv_from_remote, bool rendezvous, const std::string& rid) {
     decodes_++;
     const int64_t T = static_cast<int64_t>(tokens.size());
     if (kv_from_remote) {
@@ -381,7 +396,8 @@ class EmulatorImpl final : public Emulator {
     q->max_tokens = std::max<int64_t>(1, max_tokens);
     waiting_.push_back(q);
     wake_.cancel();
-    const std::string id = fmt::format("cmpl-{}-{}", engine_id_, decodes_);
+    const std::string id =
+        rid.empty() ? fmt::format("cmpl-{}-{}", engine_id_, decodes_) : "cmpl-" + rid;
     int64_t sent = 0;
     if (!r.stream) {
       while (!q->done) {

@@ -662,8 +662,17 @@ class ProxyImpl final : public Proxy {
   awaitable<void> ProxiedSglang(beast::tcp_stream& client, const ClientRequest& req,
                                 const std::string& rid, const std::string& path, const Snapshot& s,
                                 RequestCtx& ctx) {
-    // Decode is fixed before prefill: predict the signature from earlier prompts' prefixes.
-    std::optional<ExpertCounts> predicted = memo_.Predict(req.prompt_text);
+    // Decode is fixed before prefill: predict the signature from what is known of the prompt's
+    // prefix — the signature cache's longest cached prefix when the client sent token ids, else
+    // the text-prefix memo.
+    std::optional<ExpertCounts> predicted;
+    std::vector<uint64_t> hashes;
+    if (!req.prompt_tokens.empty()) {
+      hashes = ChainedBlockHashes(req.prompt_tokens, o_.cache.block_size);
+      SignatureCache::Prefix known = cache_->Lookup(hashes);
+      if (known.tokens > 0) predicted = std::move(known.counts);
+    }
+    if (!predicted) predicted = memo_.Predict(req.prompt_text);
     const Decision d = RouteDecode(s, predicted ? &*predicted : nullptr);
     if (d.decoder < 0) {
       co_await WriteJsonError(client, 503, "no decode worker is available");
@@ -701,7 +710,10 @@ class ProxyImpl final : public Proxy {
         malformed_.fetch_add(1, std::memory_order_relaxed);
         co_return;
       }
-      if (parsed->picks) memo_.Observe(req.prompt_text, parsed->picks->Counts());
+      if (parsed->picks) {
+        memo_.Observe(req.prompt_text, parsed->picks->Counts());
+        if (!hashes.empty()) (void)cache_->Insert(hashes, *parsed->picks, 0);
+      }
       if (parsed->counts) memo_.Observe(req.prompt_text, *parsed->counts);
     };
     auto decode = [&]() -> awaitable<void> {

@@ -238,6 +238,17 @@ def main():
     check(m["eldr_policy_fallbacks_total"] == 0, "eldr used its signal (no fallback)")
     check(m["eldr_band_size_count"] == 48, "band sizes recorded")
 
+    print("X-Request-Id is kept across both legs")
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("POST", "/v1/completions", body=json.dumps({"model": "m", "prompt": "rid test",
+                                                          "max_tokens": 2}),
+              headers={"Content-Type": "application/json", "X-Request-Id": "rid-42"})
+    r = c.getresponse()
+    j = json.loads(r.read())
+    c.close()
+    check(r.status == 200 and j["id"] == "cmpl-rid-42",
+          "the decode engine saw the client's id and the prefill's transfer params matched it")
+
     print("bad input")
     st, body = request(port, "POST", "/v1/completions", b"{not json")
     check(st == 400 and b"invalid_request_error" in body, "malformed JSON -> 400 OpenAI error")
@@ -266,6 +277,30 @@ def main():
     auth = {"Authorization": "Bearer s3cret"}
     st, body = request(port, "GET", "/admin/workers", headers=auth)
     check(st == 200 and len(json.loads(body)["workers"]) == 6, "admin lists 6 workers")
+
+    print("admin: drain, remove and add a decode worker")
+    d0 = f"http://127.0.0.1:{dp[0]}"
+    st, _ = request(port, "POST", "/admin/drain", {"role": "decode", "url": d0}, headers=auth)
+    check(st == 200, "drain accepted")
+    before = metrics(port)[f'eldr_worker_requests_total{{role="decode",worker="{d0}"}}']
+    for i in range(8):
+        request(port, "POST", "/v1/completions", {"model": "m", "prompt": f"drained {i}",
+                                                  "max_tokens": 1})
+    after = metrics(port)[f'eldr_worker_requests_total{{role="decode",worker="{d0}"}}']
+    check(after == before, "a draining decoder gets no new requests")
+    request(port, "POST", "/admin/drain", {"role": "decode", "url": d0, "drain": False},
+            headers=auth)
+    st, body = request(port, "DELETE", "/admin/workers", {"role": "decode", "url": d0},
+                       headers=auth)
+    check(st == 200 and len(json.loads(body)["workers"]) == 5 and
+          "degraded" in json.loads(body)["policy"],
+          "remove: 5 workers left, eldr degrades to jsq (space k != decoders)")
+    st, body = request(port, "POST", "/admin/workers", {"role": "decode", "url": d0}, headers=auth)
+    check(st == 200 and len(json.loads(body)["workers"]) == 6, "add: back to 6 workers")
+    st, body = request(port, "POST", "/admin/workers", {"role": "decode", "url": d0}, headers=auth)
+    check(st == 409, "adding a worker twice -> 409")
+    st, body = request(port, "POST", "/admin/reload", {}, headers=auth)
+    check(st == 200 and json.loads(body)["policy"] == "eldr", "reload restores eldr")
 
     print("hot reload while streams are in flight")
     streams = [Stream(port, 40, f"reload {i} gamma") for i in range(4)]
