@@ -27,7 +27,7 @@ struct Seq {
 class EmulatorImpl final : public Emulator {
  public:
   EmulatorImpl(EmulatorOptions o, std::shared_ptr<const EngineModel> m)
-      : o_(std::move(o)), m_(std::move(m)), acceptor_(ioc_), wake_(ioc_), prefill_gate_(ioc_) {}
+      : o_(std::move(o)), m_(std::move(m)), acceptor_(ioc_), wake_(ioc_) {}
 
   Status Init() {
     ELDR_RETURN_IF_ERROR(o_.Validate());
@@ -185,7 +185,7 @@ class EmulatorImpl final : public Emulator {
     }
   }
 
-  std::string ExpertsPayload(std::span<const int32_t> tokens, int64_t start, json::object* choice) {
+  std::string ExpertsPayload(std::span<const int32_t> tokens, int64_t start) {
     const ModelGeometry& g = m_->geometry();
     const int L = g.moe_layers, K = g.top_k;
     if (o_.fault == "malformed") return "!!! not base64 !!!";
@@ -239,7 +239,6 @@ class EmulatorImpl final : public Emulator {
       out += ']';
     }
     out += ']';
-    (void)choice;
     return out;
   }
 
@@ -288,7 +287,7 @@ class EmulatorImpl final : public Emulator {
       const bool want = o_.backend != "sglang" || (r.body.contains("return_routed_experts") &&
                                                    r.body.at("return_routed_experts") == true);
       if (want) {
-        payload = ExpertsPayload(tokens, f == "eldr_sig" ? 0 : start, &choice);
+        payload = ExpertsPayload(tokens, f == "eldr_sig" ? 0 : start);
         field = f == "sglang" ? "sgl_ext" : f == "eldr_sig" ? "eldr_sig" : "routed_experts";
         choice[field] = "@@PAYLOAD@@";
       }
@@ -472,7 +471,6 @@ class EmulatorImpl final : public Emulator {
   asio::io_context ioc_{1};
   tcp::acceptor acceptor_;
   asio::steady_timer wake_;
-  asio::steady_timer prefill_gate_;
   int port_ = 0;
   std::string engine_id_;
   int64_t prefill_free_us_ = 0;
