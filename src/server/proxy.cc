@@ -366,7 +366,21 @@ class ProxyImpl final : public Proxy {
       http::request_parser<http::string_body> parser;
       parser.body_limit(static_cast<uint64_t>(o_.max_body_bytes));
       client.expires_after(std::chrono::seconds(300));
-      auto [ec, n] = co_await http::async_read(client, buf, parser, kTuple);
+      auto [hec, hn] = co_await http::async_read_header(client, buf, parser, kTuple);
+      boost::system::error_code ec = hec;
+      if (!ec) {
+        // curl and others wait up to a second for "100 Continue" before sending a large body.
+        const auto expect = parser.get()[http::field::expect];
+        if (beast::iequals(expect, "100-continue")) {
+          static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+          auto [cec, cn] = co_await asio::async_write(client, asio::buffer(kContinue), kTuple);
+          ec = cec;
+        }
+      }
+      if (!ec) {
+        auto [rec, rn] = co_await http::async_read(client, buf, parser, kTuple);
+        ec = rec;
+      }
       if (ec == http::error::body_limit) {
         co_await WriteJsonError(
             client, 413, fmt::format("request body exceeds {} bytes", o_.max_body_bytes), false);

@@ -266,6 +266,21 @@ def main():
             resp += d
     check(resp.startswith(b"HTTP/1.1 413") and b"request_too_large" in resp,
           "oversized body -> 413 OpenAI error, connection closed")
+    body = json.dumps({"model": "m", "prompt": "expect " * 400, "max_tokens": 2}).encode()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sk:
+        sk.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Expect: 100-continue\r\nConnection: close\r\n"
+                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        first = sk.recv(64)
+        sk.sendall(body)
+        resp = b""
+        while True:
+            d = sk.recv(65536)
+            if not d:
+                break
+            resp += d
+    check(first.startswith(b"HTTP/1.1 100 Continue") and b"HTTP/1.1 200" in resp,
+          "Expect: 100-continue is answered before the body is sent")
     st, _ = request(port, "GET", "/nope")
     check(st == 404, "unknown path -> 404")
 
