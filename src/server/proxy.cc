@@ -948,13 +948,16 @@ class ProxyImpl final : public Proxy {
         "HTTP/1.1 200 OK\r\nServer: eldr\r\nContent-Type: {}\r\nCache-Control: no-cache\r\n"
         "Transfer-Encoding: chunked\r\n{}\r\n",
         content_type, stopping_ ? "Connection: close\r\n" : "");
-    bool head_sent = false;
+    bool first_byte = false;
     CountResponse(200);
     while (!parser.is_done()) {
       auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk);
       if (ctx.client_gone) co_return RelayOutcome::kDone;
       if (got > 0) {
-        if (!head_sent) w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+        if (!first_byte) {
+          w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+          first_byte = true;
+        }
         fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
         out.append(chunk, got);
         out += "\r\n";
@@ -976,14 +979,14 @@ class ProxyImpl final : public Proxy {
         co_return RelayOutcome::kDone;
       }
       if (parser.is_done()) out += "0\r\n\r\n";
-      if (out.empty()) continue;
+      // A read may yield only framing (a chunk-size line): nothing to send, not even the head.
+      if (got == 0 && !parser.is_done()) continue;
       auto [cec, cn] = co_await asio::async_write(client, asio::buffer(out), kTuple);
       if (cec) {
         ctx.client_gone = true;
         ctx.CancelUpstream();
         co_return RelayOutcome::kDone;
       }
-      head_sent = true;
       out.clear();
     }
     ctx.upstream = nullptr;

@@ -234,6 +234,11 @@ def main():
               if k.startswith("eldr_worker_requests_total{role=\"prefill\""))
     check(dec == 48 and pre == 48, f"one prefill and one decode leg per request ({pre}, {dec})")
     check(m['eldr_responses_total{code="200"}'] == 48, "48 responses counted as 200")
+    lat = {role: sum(v for k, v in m.items()
+                     if k.startswith(f'eldr_upstream_latency_seconds_count{{role="{role}"'))
+           for role in ("prefill", "decode")}
+    check(lat["prefill"] == 48 and lat["decode"] == 48,
+          f"upstream latency observed once per leg ({lat})")
     check(m["eldr_decision_latency_microseconds_count"] == 48, "48 routing decisions timed")
     check(m["eldr_policy_fallbacks_total"] == 0, "eldr used its signal (no fallback)")
     check(m["eldr_band_size_count"] == 48, "band sizes recorded")
