@@ -41,9 +41,25 @@ echo "== decode leg direct (streaming, 2 tokens)"
 "${REST_CPU[@]}" "$ELDR" bench -u "http://127.0.0.1:$D" "${B[@]}" --max-tokens 2 --json "$OUT/direct_decode.json"
 echo "== through eldr serve (both legs, streaming, 2 tokens)"
 "${REST_CPU[@]}" "$ELDR" bench -u "http://127.0.0.1:$X" "${B[@]}" --max-tokens 2 --json "$OUT/proxy.json"
+curl -s "http://127.0.0.1:$X/metrics" > "$OUT/proxy_metrics.txt"
 /usr/bin/python3 - "$OUT" <<'PY'
 import json, sys
 o = sys.argv[1]
+m = {}
+for line in open(f"{o}/proxy_metrics.txt"):
+    if line.startswith("#") or not line.strip():
+        continue
+    k, v = line.rsplit(" ", 1)
+    m[k] = float(v)
+def leg_mean(role):
+    s = sum(v for k, v in m.items() if k.startswith(f'eldr_upstream_latency_seconds_sum{{role="{role}"'))
+    c = sum(v for k, v in m.items() if k.startswith(f'eldr_upstream_latency_seconds_count{{role="{role}"'))
+    return 1000 * s / c
+x = json.load(open(f"{o}/proxy.json"))
+pl, dl = leg_mean("prefill"), leg_mean("decode")
+print(f"means: client TTFT {x['ttft_ms']['mean']:.3f} ms = legs timed inside the proxy "
+      f"(prefill {pl:.3f} + decode first byte {dl:.3f}) + the proxy's own share "
+      f"{x['ttft_ms']['mean'] - pl - dl:.3f} ms")
 p = json.load(open(f"{o}/direct_prefill.json"))
 d = json.load(open(f"{o}/direct_decode.json"))
 x = json.load(open(f"{o}/proxy.json"))
