@@ -72,6 +72,23 @@ def request(port, method, path, body=None, headers=None, timeout=60):
     return r.status, out
 
 
+def raw_exchange(port, head, then=None):
+    """Sends raw bytes; with `then`, reads a first answer before sending it. Reads to EOF."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sk:
+        sk.sendall(head)
+        first = b""
+        if then is not None:
+            first = sk.recv(64)
+            sk.sendall(then)
+        resp = b""
+        while True:
+            d = sk.recv(65536)
+            if not d:
+                break
+            resp += d
+    return first, resp
+
+
 def metrics(port):
     st, body = request(port, "GET", "/metrics")
     out = {}
@@ -260,30 +277,16 @@ def main():
     st, body = request(port, "POST", "/v1/completions", {"model": "m"})
     check(st == 400 and b"prompt" in body, "missing prompt -> 400")
     # The limit applies on the declared length, before the body is read.
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sk:
-        sk.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                   b"\r\nContent-Length: 2000000\r\n\r\n{\"prompt\": \"" + b"x" * 1000)
-        resp = b""
-        while True:
-            d = sk.recv(65536)
-            if not d:
-                break
-            resp += d
+    _, resp = raw_exchange(port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                           b"application/json\r\nContent-Length: 2000000\r\n\r\n{\"prompt\": \"" +
+                           b"x" * 1000)
     check(resp.startswith(b"HTTP/1.1 413") and b"request_too_large" in resp,
           "oversized body -> 413 OpenAI error, connection closed")
     body = json.dumps({"model": "m", "prompt": "expect " * 400, "max_tokens": 2}).encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sk:
-        sk.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                   b"Expect: 100-continue\r\nConnection: close\r\n"
-                   b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
-        first = sk.recv(64)
-        sk.sendall(body)
-        resp = b""
-        while True:
-            d = sk.recv(65536)
-            if not d:
-                break
-            resp += d
+    first, resp = raw_exchange(
+        port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: " +
+        str(len(body)).encode() + b"\r\n\r\n", then=body)
     check(first.startswith(b"HTTP/1.1 100 Continue") and b"HTTP/1.1 200" in resp,
           "Expect: 100-continue is answered before the body is sent")
     st, _ = request(port, "GET", "/nope")
