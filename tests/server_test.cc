@@ -266,6 +266,12 @@ TEST(PdTest, VllmLegBodies) {
   EXPECT_EQ(d.at("max_tokens"), 50);
   EXPECT_EQ(d.at("min_tokens"), 10);
   EXPECT_EQ(d.at("kv_transfer_params").at("x").as_array().size(), 1u);
+  EXPECT_EQ(d.at("prompt"), "p");
+  const int32_t ids[] = {7, 8, 9};
+  json::object d2 = json::parse(VllmDecodeBody(*r, "", ids)).as_object();
+  EXPECT_EQ(d2.at("prompt").as_array().size(), 3u);
+  EXPECT_EQ(d2.at("prompt").as_array()[2], 9);
+  EXPECT_FALSE(d2.contains("kv_transfer_params"));
   json::object sp = json::parse(SglangPrefillBody(*r, {"h", 9000, ~uint64_t{0}})).as_object();
   EXPECT_EQ(sp.at("bootstrap_room").as_int64(), INT64_MAX);  // masked into [0, 2^63-1]
   EXPECT_EQ(sp.at("return_routed_experts"), true);

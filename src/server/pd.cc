@@ -117,8 +117,15 @@ std::string VllmPrefillBody(const ClientRequest& req, int64_t routed_experts_sta
   return Serialize(o);
 }
 
-std::string VllmDecodeBody(const ClientRequest& req, std::string_view kv_transfer_params) {
+std::string VllmDecodeBody(const ClientRequest& req, std::string_view kv_transfer_params,
+                           std::span<const int32_t> prompt_token_ids) {
   json::object o = req.body;
+  if (!prompt_token_ids.empty() && req.endpoint == Endpoint::kCompletions) {
+    json::array ids;
+    ids.reserve(prompt_token_ids.size());
+    for (int32_t t : prompt_token_ids) ids.push_back(t);
+    o["prompt"] = std::move(ids);
+  }
   if (!kv_transfer_params.empty()) {
     json::error_code ec;
     json::value kv = json::parse(kv_transfer_params, ec);

@@ -641,18 +641,8 @@ class ProxyImpl final : public Proxy {
       if (!resolved) counts = pr->picks->Counts();
       cp = &counts;
     }
-    // Completions: the decode leg reuses the prompt's token ids, so it never re-tokenizes.
-    std::string dbody;
-    if (req.endpoint == Endpoint::kCompletions && !pr->prompt_token_ids.empty()) {
-      ClientRequest copy = req;
-      json::array ids;
-      ids.reserve(pr->prompt_token_ids.size());
-      for (int32_t t : pr->prompt_token_ids) ids.push_back(t);
-      copy.body["prompt"] = std::move(ids);
-      dbody = VllmDecodeBody(copy, pr->kv_transfer_params);
-    } else {
-      dbody = VllmDecodeBody(req, pr->kv_transfer_params);
-    }
+    // The decode leg reuses the prompt's token ids (completions), so it never re-tokenizes.
+    const std::string dbody = VllmDecodeBody(req, pr->kv_transfer_params, pr->prompt_token_ids);
     // A decode worker that cannot be reached before it saw the request is skipped for another
     // (the prefill's KV stays pullable by any decoder); after that, no retry.
     std::vector<uint8_t> excluded_d(s.decode.size());

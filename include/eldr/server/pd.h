@@ -18,6 +18,7 @@
 #include <boost/json/object.hpp>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -51,8 +52,11 @@ Result<ClientRequest> ParseClientRequest(Endpoint endpoint, std::string_view bod
 // `routed_experts_start` > 0 asks the engine to omit rows of a prefix the router already knows
 // (routed_experts_prompt_start).
 std::string VllmPrefillBody(const ClientRequest& req, int64_t routed_experts_start = 0);
-// vLLM NIXL decode leg: the client's body plus the prefill's kv_transfer_params (raw JSON).
-std::string VllmDecodeBody(const ClientRequest& req, std::string_view kv_transfer_params);
+// vLLM NIXL decode leg: the client's body plus the prefill's kv_transfer_params (raw JSON). With
+// `prompt_token_ids` (completions only) the prompt is replaced by them, so that the decode engine
+// does not tokenize it again.
+std::string VllmDecodeBody(const ClientRequest& req, std::string_view kv_transfer_params,
+                           std::span<const int32_t> prompt_token_ids = {});
 
 struct Bootstrap {
   std::string host;
