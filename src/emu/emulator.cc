@@ -251,12 +251,7 @@ class EmulatorImpl final : public Emulator {
       start = std::clamp<int64_t>(v->get_int64(), 0, static_cast<int64_t>(tokens.size()));
     }
     const bool chat = r.endpoint == server::Endpoint::kChat;
-    json::object choice{{"index", 0}, {"finish_reason", "length"}, {"logprobs", nullptr}};
-    if (chat) {
-      choice["message"] = json::object{{"role", "assistant"}, {"content", " tok0"}};
-    } else {
-      choice["text"] = " tok0";
-    }
+    json::object choice = Choice(chat, false, " tok0", true);
     json::object res{{"id", rid.empty() ? fmt::format("cmpl-{}", prefills_) : "cmpl-" + rid},
                      {"object", chat ? "chat.completion" : "text_completion"},
                      {"created", 0},
@@ -354,17 +349,25 @@ class EmulatorImpl final : public Emulator {
     }
   }
 
+  // choices[0] of an answer (`stream` false: the whole text) or of a stream event, in the
+  // completions or the chat shape.
+  static json::object Choice(bool chat, bool stream, std::string_view text, bool last) {
+    json::object c{{"index", 0}, {"logprobs", nullptr}};
+    if (!chat) {
+      c["text"] = text;
+    } else if (stream) {
+      c["delta"] = json::object{{"content", text}};
+    } else {
+      c["message"] = json::object{{"role", "assistant"}, {"content", text}};
+    }
+    c["finish_reason"] = last ? json::value("length") : json::value(nullptr);
+    return c;
+  }
+
   std::string Event(const server::ClientRequest& r, const std::string& id, int64_t i,
                     bool last) const {
     const bool chat = r.endpoint == server::Endpoint::kChat;
-    json::object c{{"index", 0}, {"logprobs", nullptr}};
-    const std::string text = fmt::format(" tok{}", i);
-    if (chat) {
-      c["delta"] = json::object{{"content", text}};
-    } else {
-      c["text"] = text;
-    }
-    c["finish_reason"] = last ? json::value("length") : json::value(nullptr);
+    json::object c = Choice(chat, true, fmt::format(" tok{}", i), last);
     json::object e{{"id", id},
                    {"object", chat ? "chat.completion.chunk" : "text_completion"},
                    {"created", 0},
@@ -406,12 +409,7 @@ class EmulatorImpl final : public Emulator {
       const bool chat = r.endpoint == server::Endpoint::kChat;
       std::string text;
       for (int64_t i = 0; i < q->generated; ++i) text += fmt::format(" tok{}", i);
-      json::object c{{"index", 0}, {"finish_reason", "length"}, {"logprobs", nullptr}};
-      if (chat) {
-        c["message"] = json::object{{"role", "assistant"}, {"content", text}};
-      } else {
-        c["text"] = text;
-      }
+      json::object c = Choice(chat, false, text, true);
       json::object res{{"id", id},
                        {"object", chat ? "chat.completion" : "text_completion"},
                        {"created", 0},

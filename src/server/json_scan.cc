@@ -24,6 +24,15 @@ size_t FindControl(const char* p, size_t n) {
   return n;
 }
 
+// Four hex digits already validated by the scanner.
+unsigned Hex4(std::string_view h) {
+  unsigned v = 0;
+  for (char c : h.substr(0, 4)) {
+    v = v * 16 + static_cast<unsigned>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+  }
+  return v;
+}
+
 bool IsWs(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 size_t SkipWs(std::string_view s, size_t i) {
@@ -225,12 +234,12 @@ Result<std::string> JsonStringValue(std::string_view raw) {
         out.push_back('\t');
         break;
       case 'u': {
-        unsigned cp = std::stoul(std::string(raw.substr(p + 1, 4)), nullptr, 16);
+        unsigned cp = Hex4(raw.substr(p + 1, 4));
         p += 4;
         // Surrogate pairs are combined when both halves are present; a lone half becomes U+FFFD.
         if (cp >= 0xD800 && cp <= 0xDBFF && p + 6 < sc.pos && raw[p + 1] == '\\' &&
             raw[p + 2] == 'u') {
-          unsigned lo = std::stoul(std::string(raw.substr(p + 3, 4)), nullptr, 16);
+          unsigned lo = Hex4(raw.substr(p + 3, 4));
           if (lo >= 0xDC00 && lo <= 0xDFFF) {
             cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             p += 6;

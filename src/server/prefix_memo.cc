@@ -4,6 +4,11 @@
 
 namespace eldr::server {
 
+namespace {
+// Accounted bytes of one entry: the counts plus list and index overhead.
+size_t EntryBytes(const ExpertCounts& c) { return c.data().size() * sizeof(uint32_t) + 64; }
+}  // namespace
+
 PrefixMemo::PrefixMemo(size_t budget_bytes, std::vector<size_t> lengths)
     : budget_(budget_bytes), lengths_(std::move(lengths)) {}
 
@@ -18,7 +23,7 @@ std::vector<uint64_t> PrefixMemo::Keys(std::string_view text) const {
 }
 
 void PrefixMemo::Observe(std::string_view text, const ExpertCounts& counts) {
-  const size_t cost = counts.data().size() * sizeof(uint32_t) + 64;
+  const size_t cost = EntryBytes(counts);
   if (cost > budget_) return;
   std::lock_guard lock(mu_);
   for (uint64_t k : Keys(text)) {
@@ -32,7 +37,7 @@ void PrefixMemo::Observe(std::string_view text, const ExpertCounts& counts) {
     bytes_ += cost;
     while (bytes_ > budget_ && !lru_.empty()) {
       index_.erase(lru_.back().first);
-      bytes_ -= lru_.back().second.data().size() * sizeof(uint32_t) + 64;
+      bytes_ -= EntryBytes(lru_.back().second);
       lru_.pop_back();
     }
   }

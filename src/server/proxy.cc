@@ -90,7 +90,6 @@ struct RequestCtx {
   bool client_gone = false;
   bool finished = false;
   bool response_complete = false;  // the client has its whole answer (background legs may run)
-  bool keep_alive = true;
   std::optional<asio::steady_timer> done;  // set while a pipelined request waits for this one
   void CancelUpstream() {
     if (upstream) {
@@ -499,7 +498,7 @@ class ProxyImpl final : public Proxy {
       CountResponse(499);
       spdlog::debug("event=client_disconnect request_id={}", rid);
     }
-    co_return !ctx.client_gone && ctx.keep_alive;
+    co_return !ctx.client_gone;
   }
 
   awaitable<void> WatchClient(beast::tcp_stream& client, beast::flat_buffer& buf, RequestCtx& ctx) {
