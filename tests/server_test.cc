@@ -39,6 +39,7 @@ tau: 0.25
 cache: {block_size: 32, chunk_blocks: 4, memory_mb: 64}
 max_in_flight: 10
 admin_token: t
+busy_poll_us: 50
 )";
   auto y = ParseServeConfig(yaml);
   ASSERT_TRUE(y) << y.error().ToString();
@@ -54,6 +55,7 @@ admin_token: t
   EXPECT_EQ(y->cache.block_size, 32);
   EXPECT_EQ(y->cache.memory_budget_bytes, size_t{64} << 20);
   EXPECT_DOUBLE_EQ(y->tau, 0.25);
+  EXPECT_EQ(y->busy_poll_us, 50);
   EXPECT_TRUE(y->Validate().ok()) << y->Validate().ToString();
 
   const char* js = R"({"listen":"0.0.0.0:9000","backend":"sglang","model":"gpt-oss-20b",
@@ -101,6 +103,10 @@ TEST(ConfigTest, ValidateCatchesUnservableSetups) {
   o.decode.push_back(o.decode[0]);
   EXPECT_NE(o.Validate().message().find("twice"), std::string::npos);
   o.decode.pop_back();
+  o.busy_poll_us = -1;
+  EXPECT_NE(o.Validate().message().find("busy_poll_us"), std::string::npos);
+  o.busy_poll_us = 200;
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate().ToString();
   o.prefill_load_factor = 0.5;
   EXPECT_FALSE(o.Validate().ok());
 }
@@ -388,6 +394,54 @@ TEST(PdTest, ErrorBodiesAreOpenAiShaped) {
   const std::string ev = SseErrorEvent(502, "gone", "upstream_error");
   ASSERT_TRUE(ev.starts_with("data: ") && ev.ends_with("\n\n"));
   EXPECT_EQ(json::parse(ev.substr(6)).at("error").at("code"), 502);
+}
+
+// Splits an HTTP/1.1 head into its start line and header fields; fails the test on bad framing.
+std::pair<std::string, std::map<std::string, std::string>> SplitHead(const std::string& head) {
+  std::map<std::string, std::string> fields;
+  EXPECT_TRUE(head.ends_with("\r\n\r\n")) << head;
+  size_t at = head.find("\r\n");
+  const std::string start = head.substr(0, at);
+  at += 2;
+  while (at < head.size()) {
+    const size_t end = head.find("\r\n", at);
+    if (end == at) break;
+    const std::string line = head.substr(at, end - at);
+    const size_t colon = line.find(": ");
+    EXPECT_NE(colon, std::string::npos) << line;
+    EXPECT_TRUE(fields.emplace(line.substr(0, colon), line.substr(colon + 2)).second) << line;
+    at = end + 2;
+  }
+  EXPECT_EQ(at + 2, head.size()) << "bytes after the blank line";
+  return {start, fields};
+}
+
+TEST(PdTest, MessageHeadsAreWellFramed) {
+  auto [start, f] = SplitHead(UpstreamPostHead("/v1/completions", "10.0.0.7", 8100, "r-1", -1, 42));
+  EXPECT_EQ(start, "POST /v1/completions HTTP/1.1");
+  EXPECT_EQ(f.at("Host"), "10.0.0.7:8100");
+  EXPECT_EQ(f.at("Content-Length"), "42");
+  EXPECT_EQ(f.at("Content-Type"), "application/json");
+  EXPECT_EQ(f.at("X-Request-Id"), "r-1");
+  EXPECT_FALSE(f.contains("X-data-parallel-rank"));
+  EXPECT_FALSE(f.contains("Connection"));  // HTTP/1.1 keeps the connection by default
+  auto [start2, f2] = SplitHead(UpstreamPostHead("/v1/chat/completions", "h", 1, "x", 3, 0));
+  EXPECT_EQ(start2, "POST /v1/chat/completions HTTP/1.1");
+  EXPECT_EQ(f2.at("X-data-parallel-rank"), "3");
+  EXPECT_EQ(f2.at("Content-Length"), "0");
+
+  auto [rs, rf] = SplitHead(ResponseHead(502, "application/json", 17, true));
+  EXPECT_EQ(rs, "HTTP/1.1 502 Bad Gateway");
+  EXPECT_EQ(rf.at("Content-Length"), "17");
+  EXPECT_EQ(rf.at("Content-Type"), "application/json");
+  EXPECT_FALSE(rf.contains("Connection"));
+  auto [rs2, rf2] = SplitHead(ResponseHead(422, "text/plain", 0, false));
+  EXPECT_EQ(rs2, "HTTP/1.1 422 Unprocessable Entity");
+  EXPECT_EQ(rf2.at("Connection"), "close");
+  EXPECT_EQ(ReasonPhrase(299), "Unknown");
+  for (int s : {200, 400, 401, 403, 404, 405, 409, 413, 429, 500, 502, 503, 504}) {
+    EXPECT_NE(ReasonPhrase(s), "Unknown") << s;
+  }
 }
 
 // ---- prefill ring, breaker ------------------------------------------------------------------

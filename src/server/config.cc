@@ -54,6 +54,9 @@ Status ServeOptions::Validate() const {
   if (host.empty()) return InvalidArgument("listen host is empty");
   if (port < 0 || port > 65535) return InvalidArgument("listen port {} out of range", port);
   if (threads < 0 || threads > 256) return InvalidArgument("threads must be in [0, 256]");
+  if (busy_poll_us < 0 || busy_poll_us > 1000000) {
+    return InvalidArgument("busy_poll_us must be in [0, 1000000]");
+  }
   if (prefill.empty()) return InvalidArgument("no prefill workers configured");
   if (decode.empty()) return InvalidArgument("no decode workers configured");
   std::set<std::string> seen;
@@ -162,6 +165,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "host") return Get(v, k, &o->host);
   if (k == "port") return num(&o->port);
   if (k == "threads") return num(&o->threads);
+  if (k == "busy_poll_us") return num(&o->busy_poll_us);
   if (k == "backend") {
     std::string s;
     ELDR_RETURN_IF_ERROR(Get(v, k, &s));

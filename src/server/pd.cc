@@ -294,6 +294,78 @@ std::string_view ErrorTypeFor(int status) {
   }
 }
 
+std::string UpstreamPostHead(std::string_view path, std::string_view host, int port,
+                             std::string_view request_id, int dp_rank, size_t content_length) {
+  std::string h;
+  h.reserve(160 + path.size() + host.size() + request_id.size());
+  fmt::format_to(std::back_inserter(h),
+                 "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n"
+                 "X-Request-Id: {}\r\n",
+                 path, host, port, request_id);
+  if (dp_rank >= 0) fmt::format_to(std::back_inserter(h), "X-data-parallel-rank: {}\r\n", dp_rank);
+  fmt::format_to(std::back_inserter(h), "Content-Length: {}\r\n\r\n", content_length);
+  return h;
+}
+
+std::string_view ReasonPhrase(int status) {
+  switch (status) {
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Entity";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Unknown";
+  }
+}
+
+std::string ResponseHead(int status, std::string_view content_type, size_t content_length,
+                         bool keep_alive) {
+  std::string h;
+  h.reserve(128 + content_type.size());
+  fmt::format_to(std::back_inserter(h),
+                 "HTTP/1.1 {} {}\r\nServer: eldr\r\nContent-Type: {}\r\nContent-Length: {}\r\n"
+                 "{}\r\n",
+                 status, ReasonPhrase(status), content_type, content_length,
+                 keep_alive ? "" : "Connection: close\r\n");
+  return h;
+}
+
 std::string OpenAiErrorBody(int status, std::string_view message, std::string_view type) {
   json::object e{{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}};
   return json::serialize(json::object{{"error", std::move(e)}});

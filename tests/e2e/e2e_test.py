@@ -440,12 +440,17 @@ def main():
     check(wait_idle(sgport), "SGLang flow: in-flight zero")
 
     print("concurrency limit")
-    _, port3 = proxy("proxy3", pp[1:], dp[1:], "--policy", "jsq", "--max-in-flight", "1")
+    # This proxy also runs the busy-polling event loop.
+    proc3, port3 = proxy("proxy3", pp[1:], dp[1:], "--policy", "jsq", "--max-in-flight", "1",
+                         "--busy-poll-us", "200")
     s = Stream(port3, 300, "holding the only slot")
     s.read_events(1)
     st, body = request(port3, "POST", "/v1/completions", {"model": "m", "prompt": "a"})
     check(st == 429 and b"rate_limit_error" in body, "over max_in_flight -> 429")
     s.close()
+    check(wait_idle(port3), "busy-polling proxy: in-flight zero after the stream")
+    proc3.send_signal(signal.SIGTERM)
+    check(proc3.wait(timeout=20) == 0, "the busy-polling proxy exits 0 on SIGTERM")
 
     print("graceful shutdown drains in-flight requests")
     s = Stream(port, 60, "draining")

@@ -96,7 +96,7 @@ struct ServeArgs {
   std::string config, listen, backend, model, prefill, decode, policy, space, admin_token,
       log_level, ready_file;
   double tau = -1;
-  int threads = -1, max_in_flight = 0, health_interval_ms = -1;
+  int threads = -1, max_in_flight = 0, health_interval_ms = -1, busy_poll_us = -1;
   int64_t max_body_bytes = 0;
   CLI::App* cmd = nullptr;
 };

@@ -45,6 +45,8 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("--tau", a.tau, "ELDR locality band");
   c->add_option("-s,--space", a.space, "Signature-space file (from `eldr fit`)");
   c->add_option("--threads", a.threads, "I/O threads (0: all cores)");
+  c->add_option("--busy-poll-us", a.busy_poll_us,
+                "Poll without sleeping this long after each event (0: off)");
   c->add_option("--admin-token", a.admin_token, "Enables the admin API with this bearer token");
   c->add_option("--max-in-flight", a.max_in_flight, "Proxied requests at once (429 beyond)");
   c->add_option("--max-body-bytes", a.max_body_bytes, "Largest request body (413 beyond)");
@@ -91,6 +93,7 @@ Status RunServe(const ServeArgs& a) {
   if (a.tau >= 0) o.tau = a.tau;
   if (!a.space.empty()) o.space = a.space;
   if (a.threads >= 0) o.threads = a.threads;
+  if (a.busy_poll_us >= 0) o.busy_poll_us = a.busy_poll_us;
   if (!a.admin_token.empty()) o.admin_token = a.admin_token;
   if (a.max_in_flight > 0) o.max_in_flight = a.max_in_flight;
   if (a.max_body_bytes > 0) o.max_body_bytes = a.max_body_bytes;

@@ -48,6 +48,10 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int port = 8000;  // 0 = pick a free port (reported on stdout and in ready_file)
   int threads = 0;  // I/O threads; 0 = hardware concurrency
+  // After its last event, an I/O thread polls its sockets without sleeping for this long before
+  // it blocks: lower latency where waking a sleeping thread is slow (virtual machines), at the
+  // cost of a busy core. 0 = always block (the default).
+  int busy_poll_us = 0;
   Backend backend = Backend::kVllm;
   std::string model = "qwen3-30b-a3b";  // geometry preset, also the advertised model id
   std::vector<WorkerSpec> prefill, decode;

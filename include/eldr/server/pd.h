@@ -95,4 +95,22 @@ std::string SseErrorEvent(int status, std::string_view message, std::string_view
 // The OpenAI error type for an HTTP status (400 invalid_request_error, 429 rate_limit_error, ...).
 std::string_view ErrorTypeFor(int status);
 
+// ---- HTTP/1.1 message heads ------------------------------------------------------------------
+// The proxy writes its messages as one head plus the body, gathered into one send, instead of
+// through a generic serializer. Every argument must already be a valid header value (no CR or
+// LF): paths and hosts come from the configuration, request ids from a parsed request header.
+
+// "POST path HTTP/1.1" with Host, Content-Type: application/json, X-Request-Id, the data-parallel
+// rank header when dp_rank >= 0, and Content-Length; keep-alive (HTTP/1.1's default).
+std::string UpstreamPostHead(std::string_view path, std::string_view host, int port,
+                             std::string_view request_id, int dp_rank, size_t content_length);
+
+// "HTTP/1.1 status reason" with Server: eldr, Content-Type and Content-Length, and
+// "Connection: close" when !keep_alive.
+std::string ResponseHead(int status, std::string_view content_type, size_t content_length,
+                         bool keep_alive);
+
+// The reason phrase of a status ("Bad Gateway"); "Unknown" for statuses it does not list.
+std::string_view ReasonPhrase(int status);
+
 }  // namespace eldr::server
