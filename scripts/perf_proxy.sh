@@ -100,8 +100,13 @@ http {
   }
 }
 NGX
-  "${PROXY_CPU[@]}" nginx -c "$OUT/nginx.conf" -g 'daemon off;' & pids+=($!)
+  "${PROXY_CPU[@]}" nginx -c "$OUT/nginx.conf" -g 'daemon off;' 2>"$OUT/nginx_start.log" & pids+=($!)
   sleep 0.5
+  if ! kill -0 "${pids[3]}" 2>/dev/null; then
+    echo "nginx did not start (another one on ports $NGINX_PORT/$NGINX_PD_PORT?):" >&2
+    cat "$OUT/nginx_start.log" >&2
+    exit 1
+  fi
 fi
 
 B=(--rate "$RATE" --requests "$N" --prompts "$OUT/prompt.txt" --quiet)
