@@ -429,6 +429,8 @@ TEST(PdTest, MessageHeadsAreWellFramed) {
   EXPECT_EQ(start2, "POST /v1/chat/completions HTTP/1.1");
   EXPECT_EQ(f2.at("X-data-parallel-rank"), "3");
   EXPECT_EQ(f2.at("Content-Length"), "0");
+  EXPECT_EQ(SplitHead(UpstreamPostHead("/", "::1", 8000, "x", -1, 0)).second.at("Host"),
+            "[::1]:8000");
 
   auto [rs, rf] = SplitHead(ResponseHead(502, "application/json", 17, true));
   EXPECT_EQ(rs, "HTTP/1.1 502 Bad Gateway");

@@ -294,14 +294,19 @@ std::string_view ErrorTypeFor(int status) {
   }
 }
 
+std::string HostHeaderValue(std::string_view host, int port) {
+  return host.find(':') == std::string_view::npos ? fmt::format("{}:{}", host, port)
+                                                  : fmt::format("[{}]:{}", host, port);
+}
+
 std::string UpstreamPostHead(std::string_view path, std::string_view host, int port,
                              std::string_view request_id, int dp_rank, size_t content_length) {
   std::string h;
   h.reserve(160 + path.size() + host.size() + request_id.size());
   fmt::format_to(std::back_inserter(h),
-                 "POST {} HTTP/1.1\r\nHost: {}:{}\r\nContent-Type: application/json\r\n"
+                 "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n"
                  "X-Request-Id: {}\r\n",
-                 path, host, port, request_id);
+                 path, HostHeaderValue(host, port), request_id);
   if (dp_rank >= 0) fmt::format_to(std::back_inserter(h), "X-data-parallel-rank: {}\r\n", dp_rank);
   fmt::format_to(std::back_inserter(h), "Content-Length: {}\r\n\r\n", content_length);
   return h;

@@ -1031,7 +1031,7 @@ class ProxyImpl final : public Proxy {
     auto [ec] = co_await s.async_connect(w.ep, kTuple);
     if (ec) co_return false;
     http::request<http::empty_body> r{http::verb::get, "/health", 11};
-    r.set(http::field::host, fmt::format("{}:{}", w.spec.host, w.spec.port));
+    r.set(http::field::host, HostHeaderValue(w.spec.host, w.spec.port));
     r.keep_alive(false);
     auto [wec, wn] = co_await http::async_write(s, r, kTuple);
     if (wec) co_return false;

@@ -100,6 +100,9 @@ std::string_view ErrorTypeFor(int status);
 // through a generic serializer. Every argument must already be a valid header value (no CR or
 // LF): paths and hosts come from the configuration, request ids from a parsed request header.
 
+// The value of a Host header for host:port; an IPv6 literal is bracketed ("[::1]:8000").
+std::string HostHeaderValue(std::string_view host, int port);
+
 // "POST path HTTP/1.1" with Host, Content-Type: application/json, X-Request-Id, the data-parallel
 // rank header when dp_rank >= 0, and Content-Length; keep-alive (HTTP/1.1's default).
 std::string UpstreamPostHead(std::string_view path, std::string_view host, int port,
