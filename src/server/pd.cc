@@ -1,5 +1,6 @@
 #include "eldr/server/pd.h"
 
+#include <boost/beast/http/status.hpp>
 #include <boost/json.hpp>
 #include <limits>
 
@@ -313,50 +314,9 @@ std::string UpstreamPostHead(std::string_view path, std::string_view host, int p
 }
 
 std::string_view ReasonPhrase(int status) {
-  switch (status) {
-    case 200:
-      return "OK";
-    case 201:
-      return "Created";
-    case 202:
-      return "Accepted";
-    case 204:
-      return "No Content";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 408:
-      return "Request Timeout";
-    case 409:
-      return "Conflict";
-    case 413:
-      return "Payload Too Large";
-    case 415:
-      return "Unsupported Media Type";
-    case 422:
-      return "Unprocessable Entity";
-    case 429:
-      return "Too Many Requests";
-    case 500:
-      return "Internal Server Error";
-    case 501:
-      return "Not Implemented";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    default:
-      return "Unknown";
-  }
+  const auto s = boost::beast::http::int_to_status(static_cast<unsigned>(status));
+  return s == boost::beast::http::status::unknown ? "Unknown"
+                                                  : boost::beast::http::obsolete_reason(s);
 }
 
 std::string ResponseHead(int status, std::string_view content_type, size_t content_length,
