@@ -387,11 +387,11 @@ TEST(PdTest, BadPrefillResponsesAreClearErrors) {
 
 TEST(PdTest, ErrorBodiesAreOpenAiShaped) {
   json::object e =
-      json::parse(OpenAiErrorBody(429, "slow \"down\"", ErrorTypeFor(429))).as_object();
+      json::parse(net::OpenAiErrorBody(429, "slow \"down\"", net::ErrorTypeFor(429))).as_object();
   EXPECT_EQ(e.at("error").at("message"), "slow \"down\"");
   EXPECT_EQ(e.at("error").at("type"), "rate_limit_error");
   EXPECT_EQ(e.at("error").at("code"), 429);
-  const std::string ev = SseErrorEvent(502, "gone", "upstream_error");
+  const std::string ev = net::SseErrorEvent(502, "gone", "upstream_error");
   ASSERT_TRUE(ev.starts_with("data: ") && ev.ends_with("\n\n"));
   EXPECT_EQ(json::parse(ev.substr(6)).at("error").at("code"), 502);
 }
@@ -432,17 +432,17 @@ TEST(PdTest, MessageHeadsAreWellFramed) {
   EXPECT_EQ(SplitHead(UpstreamPostHead("/", "::1", 8000, "x", -1, 0)).second.at("Host"),
             "[::1]:8000");
 
-  auto [rs, rf] = SplitHead(ResponseHead(502, "application/json", 17, true));
+  auto [rs, rf] = SplitHead(net::ResponseHead(502, "application/json", 17, true));
   EXPECT_EQ(rs, "HTTP/1.1 502 Bad Gateway");
   EXPECT_EQ(rf.at("Content-Length"), "17");
   EXPECT_EQ(rf.at("Content-Type"), "application/json");
   EXPECT_FALSE(rf.contains("Connection"));
-  auto [rs2, rf2] = SplitHead(ResponseHead(422, "text/plain", 0, false));
+  auto [rs2, rf2] = SplitHead(net::ResponseHead(422, "text/plain", 0, false));
   EXPECT_EQ(rs2, "HTTP/1.1 422 Unprocessable Entity");
   EXPECT_EQ(rf2.at("Connection"), "close");
-  EXPECT_EQ(ReasonPhrase(299), "Unknown");
+  EXPECT_EQ(net::ReasonPhrase(299), "Unknown");
   for (int s : {200, 400, 401, 403, 404, 405, 409, 413, 429, 500, 502, 503, 504}) {
-    EXPECT_NE(ReasonPhrase(s), "Unknown") << s;
+    EXPECT_NE(net::ReasonPhrase(s), "Unknown") << s;
   }
 }
 

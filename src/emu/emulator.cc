@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "../net/http.h"
+#include "eldr/net/wire.h"
 #include "eldr/payload.h"
 #include "eldr/server/pd.h"
 
@@ -118,19 +119,19 @@ class EmulatorImpl final : public Emulator {
     if (target == "/metrics") co_return co_await Write(s, 200, Metrics(), "text/plain");
     if (target == "/v1/models") co_return co_await Write(s, 200, ModelsJson());
     if (target != "/v1/completions" && target != "/v1/chat/completions") {
-      co_return co_await Write(s, 404, server::OpenAiErrorBody(404, "not found", "not_found"));
+      co_return co_await Write(s, 404, net::OpenAiErrorBody(404, "not found", "not_found"));
     }
     requests_++;
     if (o_.fault == "error500") {
       co_return co_await Write(
-          s, 500, server::OpenAiErrorBody(500, "emulated engine failure", "server_error"));
+          s, 500, net::OpenAiErrorBody(500, "emulated engine failure", "server_error"));
     }
     const auto ep =
         target == "/v1/completions" ? server::Endpoint::kCompletions : server::Endpoint::kChat;
     auto parsed = server::ParseClientRequest(ep, req.body());
     if (!parsed) {
       co_return co_await Write(
-          s, 400, server::OpenAiErrorBody(400, parsed.error().message(), "invalid_request_error"));
+          s, 400, net::OpenAiErrorBody(400, parsed.error().message(), "invalid_request_error"));
     }
     const server::ClientRequest& r = *parsed;
     std::vector<int32_t> tokens =
@@ -161,7 +162,7 @@ class EmulatorImpl final : public Emulator {
           rr && rr->is_string() && *rr != json::value("cmpl-" + rid)) {
         co_return co_await Write(
             s, 400,
-            server::OpenAiErrorBody(400, "X-Request-Id differs between prefill and decode legs",
+            net::OpenAiErrorBody(400, "X-Request-Id differs between prefill and decode legs",
                                     "invalid_request_error"));
       }
     }

@@ -5,6 +5,7 @@
 #include <charconv>
 #include <set>
 
+#include "eldr/net/wire.h"
 #include "eldr/policy.h"
 
 namespace eldr::server {
@@ -21,31 +22,13 @@ Status WorkerSpec::Validate() const {
 }
 
 Result<WorkerSpec> ParseWorkerUrl(std::string_view url, bool listen) {
+  auto hp = net::ParseHttpUrl(url, listen);
+  if (!hp) return tl::unexpected<Status>(hp.error().WithContext("worker"));
   WorkerSpec w;
   w.url = std::string(url);
-  std::string_view rest = url;
-  if (rest.starts_with("https://")) {
-    return InvalidArgument("worker '{}': https upstreams are not supported (use http)", url);
-  }
-  if (rest.starts_with("http://")) rest.remove_prefix(7);
-  while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
-  if (rest.find('/') != std::string_view::npos) {
-    return InvalidArgument("worker '{}': expected http://host:port without a path", url);
-  }
-  const size_t colon = rest.rfind(':');
-  if (colon == std::string_view::npos) {
-    return InvalidArgument("worker '{}': expected http://host:port", url);
-  }
-  w.host = std::string(rest.substr(0, colon));
-  if (w.host.size() >= 2 && w.host.front() == '[' && w.host.back() == ']') {
-    w.host = w.host.substr(1, w.host.size() - 2);
-  }
-  const std::string_view p = rest.substr(colon + 1);
-  auto [ptr, ec] = std::from_chars(p.data(), p.data() + p.size(), w.port);
-  if (ec != std::errc() || ptr != p.data() + p.size()) {
-    return InvalidArgument("worker '{}': bad port '{}'", url, p);
-  }
-  if (listen && w.port == 0 && !w.host.empty()) return w;
+  w.host = std::move(hp->host);
+  w.port = hp->port;
+  if (listen && w.port == 0) return w;
   ELDR_RETURN_IF_ERROR(w.Validate());
   return w;
 }

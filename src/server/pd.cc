@@ -1,6 +1,5 @@
 #include "eldr/server/pd.h"
 
-#include <boost/beast/http/status.hpp>
 #include <boost/json.hpp>
 #include <limits>
 
@@ -271,35 +270,6 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
   return r;
 }
 
-std::string_view ErrorTypeFor(int status) {
-  switch (status) {
-    case 400:
-      return "invalid_request_error";
-    case 401:
-      return "authentication_error";
-    case 403:
-      return "permission_error";
-    case 404:
-      return "not_found_error";
-    case 413:
-      return "request_too_large";
-    case 429:
-      return "rate_limit_error";
-    case 503:
-      return "service_unavailable";
-    case 502:
-    case 504:
-      return "upstream_error";
-    default:
-      return status >= 500 ? "server_error" : "invalid_request_error";
-  }
-}
-
-std::string HostHeaderValue(std::string_view host, int port) {
-  return host.find(':') == std::string_view::npos ? fmt::format("{}:{}", host, port)
-                                                  : fmt::format("[{}]:{}", host, port);
-}
-
 std::string UpstreamPostHead(std::string_view path, std::string_view host, int port,
                              std::string_view request_id, int dp_rank, size_t content_length) {
   std::string h;
@@ -307,37 +277,10 @@ std::string UpstreamPostHead(std::string_view path, std::string_view host, int p
   fmt::format_to(std::back_inserter(h),
                  "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n"
                  "X-Request-Id: {}\r\n",
-                 path, HostHeaderValue(host, port), request_id);
+                 path, net::HostHeaderValue(host, port), request_id);
   if (dp_rank >= 0) fmt::format_to(std::back_inserter(h), "X-data-parallel-rank: {}\r\n", dp_rank);
   fmt::format_to(std::back_inserter(h), "Content-Length: {}\r\n\r\n", content_length);
   return h;
-}
-
-std::string_view ReasonPhrase(int status) {
-  const auto s = boost::beast::http::int_to_status(static_cast<unsigned>(status));
-  return s == boost::beast::http::status::unknown ? "Unknown"
-                                                  : boost::beast::http::obsolete_reason(s);
-}
-
-std::string ResponseHead(int status, std::string_view content_type, size_t content_length,
-                         bool keep_alive) {
-  std::string h;
-  h.reserve(128 + content_type.size());
-  fmt::format_to(std::back_inserter(h),
-                 "HTTP/1.1 {} {}\r\nServer: eldr\r\nContent-Type: {}\r\nContent-Length: {}\r\n"
-                 "{}\r\n",
-                 status, ReasonPhrase(status), content_type, content_length,
-                 keep_alive ? "" : "Connection: close\r\n");
-  return h;
-}
-
-std::string OpenAiErrorBody(int status, std::string_view message, std::string_view type) {
-  json::object e{{"message", message}, {"type", type}, {"param", nullptr}, {"code", status}};
-  return json::serialize(json::object{{"error", std::move(e)}});
-}
-
-std::string SseErrorEvent(int status, std::string_view message, std::string_view type) {
-  return "data: " + OpenAiErrorBody(status, message, type) + "\n\n";
 }
 
 }  // namespace eldr::server

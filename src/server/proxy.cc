@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "../net/http.h"
+#include "eldr/net/wire.h"
 #include "eldr/block_hash.h"
 #include "eldr/geometry.h"
 #include "eldr/policy.h"
@@ -614,8 +615,10 @@ class ProxyImpl final : public Proxy {
       w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
       if (up.status != 200) {
         // The engine rejected the request itself (bad parameters): the client's answer.
-        co_await WriteResponse(client, up.status, std::move(up.body),
-                               up.content_type.empty() ? "application/json" : up.content_type);
+        // The content type is a named value: GCC 12 destroys a temporary std::string made by a
+        // conditional expression inside a co_await twice (the double free of a relayed 4xx).
+        const std::string type = up.content_type.empty() ? "application/json" : up.content_type;
+        co_await WriteResponse(client, up.status, std::move(up.body), type);
         co_return;
       }
       auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, start);

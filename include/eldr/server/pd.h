@@ -10,7 +10,7 @@
 //     from a prefill response, in any of the three encodings (vLLM `routed_experts` base64 .npy or
 //     nested lists, SGLang `sgl_ext.routed_experts` base64 int32, ELDR `eldr_sig` int16 counts),
 //     decoded in place without a JSON tree of the payload;
-//   * OpenAI-style error bodies and SSE error events.
+//   * the head of an upstream POST.
 //
 // Thread-safety: pure functions; ClientRequest is a plain value.
 #pragma once
@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "eldr/expert_counts.h"
+#include "eldr/net/wire.h"
 #include "eldr/geometry.h"
 #include "eldr/payload.h"
 #include "eldr/status.h"
@@ -87,33 +88,15 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
                                            const PayloadOptions& opts,
                                            int64_t routed_experts_start = 0);
 
-// {"error":{"message":...,"type":...,"param":null,"code":status}}
-std::string OpenAiErrorBody(int status, std::string_view message, std::string_view type);
-// "data: {error body}\n\n": the terminal event of a stream that failed after its first byte.
-std::string SseErrorEvent(int status, std::string_view message, std::string_view type);
-
-// The OpenAI error type for an HTTP status (400 invalid_request_error, 429 rate_limit_error, ...).
-std::string_view ErrorTypeFor(int status);
-
 // ---- HTTP/1.1 message heads ------------------------------------------------------------------
 // The proxy writes its messages as one head plus the body, gathered into one send, instead of
-// through a generic serializer. Every argument must already be a valid header value (no CR or
-// LF): paths and hosts come from the configuration, request ids from a parsed request header.
-
-// The value of a Host header for host:port; an IPv6 literal is bracketed ("[::1]:8000").
-std::string HostHeaderValue(std::string_view host, int port);
+// through a generic serializer (response heads, error bodies: eldr/net/wire.h). Every argument
+// must already be a valid header value (no CR or LF): paths and hosts come from the
+// configuration, request ids from a parsed request header.
 
 // "POST path HTTP/1.1" with Host, Content-Type: application/json, X-Request-Id, the data-parallel
 // rank header when dp_rank >= 0, and Content-Length; keep-alive (HTTP/1.1's default).
 std::string UpstreamPostHead(std::string_view path, std::string_view host, int port,
                              std::string_view request_id, int dp_rank, size_t content_length);
-
-// "HTTP/1.1 status reason" with Server: eldr, Content-Type and Content-Length, and
-// "Connection: close" when !keep_alive.
-std::string ResponseHead(int status, std::string_view content_type, size_t content_length,
-                         bool keep_alive);
-
-// The reason phrase of a status ("Bad Gateway"); "Unknown" for statuses it does not list.
-std::string_view ReasonPhrase(int status);
 
 }  // namespace eldr::server
