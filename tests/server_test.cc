@@ -288,7 +288,7 @@ TEST(PdTest, VllmLegBodies) {
 
 std::string PrefillBody(const std::string& field_json, const std::string& extra = "") {
   return R"({"id":"x","choices":[{"index":0,"text":"t","finish_reason":"length",)" + field_json +
-         R"(,"prompt_token_ids":[5,6,7]}],"kv_transfer_params":{"do_remote_prefill":true,)"
+         R"(,"prompt_token_ids":[5,6,7,8,9,10,11]}],"kv_transfer_params":{"do_remote_prefill":true,)"
          R"("remote_block_ids":[1,2]})" +
          extra + "}";
 }
@@ -306,9 +306,9 @@ TEST(PdTest, PrefillResponsesInEveryEncodingGiveTheSameCounts) {
   const std::string npy = Base64Encode(MakeNpy('u', 1, shape, u8));
   auto r = ParsePrefillResponse(PrefillBody("\"routed_experts\":\"" + npy + "\""), g, {});
   ASSERT_TRUE(r) << r.error().ToString();
-  EXPECT_EQ(r->encoding, "vllm-npy");
+  EXPECT_EQ(r->source, SignatureSource::kVllm);
   EXPECT_EQ(r->picks->Counts(), want);
-  EXPECT_EQ(r->prompt_token_ids, (std::vector<int32_t>{5, 6, 7}));
+  EXPECT_EQ(r->prompt_token_ids, (std::vector<int32_t>{5, 6, 7, 8, 9, 10, 11}));
   EXPECT_EQ(json::parse(r->kv_transfer_params).at("remote_block_ids").as_array().size(), 2u);
   // An encoder that escapes '/' still decodes.
   std::string escaped;
@@ -332,7 +332,7 @@ TEST(PdTest, PrefillResponsesInEveryEncodingGiveTheSameCounts) {
   list += "]";
   r = ParsePrefillResponse(PrefillBody("\"routed_experts\":" + list), g, {});
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->encoding, "vllm-list");
+  EXPECT_EQ(r->source, SignatureSource::kVllmList);
   EXPECT_EQ(r->picks->Counts(), want);
   // SGLang int32
   std::vector<uint8_t> i32(n * 4);
@@ -340,7 +340,7 @@ TEST(PdTest, PrefillResponsesInEveryEncodingGiveTheSameCounts) {
   r = ParsePrefillResponse(
       PrefillBody("\"sgl_ext\":{\"routed_experts\":\"" + Base64Encode(i32) + "\"}"), g, {});
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->encoding, "sglang");
+  EXPECT_EQ(r->source, SignatureSource::kSglang);
   EXPECT_EQ(r->picks->Counts(), want);
   // eldr_sig int16 counts
   std::vector<int16_t> c16(want.data().begin(), want.data().end());
@@ -348,12 +348,12 @@ TEST(PdTest, PrefillResponsesInEveryEncodingGiveTheSameCounts) {
   std::memcpy(b16.data(), c16.data(), b16.size());
   r = ParsePrefillResponse(PrefillBody("\"eldr_sig\":\"" + Base64Encode(b16) + "\""), g, {});
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->encoding, "eldr_sig");
+  EXPECT_EQ(r->source, SignatureSource::kEldrHooks);
   EXPECT_EQ(*r->counts, want);
   // No payload: not an error, no signal.
   r = ParsePrefillResponse(PrefillBody("\"routed_experts\":null"), g, {});
   ASSERT_TRUE(r);
-  EXPECT_EQ(r->encoding, "");
+  EXPECT_EQ(r->source, SignatureSource::kNone);
 }
 
 TEST(PdTest, BadPrefillResponsesAreClearErrors) {

@@ -2,16 +2,17 @@
 // File: payload.h
 // -----------------------------------------------------------------------------
 // Decoders that turn an engine's routed-experts payload straight into expert counts, without an
-// intermediate JSON tree (docs/formats.md §"Engine payloads"; wire formats in
-// ../shared/docs/ANCHORS.md §4):
+// intermediate JSON tree (docs/formats.md §"Engine payloads"):
 //
 //   vLLM    choices[i].routed_experts      base64 of a NumPy .npy, uint8/uint16/int32,
 //                                          shape [tokens, layers, top_k]
-//   SGLang  choices[i].sgl_ext.routed_experts  base64 of flattened little-endian int32,
-//                                          logical shape [tokens, layers, top_k]
+//   SGLang  sglext.routed_experts          base64 of flattened little-endian int32,
+//                                          logical shape [tokens, num_hidden_layers, top_k]
 //   ELDR    kv_transfer_params.eldr_sig    base64 of little-endian int16 [L, E] counts
 //                                          (raw, or wrapped in a .npy)
+//   vLLM 0.21 prompt_routed_experts        nested JSON lists [[[id, ...], ...], ...], -1 rows
 //   older vLLM builds                      nested JSON lists [[[id, ...], ...], ...]
+// Where each engine puts these in its responses: server/pd.h and docs/serve.md.
 //
 // A payload may carry all transformer layers (dense ones included) or only the MoE layers: the
 // layer dimension must equal geometry.moe_layers or geometry.total_layers; in the latter case the
@@ -103,7 +104,19 @@ Result<PickTable> DecodeSglangRoutedExperts(std::string_view base64_int32, const
 // Nested JSON lists [tokens][layers][top_k] of non-negative integers (whitespace allowed).
 Result<PickTable> ParsePickListJson(std::string_view json, const ModelGeometry& g,
                                     const PayloadOptions& opts = {});
-// ELDR engine-hook counts: base64 int16 [L, E] (raw little-endian, or a .npy), L = moe_layers.
+// vLLM 0.21's response-level prompt_routed_experts: nested lists [prompt_tokens][layers][top_k]
+// in which a row of -1 marks a position the engine has no routes for (a prefix-cache hit). The
+// table holds the known rows only, in order; a row mixing -1 with ids is an error.
+struct PromptPickList {
+  PickTable picks;              // known rows
+  int64_t rows = 0;             // rows in the payload, known or not
+  int64_t leading_unknown = 0;  // unknown rows before the first known one (a cached prefix)
+  int64_t other_unknown = 0;    // unknown rows after it (the counts then miss those tokens)
+};
+Result<PromptPickList> ParsePromptPickListJson(std::string_view json, const ModelGeometry& g,
+                                               const PayloadOptions& opts = {});
+// ELDR engine-hook counts: base64 int16 [L, E] (raw little-endian, or a .npy), L = moe_layers, or
+// L = total_layers with the leading dense layers' rows skipped.
 Result<ExpertCounts> DecodeEldrSig(std::string_view base64_int16, const ModelGeometry& g);
 
 // Builds a PickTable from in-memory picks (tests, emulator, simulator). `picks` is

@@ -558,7 +558,8 @@ namespace {
 // flat int32 buffer while every row's shape is checked against the first one's.
 class ListScanner {
  public:
-  explicit ListScanner(std::string_view s) : s_(s) {}
+  // With `allow_unknown`, -1 is accepted as a value (a position the engine has no routes for).
+  ListScanner(std::string_view s, bool allow_unknown) : s_(s), allow_unknown_(allow_unknown) {}
 
   Status Parse(std::vector<int32_t>* out, int64_t* tokens, int* layers, int* k) {
     int64_t dims[3] = {0, -1, -1};
@@ -617,7 +618,9 @@ class ListScanner {
     i_ = p - s_.data();
     if (Peek() == '.' || Peek() == 'e' || Peek() == 'E')
       return Error("expert ids must be integers");
-    if (v < 0 || v > INT32_MAX) return Error("expert id out of range");
+    if ((v < 0 && !(allow_unknown_ && v == -1)) || v > INT32_MAX) {
+      return Error("expert id out of range");
+    }
     out->push_back(static_cast<int32_t>(v));
     return Status::Ok();
   }
@@ -633,6 +636,7 @@ class ListScanner {
 
   std::string_view s_;
   size_t i_ = 0;
+  bool allow_unknown_ = false;
 };
 
 }  // namespace
@@ -646,7 +650,7 @@ Result<PickTable> ParsePickListJson(std::string_view json, const ModelGeometry& 
   std::vector<int32_t> flat;
   int64_t tokens = 0;
   int layers = 0, k = 0;
-  ListScanner sc(json);
+  ListScanner sc(json, /*allow_unknown=*/false);
   if (Status s = sc.Parse(&flat, &tokens, &layers, &k); !s.ok()) return tl::unexpected<Status>(s);
   if (tokens > 0 && k != g.top_k) {
     return InvalidArgument("pick list: top_k is {} but {} uses top-{}", k, g.display_name, g.top_k);
@@ -655,6 +659,55 @@ Result<PickTable> ParsePickListJson(std::string_view json, const ModelGeometry& 
   std::vector<uint8_t> bytes(flat.size() * 4);
   if (!bytes.empty()) std::memcpy(bytes.data(), flat.data(), bytes.size());
   return PickTableBuilder::Build(std::move(bytes), 0, 4, true, tokens, layers, g);
+}
+
+Result<PromptPickList> ParsePromptPickListJson(std::string_view json, const ModelGeometry& g,
+                                               const PayloadOptions& opts) {
+  if (json.size() > opts.max_decoded_bytes) {
+    return ResourceExhausted("pick list of {} bytes exceeds the {} byte limit", json.size(),
+                             opts.max_decoded_bytes);
+  }
+  std::vector<int32_t> flat;
+  int64_t tokens = 0;
+  int layers = 0, k = 0;
+  ListScanner sc(json, /*allow_unknown=*/true);
+  if (Status s = sc.Parse(&flat, &tokens, &layers, &k); !s.ok()) return tl::unexpected<Status>(s);
+  if (tokens > 0 && k != g.top_k) {
+    return InvalidArgument("pick list: top_k is {} but {} uses top-{}", k, g.display_name, g.top_k);
+  }
+  if (tokens == 0) layers = g.moe_layers;
+  PromptPickList out;
+  out.rows = tokens;
+  // Keep the known rows in order; a row is unknown only when all its entries are -1. Dense
+  // layers may hold anything (they are skipped), so only MoE-layer entries decide.
+  const size_t row = static_cast<size_t>(layers) * k;
+  const size_t skip = layers == g.moe_layers ? 0 : static_cast<size_t>(g.first_moe_layer) * k;
+  const size_t moe = static_cast<size_t>(g.moe_layers) * k;
+  size_t kept = 0;
+  bool seen_known = false;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int32_t* r = flat.data() + static_cast<size_t>(t) * row;
+    size_t neg = 0;
+    for (size_t i = skip; i < skip + moe && i < row; ++i) neg += r[i] == -1;
+    if (neg == moe) {
+      (seen_known ? out.other_unknown : out.leading_unknown) += 1;
+      continue;
+    }
+    if (neg > 0) {
+      return InvalidArgument("pick list: token {} mixes -1 (unknown) with expert ids", t);
+    }
+    seen_known = true;
+    if (kept != static_cast<size_t>(t)) {
+      std::memmove(flat.data() + kept * row, r, row * sizeof(int32_t));
+    }
+    ++kept;
+  }
+  flat.resize(kept * row);
+  std::vector<uint8_t> bytes(flat.size() * 4);
+  if (!bytes.empty()) std::memcpy(bytes.data(), flat.data(), bytes.size());
+  ELDR_ASSIGN_OR_RETURN(out.picks, PickTableBuilder::Build(std::move(bytes), 0, 4, true,
+                                                           static_cast<int64_t>(kept), layers, g));
+  return out;
 }
 
 Result<ExpertCounts> DecodeEldrSig(std::string_view b64, const ModelGeometry& g) {
@@ -668,7 +721,9 @@ Result<ExpertCounts> DecodeEldrSig(std::string_view b64, const ModelGeometry& g)
   if (bytes.size() >= 6 && bytes[0] == 0x93 && bytes[1] == 'N') {
     auto npy = ParseNpy(bytes);
     if (!npy) return tl::unexpected<Status>(npy.error().WithContext("eldr_sig"));
-    if (npy->shape.size() != 2 || npy->shape[0] != g.moe_layers || npy->shape[1] != g.experts) {
+    if (npy->shape.size() != 2 ||
+        (npy->shape[0] != g.moe_layers && npy->shape[0] != g.total_layers) ||
+        npy->shape[1] != g.experts) {
       return InvalidArgument("eldr_sig: .npy shape is not [{}, {}] for {}", g.moe_layers, g.experts,
                              g.display_name);
     }
@@ -677,6 +732,11 @@ Result<ExpertCounts> DecodeEldrSig(std::string_view b64, const ModelGeometry& g)
     is_signed = npy->kind == 'i';
   }
   const size_t n = static_cast<size_t>(g.moe_layers) * g.experts;
+  // Counts for every hidden layer (dense ones zero) are accepted too: the dense rows are skipped.
+  const size_t all = static_cast<size_t>(g.total_layers) * g.experts;
+  if (g.total_layers > g.moe_layers && data.size() == all * item) {
+    data = data.subspan(static_cast<size_t>(g.first_moe_layer) * g.experts * item, n * item);
+  }
   if (data.size() != n * item) {
     return InvalidArgument(
         "eldr_sig: {} bytes, but {} needs int16 [{}, {}] = {} bytes (signature for another "

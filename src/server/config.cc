@@ -7,6 +7,7 @@
 
 #include "eldr/net/wire.h"
 #include "eldr/policy.h"
+#include "eldr/server/pd.h"
 
 namespace eldr::server {
 
@@ -76,6 +77,10 @@ Status ServeOptions::Validate() const {
   if (health_interval_ms < 0) return InvalidArgument("health_interval_ms must be >= 0");
   if (failure_threshold < 1) return InvalidArgument("failure_threshold must be >= 1");
   if (drain_timeout_ms < 0) return InvalidArgument("drain_timeout_ms must be >= 0");
+  if (auto pin = ParseSignatureSourcePin(signature_source); !pin) return pin.error();
+  if (upstream_api_key.find_first_of("\r\n") != std::string::npos) {
+    return InvalidArgument("upstream_api_key must not contain line breaks");
+  }
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!kLevels.count(log_level)) return InvalidArgument("unknown log_level '{}'", log_level);
   return Status::Ok();
@@ -205,6 +210,8 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "health_timeout_ms") return num(&o->health_timeout_ms);
   if (k == "failure_threshold") return num(&o->failure_threshold);
   if (k == "open_ms") return num(&o->open_ms);
+  if (k == "upstream_api_key") return Get(v, k, &o->upstream_api_key);
+  if (k == "signature_source") return Get(v, k, &o->signature_source);
   if (k == "admin_token") return Get(v, k, &o->admin_token);
   if (k == "admin_remote") return Get(v, k, &o->admin_remote);
   if (k == "log_level") return Get(v, k, &o->log_level);

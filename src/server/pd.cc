@@ -1,6 +1,7 @@
 #include "eldr/server/pd.h"
 
 #include <boost/json.hpp>
+#include <charconv>
 #include <limits>
 
 #include "eldr/server/json_scan.h"
@@ -178,28 +179,115 @@ bool IsNull(std::string_view raw) { return raw.empty() || raw == "null"; }
 
 }  // namespace
 
+std::string_view SignatureSourceName(SignatureSource s) {
+  switch (s) {
+    case SignatureSource::kVllm:
+      return "vllm";
+    case SignatureSource::kVllmList:
+      return "vllm-list";
+    case SignatureSource::kVllm021:
+      return "vllm-0.21";
+    case SignatureSource::kSglang:
+      return "sglang";
+    case SignatureSource::kEldrHooks:
+      return "eldr-hooks";
+    default:
+      return "none";
+  }
+}
+
+Result<std::optional<SignatureSource>> ParseSignatureSourcePin(std::string_view name) {
+  if (name.empty() || name == "auto") return std::optional<SignatureSource>();
+  for (int i = 1; i < kSignatureSources; ++i) {
+    const auto s = static_cast<SignatureSource>(i);
+    if (name == SignatureSourceName(s)) return std::optional<SignatureSource>(s);
+  }
+  return InvalidArgument(
+      "signature_source '{}': expected auto, vllm, vllm-list, vllm-0.21, sglang or eldr-hooks",
+      name);
+}
+
+namespace {
+
+// Rows returned for a prompt of `prompt` tokens when rows from `start` were asked for: the prompt
+// token of row 0, or nullopt when the count matches neither the request nor an engine that
+// ignored the start field (vLLM before PR #51906 ignores unknown request fields).
+std::optional<int64_t> FitRows(int64_t rows, int64_t prompt, int64_t start) {
+  if (prompt < 0) return start == 0 ? std::optional<int64_t>(0) : std::nullopt;
+  if (rows == prompt - start) return start;
+  if (start > 0 && rows == prompt) return 0;
+  return std::nullopt;
+}
+
+std::string RowMismatch(int64_t rows, int64_t prompt, int64_t start) {
+  if (prompt < 0) return fmt::format("{} rows from {}, prompt length unknown", rows, start);
+  return fmt::format("{} rows for a prompt of {} tokens (asked from token {})", rows, prompt,
+                     start);
+}
+
+Result<std::string> Base64Field(std::string_view raw, std::string_view what) {
+  if (raw.empty() || raw.front() != '"') return InvalidArgument("{} is not a string", what);
+  std::string_view b64 = raw.substr(1, raw.size() - 2);
+  // Base64 never needs escaping; only an encoder that escapes '/' forces a copy.
+  if (b64.find('\\') == std::string_view::npos) return std::string(b64);
+  return JsonStringValue(raw);
+}
+
+Result<int64_t> UsagePromptTokens(std::string_view usage) {
+  if (IsNull(usage) || usage.front() != '{') return int64_t{-1};
+  ELDR_ASSIGN_OR_RETURN(std::string_view pt, JsonMember(usage, "prompt_tokens"));
+  if (pt.empty()) return int64_t{-1};
+  int64_t v = -1;
+  auto [p, ec] = std::from_chars(pt.data(), pt.data() + pt.size(), v);
+  if (ec != std::errc() || v < 0) return InvalidArgument("usage.prompt_tokens is not a count");
+  return v;
+}
+
+// kv_transfer_params without its eldr_sig member: the decode engine must not receive the 16 KB
+// blob (the ELDR authors' proxy pops it as well).
+Result<std::string> WithoutEldrSig(std::string_view kv) {
+  json::error_code ec;
+  json::value v = json::parse(kv, ec);
+  if (ec || !v.is_object()) return InvalidArgument("kv_transfer_params is not an object");
+  v.get_object().erase("eldr_sig");
+  return json::serialize(v);
+}
+
+}  // namespace
+
 Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeometry& g,
                                            const PayloadOptions& opts,
-                                           int64_t routed_experts_start) {
+                                           const PrefillRequestInfo& info) {
   PrefillResult r;
   // One pass over the body and one over the first choice: the payload string is scanned twice in
   // all, however many fields are looked up.
-  static constexpr std::string_view kTop[] = {"error", "kv_transfer_params", "choices",
-                                              "prompt_token_ids", "eldr_sig"};
+  static constexpr std::string_view kTop[] = {"error",           "kv_transfer_params",
+                                              "choices",         "prompt_token_ids",
+                                              "eldr_sig",        "prompt_routed_experts",
+                                              "sglext",          "usage"};
   std::string_view top[std::size(kTop)];
   ELDR_RETURN_IF_ERROR(JsonMembers(body, kTop, top));
   const std::string_view err = top[0];
   if (!IsNull(err)) {
     std::string msg(err.substr(0, 300));
-    if (auto m = JsonMember(err, "message"); m && !m->empty()) {
-      if (auto s = JsonStringValue(*m)) msg = *s;
+    if (err.front() == '{') {
+      if (auto m = JsonMember(err, "message"); m && !m->empty()) {
+        if (auto s = JsonStringValue(*m)) msg = *s;
+      }
+    } else if (auto s = JsonStringValue(err)) {
+      msg = *s;
     }
     return Unavailable("prefill returned an error: {}", msg);
   }
-  const std::string_view kv = top[1];
-  if (!IsNull(kv)) {
+  std::string_view kv_sig;
+  if (const std::string_view kv = top[1]; !IsNull(kv)) {
     if (kv.front() != '{') return InvalidArgument("kv_transfer_params is not an object");
-    r.kv_transfer_params = std::string(kv);
+    ELDR_ASSIGN_OR_RETURN(kv_sig, JsonMember(kv, "eldr_sig"));
+    if (kv_sig.empty()) {
+      r.kv_transfer_params = std::string(kv);
+    } else {
+      ELDR_ASSIGN_OR_RETURN(r.kv_transfer_params, WithoutEldrSig(kv));
+    }
   }
   const std::string_view choices = top[2];
   if (choices.empty() || choices.front() != '[') {
@@ -221,57 +309,114 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
   if (!IsNull(ids)) {
     ELDR_ASSIGN_OR_RETURN(r.prompt_token_ids, ParseTokenIds(ids));
   }
-  r.picks_first_token = routed_experts_start;
-  const std::string_view re = ch[2];
-  if (!IsNull(re)) {
-    if (re.front() == '"') {
-      // Base64 never needs escaping; only an encoder that escapes '/' forces a copy.
-      std::string_view b64 = re.substr(1, re.size() - 2);
-      std::string unescaped;
-      if (b64.find('\\') != std::string_view::npos) {
-        ELDR_ASSIGN_OR_RETURN(unescaped, JsonStringValue(re));
-        b64 = unescaped;
-      }
+  r.prompt_tokens = info.prompt_tokens;
+  if (r.prompt_tokens < 0 && !r.prompt_token_ids.empty()) {
+    r.prompt_tokens = static_cast<int64_t>(r.prompt_token_ids.size());
+  }
+  if (r.prompt_tokens < 0) {
+    ELDR_ASSIGN_OR_RETURN(r.prompt_tokens, UsagePromptTokens(top[7]));
+  }
+  const int64_t start = info.routed_experts_start;
+  const auto wants = [&](SignatureSource s) { return !info.pin || *info.pin == s; };
+  // Accepts a decoded table whose rows fit the prompt; records why otherwise.
+  const auto take = [&](PickTable t, SignatureSource s) {
+    if (auto first = FitRows(t.tokens(), r.prompt_tokens, start)) {
+      r.picks = std::move(t);
+      r.picks_first_token = *first;
+      r.source = s;
+    } else {
+      r.rejected = fmt::format("{}: {}", SignatureSourceName(s),
+                               RowMismatch(t.tokens(), r.prompt_tokens, start));
+    }
+  };
+
+  // vLLM 0.21: the prompt's rows at the response level (the choice's rows are generated tokens).
+  if (const std::string_view pre = top[5]; wants(SignatureSource::kVllm021) && !IsNull(pre)) {
+    if (pre.front() != '[') return InvalidArgument("prompt_routed_experts is not a list");
+    auto l = ParsePromptPickListJson(pre, g, opts);
+    if (!l) return tl::unexpected<Status>(l.error().WithContext("prompt_routed_experts"));
+    if (r.prompt_tokens >= 0 && l->rows != r.prompt_tokens) {
+      r.rejected = fmt::format("vllm-0.21: {}", RowMismatch(l->rows, r.prompt_tokens, 0));
+      return r;
+    }
+    r.picks = std::move(l->picks);
+    r.picks_first_token = l->leading_unknown;
+    r.partial = l->other_unknown > 0;
+    r.source = SignatureSource::kVllm021;
+    return r;
+  }
+  if (const std::string_view re = ch[2];
+      IsNull(top[5]) && !IsNull(re) &&
+      (wants(SignatureSource::kVllm) || wants(SignatureSource::kVllmList))) {
+    if (re.front() == '"' && wants(SignatureSource::kVllm)) {
+      ELDR_ASSIGN_OR_RETURN(std::string b64, Base64Field(re, "routed_experts"));
       auto t = DecodeVllmRoutedExperts(b64, g, opts);
       if (!t) return tl::unexpected<Status>(t.error().WithContext("routed_experts"));
-      r.picks = std::move(*t);
-      r.encoding = "vllm-npy";
-    } else if (re.front() == '[') {
+      take(std::move(*t), SignatureSource::kVllm);
+      return r;
+    }
+    if (re.front() == '[' && wants(SignatureSource::kVllmList)) {
       auto t = ParsePickListJson(re, g, opts);
       if (!t) return tl::unexpected<Status>(t.error().WithContext("routed_experts"));
-      r.picks = std::move(*t);
-      r.encoding = "vllm-list";
-    } else {
+      take(std::move(*t), SignatureSource::kVllmList);
+      return r;
+    }
+    if (re.front() != '"' && re.front() != '[') {
       return InvalidArgument("routed_experts is neither a base64 string nor a list");
+    }
+  }
+  // SGLang: response-level sglext (PR #17648), or the per-choice sgl_ext of an early variant.
+  std::string_view sre;
+  for (const std::string_view ext : {top[6], ch[3]}) {
+    if (IsNull(ext) || !wants(SignatureSource::kSglang)) continue;
+    if (ext.front() != '{') return InvalidArgument("sglext is not an object");
+    ELDR_ASSIGN_OR_RETURN(sre, JsonMember(ext, "routed_experts"));
+    if (!IsNull(sre)) break;
+  }
+  if (!IsNull(sre)) {
+    ELDR_ASSIGN_OR_RETURN(std::string b64, Base64Field(sre, "sglext.routed_experts"));
+    // SGLang sends every hidden layer; a build that sent MoE layers only is accepted too. The row
+    // count against the prompt decides when both shapes divide the payload.
+    PayloadOptions o = opts;
+    std::vector<int> shapes = {g.total_layers};
+    if (g.moe_layers != g.total_layers) shapes.push_back(g.moe_layers);
+    std::optional<Status> shape_error;
+    for (const int layers : shapes) {
+      o.payload_layers = layers;
+      auto t = DecodeSglangRoutedExperts(b64, g, o);
+      if (!t) {
+        // Only a shape that does not divide the payload may be tried the other way.
+        if (t.error().code() != StatusCode::kInvalidArgument || layers == shapes.back()) {
+          return tl::unexpected<Status>(
+              (shape_error ? *shape_error : t.error()).WithContext("sglext.routed_experts"));
+        }
+        shape_error = t.error();
+        continue;
+      }
+      take(std::move(*t), SignatureSource::kSglang);
+      if (r.picks) {
+        r.rejected.clear();
+        break;
+      }
     }
     return r;
   }
-  const std::string_view ext = ch[3];
-  if (!IsNull(ext)) {
-    if (ext.front() != '{') return InvalidArgument("sgl_ext is not an object");
-    ELDR_ASSIGN_OR_RETURN(std::string_view sre, JsonMember(ext, "routed_experts"));
-    if (!IsNull(sre)) {
-      ELDR_ASSIGN_OR_RETURN(std::string s, JsonStringValue(sre));
-      auto t = DecodeSglangRoutedExperts(s, g, opts);
-      if (!t) return tl::unexpected<Status>(t.error().WithContext("sgl_ext.routed_experts"));
-      r.picks = std::move(*t);
-      r.encoding = "sglang";
-      return r;
-    }
-  }
-  const std::string_view sig = IsNull(ch[4]) ? top[4] : ch[4];
-  if (!IsNull(sig)) {
+  // ELDR hooks: counts in kv_transfer_params (or, in other revisions, the choice or response).
+  std::string_view sig = kv_sig;
+  if (IsNull(sig)) sig = IsNull(ch[4]) ? top[4] : ch[4];
+  if (!IsNull(sig) && wants(SignatureSource::kEldrHooks)) {
     ELDR_ASSIGN_OR_RETURN(std::string s, JsonStringValue(sig));
     auto c = DecodeEldrSig(s, g);
     if (!c) return tl::unexpected<Status>(c.error().WithContext("eldr_sig"));
     r.counts = std::move(*c);
-    r.encoding = "eldr_sig";
+    r.source = SignatureSource::kEldrHooks;
   }
   return r;
 }
 
 std::string UpstreamPostHead(std::string_view path, std::string_view host, int port,
-                             std::string_view request_id, int dp_rank, size_t content_length) {
+                             std::string_view request_id, int dp_rank, size_t content_length,
+                             std::string_view api_key) {
   std::string h;
   h.reserve(160 + path.size() + host.size() + request_id.size());
   fmt::format_to(std::back_inserter(h),
@@ -279,6 +424,9 @@ std::string UpstreamPostHead(std::string_view path, std::string_view host, int p
                  "X-Request-Id: {}\r\n",
                  path, net::HostHeaderValue(host, port), request_id);
   if (dp_rank >= 0) fmt::format_to(std::back_inserter(h), "X-data-parallel-rank: {}\r\n", dp_rank);
+  if (!api_key.empty()) {
+    fmt::format_to(std::back_inserter(h), "Authorization: Bearer {}\r\n", api_key);
+  }
   fmt::format_to(std::back_inserter(h), "Content-Length: {}\r\n\r\n", content_length);
   return h;
 }

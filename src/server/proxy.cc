@@ -5,6 +5,7 @@
 
 #include <boost/json.hpp>
 #include <csignal>
+#include <limits>
 #include <thread>
 
 #include "../net/http.h"
@@ -44,6 +45,12 @@ struct Worker {
   std::atomic<int64_t> in_flight{0};
   std::atomic<uint64_t> requests{0}, errors{0};
   std::atomic<bool> draining{false};
+  // Prefill answers by the signature source they carried (kNone: without a usable one), the
+  // answers whose payload covered part of the prompt or was rejected, and the last warning's time.
+  std::atomic<uint64_t> signatures[kSignatureSources] = {};
+  std::atomic<uint64_t> signatures_partial{0}, signatures_rejected{0};
+  std::atomic<int> last_source{-1};
+  std::atomic<int64_t> last_signature_warning_us{std::numeric_limits<int64_t>::min() / 2};
   CircuitBreaker breaker;
   Histogram latency;
   std::string labels;
@@ -120,6 +127,7 @@ class ProxyImpl final : public Proxy {
     ELDR_RETURN_IF_ERROR(o_.Validate());
     ELDR_ASSIGN_OR_RETURN(geometry_, FindModel(o_.model));
     payload_opts_.max_decoded_bytes = static_cast<size_t>(o_.max_payload_bytes);
+    ELDR_ASSIGN_OR_RETURN(signature_pin_, ParseSignatureSourcePin(o_.signature_source));
     auto snap = std::make_shared<Snapshot>();
     for (const auto& w : o_.prefill) {
       ELDR_ASSIGN_OR_RETURN(auto ww, MakeWorker(w, "prefill"));
@@ -211,6 +219,15 @@ class ProxyImpl final : public Proxy {
         last = NowUs();
       }
     }
+  }
+
+  std::vector<WorkerCheck> SelfCheck() override {
+    std::vector<WorkerCheck> out;
+    tl_pool = pools_[0].get();
+    asio::co_spawn(*iocs_[0], CheckAll(&out), asio::detached);
+    iocs_[0]->run();
+    iocs_[0]->restart();
+    return out;
   }
 
   void Shutdown() override {
@@ -333,6 +350,61 @@ class ProxyImpl final : public Proxy {
     if (d.fallback) fallbacks_.fetch_add(1, std::memory_order_relaxed);
     if (d.band > 0) band_.Observe(d.band);
     return d;
+  }
+
+  static bool AnyAvailable(const std::vector<std::shared_ptr<Worker>>& ws) {
+    const int64_t now = NowUs();
+    for (const auto& w : ws) {
+      if (w->Available(now)) return true;
+    }
+    return false;
+  }
+
+  // The prompt as bytes for the prefill ring and the prefix memo: its text, or its token ids.
+  static std::string_view PromptBytes(const ClientRequest& req) {
+    if (!req.prompt_text.empty() || req.prompt_tokens.empty()) return req.prompt_text;
+    return std::string_view(reinterpret_cast<const char*>(req.prompt_tokens.data()),
+                            req.prompt_tokens.size() * sizeof(int32_t));
+  }
+
+  // Counts what a prefill answer carried and, at most once a minute per worker, says why ELDR
+  // has no signature from it: a misconfigured engine must never turn ELDR into JSQ silently.
+  void RecordSignature(Worker& w, const PrefillResult& pr) {
+    w.signatures[static_cast<int>(pr.source)].fetch_add(1, std::memory_order_relaxed);
+    w.last_source.store(static_cast<int>(pr.source), std::memory_order_relaxed);
+    if (pr.partial) w.signatures_partial.fetch_add(1, std::memory_order_relaxed);
+    if (!pr.rejected.empty()) w.signatures_rejected.fetch_add(1, std::memory_order_relaxed);
+    if (pr.source != SignatureSource::kNone && !pr.partial) return;
+    const int64_t now = NowUs();
+    int64_t last = w.last_signature_warning_us.load(std::memory_order_relaxed);
+    if (now - last < int64_t{60} * 1000000 ||
+        !w.last_signature_warning_us.compare_exchange_strong(last, now)) {
+      return;
+    }
+    if (!pr.rejected.empty()) {
+      spdlog::warn(
+          "event=signature_rejected worker={} reason=\"{}\" hint=\"the routed experts do not "
+          "match the prompt; check that the engine serves the model of --model and see "
+          "docs/serve.md\"",
+          w.spec.url, pr.rejected);
+    } else if (pr.partial) {
+      spdlog::warn(
+          "event=signature_partial worker={} hint=\"the engine returned no routes for some prompt "
+          "positions (-1 rows); the signature uses the rest\"",
+          w.spec.url);
+    } else {
+      spdlog::warn("event=no_signature worker={} hint=\"{}\"", w.spec.url, NoSignatureHint());
+    }
+  }
+
+  std::string NoSignatureHint() const {
+    if (o_.backend == Backend::kSglang) {
+      return "prefill returned no routed experts: start SGLang with --enable-return-routed-experts "
+             "(OpenAI responses carry sglext since PR #17648, PD prefill since PR #22916)";
+    }
+    return "prefill returned no routed experts: start vLLM with --enable-return-routed-experts "
+           "(vLLM <= 0.21 accepts it with a KV connector; later releases reject the combination "
+           "at startup, see docs/serve.md) or run the ELDR engine hooks";
   }
 
   void CountResponse(int status) {
@@ -581,13 +653,13 @@ class ProxyImpl final : public Proxy {
       start = cache_->Lookup(hashes).tokens;
       if (start >= static_cast<int64_t>(req.prompt_tokens.size())) start = 0;
     }
+    // With no decoder to take the KV, a NIXL prefill would only strand blocks on the engine.
+    if (!AnyAvailable(s.decode)) {
+      co_await WriteJsonError(client, 503, "no decode worker is available");
+      co_return;
+    }
     const std::string pbody = VllmPrefillBody(req, start);
-    const uint64_t key =
-        PrefixHash(req.prompt_text.empty()
-                       ? std::string_view(reinterpret_cast<const char*>(req.prompt_tokens.data()),
-                                          req.prompt_tokens.size() * sizeof(int32_t))
-                       : std::string_view(req.prompt_text),
-                   static_cast<size_t>(o_.prefix_bytes));
+    const uint64_t key = PrefixHash(PromptBytes(req), static_cast<size_t>(o_.prefix_bytes));
     std::vector<uint8_t> excluded(s.prefill.size());
     std::optional<PrefillResult> pr;
     std::string last_error = "no prefill worker is available";
@@ -621,7 +693,12 @@ class ProxyImpl final : public Proxy {
         co_await WriteResponse(client, up.status, std::move(up.body), type);
         co_return;
       }
-      auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, start);
+      PrefillRequestInfo info;
+      info.prompt_tokens =
+          req.prompt_tokens.empty() ? -1 : static_cast<int64_t>(req.prompt_tokens.size());
+      info.routed_experts_start = start;
+      info.pin = signature_pin_;
+      auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, info);
       if (!parsed) {
         w.errors.fetch_add(1, std::memory_order_relaxed);
         malformed_.fetch_add(1, std::memory_order_relaxed);
@@ -631,6 +708,7 @@ class ProxyImpl final : public Proxy {
         co_await WriteJsonError(client, 502, msg);
         co_return;
       }
+      RecordSignature(w, *parsed);
       pr = std::move(*parsed);
     }
     if (!pr) {
@@ -648,7 +726,8 @@ class ProxyImpl final : public Proxy {
       const std::vector<int32_t>& ids =
           !pr->prompt_token_ids.empty() ? pr->prompt_token_ids : req.prompt_tokens;
       bool resolved = false;
-      if (!ids.empty()) {
+      // Partial picks (unknown rows inside the prompt) never enter the cache.
+      if (!ids.empty() && !pr->partial) {
         if (ids != req.prompt_tokens) hashes = ChainedBlockHashes(ids, o_.cache.block_size);
         auto r = cache_->Resolve(hashes, static_cast<int64_t>(ids.size()), *pr->picks,
                                  pr->picks_first_token);
@@ -657,7 +736,13 @@ class ProxyImpl final : public Proxy {
           resolved = true;
         }
       }
-      if (!resolved) counts = pr->picks->Counts();
+      if (!resolved) {
+        counts = pr->picks->Counts();
+        // Rows before picks_first_token are neither in the payload nor in the cache.
+        if (pr->picks_first_token > 0 || pr->partial) {
+          partial_signatures_.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
       cp = &counts;
     }
     // The decode leg reuses the prompt's token ids (completions), so it never re-tokenizes.
@@ -671,8 +756,8 @@ class ProxyImpl final : public Proxy {
         co_await WriteJsonError(client, 503, "no decode worker is available");
         co_return;
       }
-      spdlog::debug("event=route request_id={} decode={} band={} fallback={} encoding={}", rid,
-                    s.decode[d.decoder]->spec.url, d.band, d.fallback, pr->encoding);
+      spdlog::debug("event=route request_id={} decode={} band={} fallback={} source={}", rid,
+                    s.decode[d.decoder]->spec.url, d.band, d.fallback, SignatureSourceName(pr->source));
       const RelayOutcome out =
           co_await Relay(client, s.decode[d.decoder], path, dbody, rid, req.stream, ctx,
                          /*last_try=*/attempt == 1);
@@ -695,13 +780,13 @@ class ProxyImpl final : public Proxy {
       SignatureCache::Prefix known = cache_->Lookup(hashes);
       if (known.tokens > 0) predicted = std::move(known.counts);
     }
-    if (!predicted) predicted = memo_.Predict(req.prompt_text);
+    if (!predicted) predicted = memo_.Predict(PromptBytes(req));
     const Decision d = RouteDecode(s, predicted ? &*predicted : nullptr);
     if (d.decoder < 0) {
       co_await WriteJsonError(client, 503, "no decode worker is available");
       co_return;
     }
-    const uint64_t key = PrefixHash(req.prompt_text, static_cast<size_t>(o_.prefix_bytes));
+    const uint64_t key = PrefixHash(PromptBytes(req), static_cast<size_t>(o_.prefix_bytes));
     const int p =
         s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), {}, o_.prefill_load_factor);
     if (p < 0) {
@@ -728,16 +813,25 @@ class ProxyImpl final : public Proxy {
         co_return;
       }
       w.breaker.OnSuccess();
-      auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_);
+      if (up.status != 200) co_return;  // the decode leg answers the client
+      PrefillRequestInfo info;
+      info.prompt_tokens =
+          req.prompt_tokens.empty() ? -1 : static_cast<int64_t>(req.prompt_tokens.size());
+      info.pin = signature_pin_;
+      auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, info);
       if (!parsed) {
+        w.errors.fetch_add(1, std::memory_order_relaxed);
         malformed_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("event=malformed_prefill request_id={} worker={} error=\"{}\"", rid,
+                     w.spec.url, parsed.error().message());
         co_return;
       }
-      if (parsed->picks) {
-        memo_.Observe(req.prompt_text, parsed->picks->Counts());
-        if (!hashes.empty()) (void)cache_->Insert(hashes, *parsed->picks, 0);
+      RecordSignature(w, *parsed);
+      if (parsed->picks && !parsed->partial) {
+        memo_.Observe(PromptBytes(req), parsed->picks->Counts());
+        if (!hashes.empty()) (void)cache_->Insert(hashes, *parsed->picks, parsed->picks_first_token);
       }
-      if (parsed->counts) memo_.Observe(req.prompt_text, *parsed->counts);
+      if (parsed->counts) memo_.Observe(PromptBytes(req), *parsed->counts);
     };
     auto decode = [&]() -> awaitable<void> {
       co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b), rid, req.stream,
@@ -788,8 +882,8 @@ class ProxyImpl final : public Proxy {
   awaitable<boost::system::error_code> WritePost(beast::tcp_stream& conn, Worker& w,
                                                  const std::string& path, const std::string& body,
                                                  const std::string& rid) {
-    const std::string head =
-        UpstreamPostHead(path, w.spec.host, w.spec.port, rid, w.spec.dp_rank, body.size());
+    const std::string head = UpstreamPostHead(path, w.spec.host, w.spec.port, rid, w.spec.dp_rank,
+                                              body.size(), o_.upstream_api_key);
     const std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
     auto [ec, n] = co_await asio::async_write(conn, bufs, kTuple);
     co_return ec;
@@ -933,8 +1027,11 @@ class ProxyImpl final : public Proxy {
             fmt::format("decode worker {} failed mid-response: {}", w.spec.url, ec.message()));
         co_return RelayOutcome::kDone;
       }
+      // A decoder answering 5xx looks idle to load-based policies and would attract traffic:
+      // its failures count toward opening its circuit like transport failures do.
       if (status >= 500) {
         w.errors.fetch_add(1, std::memory_order_relaxed);
+        w.breaker.OnFailure(NowUs());
       } else {
         w.breaker.OnSuccess();
       }
@@ -999,6 +1096,88 @@ class ProxyImpl final : public Proxy {
     co_return RelayOutcome::kDone;
   }
 
+  // ---- self-check ----------------------------------------------------------------------------
+
+  awaitable<void> CheckAll(std::vector<WorkerCheck>* out) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    auto s = Snap();
+    for (size_t p = 0; p < s->prefill.size(); ++p) {
+      out->push_back(co_await CheckOne(*s, p));
+    }
+  }
+
+  // One short request through prefill worker `p` and a decode worker, as the configured flow
+  // sends it; the decode leg completes the handoff so that the prefill engine frees its KV.
+  awaitable<WorkerCheck> CheckOne(const Snapshot& s, size_t p) {
+    Worker& w = *s.prefill[p];
+    Worker& d = *s.decode[p % s.decode.size()];
+    WorkerCheck c;
+    c.url = w.spec.url;
+    c.source = "none";
+    const std::string body = fmt::format(
+        R"({{"model":"{}","prompt":"eldr self-check: which experts does this prompt use?",)"
+        R"("max_tokens":1,"temperature":0}})",
+        o_.model);
+    auto req = ParseClientRequest(Endpoint::kCompletions, body);
+    if (!req) {
+      c.detail = req.error().message();
+      co_return c;
+    }
+    const std::string rid = fmt::format("eldr-check-{}", p);
+    const std::string path = "/v1/completions";
+    RequestCtx ctx;
+    UpResult up, dn;
+    if (o_.backend == Backend::kVllm) {
+      up = co_await Post(w, path, VllmPrefillBody(*req), rid, o_.prefill_timeout_ms, ctx);
+    } else {
+      Bootstrap b{w.spec.host, w.spec.bootstrap_port ? w.spec.bootstrap_port : 8998,
+                  0x5e1fc4ecull + p};
+      RequestCtx dctx;
+      auto pre = [&]() -> awaitable<void> {
+        up = co_await Post(w, path, SglangPrefillBody(*req, b), rid, o_.prefill_timeout_ms, ctx);
+      };
+      auto dec = [&]() -> awaitable<void> {
+        dn = co_await Post(d, path, SglangDecodeBody(*req, b), rid, o_.first_byte_timeout_ms,
+                           dctx);
+      };
+      co_await (pre() && dec());
+    }
+    c.status = up.status;
+    if (!up.transport_ok) {
+      c.detail = "unreachable: " + up.error;
+      co_return c;
+    }
+    if (up.status != 200) {
+      c.detail = fmt::format("answered {}: {}", up.status, up.body.substr(0, 200));
+      co_return c;
+    }
+    PrefillRequestInfo info;
+    info.pin = signature_pin_;
+    auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, info);
+    if (!parsed) {
+      c.detail = parsed.error().message();
+      co_return c;
+    }
+    c.source = std::string(SignatureSourceName(parsed->source));
+    c.usable = parsed->source != SignatureSource::kNone;
+    if (!parsed->rejected.empty()) {
+      c.detail = "rejected: " + parsed->rejected;
+    } else if (!c.usable) {
+      c.detail = NoSignatureHint();
+    } else if (parsed->partial) {
+      c.detail = "partial: some prompt positions have no routes";
+    }
+    if (o_.backend == Backend::kVllm) {
+      dn = co_await Post(d, path, VllmDecodeBody(*req, parsed->kv_transfer_params), rid,
+                         o_.first_byte_timeout_ms, ctx);
+    }
+    if (!dn.transport_ok || dn.status != 200) {
+      const std::string why = dn.transport_ok ? fmt::format("answered {}", dn.status) : dn.error;
+      c.detail += fmt::format("{}decode {} {}", c.detail.empty() ? "" : "; ", d.spec.url, why);
+    }
+    co_return c;
+  }
+
   // ---- health checks -------------------------------------------------------------------------
 
   awaitable<void> HealthLoop() {
@@ -1035,6 +1214,9 @@ class ProxyImpl final : public Proxy {
     if (ec) co_return false;
     http::request<http::empty_body> r{http::verb::get, "/health", 11};
     r.set(http::field::host, HostHeaderValue(w.spec.host, w.spec.port));
+    if (!o_.upstream_api_key.empty()) {
+      r.set(http::field::authorization, "Bearer " + o_.upstream_api_key);
+    }
     r.keep_alive(false);
     auto [wec, wn] = co_await http::async_write(s, r, kTuple);
     if (wec) co_return false;
@@ -1108,13 +1290,29 @@ class ProxyImpl final : public Proxy {
     json::array ws;
     for (const auto* list : {&s->prefill, &s->decode}) {
       for (const auto& w : *list) {
-        ws.push_back(json::object{{"role", w->role},
-                                  {"url", w->spec.url},
-                                  {"in_flight", w->in_flight.load()},
-                                  {"requests", w->requests.load()},
-                                  {"errors", w->errors.load()},
-                                  {"draining", w->draining.load()},
-                                  {"circuit", CircuitStateName(w->breaker.State(now))}});
+        json::object o{{"role", w->role},
+                       {"url", w->spec.url},
+                       {"in_flight", w->in_flight.load()},
+                       {"requests", w->requests.load()},
+                       {"errors", w->errors.load()},
+                       {"draining", w->draining.load()},
+                       {"circuit", CircuitStateName(w->breaker.State(now))}};
+        if (list == &s->prefill) {
+          json::object by;
+          for (int i = 0; i < kSignatureSources; ++i) {
+            by[SignatureSourceName(static_cast<SignatureSource>(i))] = w->signatures[i].load();
+          }
+          const int last = w->last_source.load();
+          o["signature"] = json::object{
+              {"last_source", last < 0 ? json::value(nullptr)
+                                       : json::value(SignatureSourceName(
+                                             static_cast<SignatureSource>(last)))},
+              {"by_source", std::move(by)},
+              {"without_signature", w->signatures[0].load()},
+              {"rejected", w->signatures_rejected.load()},
+              {"partial", w->signatures_partial.load()}};
+        }
+        ws.push_back(std::move(o));
       }
     }
     const bool degraded =
@@ -1247,6 +1445,28 @@ class ProxyImpl final : public Proxy {
       for (const auto& w : *list)
         w->latency.Render(&out, "eldr_upstream_latency_seconds", w->labels);
     }
+    MetricHeader(&out, "eldr_prefill_signatures_total", "counter",
+                 "Prefill answers by where their routed experts came from (none: no usable ones)");
+    for (const auto& w : s->prefill) {
+      for (int i = 0; i < kSignatureSources; ++i) {
+        MetricSample(&out, "eldr_prefill_signatures_total",
+                     fmt::format("{},source=\"{}\"", w->labels,
+                                 SignatureSourceName(static_cast<SignatureSource>(i))),
+                     static_cast<double>(w->signatures[i].load()));
+      }
+    }
+    MetricHeader(&out, "eldr_prefill_signatures_rejected_total", "counter",
+                 "Prefill answers whose routed experts did not match the prompt (not used)");
+    for (const auto& w : s->prefill) {
+      MetricSample(&out, "eldr_prefill_signatures_rejected_total", w->labels,
+                   static_cast<double>(w->signatures_rejected.load()));
+    }
+    MetricHeader(&out, "eldr_prefill_signatures_partial_total", "counter",
+                 "Prefill answers with no routes for some prompt positions (-1 rows)");
+    for (const auto& w : s->prefill) {
+      MetricSample(&out, "eldr_prefill_signatures_partial_total", w->labels,
+                   static_cast<double>(w->signatures_partial.load()));
+    }
     MetricHeader(&out, "eldr_decision_latency_microseconds", "histogram",
                  "Decode routing decision (embed, score, band, pick)");
     decision_us_.Render(&out, "eldr_decision_latency_microseconds", "");
@@ -1258,7 +1478,8 @@ class ProxyImpl final : public Proxy {
         {"eldr_decode_retries_total", &decode_retries_},
         {"eldr_malformed_payloads_total", &malformed_},
         {"eldr_midstream_failures_total", &midstream_},
-        {"eldr_client_disconnects_total", &disconnects_}};
+        {"eldr_client_disconnects_total", &disconnects_},
+        {"eldr_partial_signatures_total", &partial_signatures_}};
     for (const auto& [name, c] : counters) {
       MetricHeader(&out, name, "counter", "see docs/serve.md");
       MetricSample(&out, name, "", static_cast<double>(c->load()));
@@ -1285,6 +1506,7 @@ class ProxyImpl final : public Proxy {
   ServeOptions o_;
   ModelGeometry geometry_;
   PayloadOptions payload_opts_;
+  std::optional<SignatureSource> signature_pin_;
   mutable std::mutex snap_mu_;
   std::mutex admin_mu_;
   std::shared_ptr<const Snapshot> snap_;
@@ -1299,7 +1521,7 @@ class ProxyImpl final : public Proxy {
   std::atomic<int64_t> active_{0};
   std::atomic<uint64_t> responses_[std::size(kStatusCodes)];
   std::atomic<uint64_t> other_responses_{0}, fallbacks_{0}, prefill_retries_{0}, malformed_{0},
-      midstream_{0}, disconnects_{0}, decode_retries_{0};
+      midstream_{0}, disconnects_{0}, decode_retries_{0}, partial_signatures_{0};
   Histogram decision_us_{{0.5, 1, 2, 3, 5, 7.5, 10, 20, 50, 100, 1000}};
   Histogram band_{{1, 2, 3, 4, 6, 8, 12, 16, 32, 64}};
 };

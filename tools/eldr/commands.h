@@ -94,9 +94,10 @@ struct SimulateArgs {
 
 struct ServeArgs {
   std::string config, listen, backend, model, prefill, decode, policy, space, admin_token,
-      log_level, ready_file;
+      log_level, ready_file, upstream_api_key, signature_source;
   double tau = -1;
   int threads = -1, max_in_flight = 0, health_interval_ms = -1, busy_poll_us = -1;
+  bool check = false;
   int64_t max_body_bytes = 0;
   CLI::App* cmd = nullptr;
 };

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 #include <boost/json.hpp>
 
 #include "commands.h"
@@ -29,6 +30,24 @@ Status WriteReady(const std::string& path, int port) {
   return WriteFileAtomically(path, fmt::format("{{\"port\":{}}}\n", port));
 }
 
+Status PrintSelfCheck(const std::vector<server::WorkerCheck>& checks) {
+  int usable = 0;
+  fmt::print("{:<32} {:>6}  {:<11} {:<7} {}\n", "prefill worker", "status", "source", "usable",
+             "detail");
+  for (const auto& c : checks) {
+    usable += c.usable;
+    fmt::print("{:<32} {:>6}  {:<11} {:<7} {}\n", c.url, c.status > 0 ? fmt::format("{}", c.status)
+                                                                      : std::string("-"),
+               c.source, c.usable ? "yes" : "no", c.detail);
+  }
+  fmt::print("{} of {} prefill workers return a usable signature\n", usable, checks.size());
+  if (usable == 0) {
+    return FailedPrecondition(
+        "no prefill worker returned a usable signature: ELDR would route by load only");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 void AddServeCommand(CLI::App& app, ServeArgs& a) {
@@ -53,6 +72,14 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("--health-interval-ms", a.health_interval_ms, "Active health checks (0: off)");
   c->add_option("--log-level", a.log_level, "trace, debug, info, warn, error, off");
   c->add_option("--ready-file", a.ready_file, "Write {\"port\":N} here once listening");
+  c->add_option("--upstream-api-key", a.upstream_api_key,
+                "Bearer key for engines started with --api-key (or ELDR_UPSTREAM_API_KEY)");
+  c->add_option("--signature-source", a.signature_source,
+                "Where prefill answers carry routed experts: auto, vllm, vllm-list, vllm-0.21, "
+                "sglang or eldr-hooks");
+  c->add_flag("--check", a.check,
+              "Send one request through each prefill worker, report whether a usable signature "
+              "comes back, and exit (non-zero when none does)");
 }
 
 Status RunServe(const ServeArgs& a) {
@@ -100,9 +127,14 @@ Status RunServe(const ServeArgs& a) {
   if (a.health_interval_ms >= 0) o.health_interval_ms = a.health_interval_ms;
   if (!a.log_level.empty()) o.log_level = a.log_level;
   if (!a.ready_file.empty()) o.ready_file = a.ready_file;
+  // The key from the environment keeps it out of process lists; the flag wins over it.
+  if (const char* k = std::getenv("ELDR_UPSTREAM_API_KEY"); k && *k) o.upstream_api_key = k;
+  if (!a.upstream_api_key.empty()) o.upstream_api_key = a.upstream_api_key;
+  if (!a.signature_source.empty()) o.signature_source = a.signature_source;
   ELDR_RETURN_IF_ERROR(o.Validate());
   SetupLogging(o.log_level);
   ELDR_ASSIGN_OR_RETURN(auto proxy, server::Proxy::Create(o));
+  if (a.check) return PrintSelfCheck(proxy->SelfCheck());
   fmt::print("eldr serve: listening on http://{}:{}\n", o.host, proxy->port());
   std::fflush(stdout);
   ELDR_RETURN_IF_ERROR(WriteReady(o.ready_file, proxy->port()));

@@ -79,6 +79,13 @@ struct ServeOptions {
   int failure_threshold = 3;  // consecutive failures that open a worker's circuit
   int open_ms = 5000;         // time an open circuit waits before a half-open probe
 
+  // Engines started with --api-key: sent as "Authorization: Bearer <key>" on every leg and health
+  // probe. tools/ also reads it from ELDR_UPSTREAM_API_KEY, so it stays out of process lists.
+  std::string upstream_api_key;
+  // Where prefill responses carry the prompt's routed experts: "auto" (detected per response) or
+  // one of vllm, vllm-list, vllm-0.21, sglang, eldr-hooks to read only that place (pd.h).
+  std::string signature_source = "auto";
+
   // Admin API (/admin/...): off while admin_token is empty; every call needs
   // "Authorization: Bearer <admin_token>" (401 otherwise) and, unless admin_remote, a loopback
   // peer (403 otherwise).

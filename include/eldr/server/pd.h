@@ -2,14 +2,13 @@
 // File: server/pd.h
 // -----------------------------------------------------------------------------
 // The wire side of a prefill/decode (PD) disaggregated request, free of I/O so that it is tested
-// and fuzzed on its own (docs/ANCHORS.md §3-4, DESIGN.md §4):
+// and fuzzed on its own (docs/serve.md):
 //   * ParseClientRequest: an OpenAI /v1/completions or /v1/chat/completions body;
 //   * the bodies of the prefill and decode legs for vLLM's NIXL connector (pull: decode chosen
 //     after prefill) and SGLang's bootstrap rendezvous (decode chosen first);
 //   * ParsePrefillResponse: transfer parameters, prompt token ids and the prompt's expert picks
-//     from a prefill response, in any of the three encodings (vLLM `routed_experts` base64 .npy or
-//     nested lists, SGLang `sgl_ext.routed_experts` base64 int32, ELDR `eldr_sig` int16 counts),
-//     decoded in place without a JSON tree of the payload;
+//     from a prefill response, wherever the engine put them (SignatureSource below), decoded in
+//     place without a JSON tree of the payload;
 //   * the head of an upstream POST.
 //
 // Thread-safety: pure functions; ClientRequest is a plain value.
@@ -65,28 +64,65 @@ struct Bootstrap {
   uint64_t room = 0;  // in [0, 2^63 - 1]
 };
 // SGLang legs: the client's body plus bootstrap_host/port/room. The prefill leg is non-streaming
-// and asks for routed experts (return_routed_experts); the decode leg keeps the client's stream.
+// and asks for routed experts (return_routed_experts, rows from routed_experts_start_len); the
+// decode leg keeps the client's stream.
 std::string SglangPrefillBody(const ClientRequest& req, const Bootstrap& b);
 std::string SglangDecodeBody(const ClientRequest& req, const Bootstrap& b);
 
+// Where the prompt's routed experts came from. The engines place them differently (verified in
+// their source; docs/serve.md has the compatibility table):
+//   kVllm        choices[0].routed_experts, base64 .npy [prompt + out - 1, num_hidden_layers, k]
+//                (vLLM >= 0.22, PR #38939); nested lists in some earlier builds (kVllmList)
+//   kVllm021     response-level prompt_routed_experts, nested lists [prompt, layers, k], -1 rows
+//                for positions without routes (vLLM 0.21, PR #39917); choices[0].routed_experts
+//                then holds the generated tokens only and is ignored
+//   kSglang      response-level sglext.routed_experts, base64 int32 [rows, num_hidden_layers, k]
+//                from routed_experts_start_len (SGLang PR #17648); choices[0].sgl_ext (an early
+//                variant described by the SGLang docs) is read too
+//   kEldrHooks   kv_transfer_params.eldr_sig, base64 int16 [L, E] counts (the ELDR authors'
+//                vLLM hooks); also accepted on the choice or the response
+enum class SignatureSource { kNone, kVllm, kVllmList, kVllm021, kSglang, kEldrHooks };
+inline constexpr int kSignatureSources = 6;
+std::string_view SignatureSourceName(SignatureSource s);  // "none", "vllm", "vllm-list", ...
+// "auto" (look everywhere, in the order above) or one source name: only that place is read.
+Result<std::optional<SignatureSource>> ParseSignatureSourcePin(std::string_view name);
+
+struct PrefillRequestInfo {
+  // Prompt length when the router knows it (client-sent token ids); -1 otherwise, in which case
+  // the response's prompt_token_ids or usage.prompt_tokens are used.
+  int64_t prompt_tokens = -1;
+  // The first prompt row the router asked for (routed_experts_prompt_start on vLLM). Engines
+  // that do not implement it return every row: the row count tells which happened.
+  int64_t routed_experts_start = 0;
+  std::optional<SignatureSource> pin;  // signature_source config: read only this place
+};
+
 struct PrefillResult {
-  std::string kv_transfer_params;         // raw JSON object ("" if absent or null)
+  std::string kv_transfer_params;         // raw JSON object ("" if absent or null), eldr_sig removed
   std::vector<int32_t> prompt_token_ids;  // empty if the engine did not return them
+  int64_t prompt_tokens = -1;             // known prompt length (request, ids or usage); -1 unknown
   std::optional<PickTable> picks;         // per-token picks (vLLM, SGLang encodings)
   int64_t picks_first_token = 0;          // prompt token of picks row 0
   std::optional<ExpertCounts> counts;     // eldr_sig encoding
-  std::string encoding;                   // "vllm-npy", "vllm-list", "sglang", "eldr_sig" or ""
+  SignatureSource source = SignatureSource::kNone;
+  // Picks cover only part of the prompt and no earlier rows can fill the gap (unknown rows
+  // inside the prompt): the counts are usable but partial, and must not enter the cache.
+  bool partial = false;
+  // Why a payload that was present was not used (row count that matches neither what was asked
+  // nor the whole prompt, ...); source is then kNone. Empty otherwise.
+  std::string rejected;
   std::string finish_reason;
 };
 
 // Parses a prefill response. An error object in the body, a body that is not JSON, a payload that
 // does not decode for `g`, or one beyond `opts.max_decoded_bytes` is an error (the proxy answers
-// 502 with the message). A response without any expert payload is not an error: `encoding` is
-// empty and the policy falls back to load balancing. `picks_first_token` is the start the router
-// asked for (routed_experts_start).
+// 502 with the message). A response without any expert payload is not an error: `source` is
+// kNone and the policy falls back to load balancing. A payload whose row count cannot be matched
+// to the prompt is not trusted: `rejected` says why (it would store wrong counts under the
+// prompt's block hashes otherwise).
 Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeometry& g,
                                            const PayloadOptions& opts,
-                                           int64_t routed_experts_start = 0);
+                                           const PrefillRequestInfo& info = {});
 
 // ---- HTTP/1.1 message heads ------------------------------------------------------------------
 // The proxy writes its messages as one head plus the body, gathered into one send, instead of
@@ -96,7 +132,10 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
 
 // "POST path HTTP/1.1" with Host, Content-Type: application/json, X-Request-Id, the data-parallel
 // rank header when dp_rank >= 0, and Content-Length; keep-alive (HTTP/1.1's default).
+// With a non-empty `api_key`, "Authorization: Bearer <api_key>" is added (engines started with
+// --api-key).
 std::string UpstreamPostHead(std::string_view path, std::string_view host, int port,
-                             std::string_view request_id, int dp_rank, size_t content_length);
+                             std::string_view request_id, int dp_rank, size_t content_length,
+                             std::string_view api_key = {});
 
 }  // namespace eldr::server

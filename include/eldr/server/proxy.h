@@ -1,7 +1,7 @@
 // -----------------------------------------------------------------------------
 // File: server/proxy.h
 // -----------------------------------------------------------------------------
-// Proxy: `eldr serve`, the OpenAI-compatible PD router (DESIGN.md §4; docs/serve.md).
+// Proxy: `eldr serve`, the OpenAI-compatible PD router (docs/serve.md).
 //
 //   POST /v1/completions, /v1/chat/completions   proxied: prefill leg, decode choice, decode leg
 //   GET  /v1/models, /health, /metrics
@@ -20,11 +20,22 @@
 #pragma once
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "eldr/server/config.h"
 #include "eldr/status.h"
 
 namespace eldr::server {
+
+// One prefill worker's answer to the self-check (`eldr serve --check`).
+struct WorkerCheck {
+  std::string url;
+  int status = 0;       // HTTP status of the prefill leg; 0 if it failed before one
+  std::string source;   // signature source name (pd.h SignatureSourceName), "none" if absent
+  bool usable = false;  // a signature ELDR can route by came back
+  std::string detail;   // the engine's error, why a payload was rejected, or the decode leg's fate
+};
 
 class Proxy {
  public:
@@ -37,6 +48,10 @@ class Proxy {
   // Serves until SIGINT/SIGTERM or Shutdown(), then drains in-flight requests (at most
   // drain_timeout_ms) and returns.
   virtual Status Run() = 0;
+  // Instead of Run(): sends one short request (max_tokens 1) through each prefill worker with
+  // the configured PD flow, completed on a decode worker so that no KV is left behind, and
+  // reports per worker whether a usable signature came back. Returns when every check is done.
+  virtual std::vector<WorkerCheck> SelfCheck() = 0;
   // Thread-safe; may be called from a signal-handling thread.
   virtual void Shutdown() = 0;
 };
