@@ -1189,7 +1189,11 @@ class ProxyImpl final : public Proxy {
           if (stopping_) co_return;
           const bool ok = co_await Probe(*w);
           if (ok) {
-            if (w->breaker.State(NowUs()) != CircuitState::kClosed) {
+            // A worker can answer /health while failing requests (5xx): a probe may close a
+            // half-open circuit, never cut short an open one.
+            const CircuitState st = w->breaker.State(NowUs());
+            if (st == CircuitState::kOpen) continue;
+            if (st != CircuitState::kClosed) {
               spdlog::info("event=worker_up worker={} role={}", w->spec.url, w->role);
             }
             w->breaker.OnSuccess();

@@ -1,0 +1,341 @@
+#!/usr/bin/python3
+"""Every exit of the vLLM PD flow, table-driven, against stub engines written here (not the
+eldr emulator): each status class, timeout, reset and malformed body on each leg, before and
+after the first byte. After every case the router must still be up, the client must have a
+clear answer, and every in-flight count must be back at zero. Also: no prefill is sent when no
+decoder is available (a NIXL prefill would strand KV blocks), and a decoder answering 5xx gets
+its circuit opened instead of attracting traffic.
+
+The stub prefill answers in vLLM >= 0.22's shape (tests/fixtures/engines) and records what it
+received; the stub decode records whether a request carried the ELDR hooks' eldr_sig or an
+Authorization header.
+
+Usage: faults_test.py path/to/eldr      (stdlib only; run by ctest)
+"""
+import http.client
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ELDR = os.path.abspath(sys.argv[1])
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "engines")
+TMP = tempfile.mkdtemp(prefix="eldr-faults-")
+FAILURES = []
+PROMPT_OK = open(os.path.join(FIXTURES, "qwen3-30b-a3b.vllm-0.22-completion.json")).read()
+
+
+def check(cond, what):
+    print(("  ok   " if cond else "  FAIL ") + what)
+    if not cond:
+        FAILURES.append(what)
+
+
+class Stub:
+    """One engine stub on its own port; `mode` decides the next answers."""
+
+    def __init__(self, role):
+        self.role = role
+        self.mode = "ok"
+        self.posts = 0
+        self.eldr_sig_seen = 0
+        self.auth = []
+        self.probes = []  # Authorization of each health probe
+        stub = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                stub.probes.append(self.headers.get("Authorization"))
+                self._send(200, b'{"status":"ok"}')
+
+            def _send(self, status, body, ctype="application/json"):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", 0))
+                req = json.loads(self.rfile.read(n) or b"{}")
+                stub.posts += 1
+                stub.auth.append(self.headers.get("Authorization"))
+                if "eldr_sig" in (req.get("kv_transfer_params") or {}):
+                    stub.eldr_sig_seen += 1
+                m = stub.mode
+                if m.startswith("status:"):
+                    code = int(m.split(":")[1])
+                    msg = ("This model's maximum context length is 32768 tokens" if code == 400
+                           else f"stub {stub.role} answered {code}")
+                    self._send(code, json.dumps({"error": {
+                        "message": msg, "type": "BadRequestError", "param": None,
+                        "code": code}}).encode())
+                elif m == "timeout":
+                    time.sleep(2.5)
+                    self.close_connection = True
+                elif m == "reset":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                elif m == "malformed":
+                    self._send(200, b"this is not json")
+                elif m == "truncated":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "100000")
+                    self.end_headers()
+                    self.wfile.write(b'{"choices":[')
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                elif stub.role == "prefill":
+                    body = PROMPT_OK
+                    if m == "hooks":
+                        j = json.loads(open(os.path.join(
+                            FIXTURES, "qwen3-30b-a3b.eldr-hooks.json")).read())
+                        body = json.dumps(j)
+                    self._send(200, body.encode())
+                else:
+                    self._decode(req, m)
+
+            def _decode(self, req, m):
+                if not req.get("stream"):
+                    self._send(200, json.dumps({
+                        "id": "cmpl-x", "object": "text_completion", "created": int(time.time()),
+                        "model": req.get("model"), "choices": [{
+                            "index": 0, "text": "a b c", "finish_reason": "length"}],
+                        "usage": {"prompt_tokens": 32, "completion_tokens": 3,
+                                  "total_tokens": 35}}).encode())
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+
+                def chunk(data):
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+
+                ev = b'data: {"id":"cmpl-x","choices":[{"index":0,"text":"a"}]}\n\n'
+                chunk(ev)
+                if m == "midstream-reset":
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                if m == "stall":
+                    time.sleep(2.5)
+                    self.close_connection = True
+                    return
+                chunk(ev)
+                chunk(b"data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_proxy(name, prefill, decode, extra_config=None, env=None):
+    cfg = {"listen": "127.0.0.1:0", "prefill": [s.url for s in prefill],
+           "decode": [s.url for s in decode], "policy": "jsq", "health_interval_ms": 0,
+           "prefill_timeout_ms": 1000, "first_byte_timeout_ms": 1000, "idle_timeout_ms": 1000,
+           "connect_timeout_ms": 500, "failure_threshold": 3, "open_ms": 60000,
+           "admin_token": "t", "log_level": "info"}
+    cfg.update(extra_config or {})
+    path = os.path.join(TMP, name + ".json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    ready = os.path.join(TMP, name + ".ready")
+    log = open(os.path.join(TMP, name + ".log"), "w")
+    p = subprocess.Popen([ELDR, "serve", "-c", path, "--ready-file", ready], stdout=log,
+                         stderr=log, env=dict(os.environ, **(env or {})))
+    deadline = time.time() + 30
+    while time.time() < deadline and not os.path.exists(ready):
+        if p.poll() is not None:
+            raise RuntimeError(open(os.path.join(TMP, name + ".log")).read())
+        time.sleep(0.05)
+    return p, json.load(open(ready))["port"]
+
+
+def post(port, body, stream=False, timeout=20):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    b = {"model": "qwen3-30b-a3b", "prompt": "hello there", "max_tokens": 3}
+    b.update(body or {})
+    if stream:
+        b["stream"] = True
+    c.request("POST", "/v1/completions", body=json.dumps(b),
+              headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    data = r.read()  # http.client decodes chunked framing; a cut stream raises
+    c.close()
+    return r.status, data
+
+
+def metrics(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/metrics")
+    text = c.getresponse().read().decode()
+    c.close()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+def idle(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = metrics(port)
+        if m.get("eldr_active_requests", 1) == 0 and all(
+                v == 0 for k, v in m.items() if k.startswith("eldr_worker_in_flight")):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def main():
+    pre, dec = Stub("prefill"), Stub("decode")
+    proc, port = start_proxy("table", [pre], [dec])
+
+    # (leg, mode, stream, expected client status or a predicate on (status, body))
+    cases = [
+        ("prefill", "status:400", False, lambda s, b: s == 400 and b"context length" in b),
+        ("prefill", "status:404", False, lambda s, b: s == 404),
+        ("prefill", "status:422", True, lambda s, b: s == 422),
+        ("prefill", "status:500", False, lambda s, b: s in (502, 503) and b"500" in b),
+        ("prefill", "status:503", True, lambda s, b: s in (502, 503)),
+        ("prefill", "timeout", False, lambda s, b: s in (502, 503, 504) and b"timed out" in b),
+        ("prefill", "reset", False, lambda s, b: s in (502, 503)),
+        ("prefill", "malformed", False, lambda s, b: s == 502 and b"malformed" in b),
+        ("prefill", "truncated", False, lambda s, b: s in (502, 503)),
+        ("decode", "status:400", False, lambda s, b: s == 400),
+        ("decode", "status:404", True, lambda s, b: s == 404),
+        ("decode", "status:500", False, lambda s, b: s == 500),
+        ("decode", "timeout", True, lambda s, b: s in (502, 504)),
+        ("decode", "reset", False, lambda s, b: s == 502),
+        ("decode", "midstream-reset", True,
+         lambda s, b: s == 200 and b"failed mid-stream" in b),
+        ("decode", "stall", True, lambda s, b: s == 200 and b"failed mid-stream" in b),
+    ]
+    print("every fault of each leg, one at a time")
+    for leg, mode, stream, ok in cases:
+        stub = pre if leg == "prefill" else dec
+        stub.mode = mode
+        dec_before = dec.posts
+        try:
+            st, body = post(port, {}, stream)
+        except Exception as e:  # noqa: BLE001 - a cut connection is a failure here
+            st, body = -1, repr(e).encode()
+        stub.mode = "ok"
+        check(ok(st, body), f"{leg} {mode} (stream={stream}) -> client gets {st}")
+        check(proc.poll() is None, f"{leg} {mode}: the router is still up")
+        check(idle(port), f"{leg} {mode}: in-flight counts back at zero")
+        if leg == "prefill" and mode.startswith("status:4"):
+            check(dec.posts == dec_before, f"{leg} {mode}: no decode leg after a prefill 4xx")
+        # Reset the decoder's circuit between cases (one 5xx or reset counts as a failure).
+        for _ in range(2):
+            post(port, {})
+    st, _ = post(port, {})
+    check(st == 200, "a normal request succeeds after the whole table")
+
+    print("a decoder answering 5xx gets its circuit opened, and then no prefill is sent")
+    dec.mode = "status:500"
+    for _ in range(3):
+        post(port, {})
+    m = metrics(port)
+    check(m[f'eldr_worker_available{{role="decode",worker="{dec.url}"}}'] == 0,
+          "three 500s open the decoder's circuit")
+    before = pre.posts
+    st, body = post(port, {})
+    check(st == 503 and b"no decode worker" in body, "no decoder available -> 503")
+    check(pre.posts == before, "no prefill was sent without a decoder to take the KV")
+    check(idle(port), "in-flight zero")
+    proc.terminate()
+    check(proc.wait(timeout=20) == 0, "router exits 0 on SIGTERM after the fault table")
+
+    print("a 5xx decoder does not attract the traffic (jsq, two decoders)")
+    pre2, good, bad = Stub("prefill"), Stub("decode"), Stub("decode")
+    bad.mode = "status:500"
+    proc2, port2 = start_proxy("two", [pre2], [good, bad])
+    codes = [post(port2, {})[0] for _ in range(20)]
+    check(bad.posts <= 3 and good.posts >= 17,
+          f"the failing decoder got {bad.posts} of 20 requests, the good one {good.posts}")
+    check(codes.count(200) >= 17, f"{codes.count(200)} of 20 requests succeeded")
+    proc2.terminate()
+    proc2.wait(timeout=20)
+
+    print("engines with --api-key, and the ELDR hooks' eldr_sig never reaches decode")
+    pre3, dec3 = Stub("prefill"), Stub("decode")
+    pre3.mode = "hooks"
+    proc3, port3 = start_proxy("key", [pre3], [dec3], {"health_interval_ms": 100},
+                               env={"ELDR_UPSTREAM_API_KEY": "k-123"})
+    st, _ = post(port3, {})
+    check(st == 200, "request through key-protected engines succeeds")
+    time.sleep(0.3)
+    legs = pre3.auth + dec3.auth + pre3.probes + dec3.probes
+    check(all(a == "Bearer k-123" for a in legs) and pre3.auth and dec3.auth and pre3.probes,
+          "every leg and health probe carries Authorization: Bearer <key> from "
+          "ELDR_UPSTREAM_API_KEY")
+    check(dec3.eldr_sig_seen == 0, "no eldr_sig reached the decode engine")
+    m = metrics(port3)
+    check(m.get(f'eldr_prefill_signatures_total{{role="prefill",worker="{pre3.url}",'
+                f'source="eldr-hooks"}}') == 1, "the hooks' signature was decoded and counted")
+    proc3.terminate()
+    proc3.wait(timeout=20)
+
+    print("a prefill without routed experts is counted, warned about, and --check says so")
+    pre4, dec4 = Stub("prefill"), Stub("decode")
+    global PROMPT_OK
+    saved = PROMPT_OK
+    j = json.loads(PROMPT_OK)
+    del j["choices"][0]["routed_experts"]
+    PROMPT_OK = json.dumps(j)
+    proc4, port4 = start_proxy("none", [pre4], [dec4])
+    for _ in range(3):
+        post(port4, {})
+    m = metrics(port4)
+    check(m.get(f'eldr_prefill_signatures_total{{role="prefill",worker="{pre4.url}",'
+                f'source="none"}}') == 3, "three answers without a signature counted")
+    proc4.terminate()
+    proc4.wait(timeout=20)
+    log = open(os.path.join(TMP, "none.log")).read()
+    check(log.count("event=no_signature") == 1 and "--enable-return-routed-experts" in log,
+          "one rate-limited warning naming the cause and the fix")
+    cfg = os.path.join(TMP, "none.json")
+    r = subprocess.run([ELDR, "serve", "-c", cfg, "--check"], capture_output=True, text=True)
+    check(r.returncode != 0 and "0 of 1" in r.stdout, "--check exits non-zero: no signature")
+    PROMPT_OK = saved
+    r = subprocess.run([ELDR, "serve", "-c", cfg, "--check"], capture_output=True, text=True)
+    check(r.returncode == 0 and "1 of 1" in r.stdout and " vllm " in r.stdout,
+          "--check exits 0 and names the source when the prefill returns routed experts")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001
+        FAILURES.append(f"exception: {e!r}")
+        print("EXCEPTION", repr(e))
+    if FAILURES:
+        print(f"{len(FAILURES)} failure(s); logs in {TMP}")
+        for f in FAILURES:
+            print("  -", f)
+        sys.exit(1)
+    print("all fault checks passed")
