@@ -702,6 +702,7 @@ class ProxyImpl final : public Proxy {
       if (!parsed) {
         w.errors.fetch_add(1, std::memory_order_relaxed);
         malformed_.fetch_add(1, std::memory_order_relaxed);
+        w.breaker.OnFailure(NowUs());
         const std::string msg = fmt::format("prefill worker {} returned a malformed response: {}",
                                             w.spec.url, parsed.error().message());
         spdlog::warn("event=malformed_prefill request_id={} error=\"{}\"", rid, msg);
