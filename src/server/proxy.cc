@@ -17,7 +17,7 @@
 #include "eldr/server/balance.h"
 #include "eldr/server/metrics.h"
 #include "eldr/server/pd.h"
-#include "eldr/server/prefix_memo.h"
+#include "eldr/server/prompt_signal.h"
 #include "eldr/signature_cache.h"
 #include "eldr/signature_space.h"
 
@@ -119,7 +119,7 @@ constexpr int kStatusCodes[] = {200, 400, 401, 403, 404, 405, 413, 429, 499, 500
 
 class ProxyImpl final : public Proxy {
  public:
-  explicit ProxyImpl(ServeOptions o) : o_(std::move(o)), memo_(o_.cache.memory_budget_bytes) {
+  explicit ProxyImpl(ServeOptions o) : o_(std::move(o)) {
     for (size_t i = 0; i < std::size(kStatusCodes); ++i) responses_[i] = 0;
   }
 
@@ -145,7 +145,7 @@ class ProxyImpl final : public Proxy {
     {
       auto c = SignatureCache::Create(geometry_.moe_layers, geometry_.experts, o_.cache);
       if (!c) return c.error();
-      cache_ = std::move(*c);
+      signal_ = std::make_unique<PromptSignal>(std::move(*c), o_.cache.memory_budget_bytes);
     }
     const int threads =
         o_.threads > 0 ? o_.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -289,6 +289,7 @@ class ProxyImpl final : public Proxy {
   // One routing policy per thread, rebuilt when the snapshot changes (policies keep cursors and
   // are not thread-safe; the space they share is immutable).
   struct ThreadPolicy {
+    const ProxyImpl* owner = nullptr;
     uint64_t version = ~uint64_t{0};
     std::unique_ptr<RoutingPolicy> policy;
     bool degraded = false;  // eldr configured, but the space does not match the decoders
@@ -299,7 +300,9 @@ class ProxyImpl final : public Proxy {
 
   ThreadPolicy& PolicyFor(const Snapshot& s) {
     thread_local ThreadPolicy tp;
-    if (tp.version != s.version || !tp.policy) {
+    // The thread-local slot may have served another proxy instance in this thread.
+    if (tp.owner != this || tp.version != s.version || !tp.policy) {
+      tp.owner = this;
       PolicyOptions po;
       po.name = o_.policy;
       po.decoders = static_cast<int>(s.decode.size());
@@ -358,13 +361,6 @@ class ProxyImpl final : public Proxy {
       if (w->Available(now)) return true;
     }
     return false;
-  }
-
-  // The prompt as bytes for the prefill ring and the prefix memo: its text, or its token ids.
-  static std::string_view PromptBytes(const ClientRequest& req) {
-    if (!req.prompt_text.empty() || req.prompt_tokens.empty()) return req.prompt_text;
-    return std::string_view(reinterpret_cast<const char*>(req.prompt_tokens.data()),
-                            req.prompt_tokens.size() * sizeof(int32_t));
   }
 
   // Counts what a prefill answer carried and, at most once a minute per worker, says why ELDR
@@ -646,20 +642,15 @@ class ProxyImpl final : public Proxy {
                               const std::string& rid, const std::string& path, const Snapshot& s,
                               RequestCtx& ctx) {
     // Known prefix: with client-sent token ids the engine is asked only for the unknown suffix.
-    int64_t start = 0;
-    std::vector<uint64_t> hashes;
-    if (!req.prompt_tokens.empty()) {
-      hashes = ChainedBlockHashes(req.prompt_tokens, o_.cache.block_size);
-      start = cache_->Lookup(hashes).tokens;
-      if (start >= static_cast<int64_t>(req.prompt_tokens.size())) start = 0;
-    }
+    const PromptSignal::Prompt prompt = signal_->Begin(req);
+    const int64_t start = signal_->KnownTokens(prompt);
     // With no decoder to take the KV, a NIXL prefill would only strand blocks on the engine.
     if (!AnyAvailable(s.decode)) {
       co_await WriteJsonError(client, 503, "no decode worker is available");
       co_return;
     }
     const std::string pbody = VllmPrefillBody(req, start);
-    const uint64_t key = PrefixHash(PromptBytes(req), static_cast<size_t>(o_.prefix_bytes));
+    const uint64_t key = PrefixHash(prompt.key, static_cast<size_t>(o_.prefix_bytes));
     std::vector<uint8_t> excluded(s.prefill.size());
     std::optional<PrefillResult> pr;
     std::string last_error = "no prefill worker is available";
@@ -716,36 +707,9 @@ class ProxyImpl final : public Proxy {
       co_await WriteJsonError(client, 503, last_error);
       co_return;
     }
-    // The prompt's counts: eldr_sig directly; picks through the signature cache when the token
-    // ids are known (the cached prefix fills in rows the engine omitted).
-    ExpertCounts counts;
-    const ExpertCounts* cp = nullptr;
-    if (pr->counts) {
-      counts = std::move(*pr->counts);
-      cp = &counts;
-    } else if (pr->picks) {
-      const std::vector<int32_t>& ids =
-          !pr->prompt_token_ids.empty() ? pr->prompt_token_ids : req.prompt_tokens;
-      bool resolved = false;
-      // Partial picks (unknown rows inside the prompt) never enter the cache.
-      if (!ids.empty() && !pr->partial) {
-        if (ids != req.prompt_tokens) hashes = ChainedBlockHashes(ids, o_.cache.block_size);
-        auto r = cache_->Resolve(hashes, static_cast<int64_t>(ids.size()), *pr->picks,
-                                 pr->picks_first_token);
-        if (r) {
-          counts = std::move(*r);
-          resolved = true;
-        }
-      }
-      if (!resolved) {
-        counts = pr->picks->Counts();
-        // Rows before picks_first_token are neither in the payload nor in the cache.
-        if (pr->picks_first_token > 0 || pr->partial) {
-          partial_signatures_.fetch_add(1, std::memory_order_relaxed);
-        }
-      }
-      cp = &counts;
-    }
+    const PromptSignal::Signal sig = signal_->FromPrefill(prompt, *pr);
+    if (sig.partial) partial_signatures_.fetch_add(1, std::memory_order_relaxed);
+    const ExpertCounts* cp = sig.counts ? &*sig.counts : nullptr;
     // The decode leg reuses the prompt's token ids (completions), so it never re-tokenizes.
     const std::string dbody = VllmDecodeBody(req, pr->kv_transfer_params, pr->prompt_token_ids);
     // A decode worker that cannot be reached before it saw the request is skipped for another
@@ -774,20 +738,14 @@ class ProxyImpl final : public Proxy {
     // Decode is fixed before prefill: predict the signature from what is known of the prompt's
     // prefix — the signature cache's longest cached prefix when the client sent token ids, else
     // the text-prefix memo.
-    std::optional<ExpertCounts> predicted;
-    std::vector<uint64_t> hashes;
-    if (!req.prompt_tokens.empty()) {
-      hashes = ChainedBlockHashes(req.prompt_tokens, o_.cache.block_size);
-      SignatureCache::Prefix known = cache_->Lookup(hashes);
-      if (known.tokens > 0) predicted = std::move(known.counts);
-    }
-    if (!predicted) predicted = memo_.Predict(PromptBytes(req));
+    const PromptSignal::Prompt prompt = signal_->Begin(req);
+    const std::optional<ExpertCounts> predicted = signal_->Predict(prompt);
     const Decision d = RouteDecode(s, predicted ? &*predicted : nullptr);
     if (d.decoder < 0) {
       co_await WriteJsonError(client, 503, "no decode worker is available");
       co_return;
     }
-    const uint64_t key = PrefixHash(PromptBytes(req), static_cast<size_t>(o_.prefix_bytes));
+    const uint64_t key = PrefixHash(prompt.key, static_cast<size_t>(o_.prefix_bytes));
     const int p =
         s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), {}, o_.prefill_load_factor);
     if (p < 0) {
@@ -828,11 +786,7 @@ class ProxyImpl final : public Proxy {
         co_return;
       }
       RecordSignature(w, *parsed);
-      if (parsed->picks && !parsed->partial) {
-        memo_.Observe(PromptBytes(req), parsed->picks->Counts());
-        if (!hashes.empty()) (void)cache_->Insert(hashes, *parsed->picks, parsed->picks_first_token);
-      }
-      if (parsed->counts) memo_.Observe(PromptBytes(req), *parsed->counts);
+      signal_->Learn(prompt, *parsed);
     };
     auto decode = [&]() -> awaitable<void> {
       co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b), rid, req.stream,
@@ -1489,7 +1443,7 @@ class ProxyImpl final : public Proxy {
       MetricHeader(&out, name, "counter", "see docs/serve.md");
       MetricSample(&out, name, "", static_cast<double>(c->load()));
     }
-    const SignatureCacheStats cs = cache_->Stats();
+    const SignatureCacheStats cs = signal_->cache().Stats();
     const std::pair<const char*, uint64_t> cache[] = {
         {"eldr_signature_cache_lookups_total", cs.lookups},
         {"eldr_signature_cache_hit_tokens_total", cs.hit_tokens},
@@ -1504,7 +1458,7 @@ class ProxyImpl final : public Proxy {
       MetricSample(&out, name, "", static_cast<double>(v));
     }
     MetricHeader(&out, "eldr_prefix_memo_bytes", "gauge", "SGLang prediction memo");
-    MetricSample(&out, "eldr_prefix_memo_bytes", "", static_cast<double>(memo_.bytes()));
+    MetricSample(&out, "eldr_prefix_memo_bytes", "", static_cast<double>(signal_->memo().bytes()));
     return out;
   }
 
@@ -1515,8 +1469,7 @@ class ProxyImpl final : public Proxy {
   mutable std::mutex snap_mu_;
   std::mutex admin_mu_;
   std::shared_ptr<const Snapshot> snap_;
-  std::unique_ptr<SignatureCache> cache_;
-  PrefixMemo memo_;
+  std::unique_ptr<PromptSignal> signal_;
   std::vector<std::unique_ptr<asio::io_context>> iocs_;
   std::vector<std::unique_ptr<ConnectionPool>> pools_;  // after iocs_: destroyed first
   std::unique_ptr<tcp::acceptor> acceptor_;
