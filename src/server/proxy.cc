@@ -15,6 +15,7 @@
 #include "eldr/policy.h"
 #include "eldr/rng.h"
 #include "eldr/server/balance.h"
+#include "eldr/server/cluster.h"
 #include "eldr/server/metrics.h"
 #include "eldr/server/pd.h"
 #include "eldr/server/prompt_signal.h"
@@ -22,74 +23,16 @@
 #include "eldr/signature_space.h"
 
 namespace eldr::server {
+
+struct UpstreamAddress {
+  net::tcp::endpoint ep;
+};
+
 namespace {
 
 using namespace eldr::net;  // NOLINT(google-build-using-namespace): Beast vocabulary
 using namespace boost::asio::experimental::awaitable_operators;  // NOLINT
 namespace json = boost::json;
-
-const std::vector<double> kLatencyBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                            0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
-
-struct Worker {
-  Worker(WorkerSpec s, tcp::endpoint e, std::string r, const ServeOptions& o)
-      : spec(std::move(s)),
-        ep(e),
-        role(std::move(r)),
-        breaker(o.failure_threshold, int64_t{o.open_ms} * 1000),
-        latency(kLatencyBounds),
-        labels(fmt::format("role=\"{}\",worker=\"{}\"", role, LabelValue(spec.url))) {}
-  WorkerSpec spec;
-  tcp::endpoint ep;
-  std::string role;
-  std::atomic<int64_t> in_flight{0};
-  std::atomic<uint64_t> requests{0}, errors{0};
-  std::atomic<bool> draining{false};
-  // Prefill answers by the signature source they carried (kNone: without a usable one), the
-  // answers whose payload covered part of the prompt or was rejected, and the last warning's time.
-  std::atomic<uint64_t> signatures[kSignatureSources] = {};
-  std::atomic<uint64_t> signatures_partial{0}, signatures_rejected{0};
-  std::atomic<int> last_source{-1};
-  std::atomic<int64_t> last_signature_warning_us{std::numeric_limits<int64_t>::min() / 2};
-  CircuitBreaker breaker;
-  Histogram latency;
-  std::string labels;
-
-  bool Available(int64_t now) const {
-    return !draining.load(std::memory_order_relaxed) && breaker.Available(now);
-  }
-};
-
-// Counts a request in on a worker for as long as it lives (moves transfer the count).
-class Ticket {
- public:
-  Ticket() = default;
-  explicit Ticket(std::shared_ptr<Worker> w) : w_(std::move(w)) {
-    w_->in_flight.fetch_add(1, std::memory_order_relaxed);
-    w_->requests.fetch_add(1, std::memory_order_relaxed);
-  }
-  Ticket(Ticket&& o) noexcept : w_(std::move(o.w_)) {}
-  Ticket& operator=(Ticket&& o) noexcept {
-    Release();
-    w_ = std::move(o.w_);
-    return *this;
-  }
-  ~Ticket() { Release(); }
-  void Release() {
-    if (w_) w_->in_flight.fetch_sub(1, std::memory_order_relaxed);
-    w_.reset();
-  }
-
- private:
-  std::shared_ptr<Worker> w_;
-};
-
-struct Snapshot {
-  uint64_t version = 0;
-  std::vector<std::shared_ptr<Worker>> prefill, decode;
-  std::shared_ptr<const PrefillRing> ring;
-  std::shared_ptr<const SignatureSpace> space;
-};
 
 // Per-request cancellation: the watcher of the client connection cancels whichever upstream
 // socket is open when the client goes away; the proxied flow cancels the watcher when it ends.
@@ -128,20 +71,12 @@ class ProxyImpl final : public Proxy {
     ELDR_ASSIGN_OR_RETURN(geometry_, FindModel(o_.model));
     payload_opts_.max_decoded_bytes = static_cast<size_t>(o_.max_payload_bytes);
     ELDR_ASSIGN_OR_RETURN(signature_pin_, ParseSignatureSourcePin(o_.signature_source));
-    auto snap = std::make_shared<Snapshot>();
-    for (const auto& w : o_.prefill) {
-      ELDR_ASSIGN_OR_RETURN(auto ww, MakeWorker(w, "prefill"));
-      snap->prefill.push_back(std::move(ww));
-    }
-    for (const auto& w : o_.decode) {
-      ELDR_ASSIGN_OR_RETURN(auto ww, MakeWorker(w, "decode"));
-      snap->decode.push_back(std::move(ww));
-    }
-    if (!o_.space.empty()) {
-      ELDR_ASSIGN_OR_RETURN(snap->space, LoadSpace(o_.space, snap->decode.size()));
-    }
-    snap->ring = MakeRing(snap->prefill);
-    snap_ = std::move(snap);
+    ELDR_ASSIGN_OR_RETURN(cluster_,
+                          Cluster::Create(o_, geometry_, [](const WorkerSpec& w)
+                                                             -> Result<std::shared_ptr<const UpstreamAddress>> {
+                            ELDR_ASSIGN_OR_RETURN(tcp::endpoint ep, Resolve(w.host, w.port));
+                            return std::make_shared<const UpstreamAddress>(UpstreamAddress{ep});
+                          }));
     {
       auto c = SignatureCache::Create(geometry_.moe_layers, geometry_.experts, o_.cache);
       if (!c) return c.error();
@@ -151,7 +86,8 @@ class ProxyImpl final : public Proxy {
         o_.threads > 0 ? o_.threads : std::max(1u, std::thread::hardware_concurrency());
     for (int i = 0; i < threads; ++i) {
       iocs_.push_back(std::make_unique<asio::io_context>(1));
-      pools_.push_back(std::make_unique<ConnectionPool>());
+      states_.push_back(std::make_unique<ThreadState>(
+          iocs_.back().get(), static_cast<uint64_t>(NowUs()) * 0x9E3779B97F4A7C15ull + i));
     }
     acceptor_ = std::make_unique<tcp::acceptor>(*iocs_[0]);
     shutdown_timer_ = std::make_unique<asio::steady_timer>(*iocs_[0]);
@@ -182,12 +118,8 @@ class ProxyImpl final : public Proxy {
     std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
     for (auto& ioc : iocs_) guards.push_back(asio::make_work_guard(*ioc));
     for (size_t i = 1; i < iocs_.size(); ++i) {
-      threads.emplace_back([this, i] {
-        tl_pool = pools_[i].get();
-        RunLoop(*iocs_[i]);
-      });
+      threads.emplace_back([this, i] { RunLoop(*iocs_[i]); });
     }
-    tl_pool = pools_[0].get();
     spdlog::info("event=listening host={} port={} backend={} policy={} prefill={} decode={}",
                  o_.host, port_, BackendName(o_.backend), o_.policy, o_.prefill.size(),
                  o_.decode.size());
@@ -223,7 +155,6 @@ class ProxyImpl final : public Proxy {
 
   std::vector<WorkerCheck> SelfCheck() override {
     std::vector<WorkerCheck> out;
-    tl_pool = pools_[0].get();
     asio::co_spawn(*iocs_[0], CheckAll(&out), asio::detached);
     iocs_[0]->run();
     iocs_[0]->restart();
@@ -240,119 +171,32 @@ class ProxyImpl final : public Proxy {
   }
 
  private:
-  // ---- setup and state -------------------------------------------------------------------
+  // ---- per-thread state ------------------------------------------------------------------
 
-  Result<std::shared_ptr<Worker>> MakeWorker(const WorkerSpec& spec, const std::string& role) {
-    ELDR_RETURN_IF_ERROR(spec.Validate());
-    ELDR_ASSIGN_OR_RETURN(tcp::endpoint ep, Resolve(spec.host, spec.port));
-    return std::make_shared<Worker>(spec, ep, role, o_);
-  }
-
-  Result<std::shared_ptr<const SignatureSpace>> LoadSpace(const std::string& path,
-                                                          size_t decoders) {
-    std::FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) return NotFound("cannot open signature space '{}'", path);
-    std::string text;
-    char buf[65536];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-    std::fclose(f);
-    auto space = SignatureSpace::FromJson(text, &geometry_);
-    if (!space) return tl::unexpected<Status>(space.error().WithContext(path));
-    if (static_cast<size_t>((*space)->k()) != decoders) {
-      return FailedPrecondition(
-          "signature space '{}' has k={} centroids but {} decode workers are configured; fit one "
-          "with `eldr fit -k {}`",
-          path, (*space)->k(), decoders, decoders);
-    }
-    return *space;
-  }
-
-  static std::shared_ptr<const PrefillRing> MakeRing(
-      const std::vector<std::shared_ptr<Worker>>& ws) {
-    std::vector<std::string> names;
-    for (const auto& w : ws) names.push_back(w->spec.url);
-    return std::make_shared<const PrefillRing>(names);
-  }
-
-  std::shared_ptr<const Snapshot> Snap() const {
-    std::lock_guard lock(snap_mu_);
-    return snap_;
-  }
-
-  void Publish(std::shared_ptr<Snapshot> s) {
-    std::lock_guard lock(snap_mu_);
-    s->version = snap_->version + 1;
-    snap_ = std::move(s);
-  }
-
-  // One routing policy per thread, rebuilt when the snapshot changes (policies keep cursors and
-  // are not thread-safe; the space they share is immutable).
-  struct ThreadPolicy {
-    const ProxyImpl* owner = nullptr;
-    uint64_t version = ~uint64_t{0};
-    std::unique_ptr<RoutingPolicy> policy;
-    bool degraded = false;  // eldr configured, but the space does not match the decoders
-    Rng rng{0};
-    std::vector<int64_t> loads;
-    std::vector<uint8_t> avail;
+  // What each I/O thread owns: its upstream connection pool, its routing-policy instance and a
+  // random source. Found from the executor a coroutine runs on (no thread_local: two proxies in
+  // one process, as in tests, never share a slot).
+  struct ThreadState {
+    ThreadState(asio::io_context* c, uint64_t seed) : ioc(c), policy(seed), rng(seed ^ 0x51u) {}
+    asio::io_context* ioc;
+    ConnectionPool pool;
+    PolicySlot policy;
+    Rng rng;
   };
 
-  ThreadPolicy& PolicyFor(const Snapshot& s) {
-    thread_local ThreadPolicy tp;
-    // The thread-local slot may have served another proxy instance in this thread.
-    if (tp.owner != this || tp.version != s.version || !tp.policy) {
-      tp.owner = this;
-      PolicyOptions po;
-      po.name = o_.policy;
-      po.decoders = static_cast<int>(s.decode.size());
-      po.tau = o_.tau;
-      po.space = s.space;
-      tp.degraded = false;
-      if (po.name == "eldr" && (!s.space || s.space->k() != po.decoders)) {
-        po.name = "jsq";
-        tp.degraded = true;
-      }
-      auto p = MakePolicy(po);
-      tp.policy = p ? std::move(*p) : nullptr;
-      tp.version = s.version;
-      tp.rng = Rng(std::hash<std::thread::id>()(std::this_thread::get_id()) ^ s.version);
+  ThreadState& StateOf(const asio::any_io_executor& ex) {
+    const auto* ctx = &asio::query(ex, asio::execution::context);
+    for (auto& st : states_) {
+      if (st->ioc == ctx) return *st;
     }
-    return tp;
+    return *states_[0];
   }
 
-  struct Decision {
-    int decoder = -1;
-    bool fallback = false;
-    int band = 0;
-  };
+  std::shared_ptr<const Snapshot> Snap() const { return cluster_->Snap(); }
 
-  Decision RouteDecode(const Snapshot& s, const ExpertCounts* counts,
+  Decision RouteDecode(ThreadState& ts, const Snapshot& s, const ExpertCounts* counts,
                        std::span<const uint8_t> excluded = {}) {
-    const int64_t now = NowUs();
-    ThreadPolicy& tp = PolicyFor(s);
-    Decision d;
-    if (!tp.policy || s.decode.empty()) return d;
-    tp.loads.resize(s.decode.size());
-    tp.avail.resize(s.decode.size());
-    for (size_t i = 0; i < s.decode.size(); ++i) {
-      tp.loads[i] = s.decode[i]->in_flight.load(std::memory_order_relaxed);
-      tp.avail[i] = s.decode[i]->Available(now) && (excluded.empty() || !excluded[i]) ? 1 : 0;
-    }
-    RouteRequest rr;
-    rr.counts = counts;
-    const auto t0 = std::chrono::steady_clock::now();
-    auto r = tp.policy->Route(rr, ClusterView{tp.loads, tp.avail}, tp.rng);
-    const double us =
-        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
-    decision_us_.Observe(us);
-    if (!r) return d;
-    d.decoder = r->decoder;
-    d.fallback = r->fallback || tp.degraded;
-    d.band = r->band_size;
-    if (d.fallback) fallbacks_.fetch_add(1, std::memory_order_relaxed);
-    if (d.band > 0) band_.Observe(d.band);
-    return d;
+    return cluster_->RouteDecode(s, ts.policy, counts, excluded, NowUs());
   }
 
   static bool AnyAvailable(const std::vector<std::shared_ptr<Worker>>& ws) {
@@ -571,9 +415,7 @@ class ProxyImpl final : public Proxy {
     if (auto it = req.find("X-Request-Id"); it != req.end() && !it->value().empty()) {
       rid = std::string(it->value());
     } else {
-      thread_local Rng id_rng(std::hash<std::thread::id>()(std::this_thread::get_id()) ^
-                              static_cast<uint64_t>(NowUs()));
-      rid = fmt::format("eldr-{:016x}", id_rng.Next());
+      rid = fmt::format("eldr-{:016x}", StateOf(client.get_executor()).rng.Next());
     }
     const std::string path(req.target().data(), req.target().size());
     RequestCtx ctx;
@@ -716,7 +558,7 @@ class ProxyImpl final : public Proxy {
     // (the prefill's KV stays pullable by any decoder); after that, no retry.
     std::vector<uint8_t> excluded_d(s.decode.size());
     for (int attempt = 0; attempt < 2; ++attempt) {
-      const Decision d = RouteDecode(s, cp, excluded_d);
+      const Decision d = RouteDecode(StateOf(client.get_executor()), s, cp, excluded_d);
       if (d.decoder < 0) {
         co_await WriteJsonError(client, 503, "no decode worker is available");
         co_return;
@@ -740,7 +582,8 @@ class ProxyImpl final : public Proxy {
     // the text-prefix memo.
     const PromptSignal::Prompt prompt = signal_->Begin(req);
     const std::optional<ExpertCounts> predicted = signal_->Predict(prompt);
-    const Decision d = RouteDecode(s, predicted ? &*predicted : nullptr);
+    ThreadState& ts = StateOf(client.get_executor());
+    const Decision d = RouteDecode(ts, s, predicted ? &*predicted : nullptr);
     if (d.decoder < 0) {
       co_await WriteJsonError(client, 503, "no decode worker is available");
       co_return;
@@ -752,11 +595,9 @@ class ProxyImpl final : public Proxy {
       co_await WriteJsonError(client, 503, "no prefill worker is available");
       co_return;
     }
-    thread_local Rng room_rng(std::hash<std::thread::id>()(std::this_thread::get_id()) ^
-                              static_cast<uint64_t>(NowUs()));
     Bootstrap b{s.prefill[p]->spec.host,
                 s.prefill[p]->spec.bootstrap_port ? s.prefill[p]->spec.bootstrap_port : 8998,
-                room_rng.Next() >> 1};
+                ts.rng.Next() >> 1};
     // Both legs at once (the rendezvous needs both); the client sees the decode leg.
     RequestCtx pctx;
     Ticket pt(s.prefill[p]);
@@ -811,23 +652,20 @@ class ProxyImpl final : public Proxy {
   void Recycle(Worker& w, beast::tcp_stream& conn, bool keep_alive) {
     if (!keep_alive) return;
     conn.expires_never();
-    Pool().Put(w.ep, std::move(conn));
+    StateOf(conn.get_executor()).pool.Put(w.address->ep, std::move(conn));
   }
-
-  // The upstream connection pool of the calling thread's io_context.
-  ConnectionPool& Pool() { return *tl_pool; }
-  static thread_local ConnectionPool* tl_pool;
 
   // Opens (or reuses) an upstream connection to `w`.
   awaitable<std::optional<beast::tcp_stream>> Connect(Worker& w, bool* reused) {
-    if (auto s = Pool().Take(w.ep)) {
+    const auto ex = co_await asio::this_coro::executor;
+    if (auto s = StateOf(ex).pool.Take(w.address->ep)) {
       *reused = true;
       co_return std::move(*s);
     }
     *reused = false;
-    beast::tcp_stream s(co_await asio::this_coro::executor);
+    beast::tcp_stream s(ex);
     s.expires_after(std::chrono::milliseconds(o_.connect_timeout_ms));
-    auto [ec] = co_await s.async_connect(w.ep, kTuple);
+    auto [ec] = co_await s.async_connect(w.address->ep, kTuple);
     if (ec) co_return std::nullopt;
     SetNoDelay(s);
     co_return std::move(s);
@@ -1169,7 +1007,7 @@ class ProxyImpl final : public Proxy {
   awaitable<bool> Probe(Worker& w) {
     beast::tcp_stream s(co_await asio::this_coro::executor);
     s.expires_after(std::chrono::milliseconds(o_.health_timeout_ms));
-    auto [ec] = co_await s.async_connect(w.ep, kTuple);
+    auto [ec] = co_await s.async_connect(w.address->ep, kTuple);
     if (ec) co_return false;
     http::request<http::empty_body> r{http::verb::get, "/health", 11};
     r.set(http::field::host, HostHeaderValue(w.spec.host, w.spec.port));
@@ -1209,7 +1047,8 @@ class ProxyImpl final : public Proxy {
     target = target.substr(0, target.find('?'));
     const auto m = req.method();
     if (target == "/admin/workers" && m == http::verb::get) {
-      co_return co_await WriteResponse(client, 200, WorkersJson(), "application/json", true, false);
+      co_return co_await WriteResponse(client, 200, cluster_->WorkersJson(NowUs()), "application/json", true,
+                                       false);
     }
     json::error_code ec;
     json::value body =
@@ -1224,13 +1063,13 @@ class ProxyImpl final : public Proxy {
     };
     Status st;
     if (target == "/admin/workers" && (m == http::verb::post || m == http::verb::delete_)) {
-      st = m == http::verb::post ? AddWorker(str("role"), str("url"))
-                                 : RemoveWorker(str("role"), str("url"));
+      st = m == http::verb::post ? cluster_->AddWorker(str("role"), str("url"))
+                                 : cluster_->RemoveWorker(str("role"), str("url"));
     } else if (target == "/admin/drain" && m == http::verb::post) {
       const auto* dv = o.if_contains("drain");
-      st = Drain(str("role"), str("url"), !dv || !dv->is_bool() || dv->get_bool());
+      st = cluster_->Drain(str("role"), str("url"), !dv || !dv->is_bool() || dv->get_bool());
     } else if (target == "/admin/reload" && m == http::verb::post) {
-      st = Reload(str("space"));
+      st = cluster_->Reload(str("space"));
     } else {
       co_return co_await AdminError(client, 404, fmt::format("no admin route {}", target));
     }
@@ -1240,110 +1079,8 @@ class ProxyImpl final : public Proxy {
                                                                       : 400;
       co_return co_await AdminError(client, code, st.message());
     }
-    co_return co_await WriteResponse(client, 200, WorkersJson(), "application/json", true, false);
-  }
-
-  std::string WorkersJson() {
-    auto s = Snap();
-    const int64_t now = NowUs();
-    json::array ws;
-    for (const auto* list : {&s->prefill, &s->decode}) {
-      for (const auto& w : *list) {
-        json::object o{{"role", w->role},
-                       {"url", w->spec.url},
-                       {"in_flight", w->in_flight.load()},
-                       {"requests", w->requests.load()},
-                       {"errors", w->errors.load()},
-                       {"draining", w->draining.load()},
-                       {"circuit", CircuitStateName(w->breaker.State(now))}};
-        if (list == &s->prefill) {
-          json::object by;
-          for (int i = 0; i < kSignatureSources; ++i) {
-            by[SignatureSourceName(static_cast<SignatureSource>(i))] = w->signatures[i].load();
-          }
-          const int last = w->last_source.load();
-          o["signature"] = json::object{
-              {"last_source", last < 0 ? json::value(nullptr)
-                                       : json::value(SignatureSourceName(
-                                             static_cast<SignatureSource>(last)))},
-              {"by_source", std::move(by)},
-              {"without_signature", w->signatures[0].load()},
-              {"rejected", w->signatures_rejected.load()},
-              {"partial", w->signatures_partial.load()}};
-        }
-        ws.push_back(std::move(o));
-      }
-    }
-    const bool degraded =
-        o_.policy == "eldr" && (!s->space || s->space->k() != static_cast<int>(s->decode.size()));
-    json::object out{{"workers", std::move(ws)},
-                     {"policy", degraded ? "jsq (eldr degraded: space k != decoders)" : o_.policy},
-                     {"space_k", s->space ? s->space->k() : 0},
-                     {"version", s->version}};
-    return json::serialize(out);
-  }
-
-  Status AddWorker(const std::string& role, const std::string& url) {
-    if (role != "prefill" && role != "decode")
-      return InvalidArgument("role must be prefill or decode");
-    ELDR_ASSIGN_OR_RETURN(WorkerSpec spec, ParseWorkerUrl(url));
-    ELDR_ASSIGN_OR_RETURN(auto w, MakeWorker(spec, role));
-    std::lock_guard admin(admin_mu_);
-    auto s = std::make_shared<Snapshot>(*Snap());
-    auto& list = role == "prefill" ? s->prefill : s->decode;
-    for (const auto& x : list) {
-      if (x->spec.url == url) return FailedPrecondition("{} worker {} already exists", role, url);
-    }
-    list.push_back(std::move(w));
-    if (role == "prefill") s->ring = MakeRing(s->prefill);
-    if (role == "decode" && o_.policy == "eldr") {
-      spdlog::warn("event=policy_degraded reason=\"{} decoders, space k={}: jsq until reload\"",
-                   s->decode.size(), s->space ? s->space->k() : 0);
-    }
-    Publish(std::move(s));
-    spdlog::info("event=worker_added role={} worker={}", role, url);
-    return Status::Ok();
-  }
-
-  Status RemoveWorker(const std::string& role, const std::string& url) {
-    std::lock_guard admin(admin_mu_);
-    auto s = std::make_shared<Snapshot>(*Snap());
-    auto& list = role == "prefill" ? s->prefill : s->decode;
-    auto it =
-        std::find_if(list.begin(), list.end(), [&](const auto& w) { return w->spec.url == url; });
-    if (it == list.end()) return NotFound("no {} worker {}", role, url);
-    if (list.size() == 1) return FailedPrecondition("cannot remove the last {} worker", role);
-    list.erase(it);  // in-flight requests keep their shared_ptr and finish normally
-    if (role == "prefill") s->ring = MakeRing(s->prefill);
-    Publish(std::move(s));
-    spdlog::info("event=worker_removed role={} worker={}", role, url);
-    return Status::Ok();
-  }
-
-  Status Drain(const std::string& role, const std::string& url, bool drain) {
-    auto s = Snap();
-    const auto& list = role == "prefill" ? s->prefill : s->decode;
-    for (const auto& w : list) {
-      if (w->spec.url == url) {
-        w->draining = drain;
-        spdlog::info("event=worker_drain role={} worker={} drain={}", role, url, drain);
-        return Status::Ok();
-      }
-    }
-    return NotFound("no {} worker {}", role, url);
-  }
-
-  Status Reload(const std::string& path_in) {
-    const std::string path = path_in.empty() ? o_.space : path_in;
-    if (path.empty()) return InvalidArgument("no signature space path configured or given");
-    std::lock_guard admin(admin_mu_);
-    auto cur = Snap();
-    ELDR_ASSIGN_OR_RETURN(auto space, LoadSpace(path, cur->decode.size()));
-    auto s = std::make_shared<Snapshot>(*cur);
-    s->space = std::move(space);
-    Publish(std::move(s));
-    spdlog::info("event=space_reloaded path={} k={}", path, cur->decode.size());
-    return Status::Ok();
+    co_return co_await WriteResponse(client, 200, cluster_->WorkersJson(NowUs()), "application/json", true,
+                                       false);
   }
 
   // ---- metrics ---------------------------------------------------------------------------------
@@ -1351,8 +1088,6 @@ class ProxyImpl final : public Proxy {
   std::string RenderMetrics() {
     std::string out;
     out.reserve(8192);
-    auto s = Snap();
-    const int64_t now = NowUs();
     MetricHeader(&out, "eldr_responses_total", "counter", "Client responses by HTTP status");
     for (size_t i = 0; i < std::size(kStatusCodes); ++i) {
       MetricSample(&out, "eldr_responses_total", fmt::format("code=\"{}\"", kStatusCodes[i]),
@@ -1362,77 +1097,8 @@ class ProxyImpl final : public Proxy {
                  static_cast<double>(other_responses_.load()));
     MetricHeader(&out, "eldr_active_requests", "gauge", "Proxied requests in progress");
     MetricSample(&out, "eldr_active_requests", "", static_cast<double>(active_.load()));
-    struct Def {
-      const char* name;
-      const char* type;
-      const char* help;
-    };
-    const Def defs[] = {
-        {"eldr_worker_requests_total", "counter", "Legs sent to a worker"},
-        {"eldr_worker_errors_total", "counter", "Failed legs (transport, 5xx, malformed)"},
-        {"eldr_worker_in_flight", "gauge", "Legs in flight on a worker"},
-        {"eldr_worker_available", "gauge", "1 if the worker may be chosen"},
-        {"eldr_worker_circuit_opened_total", "counter", "Times the worker's circuit opened"}};
-    for (int k = 0; k < 5; ++k) {
-      MetricHeader(&out, defs[k].name, defs[k].type, defs[k].help);
-      for (const auto* list : {&s->prefill, &s->decode}) {
-        for (const auto& w : *list) {
-          double v = 0;
-          switch (k) {
-            case 0:
-              v = static_cast<double>(w->requests.load());
-              break;
-            case 1:
-              v = static_cast<double>(w->errors.load());
-              break;
-            case 2:
-              v = static_cast<double>(w->in_flight.load());
-              break;
-            case 3:
-              v = w->Available(now) ? 1 : 0;
-              break;
-            default:
-              v = static_cast<double>(w->breaker.opened_count());
-          }
-          MetricSample(&out, defs[k].name, w->labels, v);
-        }
-      }
-    }
-    MetricHeader(&out, "eldr_upstream_latency_seconds", "histogram",
-                 "Prefill leg time; decode leg time to first body byte");
-    for (const auto* list : {&s->prefill, &s->decode}) {
-      for (const auto& w : *list)
-        w->latency.Render(&out, "eldr_upstream_latency_seconds", w->labels);
-    }
-    MetricHeader(&out, "eldr_prefill_signatures_total", "counter",
-                 "Prefill answers by where their routed experts came from (none: no usable ones)");
-    for (const auto& w : s->prefill) {
-      for (int i = 0; i < kSignatureSources; ++i) {
-        MetricSample(&out, "eldr_prefill_signatures_total",
-                     fmt::format("{},source=\"{}\"", w->labels,
-                                 SignatureSourceName(static_cast<SignatureSource>(i))),
-                     static_cast<double>(w->signatures[i].load()));
-      }
-    }
-    MetricHeader(&out, "eldr_prefill_signatures_rejected_total", "counter",
-                 "Prefill answers whose routed experts did not match the prompt (not used)");
-    for (const auto& w : s->prefill) {
-      MetricSample(&out, "eldr_prefill_signatures_rejected_total", w->labels,
-                   static_cast<double>(w->signatures_rejected.load()));
-    }
-    MetricHeader(&out, "eldr_prefill_signatures_partial_total", "counter",
-                 "Prefill answers with no routes for some prompt positions (-1 rows)");
-    for (const auto& w : s->prefill) {
-      MetricSample(&out, "eldr_prefill_signatures_partial_total", w->labels,
-                   static_cast<double>(w->signatures_partial.load()));
-    }
-    MetricHeader(&out, "eldr_decision_latency_microseconds", "histogram",
-                 "Decode routing decision (embed, score, band, pick)");
-    decision_us_.Render(&out, "eldr_decision_latency_microseconds", "");
-    MetricHeader(&out, "eldr_band_size", "histogram", "Decoders in the ELDR locality band");
-    band_.Render(&out, "eldr_band_size", "");
+    cluster_->RenderMetrics(&out, NowUs());
     const std::pair<const char*, const std::atomic<uint64_t>*> counters[] = {
-        {"eldr_policy_fallbacks_total", &fallbacks_},
         {"eldr_prefill_retries_total", &prefill_retries_},
         {"eldr_decode_retries_total", &decode_retries_},
         {"eldr_malformed_payloads_total", &malformed_},
@@ -1466,25 +1132,20 @@ class ProxyImpl final : public Proxy {
   ModelGeometry geometry_;
   PayloadOptions payload_opts_;
   std::optional<SignatureSource> signature_pin_;
-  mutable std::mutex snap_mu_;
-  std::mutex admin_mu_;
-  std::shared_ptr<const Snapshot> snap_;
+  std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<PromptSignal> signal_;
   std::vector<std::unique_ptr<asio::io_context>> iocs_;
-  std::vector<std::unique_ptr<ConnectionPool>> pools_;  // after iocs_: destroyed first
+  std::vector<std::unique_ptr<ThreadState>> states_;  // after iocs_: pools destroyed first
   std::unique_ptr<tcp::acceptor> acceptor_;
   std::unique_ptr<asio::steady_timer> shutdown_timer_;
   int port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> active_{0};
   std::atomic<uint64_t> responses_[std::size(kStatusCodes)];
-  std::atomic<uint64_t> other_responses_{0}, fallbacks_{0}, prefill_retries_{0}, malformed_{0},
+  std::atomic<uint64_t> other_responses_{0}, prefill_retries_{0}, malformed_{0},
       midstream_{0}, disconnects_{0}, decode_retries_{0}, partial_signatures_{0};
-  Histogram decision_us_{{0.5, 1, 2, 3, 5, 7.5, 10, 20, 50, 100, 1000}};
-  Histogram band_{{1, 2, 3, 4, 6, 8, 12, 16, 32, 64}};
 };
 
-thread_local ConnectionPool* ProxyImpl::tl_pool = nullptr;
 
 }  // namespace
 

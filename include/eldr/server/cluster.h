@@ -1,0 +1,166 @@
+// -----------------------------------------------------------------------------
+// File: server/cluster.h
+// -----------------------------------------------------------------------------
+// The router's view of its workers, free of I/O: per-worker state (in-flight counts, circuit,
+// signature sources seen), immutable routing snapshots (workers, prefill ring, signature space
+// and the policy actually in force), the decode decision, the admin operations and the
+// rendering of worker state for /metrics and /admin/workers. The proxy (proxy.cc) does the I/O
+// and owns one Cluster.
+//
+//   Cluster::Snap()        -> shared_ptr<const Snapshot>: what a request routes with, kept for
+//                             its whole life (admin changes and reloads publish a new one)
+//   Cluster::RouteDecode() -> Decision, with the snapshot's effective policy
+//
+// Time is passed in (`now_us`, microseconds on a monotonic clock), never read here, except to
+// measure the decision's own latency.
+//
+// Thread-safety: Snap, Publish-based admin operations, RouteDecode (with a PolicySlot per
+// thread), WorkersJson and RenderMetrics are thread-safe. Worker counters are atomics. A
+// PolicySlot belongs to one thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "eldr/geometry.h"
+#include "eldr/policy.h"
+#include "eldr/rng.h"
+#include "eldr/server/balance.h"
+#include "eldr/server/config.h"
+#include "eldr/server/metrics.h"
+#include "eldr/server/pd.h"
+#include "eldr/signature_space.h"
+
+namespace eldr::server {
+
+// A resolved upstream address, defined by the I/O layer (it holds a socket endpoint).
+struct UpstreamAddress;
+
+struct Worker {
+  Worker(WorkerSpec s, std::string r, std::shared_ptr<const UpstreamAddress> a,
+         const ServeOptions& o);
+  WorkerSpec spec;
+  std::string role;  // "prefill" or "decode"
+  std::shared_ptr<const UpstreamAddress> address;
+  std::atomic<int64_t> in_flight{0};
+  std::atomic<uint64_t> requests{0}, errors{0};
+  std::atomic<bool> draining{false};
+  // Prefill answers by the signature source they carried (kNone: without a usable one), the
+  // answers whose payload covered part of the prompt or was rejected, and the last warning's time.
+  std::atomic<uint64_t> signatures[kSignatureSources] = {};
+  std::atomic<uint64_t> signatures_partial{0}, signatures_rejected{0};
+  std::atomic<int> last_source{-1};
+  std::atomic<int64_t> last_signature_warning_us{std::numeric_limits<int64_t>::min() / 2};
+  CircuitBreaker breaker;
+  Histogram latency;
+  std::string labels;  // role="...",worker="..."
+
+  bool Available(int64_t now_us) const {
+    return !draining.load(std::memory_order_relaxed) && breaker.Available(now_us);
+  }
+};
+
+// Counts a request in on a worker for as long as it lives (moves transfer the count).
+class Ticket {
+ public:
+  Ticket() = default;
+  explicit Ticket(std::shared_ptr<Worker> w);
+  Ticket(Ticket&& o) noexcept : w_(std::move(o.w_)) {}
+  Ticket& operator=(Ticket&& o) noexcept;
+  ~Ticket() { Release(); }
+  void Release();
+
+ private:
+  std::shared_ptr<Worker> w_;
+};
+
+// The policy a snapshot routes with: the configured one, or jsq when it cannot run (an eldr
+// space whose k differs from the decoders after an admin change); `degraded` then says why.
+struct EffectivePolicy {
+  PolicyOptions options;
+  std::string degraded;
+};
+
+struct Snapshot {
+  uint64_t version = 0;
+  std::vector<std::shared_ptr<Worker>> prefill, decode;
+  std::shared_ptr<const PrefillRing> ring;
+  std::shared_ptr<const SignatureSpace> space;
+  EffectivePolicy policy;
+};
+
+// One thread's policy instance for the current snapshot (policies keep cursors and are not
+// thread-safe; the space they share is immutable) and its scratch space.
+struct PolicySlot {
+  explicit PolicySlot(uint64_t seed) : rng(seed), seed(seed) {}
+  uint64_t version = ~uint64_t{0};
+  std::unique_ptr<RoutingPolicy> policy;
+  Rng rng;
+  uint64_t seed;
+  std::vector<int64_t> loads;
+  std::vector<uint8_t> avail;
+};
+
+struct Decision {
+  int decoder = -1;  // -1: no decode worker available
+  bool fallback = false;
+  int band = 0;
+};
+
+class Cluster {
+ public:
+  using Resolver =
+      std::function<Result<std::shared_ptr<const UpstreamAddress>>(const WorkerSpec&)>;
+
+  // Validates the workers, resolves their addresses and loads the signature space (checked
+  // against the geometry and the decoder count).
+  static Result<std::unique_ptr<Cluster>> Create(const ServeOptions& o, const ModelGeometry& g,
+                                                 Resolver resolve);
+
+  std::shared_ptr<const Snapshot> Snap() const;
+
+  // The decode worker for a request with prompt counts `counts` (null: unknown), among the
+  // available decoders not `excluded`. Counts the decision in the metrics below.
+  Decision RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertCounts* counts,
+                       std::span<const uint8_t> excluded, int64_t now_us);
+
+  // Admin operations; each publishes a new snapshot (in-flight requests keep theirs).
+  Status AddWorker(const std::string& role, const std::string& url);
+  Status RemoveWorker(const std::string& role, const std::string& url);
+  Status Drain(const std::string& role, const std::string& url, bool drain);
+  // Loads `path` (or the configured space when empty) and swaps it in atomically.
+  Status Reload(const std::string& path);
+
+  // {"workers":[...], "policy", "space_k", "version"}.
+  std::string WorkersJson(int64_t now_us) const;
+  // The worker families, the signature sources, the decision latency and band size, and
+  // eldr_policy_fallbacks_total, in Prometheus text.
+  void RenderMetrics(std::string* out, int64_t now_us) const;
+
+ private:
+  Cluster(const ServeOptions& o, const ModelGeometry& g, Resolver resolve);
+  Result<std::shared_ptr<Worker>> MakeWorker(const WorkerSpec& spec, const std::string& role);
+  Result<std::shared_ptr<const SignatureSpace>> LoadSpace(const std::string& path,
+                                                          size_t decoders) const;
+  // Fills in the effective policy (logging a degradation once, when it is published).
+  void Publish(std::shared_ptr<Snapshot> s);
+
+  const ServeOptions& o_;
+  ModelGeometry geometry_;
+  Resolver resolve_;
+  mutable std::mutex snap_mu_;
+  std::mutex admin_mu_;  // serialises read-modify-publish of the admin operations
+  std::shared_ptr<const Snapshot> snap_;
+  std::atomic<uint64_t> fallbacks_{0};
+  Histogram decision_us_{{0.5, 1, 2, 3, 5, 7.5, 10, 20, 50, 100, 1000}};
+  Histogram band_{{1, 2, 3, 4, 6, 8, 12, 16, 32, 64}};
+};
+
+}  // namespace eldr::server

@@ -1,0 +1,357 @@
+#include "eldr/server/cluster.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <chrono>
+#include <cstdio>
+
+namespace eldr::server {
+
+namespace json = boost::json;
+
+namespace {
+
+const std::vector<double> kLatencyBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                            0.25,   0.5,   1,      2.5,   5,    10,    30,   60};
+
+std::shared_ptr<const PrefillRing> MakeRing(const std::vector<std::shared_ptr<Worker>>& ws) {
+  std::vector<std::string> names;
+  for (const auto& w : ws) names.push_back(w->spec.url);
+  return std::make_shared<const PrefillRing>(names);
+}
+
+}  // namespace
+
+Worker::Worker(WorkerSpec s, std::string r, std::shared_ptr<const UpstreamAddress> a,
+               const ServeOptions& o)
+    : spec(std::move(s)),
+      role(std::move(r)),
+      address(std::move(a)),
+      breaker(o.failure_threshold, int64_t{o.open_ms} * 1000),
+      latency(kLatencyBounds),
+      labels(fmt::format("role=\"{}\",worker=\"{}\"", role, LabelValue(spec.url))) {}
+
+Ticket::Ticket(std::shared_ptr<Worker> w) : w_(std::move(w)) {
+  w_->in_flight.fetch_add(1, std::memory_order_relaxed);
+  w_->requests.fetch_add(1, std::memory_order_relaxed);
+}
+
+Ticket& Ticket::operator=(Ticket&& o) noexcept {
+  Release();
+  w_ = std::move(o.w_);
+  return *this;
+}
+
+void Ticket::Release() {
+  if (w_) w_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  w_.reset();
+}
+
+Cluster::Cluster(const ServeOptions& o, const ModelGeometry& g, Resolver resolve)
+    : o_(o), geometry_(g), resolve_(std::move(resolve)) {}
+
+Result<std::unique_ptr<Cluster>> Cluster::Create(const ServeOptions& o, const ModelGeometry& g,
+                                                 Resolver resolve) {
+  std::unique_ptr<Cluster> c(new Cluster(o, g, std::move(resolve)));
+  auto snap = std::make_shared<Snapshot>();
+  for (const auto& w : o.prefill) {
+    ELDR_ASSIGN_OR_RETURN(auto ww, c->MakeWorker(w, "prefill"));
+    snap->prefill.push_back(std::move(ww));
+  }
+  for (const auto& w : o.decode) {
+    ELDR_ASSIGN_OR_RETURN(auto ww, c->MakeWorker(w, "decode"));
+    snap->decode.push_back(std::move(ww));
+  }
+  if (!o.space.empty()) {
+    ELDR_ASSIGN_OR_RETURN(snap->space, c->LoadSpace(o.space, snap->decode.size()));
+  }
+  snap->ring = MakeRing(snap->prefill);
+  c->Publish(std::move(snap));
+  return c;
+}
+
+Result<std::shared_ptr<Worker>> Cluster::MakeWorker(const WorkerSpec& spec,
+                                                    const std::string& role) {
+  ELDR_RETURN_IF_ERROR(spec.Validate());
+  ELDR_ASSIGN_OR_RETURN(auto address, resolve_(spec));
+  return std::make_shared<Worker>(spec, role, std::move(address), o_);
+}
+
+Result<std::shared_ptr<const SignatureSpace>> Cluster::LoadSpace(const std::string& path,
+                                                                 size_t decoders) const {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return NotFound("cannot open signature space '{}'", path);
+  std::string text;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  std::fclose(f);
+  auto space = SignatureSpace::FromJson(text, &geometry_);
+  if (!space) return tl::unexpected<Status>(space.error().WithContext(path));
+  if (static_cast<size_t>((*space)->k()) != decoders) {
+    return FailedPrecondition(
+        "signature space '{}' has k={} centroids but {} decode workers are configured; fit one "
+        "with `eldr fit -k {}`",
+        path, (*space)->k(), decoders, decoders);
+  }
+  return *space;
+}
+
+std::shared_ptr<const Snapshot> Cluster::Snap() const {
+  std::lock_guard lock(snap_mu_);
+  return snap_;
+}
+
+void Cluster::Publish(std::shared_ptr<Snapshot> s) {
+  EffectivePolicy& e = s->policy;
+  e = EffectivePolicy{};
+  e.options.name = o_.policy;
+  e.options.decoders = static_cast<int>(s->decode.size());
+  e.options.tau = o_.tau;
+  e.options.space = s->space;
+  if (e.options.name == "eldr" && (!s->space || s->space->k() != e.options.decoders)) {
+    e.degraded = fmt::format("space k={} != {} decoders", s->space ? s->space->k() : 0,
+                             e.options.decoders);
+  } else if (auto p = MakePolicy(e.options); !p) {
+    e.degraded = p.error().message();
+  }
+  if (!e.degraded.empty()) {
+    spdlog::warn("event=policy_degraded policy={} reason=\"{}\" action=\"jsq until reload\"",
+                 o_.policy, e.degraded);
+    e.options.name = "jsq";
+    e.options.space = nullptr;
+  }
+  std::lock_guard lock(snap_mu_);
+  s->version = snap_ ? snap_->version + 1 : 0;
+  snap_ = std::move(s);
+}
+
+Decision Cluster::RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertCounts* counts,
+                              std::span<const uint8_t> excluded, int64_t now_us) {
+  Decision d;
+  if (s.decode.empty()) return d;
+  if (slot.version != s.version || !slot.policy) {
+    // Publish checked that this policy can be made.
+    auto p = MakePolicy(s.policy.options);
+    if (!p) {
+      spdlog::error("event=policy_error policy={} error=\"{}\"", s.policy.options.name,
+                    p.error().message());
+      return d;
+    }
+    slot.policy = std::move(*p);
+    slot.version = s.version;
+    slot.rng = Rng(slot.seed ^ s.version);
+  }
+  slot.loads.resize(s.decode.size());
+  slot.avail.resize(s.decode.size());
+  for (size_t i = 0; i < s.decode.size(); ++i) {
+    slot.loads[i] = s.decode[i]->in_flight.load(std::memory_order_relaxed);
+    slot.avail[i] =
+        s.decode[i]->Available(now_us) && (excluded.empty() || !excluded[i]) ? 1 : 0;
+  }
+  RouteRequest rr;
+  rr.counts = counts;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = slot.policy->Route(rr, ClusterView{slot.loads, slot.avail}, slot.rng);
+  decision_us_.Observe(
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  if (!r) {
+    // No available decoder is the expected failure; anything else is a policy bug worth a log.
+    if (r.error().code() != StatusCode::kUnavailable) {
+      spdlog::error("event=policy_error policy={} error=\"{}\"", s.policy.options.name,
+                    r.error().message());
+    }
+    return d;
+  }
+  d.decoder = r->decoder;
+  d.fallback = r->fallback || !s.policy.degraded.empty();
+  d.band = r->band_size;
+  if (d.fallback) fallbacks_.fetch_add(1, std::memory_order_relaxed);
+  if (d.band > 0) band_.Observe(d.band);
+  return d;
+}
+
+Status Cluster::AddWorker(const std::string& role, const std::string& url) {
+  if (role != "prefill" && role != "decode") {
+    return InvalidArgument("role must be prefill or decode");
+  }
+  ELDR_ASSIGN_OR_RETURN(WorkerSpec spec, ParseWorkerUrl(url));
+  ELDR_ASSIGN_OR_RETURN(auto w, MakeWorker(spec, role));
+  std::lock_guard admin(admin_mu_);
+  auto s = std::make_shared<Snapshot>(*Snap());
+  auto& list = role == "prefill" ? s->prefill : s->decode;
+  for (const auto& x : list) {
+    if (x->spec.url == url) return FailedPrecondition("{} worker {} already exists", role, url);
+  }
+  list.push_back(std::move(w));
+  if (role == "prefill") s->ring = MakeRing(s->prefill);
+  Publish(std::move(s));
+  spdlog::info("event=worker_added role={} worker={}", role, url);
+  return Status::Ok();
+}
+
+Status Cluster::RemoveWorker(const std::string& role, const std::string& url) {
+  if (role != "prefill" && role != "decode") {
+    return InvalidArgument("role must be prefill or decode");
+  }
+  std::lock_guard admin(admin_mu_);
+  auto s = std::make_shared<Snapshot>(*Snap());
+  auto& list = role == "prefill" ? s->prefill : s->decode;
+  auto it =
+      std::find_if(list.begin(), list.end(), [&](const auto& w) { return w->spec.url == url; });
+  if (it == list.end()) return NotFound("no {} worker {}", role, url);
+  if (list.size() == 1) return FailedPrecondition("cannot remove the last {} worker", role);
+  list.erase(it);  // in-flight requests keep their shared_ptr and finish normally
+  if (role == "prefill") s->ring = MakeRing(s->prefill);
+  Publish(std::move(s));
+  spdlog::info("event=worker_removed role={} worker={}", role, url);
+  return Status::Ok();
+}
+
+Status Cluster::Drain(const std::string& role, const std::string& url, bool drain) {
+  if (role != "prefill" && role != "decode") {
+    return InvalidArgument("role must be prefill or decode");
+  }
+  auto s = Snap();
+  for (const auto& w : role == "prefill" ? s->prefill : s->decode) {
+    if (w->spec.url == url) {
+      w->draining = drain;
+      spdlog::info("event=worker_drain role={} worker={} drain={}", role, url, drain);
+      return Status::Ok();
+    }
+  }
+  return NotFound("no {} worker {}", role, url);
+}
+
+Status Cluster::Reload(const std::string& path_in) {
+  const std::string path = path_in.empty() ? o_.space : path_in;
+  if (path.empty()) return InvalidArgument("no signature space path configured or given");
+  std::lock_guard admin(admin_mu_);
+  auto cur = Snap();
+  ELDR_ASSIGN_OR_RETURN(auto space, LoadSpace(path, cur->decode.size()));
+  auto s = std::make_shared<Snapshot>(*cur);
+  s->space = std::move(space);
+  Publish(std::move(s));
+  spdlog::info("event=space_reloaded path={} k={}", path, cur->decode.size());
+  return Status::Ok();
+}
+
+std::string Cluster::WorkersJson(int64_t now) const {
+  auto s = Snap();
+  json::array ws;
+  for (const auto* list : {&s->prefill, &s->decode}) {
+    for (const auto& w : *list) {
+      json::object o{{"role", w->role},
+                     {"url", w->spec.url},
+                     {"in_flight", w->in_flight.load()},
+                     {"requests", w->requests.load()},
+                     {"errors", w->errors.load()},
+                     {"draining", w->draining.load()},
+                     {"circuit", CircuitStateName(w->breaker.State(now))}};
+      if (list == &s->prefill) {
+        json::object by;
+        for (int i = 0; i < kSignatureSources; ++i) {
+          by[SignatureSourceName(static_cast<SignatureSource>(i))] = w->signatures[i].load();
+        }
+        const int last = w->last_source.load();
+        o["signature"] = json::object{
+            {"last_source",
+             last < 0 ? json::value(nullptr)
+                      : json::value(SignatureSourceName(static_cast<SignatureSource>(last)))},
+            {"by_source", std::move(by)},
+            {"without_signature", w->signatures[0].load()},
+            {"rejected", w->signatures_rejected.load()},
+            {"partial", w->signatures_partial.load()}};
+      }
+      ws.push_back(std::move(o));
+    }
+  }
+  const std::string policy =
+      s->policy.degraded.empty()
+          ? o_.policy
+          : fmt::format("jsq ({} degraded: {})", o_.policy, s->policy.degraded);
+  json::object out{{"workers", std::move(ws)},
+                   {"policy", policy},
+                   {"space_k", s->space ? s->space->k() : 0},
+                   {"version", s->version}};
+  return json::serialize(out);
+}
+
+void Cluster::RenderMetrics(std::string* out, int64_t now) const {
+  auto s = Snap();
+  struct Def {
+    const char* name;
+    const char* type;
+    const char* help;
+  };
+  static constexpr Def kDefs[] = {
+      {"eldr_worker_requests_total", "counter", "Legs sent to a worker"},
+      {"eldr_worker_errors_total", "counter", "Failed legs (transport, 5xx, malformed)"},
+      {"eldr_worker_in_flight", "gauge", "Legs in flight on a worker"},
+      {"eldr_worker_available", "gauge", "1 if the worker may be chosen"},
+      {"eldr_worker_circuit_opened_total", "counter", "Times the worker's circuit opened"}};
+  for (int k = 0; k < 5; ++k) {
+    MetricHeader(out, kDefs[k].name, kDefs[k].type, kDefs[k].help);
+    for (const auto* list : {&s->prefill, &s->decode}) {
+      for (const auto& w : *list) {
+        double v = 0;
+        switch (k) {
+          case 0:
+            v = static_cast<double>(w->requests.load());
+            break;
+          case 1:
+            v = static_cast<double>(w->errors.load());
+            break;
+          case 2:
+            v = static_cast<double>(w->in_flight.load());
+            break;
+          case 3:
+            v = w->Available(now) ? 1 : 0;
+            break;
+          default:
+            v = static_cast<double>(w->breaker.opened_count());
+        }
+        MetricSample(out, kDefs[k].name, w->labels, v);
+      }
+    }
+  }
+  MetricHeader(out, "eldr_upstream_latency_seconds", "histogram",
+               "Prefill leg time; decode leg time to first body byte");
+  for (const auto* list : {&s->prefill, &s->decode}) {
+    for (const auto& w : *list) w->latency.Render(out, "eldr_upstream_latency_seconds", w->labels);
+  }
+  MetricHeader(out, "eldr_prefill_signatures_total", "counter",
+               "Prefill answers by where their routed experts came from (none: no usable ones)");
+  for (const auto& w : s->prefill) {
+    for (int i = 0; i < kSignatureSources; ++i) {
+      MetricSample(out, "eldr_prefill_signatures_total",
+                   fmt::format("{},source=\"{}\"", w->labels,
+                               SignatureSourceName(static_cast<SignatureSource>(i))),
+                   static_cast<double>(w->signatures[i].load()));
+    }
+  }
+  MetricHeader(out, "eldr_prefill_signatures_rejected_total", "counter",
+               "Prefill answers whose routed experts did not match the prompt (not used)");
+  for (const auto& w : s->prefill) {
+    MetricSample(out, "eldr_prefill_signatures_rejected_total", w->labels,
+                 static_cast<double>(w->signatures_rejected.load()));
+  }
+  MetricHeader(out, "eldr_prefill_signatures_partial_total", "counter",
+               "Prefill answers with no routes for some prompt positions (-1 rows)");
+  for (const auto& w : s->prefill) {
+    MetricSample(out, "eldr_prefill_signatures_partial_total", w->labels,
+                 static_cast<double>(w->signatures_partial.load()));
+  }
+  MetricHeader(out, "eldr_decision_latency_microseconds", "histogram",
+               "Decode routing decision (embed, score, band, pick)");
+  decision_us_.Render(out, "eldr_decision_latency_microseconds", "");
+  MetricHeader(out, "eldr_band_size", "histogram", "Decoders in the ELDR locality band");
+  band_.Render(out, "eldr_band_size", "");
+  MetricHeader(out, "eldr_policy_fallbacks_total", "counter",
+               "Decode decisions without a usable signature (load balancing instead)");
+  MetricSample(out, "eldr_policy_fallbacks_total", "", static_cast<double>(fallbacks_.load()));
+}
+
+}  // namespace eldr::server

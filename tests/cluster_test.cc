@@ -1,0 +1,148 @@
+// Cluster: the router's worker state and decisions, without sockets (time passed in).
+#include "eldr/server/cluster.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/json.hpp>
+#include <cstdio>
+#include <filesystem>
+
+#include "eldr/geometry.h"
+
+namespace eldr::server {
+namespace {
+
+namespace json = boost::json;
+
+// The I/O layer's address type is opaque here: a null address stands for any resolved one.
+Cluster::Resolver NoResolve() {
+  return [](const WorkerSpec&) -> Result<std::shared_ptr<const UpstreamAddress>> {
+    return std::shared_ptr<const UpstreamAddress>();
+  };
+}
+
+std::string WriteSpace(int k) {
+  const ModelGeometry g = *FindModel("gpt-oss-20b");
+  SignatureSpaceSpec s;
+  s.model = g.name;
+  s.layers = g.moe_layers;
+  s.experts = g.experts;
+  s.layer_mask = {0};
+  s.idf.assign(g.experts, 1.0f);
+  for (int j = 0; j < k; ++j) {
+    std::vector<float> c(g.experts, 0.1f);
+    c[j] = 1.0f;
+    s.centroids.push_back(c);
+  }
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("cluster_test_space_" + std::to_string(k)))
+          .string();
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  const std::string text = (*SignatureSpace::Build(s))->ToJson();
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fclose(f);
+  return path;
+}
+
+ServeOptions Options(int decoders, const std::string& policy) {
+  ServeOptions o;
+  o.model = "gpt-oss-20b";
+  o.policy = policy;
+  o.prefill = {*ParseWorkerUrl("http://p:1")};
+  for (int i = 0; i < decoders; ++i) {
+    o.decode.push_back(*ParseWorkerUrl("http://d:" + std::to_string(10 + i)));
+  }
+  o.failure_threshold = 2;
+  o.open_ms = 1000;
+  return o;
+}
+
+TEST(ClusterTest, DecisionsSkipUnavailableDecodersAndSayWhenNoneIsLeft) {
+  const ServeOptions o = Options(3, "jsq");
+  auto c = *Cluster::Create(o, *FindModel(o.model), NoResolve());
+  auto s = c->Snap();
+  PolicySlot slot(1);
+  const int64_t now = 1'000'000;
+  s->decode[0]->draining = true;
+  s->decode[1]->breaker.OnFailure(now);
+  s->decode[1]->breaker.OnFailure(now);  // threshold 2: open
+  for (int i = 0; i < 20; ++i) {
+    EXPECT_EQ(c->RouteDecode(*s, slot, nullptr, {}, now).decoder, 2);
+  }
+  const std::vector<uint8_t> excluded = {0, 0, 1};
+  EXPECT_EQ(c->RouteDecode(*s, slot, nullptr, excluded, now).decoder, -1);
+  // The open circuit turns half-open after open_ms: the decoder may be tried again.
+  EXPECT_EQ(c->RouteDecode(*s, slot, nullptr, excluded, now + 1'000'001).decoder, 1);
+}
+
+TEST(ClusterTest, EldrDegradesToJsqWhenTheSpaceNoLongerFitsAndSaysWhy) {
+  ServeOptions o = Options(2, "eldr");
+  o.space = WriteSpace(2);
+  auto c = *Cluster::Create(o, *FindModel(o.model), NoResolve());
+  EXPECT_EQ(c->Snap()->policy.options.name, "eldr");
+  EXPECT_TRUE(c->Snap()->policy.degraded.empty());
+  ExpertCounts counts(24, 32);
+  counts.mutable_data()[1] = 5;  // layer 0, expert 1: centroid 1
+  PolicySlot slot(1);
+  Decision d = c->RouteDecode(*c->Snap(), slot, &counts, {}, 0);
+  EXPECT_EQ(d.decoder, 1);
+  EXPECT_FALSE(d.fallback);
+  ASSERT_TRUE(c->AddWorker("decode", "http://d:99").ok());
+  auto s = c->Snap();
+  EXPECT_EQ(s->policy.options.name, "jsq");
+  EXPECT_NE(s->policy.degraded.find("space k=2 != 3 decoders"), std::string::npos);
+  d = c->RouteDecode(*s, slot, &counts, {}, 0);
+  EXPECT_TRUE(d.fallback);  // counted: eldr_policy_fallbacks_total
+  const json::object w = json::parse(c->WorkersJson(0)).as_object();
+  EXPECT_NE(std::string(w.at("policy").as_string()).find("degraded"), std::string::npos);
+  std::string metrics;
+  c->RenderMetrics(&metrics, 0);
+  EXPECT_NE(metrics.find("eldr_policy_fallbacks_total 1"), std::string::npos) << metrics;
+  // A space fitted for three decoders restores eldr.
+  ASSERT_TRUE(c->Reload(WriteSpace(3)).ok());
+  EXPECT_EQ(c->Snap()->policy.options.name, "eldr");
+  EXPECT_GT(c->Snap()->version, s->version);
+  // A space for the wrong count is refused and the old one kept.
+  EXPECT_EQ(c->Reload(WriteSpace(2)).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c->Snap()->policy.options.name, "eldr");
+}
+
+TEST(ClusterTest, AdminOperationsValidateAndKeepInFlightWorkers) {
+  const ServeOptions o = Options(2, "rr");
+  auto c = *Cluster::Create(o, *FindModel(o.model), NoResolve());
+  EXPECT_EQ(c->AddWorker("router", "http://x:1").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->AddWorker("decode", "http://d:10").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c->AddWorker("decode", "not a url").code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c->RemoveWorker("prefill", "http://p:1").code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c->RemoveWorker("decode", "http://nope:1").code(), StatusCode::kNotFound);
+  EXPECT_EQ(c->Drain("both", "http://d:10", true).code(), StatusCode::kInvalidArgument);
+  auto before = c->Snap();
+  Ticket t(before->decode[0]);
+  ASSERT_TRUE(c->RemoveWorker("decode", "http://d:10").ok());
+  EXPECT_EQ(c->Snap()->decode.size(), 1u);
+  EXPECT_EQ(before->decode[0]->in_flight.load(), 1);  // the request keeps its worker
+  t.Release();
+  EXPECT_EQ(before->decode[0]->in_flight.load(), 0);
+}
+
+TEST(ClusterTest, SignatureSourcesAreReportedPerPrefillWorker) {
+  const ServeOptions o = Options(1, "jsq");
+  auto c = *Cluster::Create(o, *FindModel(o.model), NoResolve());
+  auto& w = *c->Snap()->prefill[0];
+  w.signatures[static_cast<int>(SignatureSource::kSglang)] += 3;
+  w.signatures[static_cast<int>(SignatureSource::kNone)] += 2;
+  w.last_source = static_cast<int>(SignatureSource::kSglang);
+  std::string m;
+  c->RenderMetrics(&m, 0);
+  EXPECT_NE(m.find(R"(eldr_prefill_signatures_total{role="prefill",worker="http://p:1",source="sglang"} 3)"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find(R"(source="none"} 2)"), std::string::npos);
+  const json::object j = json::parse(c->WorkersJson(0)).as_object();
+  const json::object& sig = j.at("workers").as_array()[0].as_object().at("signature").as_object();
+  EXPECT_EQ(sig.at("last_source"), "sglang");
+  EXPECT_EQ(sig.at("without_signature").to_number<uint64_t>(), 2u);
+}
+
+}  // namespace
+}  // namespace eldr::server
