@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Derive eldr calibration JSONL from the GPT-OSS-20B routing traces (ExpertFingerprinting).
 
-The traces hold decode-time routing only (no prefill). Following ../shared/traces SOURCE.md, the
+The traces hold decode-time routing only (no prefill). Following the traces' SOURCE.md (data/gptoss20b/SOURCE.md), the
 first PREFIX decode tokens stand in for the prompt's expert counts ("prefill"), and the remaining
 decode tokens give the decode activation ("decode"). The label is the benchmark family.
 

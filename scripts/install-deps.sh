@@ -24,7 +24,7 @@ if [ ${#missing[@]} -eq 0 ]; then
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-# Boost 1.74's -dev packages conflict with 1.81 (docs/CPP.md); refuse rather than break a system.
+# Boost 1.74's -dev packages conflict with 1.81; refuse rather than break a system.
 if dpkg-query -W -f='${Status}' libboost1.74-dev 2>/dev/null | grep -q "install ok installed"; then
   echo "install-deps: libboost1.74-dev is installed and conflicts with libboost1.81-dev;" >&2
   echo "remove it first: $SUDO apt-get remove libboost1.74-dev libboost-dev" >&2

@@ -270,7 +270,7 @@ TEST(SimulatorTest, RejectsBadOptions) {
 }
 
 // The synthetic workloads must reproduce the published statistics for every evaluated model
-// (docs/PAPER.md §1.2): prefill->decode correlation 0.70-0.92; same-domain batches 17-21%
+// (the ELDR paper, arXiv 2607.00466): prefill->decode correlation 0.70-0.92; same-domain batches 17-21%
 // (task) / 3-10% (language) fewer distinct experts; hottest expert 2-4x the layer mean (with a
 // small tolerance for sampling noise).
 TEST(WorkloadCalibrationTest, StatisticsWithinPublishedRanges) {

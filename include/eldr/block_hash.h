@@ -5,7 +5,7 @@
 // XXH3-64 of the block's token ids (little-endian int32) seeded with block i-1's hash (block 0
 // is seeded with `seed`), so a hash identifies the whole prefix up to the end of its block. Only
 // full blocks are hashed, as in vLLM's prefix cache. eldr keys on its own hashes, never on an
-// engine's (../shared/docs/ANCHORS.md §7.5).
+// engine's.
 //
 // Thread-safety: pure functions.
 #pragma once

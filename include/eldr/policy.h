@@ -9,10 +9,10 @@
 //   jsq     fewest in-flight requests; ties broken uniformly at random
 //   p2c     two distinct decoders sampled uniformly; the less loaded wins, a tie goes to the
 //           first sampled
-//   domain  oracle label pools (docs/PAPER.md §7.7): labels with share >= 1/K get floor(K*share)
+//   domain  oracle label pools (the ELDR paper, arXiv 2607.00466): labels with share >= 1/K get floor(K*share)
 //           decoders, rarer labels share a "misc" pool (at least one decoder), leftover decoders
 //           go by largest fractional part; JSQ with random ties inside a pool
-//   eldr    locality band (docs/PAPER.md §4): scores s_k = signature . centroid_k; band =
+//   eldr    locality band (the ELDR paper, arXiv 2607.00466): scores s_k = signature . centroid_k; band =
 //           {k : s_k >= max - tau}; the decoder in the band with the fewest in-flight requests,
 //           ties to the lowest index
 //

@@ -4,7 +4,7 @@
 // SignatureCache: expert counts of prompt prefixes the router has already seen, so that a prompt
 // whose prefix the engine served from its prefix cache still gets its exact signature, and so
 // that a decode worker can be chosen before prefill from a predicted signature
-// (docs/PAPER.md §5, DESIGN.md §4).
+// (the ELDR paper (arXiv 2607.00466)).
 //
 // Counts are additive over tokens. The cache stores, per *chunk* of `chunk_blocks` full KV blocks,
 // the counts of that chunk's tokens, keyed by the chained hash of the chunk's last block (which

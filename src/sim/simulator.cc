@@ -104,7 +104,7 @@ class Cluster {
   }
 
   void OnArrival(int id) {
-    // Prefix-hash choice bounded by load (PAPER.md §4.3); synthetic prompts share no prefix, so
+    // Prefix-hash choice bounded by load (the ELDR paper); synthetic prompts share no prefix, so
     // the hash is of the request.
     const int P = c_.prefill_workers;
     int p = static_cast<int>(Mix64(static_cast<uint64_t>(id)) % P);

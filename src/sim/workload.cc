@@ -14,13 +14,13 @@ namespace {
 struct Mix {
   std::vector<std::string> labels;
   std::vector<double> shares;
-  // Sub-domains: task domains are built from several source datasets each (PAPER.md §7.4:
+  // Sub-domains: task domains are built from several source datasets each (the ELDR paper:
   // legal 1, code 4, math 4, medical 3); language requests share topics across languages.
   std::vector<int> subdomains;  // per label (task); empty = shared topics (language)
 };
 
 // Task: the paper's four domains by prompt count. Language: WildChat-like skew, English +
-// Chinese = 75%, top four (EN, ZH, RU, FR) = 87.6% (docs/PAPER.md §1.2, §7.4).
+// Chinese = 75%, top four (EN, ZH, RU, FR) = 87.6% (the ELDR paper, arXiv 2607.00466).
 Mix MixFor(const std::string& kind) {
   if (kind == "task") {
     return {{"legal", "code", "math", "medical"}, {3600, 2779, 2744, 2545}, {1, 4, 4, 3}};

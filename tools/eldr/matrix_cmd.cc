@@ -21,7 +21,7 @@ namespace {
 struct PaperCell {
   const char* model;
   const char* kind;
-  double p50, p99;  // % reduction vs the best load balancer, mean over rates (PAPER.md §8.2)
+  double p50, p99;  // % reduction vs the best load balancer, mean over rates (the ELDR paper)
 };
 constexpr PaperCell kPaper[] = {
     {"qwen3-30b-a3b", "task", 13.9, 6.0},    {"gpt-oss-120b", "task", 7.0, 3.4},
@@ -144,7 +144,7 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
     for (int rate : rates)
       for (const auto& p : policies)
         jobs.push_back(make_job("main", "", rate, a.decode, p, a.tau, *main_space));
-    // Ablations at 60 qps, each against its own round-robin run (PAPER.md §8.4-8.6).
+    // Ablations at 60 qps, each against its own round-robin run (the ELDR paper).
     const int ab_rate = 60;
     for (double tau : {0.0, 0.1, 0.2, 0.3})
       jobs.push_back(
@@ -205,7 +205,7 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
     ablation_lines.push_back(line);
     for (auto& j : jobs) records->push_back(std::move(j.rec));
   }
-  // Qwen3-235B-A22B with expert parallelism (PAPER.md §8.8): 2P8D, each instance TP=4/EP=4,
+  // Qwen3-235B-A22B with expert parallelism (the ELDR paper): 2P8D, each instance TP=4/EP=4,
   // language workload, 24-56 qps, against RR. No 235B latencies are published: its cost model is
   // Qwen3-30B-A3B's calibration scaled (ScaleCost), an assumption reported with the result.
   std::string ep_line;

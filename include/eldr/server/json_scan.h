@@ -2,7 +2,7 @@
 // File: server/json_scan.h
 // -----------------------------------------------------------------------------
 // Finds values inside JSON text without building a tree: a prefill response may carry megabytes
-// of routed-expert data (DESIGN.md §4 step 3), of which the router needs a few small fields and
+// of routed-expert data, of which the router needs a few small fields and
 // one large string or list that it decodes in place. The scanner validates the structure it walks
 // (strings, escapes, nesting, literals, numbers) and reports malformed input with an offset.
 //

@@ -2,7 +2,7 @@
 // File: server/prefix_memo.h
 // -----------------------------------------------------------------------------
 // PrefixMemo: predicted expert counts for flows that must choose the decode worker before
-// prefill (SGLang bootstrap; DESIGN.md §4). The router has no tokenizer there, so prompts are
+// prefill (SGLang bootstrap). The router has no tokenizer there, so prompts are
 // keyed by the hashes of their text prefixes at a few fixed lengths (64, 256, 1024, 4096 bytes
 // by default); a prompt's prediction is the counts last observed for the longest prefix it shares
 // with an earlier prompt. Nothing known -> no prediction (the policy balances load).

@@ -1,7 +1,7 @@
 // -----------------------------------------------------------------------------
 // File: sim/cost_model.h
 // -----------------------------------------------------------------------------
-// Time of one decode step of a continuous batch (DESIGN.md §5):
+// Time of one decode step of a continuous batch:
 //   t_step = t0 + sum_l (a + b * D_l) + t_tok * B + t_ctx * sum(ctx)
 // with D_l the distinct experts the batch's tokens select at MoE layer l, B the batch size and
 // ctx each request's context length; plus prefill and KV-transfer times. Parameters per model are
@@ -41,7 +41,7 @@ struct CostParams {
   Status Validate() const;
 };
 
-// Published round-robin operating points of a model (baseline figures only; docs/PAPER.md §8.9,
+// Published round-robin operating points of a model (baseline figures only; the ELDR paper (arXiv 2607.00466),
 // task workload, 8P16D, 512 output tokens).
 struct BaselinePoint {
   double rate_qps;

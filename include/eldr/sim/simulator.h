@@ -1,7 +1,7 @@
 // -----------------------------------------------------------------------------
 // File: sim/simulator.h
 // -----------------------------------------------------------------------------
-// Discrete-event simulation of an xPyD cluster (DESIGN.md §5), driving the very routing policies
+// Discrete-event simulation of an xPyD cluster, driving the very routing policies
 // the proxy uses:
 //   arrival -> prefill worker (prefix hash with a load bound; FCFS, one prefill at a time)
 //   -> first token (TTFT ends here: prefill-first handoff, as in the ELDR artifact)
@@ -61,7 +61,7 @@ struct SimOptions {
 std::vector<uint64_t> ContiguousPlacement(const ModelGeometry& g, int ranks);
 // Per layer, experts sorted by `activation` (descending) and dealt to ranks in snake order
 // (0..r-1, r-1..0, ...), so that each rank gets a similar share of the hot experts: a model of
-// ELDR's per-cluster expert-rank permutation for EP (PAPER.md §8.8; the exact algorithm is not
+// ELDR's per-cluster expert-rank permutation for EP (the ELDR paper; the exact algorithm is not
 // published).
 std::vector<uint64_t> BalancedPlacement(const ModelGeometry& g, int ranks,
                                         const ExpertCounts& activation);

@@ -4,7 +4,7 @@
 // Synthetic, seeded MoE routing workloads for the simulator: requests with arrival times, prompt
 // lengths, a domain label, the prompt's expert counts, and the expert picks of their decode
 // tokens — drawn from a generative model with per-layer expert popularity, per-domain and
-// per-request affinities, token-level noise and a decode-phase drift (DESIGN.md §5).
+// per-request affinities, token-level noise and a decode-phase drift.
 //
 // Decode picks are exact per token (k distinct experts per layer), stored as bitsets so that the
 // simulator computes the distinct experts of a batch exactly. To keep generation fast, each
@@ -76,7 +76,7 @@ struct Workload {
 
 Result<Workload> MakeSyntheticWorkload(const ModelGeometry& g, const WorkloadOptions& options);
 
-// Statistics of a workload, the ones the paper reports (docs/PAPER.md §1.2).
+// Statistics of a workload, the ones the paper reports (the ELDR paper, arXiv 2607.00466).
 struct WorkloadStats {
   double prefill_decode_correlation = 0;  // Pearson, per expert (pooled), normalised activations
   double same_domain_reduction = 0;       // 1 - distinct(same-domain batch)/distinct(mixed)
