@@ -2,17 +2,19 @@
 // step time equal to the cost model applied to the exact distinct experts of the batch.
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <set>
 
+#include "eldr/emu/emulator.h"
 #include "eldr/emu/model.h"
 #include "eldr/payload.h"
 
 namespace eldr::emu {
 namespace {
 
-std::shared_ptr<const EngineModel> Model() {
-  static std::shared_ptr<const EngineModel> m = [] {
-    const ModelGeometry g = *FindModel("gpt-oss-20b");
+std::shared_ptr<const EngineModel> MakeModel(std::string_view preset) {
+  {
+    const ModelGeometry g = *FindModel(preset);
     sim::WorkloadOptions wo;
     wo.requests = 32;
     wo.calibration = 0;
@@ -26,7 +28,11 @@ std::shared_ptr<const EngineModel> Model() {
     c.prefill_fixed_us = 100;
     c.prefill_token_us = 2;
     return *EngineModel::Create(*sim::MakeSyntheticWorkload(g, wo), c, {});
-  }();
+  }
+}
+
+std::shared_ptr<const EngineModel> Model() {
+  static std::shared_ptr<const EngineModel> m = MakeModel("gpt-oss-20b");
   return m;
 }
 
@@ -94,6 +100,291 @@ TEST(EngineModelTest, StepTimeIsTheCostModelOfTheExactDistinctExperts) {
   std::vector<int> one(L);
   m->StepDistinct(std::span<const DecodeSeq>(batch.data(), 1), one);
   for (int d : one) EXPECT_EQ(d, m->geometry().top_k);
+}
+
+// ---- the emulated engines' prefill answers ------------------------------------------------------
+
+namespace json = boost::json;
+
+std::vector<uint32_t> CountsOf(const EngineModel& m, std::span<const int32_t> tokens,
+                               int64_t start = 0) {
+  auto t = MakePickTable(m.PromptPicks(tokens, start), m.geometry());
+  EXPECT_TRUE(t) << t.error().ToString();
+  const ExpertCounts c = t->Counts();
+  return {c.data().begin(), c.data().end()};
+}
+
+std::vector<uint32_t> Data(const ExpertCounts& c) { return {c.data().begin(), c.data().end()}; }
+
+std::string PromptText(int words, std::string_view salt = "w") {
+  std::string s;
+  for (int i = 0; i < words; ++i) s += fmt::format("{}{} ", salt, i);
+  return s;
+}
+
+EmuRequest Request(const EngineModel& m, std::string_view body, bool chat = false) {
+  auto r = ParseEmuRequest(chat, body, m, 16);
+  EXPECT_TRUE(r) << r.error().ToString();
+  return *r;
+}
+
+struct Answer {
+  int status = 0;
+  json::object body;
+};
+
+Answer Prefill(const EmulatorOptions& o, const EngineModel& m, const EmuRequest& r,
+               int64_t cached = 0) {
+  PrefillContext c{.id = "cmpl-rid-1",
+                   .created = 1700000000,
+                   .model_name = m.geometry().name,
+                   .engine_id = "emu-prefill-1",
+                   .host = "127.0.0.1",
+                   .port = 1,
+                   .cached_tokens = cached};
+  EXPECT_TRUE(o.Validate().ok());
+  HttpAnswer a = BuildPrefillAnswer(o, m, r, c);
+  json::value v = json::parse(a.body);
+  return {a.status, v.as_object()};
+}
+
+EmulatorOptions Engine(std::string_view engine, std::string_view backend = "vllm") {
+  EmulatorOptions o;
+  o.role = "prefill";
+  o.backend = std::string(backend);
+  o.engine = std::string(engine);
+  return o;
+}
+
+const std::string kPrefillLeg =
+    R"("max_tokens":1,"return_token_ids":true,"kv_transfer_params":{"do_remote_decode":true})";
+
+class EmuEngineTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  std::shared_ptr<const EngineModel> model_ = MakeModel(GetParam());
+};
+
+TEST_P(EmuEngineTest, Vllm022NpyCoversAllLayersWithZeroDenseRows) {
+  const EngineModel& m = *model_;
+  const ModelGeometry& g = m.geometry();
+  const EmuRequest r = Request(m, R"({"prompt":")" + PromptText(37) + R"(",)" + kPrefillLeg + "}");
+  const auto T = static_cast<int64_t>(r.tokens.size());
+  ASSERT_EQ(T, 37);
+  Answer a = Prefill(Engine("vllm-0.22"), m, r);
+  ASSERT_EQ(a.status, 200);
+  const json::object& choice = a.body.at("choices").as_array()[0].as_object();
+  const std::string_view field = choice.at("routed_experts").as_string();
+  auto t = DecodeVllmRoutedExperts(field, g);
+  ASSERT_TRUE(t) << t.error().ToString();
+  EXPECT_EQ(t->tokens(), T);  // max_tokens=1: num_tokens - 1 = the prompt
+  EXPECT_EQ(Data(t->Counts()), CountsOf(m, r.tokens));
+  std::vector<uint8_t> bytes;
+  ASSERT_TRUE(Base64Decode(field, &bytes).ok());
+  auto npy = ParseNpy(bytes);
+  ASSERT_TRUE(npy);
+  EXPECT_EQ(npy->kind, 'u');
+  EXPECT_EQ(npy->item_size, g.experts <= 256 ? 1 : 2);
+  EXPECT_EQ(npy->shape, (std::vector<int64_t>{T, g.total_layers, g.top_k}));
+  for (int64_t tok = 0; tok < T; ++tok) {
+    for (int l = 0; l < g.first_moe_layer; ++l) {
+      for (int j = 0; j < g.top_k; ++j) {
+        EXPECT_EQ(npy->data[(tok * g.total_layers + l) * g.top_k + j], 0);
+      }
+    }
+  }
+  ASSERT_EQ(choice.at("prompt_token_ids").as_array().size(), static_cast<size_t>(T));
+  const json::object& kv = a.body.at("kv_transfer_params").as_object();
+  EXPECT_EQ(kv.at("do_remote_prefill"), true);
+  EXPECT_EQ(kv.at("remote_request_id"), "cmpl-rid-1");
+  EXPECT_FALSE(kv.contains("eldr_sig"));
+  EXPECT_EQ(a.body.at("usage").at("prompt_tokens"), T);
+  EXPECT_EQ(a.body.at("created"), 1700000000);
+}
+
+TEST_P(EmuEngineTest, Vllm022PromptStartOnlyWhenHonoured) {
+  const EngineModel& m = *model_;
+  const EmuRequest r = Request(m, R"({"prompt":")" + PromptText(40) +
+                                      R"(","routed_experts_prompt_start":16,)" + kPrefillLeg + "}");
+  for (bool honour : {false, true}) {
+    EmulatorOptions o = Engine("vllm-0.22");
+    o.honour_prompt_start = honour;
+    Answer a = Prefill(o, m, r);
+    auto t = DecodeVllmRoutedExperts(
+        a.body.at("choices").as_array()[0].at("routed_experts").as_string(), m.geometry());
+    ASSERT_TRUE(t) << t.error().ToString();
+    EXPECT_EQ(t->tokens(), honour ? 24 : 40);
+    EXPECT_EQ(Data(t->Counts()), CountsOf(m, r.tokens, honour ? 16 : 0));
+  }
+}
+
+TEST_P(EmuEngineTest, SglangExtIsResponseLevelFromStartLen) {
+  const EngineModel& m = *model_;
+  const ModelGeometry& g = m.geometry();
+  const std::string text = PromptText(30);
+  PayloadOptions po;
+  po.payload_layers = g.total_layers;
+  // Without return_routed_experts: no sglext at all.
+  Answer none = Prefill(Engine("sglang", "sglang"), m,
+                        Request(m, R"({"prompt":")" + text + R"(","bootstrap_room":7})"));
+  EXPECT_FALSE(none.body.contains("sglext"));
+  EXPECT_FALSE(none.body.contains("kv_transfer_params"));
+  for (int64_t start : {0, 12, 30}) {
+    const EmuRequest r = Request(m, R"({"prompt":")" + text +
+                                        R"(","bootstrap_room":7,"return_routed_experts":true,)" +
+                                        fmt::format(R"("routed_experts_start_len":{}}})", start));
+    Answer a = Prefill(Engine("sglang", "sglang"), m, r);
+    ASSERT_EQ(a.status, 200);
+    const std::string_view field = a.body.at("sglext").at("routed_experts").as_string();
+    EXPECT_FALSE(a.body.at("choices").as_array()[0].as_object().contains("sgl_ext"));
+    std::vector<uint8_t> bytes;
+    ASSERT_TRUE(Base64Decode(field, &bytes).ok());
+    EXPECT_EQ(bytes.size(), static_cast<size_t>(30 - start) * g.total_layers * g.top_k * 4);
+    if (start == 30) continue;  // no rows: nothing to decode
+    auto t = DecodeSglangRoutedExperts(field, g, po);
+    ASSERT_TRUE(t) << t.error().ToString();
+    EXPECT_EQ(t->tokens(), 30 - start);
+    EXPECT_EQ(Data(t->Counts()), CountsOf(m, r.tokens, start));
+  }
+  Answer too_far =
+      Prefill(Engine("sglang", "sglang"), m,
+              Request(m, R"({"prompt":")" + text +
+                             R"(","return_routed_experts":true,"routed_experts_start_len":31})"));
+  EXPECT_EQ(too_far.status, 400);
+}
+
+TEST_P(EmuEngineTest, EldrHooksCountsRideKvTransferParams) {
+  const EngineModel& m = *model_;
+  const EmuRequest r = Request(m, R"({"prompt":")" + PromptText(50) + R"(",)" + kPrefillLeg + "}");
+  Answer a = Prefill(Engine("eldr-hooks"), m, r);
+  const json::object& choice = a.body.at("choices").as_array()[0].as_object();
+  EXPECT_FALSE(choice.contains("routed_experts"));
+  EXPECT_FALSE(a.body.contains("prompt_routed_experts"));
+  auto c = DecodeEldrSig(a.body.at("kv_transfer_params").at("eldr_sig").as_string(), m.geometry());
+  ASSERT_TRUE(c) << c.error().ToString();
+  EXPECT_EQ(Data(*c), CountsOf(m, r.tokens));
+}
+
+TEST_P(EmuEngineTest, Vllm021ListsMarkPrefixCachedRows) {
+  const EngineModel& m = *model_;
+  const ModelGeometry& g = m.geometry();
+  PrefixCache cache(1024);
+  const EmuRequest r = Request(m, R"({"prompt":")" + PromptText(40) + R"(",)" + kPrefillLeg + "}");
+  for (int64_t want_cached : {0, 32}) {
+    const int64_t cached = cache.LookupAndInsert(r.tokens);
+    EXPECT_EQ(cached, want_cached);
+    Answer a = Prefill(Engine("vllm-0.21"), m, r, cached);
+    ASSERT_EQ(a.status, 200);
+    EXPECT_TRUE(a.body.at("choices").as_array()[0].at("routed_experts").as_array().empty());
+    const std::string list = json::serialize(a.body.at("prompt_routed_experts"));
+    auto l = ParsePromptPickListJson(list, g);
+    ASSERT_TRUE(l) << l.error().ToString();
+    EXPECT_EQ(l->rows, 40);
+    EXPECT_EQ(l->leading_unknown, cached);
+    EXPECT_EQ(l->other_unknown, 0);
+    EXPECT_EQ(Data(l->picks.Counts()), CountsOf(m, r.tokens, cached));
+    EXPECT_EQ(a.body.at("prompt_routed_experts").as_array()[0].as_array().size(),
+              static_cast<size_t>(g.total_layers));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Emu, EmuEngineTest, ::testing::Values("gpt-oss-20b", "deepseek-v3"));
+
+TEST(EmuPrefixCacheTest, WholeBlocksOnlyAndNeverTheLastToken) {
+  PrefixCache cache(1024);
+  std::vector<int32_t> a(32);
+  for (int i = 0; i < 32; ++i) a[i] = i;
+  EXPECT_EQ(cache.LookupAndInsert(a), 0);
+  EXPECT_EQ(cache.LookupAndInsert(a), 16);  // the last token is recomputed: one block less
+  std::vector<int32_t> b = a;
+  b.push_back(99);
+  EXPECT_EQ(cache.LookupAndInsert(b), 32);
+  b[3] = 7;  // the first block differs, so nothing chained after it hits
+  EXPECT_EQ(cache.LookupAndInsert(b), 0);
+  PrefixCache tiny(2);
+  std::vector<int32_t> c(48, 5);
+  EXPECT_EQ(tiny.LookupAndInsert(c), 0);
+  EXPECT_EQ(tiny.LookupAndInsert(c), 0);  // 3 blocks never fit a 2-block cache
+}
+
+TEST(EmuFaultTest, Error400AndMalformedPayloads) {
+  auto mp = Model();
+  const EngineModel& m = *mp;
+  const EmuRequest r = Request(m, R"({"prompt":"a b c",)" + kPrefillLeg + "}");
+  EmulatorOptions o = Engine("vllm-0.22");
+  o.fault = "error400";
+  Answer a = Prefill(o, m, r);
+  EXPECT_EQ(a.status, 400);
+  const json::object& e = a.body.at("error").as_object();
+  EXPECT_EQ(e.at("type"), "BadRequestError");
+  EXPECT_EQ(e.at("code"), 400);
+  EXPECT_NE(std::string(e.at("message").as_string()).find("maximum context length"),
+            std::string::npos);
+  o.fault = "malformed";
+  for (const char* engine : {"vllm-0.22", "eldr-hooks", "vllm-0.21"}) {
+    o.engine = engine;
+    a = Prefill(o, m, r);
+    ASSERT_EQ(a.status, 200);
+    const json::object& c = a.body.at("choices").as_array()[0].as_object();
+    if (o.engine == "vllm-0.22") {
+      EXPECT_FALSE(DecodeVllmRoutedExperts(c.at("routed_experts").as_string(), m.geometry()));
+    } else if (o.engine == "eldr-hooks") {
+      EXPECT_FALSE(
+          DecodeEldrSig(a.body.at("kv_transfer_params").at("eldr_sig").as_string(), m.geometry()));
+    } else {
+      EXPECT_FALSE(ParsePromptPickListJson(json::serialize(a.body.at("prompt_routed_experts")),
+                                           m.geometry()));
+    }
+  }
+}
+
+TEST(EmuRequestTest, ParsesItsOwnWay) {
+  auto mp = Model();
+  const EngineModel& m = *mp;
+  auto chat = ParseEmuRequest(
+      true,
+      R"({"model":"x","messages":[{"role":"user","content":"hello there"},)"
+      R"({"role":"user","content":[{"type":"text","text":"general kenobi"}]}],"stream":true,)"
+      R"("stream_options":{"include_usage":true},"max_completion_tokens":5,)"
+      R"("kv_transfer_params":{"do_remote_prefill":true,"remote_request_id":"cmpl-9",)"
+      R"("eldr_sig":"AA=="}})",
+      m, 16);
+  ASSERT_TRUE(chat) << chat.error().ToString();
+  EXPECT_TRUE(chat->chat && chat->stream && chat->include_usage);
+  EXPECT_EQ(chat->model, "x");
+  EXPECT_EQ(chat->tokens, m.Tokenize("hello there general kenobi"));
+  EXPECT_EQ(chat->max_tokens, 5);
+  EXPECT_TRUE(chat->do_remote_prefill && chat->kv_has_eldr_sig);
+  EXPECT_FALSE(chat->do_remote_decode);
+  EXPECT_EQ(chat->remote_request_id, "cmpl-9");
+  auto ids = ParseEmuRequest(false, R"({"prompt":[5,6,7],"max_tokens":2})", m, 16);
+  ASSERT_TRUE(ids);
+  EXPECT_EQ(ids->tokens, (std::vector<int32_t>{5, 6, 7}));
+  EXPECT_EQ(ids->max_tokens, 2);
+  auto nested = ParseEmuRequest(false, R"({"prompt":[[8,9]]})", m, 16);
+  ASSERT_TRUE(nested);
+  EXPECT_EQ(nested->tokens, (std::vector<int32_t>{8, 9}));
+  EXPECT_EQ(nested->max_tokens, 16);
+  for (const char* bad : {"[1]", "{", R"({"prompt":3})", R"({"prompt":"a","stream":"yes"})",
+                          R"({"prompt":"a","max_tokens":0})", R"({"prompt":[-1]})"}) {
+    EXPECT_FALSE(ParseEmuRequest(false, bad, m, 16)) << bad;
+  }
+  EXPECT_FALSE(ParseEmuRequest(true, R"({"messages":[]})", m, 16));
+}
+
+TEST(EmuOptionsTest, EngineDefaultsFromBackend) {
+  EmulatorOptions o;
+  EXPECT_EQ(o.ResolvedEngine(), "vllm-0.22");
+  o.backend = "sglang";
+  EXPECT_EQ(o.ResolvedEngine(), "sglang");
+  o.engine = "eldr-hooks";
+  EXPECT_FALSE(o.Validate().ok());  // its counts need the NIXL kv_transfer_params
+  o.backend = "vllm";
+  EXPECT_TRUE(o.Validate().ok());
+  o.engine = "vllm-0.20";
+  EXPECT_FALSE(o.Validate().ok());
+  o.engine = "";
+  o.fault = "error400";
+  EXPECT_TRUE(o.Validate().ok());
 }
 
 }  // namespace

@@ -1,21 +1,431 @@
 // The engine emulator: one of the three translation units that include Boost.Beast.
 #include "eldr/emu/emulator.h"
 
+#include <xxhash.h>
+
 #include <boost/json.hpp>
 #include <csignal>
+#include <ctime>
 #include <deque>
 #include <fstream>
+#include <functional>
 
 #include "../net/http.h"
 #include "eldr/net/wire.h"
 #include "eldr/payload.h"
-#include "eldr/server/pd.h"
 
 namespace eldr::emu {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::string_view kEngines[] = {"vllm-0.22", "vllm-0.21", "sglang", "eldr-hooks"};
+
+// vLLM's ErrorResponse: {"error":{"message","type","param","code"}}.
+std::string VllmError(int status, std::string_view message, std::string_view type,
+                      const json::value& param = nullptr) {
+  return json::serialize(json::object{
+      {"error",
+       json::object{{"message", message}, {"type", type}, {"param", param}, {"code", status}}}});
+}
+
+Error BadField(std::string_view name, std::string_view want) {
+  return InvalidArgument("'{}' must be {}", name, want);
+}
+
+Result<bool> OptBool(const json::object& o, std::string_view k) {
+  const json::value* v = o.if_contains(k);
+  if (!v || v->is_null()) return false;
+  if (!v->is_bool()) return BadField(k, "a boolean");
+  return v->get_bool();
+}
+
+Result<std::optional<int64_t>> OptInt(const json::object& o, std::string_view k) {
+  const json::value* v = o.if_contains(k);
+  if (!v || v->is_null()) return std::optional<int64_t>{};
+  if (v->is_int64()) return std::optional<int64_t>{v->get_int64()};
+  if (v->is_uint64() && v->get_uint64() <= INT64_MAX) {
+    return std::optional<int64_t>{static_cast<int64_t>(v->get_uint64())};
+  }
+  return BadField(k, "an integer");
+}
+
+Status AppendText(const json::value& content, std::string* out) {
+  if (content.is_null()) return Status::Ok();
+  if (content.is_string()) {
+    out->append(content.get_string());
+    return Status::Ok();
+  }
+  if (!content.is_array()) return BadField("content", "a string or a list of parts");
+  for (const auto& part : content.get_array()) {
+    if (!part.is_object()) return BadField("content", "a list of objects");
+    if (const auto* t = part.get_object().if_contains("text"); t && t->is_string()) {
+      out->append(t->get_string());
+      out->push_back('\n');
+    }
+  }
+  return Status::Ok();
+}
+
+Result<std::vector<int32_t>> TokenIds(const json::array& a, std::string_view what) {
+  std::vector<int32_t> ids;
+  ids.reserve(a.size());
+  for (const auto& t : a) {
+    if (!t.is_int64() || t.get_int64() < 0 || t.get_int64() > INT32_MAX) {
+      return BadField(what, "a list of token ids");
+    }
+    ids.push_back(static_cast<int32_t>(t.get_int64()));
+  }
+  return ids;
+}
+
+// Picks of prompt rows [start, T) laid out over `layers` payload layers: the MoE layers at their
+// model index, dense layers 0 (the engines' capture buffers start zeroed and only MoE layers
+// write them).
+std::vector<int32_t> LayeredPicks(const EngineModel& m, std::span<const int32_t> tokens,
+                                  int64_t start) {
+  const ModelGeometry& g = m.geometry();
+  const std::vector<int32_t> picks = m.PromptPicks(tokens, start);
+  const size_t in_row = static_cast<size_t>(g.moe_layers) * g.top_k;
+  const size_t out_row = static_cast<size_t>(g.total_layers) * g.top_k;
+  const size_t rows = in_row ? picks.size() / in_row : 0;
+  std::vector<int32_t> out(rows * out_row, 0);
+  const size_t skip = static_cast<size_t>(g.first_moe_layer) * g.top_k;
+  for (size_t t = 0; t < rows; ++t) {
+    std::copy_n(picks.begin() + t * in_row, in_row, out.begin() + t * out_row + skip);
+  }
+  return out;
+}
+
+std::string NpyPayload(const EngineModel& m, std::span<const int32_t> tokens, int64_t start) {
+  const ModelGeometry& g = m.geometry();
+  const std::vector<int32_t> picks = LayeredPicks(m, tokens, start);
+  const int item = g.experts <= 256 ? 1 : 2;
+  std::vector<uint8_t> data(picks.size() * item);
+  for (size_t i = 0; i < picks.size(); ++i) {
+    data[i * item] = static_cast<uint8_t>(picks[i] & 0xFF);
+    if (item == 2) data[i * item + 1] = static_cast<uint8_t>(picks[i] >> 8);
+  }
+  const int64_t shape[3] = {static_cast<int64_t>(tokens.size()) - start, g.total_layers, g.top_k};
+  return Base64Encode(MakeNpy('u', item, shape, data));
+}
+
+std::string Int32Payload(const EngineModel& m, std::span<const int32_t> tokens, int64_t start) {
+  const std::vector<int32_t> picks = LayeredPicks(m, tokens, start);
+  std::vector<uint8_t> data(picks.size() * 4);
+  for (size_t i = 0; i < picks.size(); ++i) {
+    const auto v = static_cast<uint32_t>(picks[i]);
+    for (int b = 0; b < 4; ++b) data[i * 4 + b] = static_cast<uint8_t>(v >> (8 * b));
+  }
+  return Base64Encode(data);
+}
+
+std::string EldrSigPayload(const EngineModel& m, std::span<const int32_t> tokens) {
+  const ModelGeometry& g = m.geometry();
+  const std::vector<int32_t> picks = m.PromptPicks(tokens, 0);
+  std::vector<int32_t> counts(static_cast<size_t>(g.moe_layers) * g.experts);
+  const size_t row = static_cast<size_t>(g.moe_layers) * g.top_k;
+  for (size_t i = 0; i < picks.size(); ++i) {
+    const size_t l = (i % row) / g.top_k;
+    ++counts[l * g.experts + picks[i]];
+  }
+  std::vector<uint8_t> data(counts.size() * 2);
+  for (size_t i = 0; i < counts.size(); ++i) {
+    const auto v = static_cast<uint16_t>(std::min<int32_t>(counts[i], INT16_MAX));
+    data[2 * i] = static_cast<uint8_t>(v & 0xFF);
+    data[2 * i + 1] = static_cast<uint8_t>(v >> 8);
+  }
+  return Base64Encode(data);
+}
+
+// Nested lists [T][total_layers][top_k], built as text (never a tree); the first `cached` rows
+// are all -1.
+std::string ListPayload(const EngineModel& m, std::span<const int32_t> tokens, int64_t cached) {
+  const ModelGeometry& g = m.geometry();
+  const std::vector<int32_t> picks = LayeredPicks(m, tokens, 0);
+  const int L = g.total_layers, K = g.top_k;
+  std::string out = "[";
+  for (int64_t t = 0; t < static_cast<int64_t>(tokens.size()); ++t) {
+    out += t ? ",[" : "[";
+    for (int l = 0; l < L; ++l) {
+      out += l ? ",[" : "[";
+      for (int j = 0; j < K; ++j) {
+        if (j) out += ',';
+        out += t < cached ? std::string("-1") : std::to_string(picks[(t * L + l) * K + j]);
+      }
+      out += ']';
+    }
+    out += ']';
+  }
+  out += ']';
+  return out;
+}
+
+// choices[0] of an answer (`stream` false: the whole text) or of a stream event, in the
+// completions or the chat shape.
+json::object Choice(bool chat, bool stream, std::string_view text, bool last) {
+  json::object c{{"index", 0}};
+  if (!chat) {
+    c["text"] = text;
+  } else if (stream) {
+    c["delta"] = json::object{{"content", text}};
+  } else {
+    c["message"] = json::object{{"role", "assistant"}, {"content", text}};
+  }
+  if (!stream) c["logprobs"] = nullptr;
+  if (last || !stream) {
+    c["finish_reason"] = last ? json::value("length") : json::value(nullptr);
+  }
+  return c;
+}
+
+json::object Usage(int64_t prompt, int64_t completion) {
+  return json::object{{"prompt_tokens", prompt},
+                      {"completion_tokens", completion},
+                      {"total_tokens", prompt + completion}};
+}
+
+}  // namespace
+
+// ---- I/O-free parts ----------------------------------------------------------------------------
+
+Result<EmuRequest> ParseEmuRequest(bool chat, std::string_view body, const EngineModel& model,
+                                   int64_t default_max_tokens) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec) return InvalidArgument("request body is not valid JSON: {}", ec.message());
+  if (!v.is_object()) return InvalidArgument("request body must be a JSON object");
+  const json::object& o = v.get_object();
+  EmuRequest r;
+  r.chat = chat;
+  ELDR_ASSIGN_OR_RETURN(r.stream, OptBool(o, "stream"));
+  if (const auto* so = o.if_contains("stream_options"); so && so->is_object()) {
+    ELDR_ASSIGN_OR_RETURN(r.include_usage, OptBool(so->get_object(), "include_usage"));
+  }
+  if (const auto* m = o.if_contains("model"); m && !m->is_null()) {
+    if (!m->is_string()) return BadField("model", "a string");
+    r.model = std::string(m->get_string());
+  }
+  std::string text;
+  if (chat) {
+    const auto* msgs = o.if_contains("messages");
+    if (!msgs || !msgs->is_array() || msgs->get_array().empty()) {
+      return BadField("messages", "a non-empty list");
+    }
+    for (const auto& msg : msgs->get_array()) {
+      if (!msg.is_object()) return BadField("messages", "a list of objects");
+      if (const auto* c = msg.get_object().if_contains("content")) {
+        ELDR_RETURN_IF_ERROR(AppendText(*c, &text));
+      }
+      text.push_back('\n');
+    }
+    r.tokens = model.Tokenize(text);
+  } else {
+    const auto* p = o.if_contains("prompt");
+    if (!p) return BadField("prompt", "given");
+    if (p->is_string()) {
+      r.tokens = model.Tokenize(p->get_string());
+    } else if (p->is_array() && !p->get_array().empty()) {
+      // One prompt only: a string, a list of token ids, or a one-element list of either.
+      const json::array& a = p->get_array();
+      if (a[0].is_string()) {
+        r.tokens = model.Tokenize(a[0].get_string());
+      } else if (a[0].is_array()) {
+        ELDR_ASSIGN_OR_RETURN(r.tokens, TokenIds(a[0].get_array(), "prompt"));
+      } else {
+        ELDR_ASSIGN_OR_RETURN(r.tokens, TokenIds(a, "prompt"));
+      }
+    } else {
+      return BadField("prompt", "a string or a non-empty list");
+    }
+  }
+  if (r.tokens.empty()) r.tokens.push_back(0);
+  r.max_tokens = default_max_tokens;
+  for (std::string_view k : {"max_tokens", "max_completion_tokens"}) {
+    ELDR_ASSIGN_OR_RETURN(std::optional<int64_t> mt, OptInt(o, k));
+    if (mt) {
+      if (*mt < 1) return BadField(k, "at least 1");
+      r.max_tokens = *mt;
+    }
+  }
+  ELDR_ASSIGN_OR_RETURN(r.return_token_ids, OptBool(o, "return_token_ids"));
+  ELDR_ASSIGN_OR_RETURN(r.return_routed_experts, OptBool(o, "return_routed_experts"));
+  ELDR_ASSIGN_OR_RETURN(r.routed_experts_prompt_start, OptInt(o, "routed_experts_prompt_start"));
+  ELDR_ASSIGN_OR_RETURN(r.routed_experts_start_len, OptInt(o, "routed_experts_start_len"));
+  if (r.routed_experts_prompt_start && *r.routed_experts_prompt_start < 0) {
+    return BadField("routed_experts_prompt_start", ">= 0");
+  }
+  if (r.routed_experts_start_len && *r.routed_experts_start_len < 0) {
+    return BadField("routed_experts_start_len", ">= 0");
+  }
+  r.bootstrap = o.contains("bootstrap_room");
+  if (const auto* kv = o.if_contains("kv_transfer_params"); kv && kv->is_object()) {
+    const json::object& k = kv->get_object();
+    ELDR_ASSIGN_OR_RETURN(r.do_remote_decode, OptBool(k, "do_remote_decode"));
+    ELDR_ASSIGN_OR_RETURN(r.do_remote_prefill, OptBool(k, "do_remote_prefill"));
+    r.kv_has_eldr_sig = k.contains("eldr_sig");
+    if (const auto* rr = k.if_contains("remote_request_id"); rr && rr->is_string()) {
+      r.remote_request_id = std::string(rr->get_string());
+    }
+  }
+  return r;
+}
+
+PrefixCache::PrefixCache(int max_blocks, int block_size)
+    : max_blocks_(std::max(1, max_blocks)), block_size_(std::max(1, block_size)) {}
+
+int64_t PrefixCache::LookupAndInsert(std::span<const int32_t> tokens) {
+  const size_t blocks = tokens.size() / block_size_;
+  // The last prompt token is always recomputed, so only blocks ending before it may hit.
+  const size_t hittable = tokens.empty() ? 0 : (tokens.size() - 1) / block_size_;
+  uint64_t h = 0;
+  size_t hit = 0;
+  bool prefix = true;
+  for (size_t b = 0; b < blocks; ++b) {
+    h = XXH3_64bits_withSeed(tokens.data() + b * block_size_, block_size_ * sizeof(int32_t), h);
+    auto it = index_.find(h);
+    if (it != index_.end()) {
+      if (prefix && b < hittable) hit = b + 1;
+      lru_.splice(lru_.begin(), lru_, it->second);
+    } else {
+      prefix = false;
+      lru_.push_front(h);
+      index_[h] = lru_.begin();
+      if (static_cast<int>(lru_.size()) > max_blocks_) {
+        index_.erase(lru_.back());
+        lru_.pop_back();
+      }
+    }
+  }
+  return static_cast<int64_t>(hit) * block_size_;
+}
+
+HttpAnswer BuildPrefillAnswer(const EmulatorOptions& o, const EngineModel& model,
+                              const EmuRequest& r, const PrefillContext& c) {
+  const std::string engine = o.ResolvedEngine();
+  const auto T = static_cast<int64_t>(r.tokens.size());
+  const bool malformed = o.fault == "malformed";
+  if (o.fault == "error400") {
+    const int64_t total = T + r.max_tokens;
+    return {400, VllmError(400,
+                           fmt::format("This model's maximum context length is 32768 tokens. "
+                                       "However, you requested {} output tokens and your prompt "
+                                       "contains {} input tokens, for a total of {} tokens. Please "
+                                       "reduce the length of the input prompt or the number of "
+                                       "requested output tokens.",
+                                       r.max_tokens, T, total),
+                           "BadRequestError", "input_tokens")};
+  }
+  int64_t start = 0;
+  if (engine == "sglang" && r.return_routed_experts && r.routed_experts_start_len) {
+    start = *r.routed_experts_start_len;
+    if (start > T) {
+      return {400, VllmError(400,
+                             fmt::format("routed_experts_start_len ({}) is higher than the number "
+                                         "of input tokens ({}).",
+                                         start, T),
+                             "BadRequestError")};
+    }
+  }
+  if (engine == "vllm-0.22" && o.honour_prompt_start && r.routed_experts_prompt_start) {
+    start = std::min(*r.routed_experts_prompt_start, T);
+  }
+  json::object choice = Choice(r.chat, false, " tok0", true);
+  json::object res{{"id", c.id},
+                   {"object", r.chat ? "chat.completion" : "text_completion"},
+                   {"created", c.created},
+                   {"model", c.model_name}};
+  if (r.return_token_ids) {
+    json::array ids;
+    for (int32_t t : r.tokens) ids.push_back(t);
+    // vLLM: completions carry the prompt ids on the choice, chat on the response.
+    if (r.chat) {
+      res["prompt_token_ids"] = std::move(ids);
+    } else {
+      choice["prompt_token_ids"] = std::move(ids);
+    }
+    choice["token_ids"] = json::array{model.Tokenize("tok0").front()};
+  }
+  // Payloads are spliced in as text after serialising the small object.
+  std::string payload;
+  if (!r.bootstrap) {
+    json::array blocks;
+    for (int64_t b = 0; b < (T + 15) / 16; ++b) blocks.push_back(b);
+    json::object kv{{"do_remote_prefill", true},
+                    {"do_remote_decode", false},
+                    {"remote_block_ids", std::move(blocks)},
+                    {"remote_engine_id", c.engine_id},
+                    {"remote_request_id", c.id},
+                    {"remote_host", c.host},
+                    {"remote_port", c.port},
+                    {"tp_size", 1}};
+    if (engine == "eldr-hooks") {
+      payload =
+          malformed ? "\"!!! not base64 !!!\"" : "\"" + EldrSigPayload(model, r.tokens) + "\"";
+      kv["eldr_sig"] = "@@PAYLOAD@@";
+    }
+    res["kv_transfer_params"] = std::move(kv);
+  }
+  if (engine == "vllm-0.22") {
+    payload =
+        malformed ? "\"!!! not base64 !!!\"" : "\"" + NpyPayload(model, r.tokens, start) + "\"";
+    choice["routed_experts"] = "@@PAYLOAD@@";
+  } else if (engine == "vllm-0.21") {
+    payload = malformed ? "[[[\"x\"]]]" : ListPayload(model, r.tokens, c.cached_tokens);
+    res["prompt_routed_experts"] = "@@PAYLOAD@@";
+    choice["routed_experts"] = json::array{};  // one generated token: completion - 1 = 0 rows
+  } else if (engine == "sglang" && r.return_routed_experts) {
+    payload =
+        malformed ? "\"!!! not base64 !!!\"" : "\"" + Int32Payload(model, r.tokens, start) + "\"";
+    res["sglext"] = json::object{{"routed_experts", "@@PAYLOAD@@"}};
+  }
+  res["choices"] = json::array{std::move(choice)};
+  res["usage"] = Usage(T, 1);
+  std::string body = json::serialize(res);
+  if (!payload.empty()) {
+    static constexpr std::string_view kMarker = "\"@@PAYLOAD@@\"";
+    body.replace(body.find(kMarker), kMarker.size(), payload);
+  }
+  return {200, std::move(body)};
+}
+
+std::string EmulatorOptions::ResolvedEngine() const {
+  if (!engine.empty()) return engine;
+  return backend == "sglang" ? "sglang" : "vllm-0.22";
+}
+
+Status EmulatorOptions::Validate() const {
+  if (role != "prefill" && role != "decode")
+    return InvalidArgument("role must be prefill or decode");
+  if (backend != "vllm" && backend != "sglang")
+    return InvalidArgument("backend must be vllm or sglang");
+  const std::string e = ResolvedEngine();
+  if (std::find(std::begin(kEngines), std::end(kEngines), e) == std::end(kEngines)) {
+    return InvalidArgument("engine must be vllm-0.22, vllm-0.21, sglang or eldr-hooks");
+  }
+  if (e == "eldr-hooks" && backend != "vllm") {
+    return InvalidArgument(
+        "engine eldr-hooks needs backend vllm (its counts ride kv_transfer_params)");
+  }
+  for (const auto& n : served_model_names) {
+    if (n.empty()) return InvalidArgument("served model names must not be empty");
+  }
+  if (prefix_cache_blocks < 1) return InvalidArgument("prefix_cache_blocks must be >= 1");
+  if (!(time_scale >= 0) || !std::isfinite(time_scale))
+    return InvalidArgument("time_scale must be >= 0");
+  if (max_batch < 1) return InvalidArgument("max_batch must be >= 1");
+  if (default_max_tokens < 1) return InvalidArgument("default_max_tokens must be >= 1");
+  if (!fault.empty() && fault != "malformed" && fault != "error500" && fault != "error400") {
+    return InvalidArgument("fault must be malformed, error500 or error400");
+  }
+  if (port < 0 || port > 65535) return InvalidArgument("port out of range");
+  return Status::Ok();
+}
+
 namespace {
 
 using namespace eldr::net;  // NOLINT(google-build-using-namespace): Beast vocabulary
-namespace json = boost::json;
 
 struct Seq {
   explicit Seq(asio::any_io_executor ex) : signal(ex) {}
@@ -25,15 +435,41 @@ struct Seq {
   asio::steady_timer signal;
 };
 
+// Notices a client that went away while its request is being worked on: the socket turns
+// readable with nothing to read (EOF). Bytes of a pipelined next request end the watch instead.
+struct PeerWatch {
+  bool gone = false, finished = false;
+  std::function<void()> on_gone;
+};
+
+awaitable<void> WatchPeer(tcp::socket& sock, std::shared_ptr<PeerWatch> w) {
+  auto [ec] = co_await sock.async_wait(tcp::socket::wait_read, kTuple);
+  if (ec || w->finished) co_return;
+  boost::system::error_code aec;
+  if (sock.available(aec) == 0) {
+    w->gone = true;
+    if (w->on_gone) w->on_gone();
+  }
+}
+
+int64_t UnixNow() { return static_cast<int64_t>(std::time(nullptr)); }
+
 class EmulatorImpl final : public Emulator {
  public:
   EmulatorImpl(EmulatorOptions o, std::shared_ptr<const EngineModel> m)
-      : o_(std::move(o)), m_(std::move(m)), acceptor_(ioc_), wake_(ioc_) {}
+      : o_(std::move(o)),
+        m_(std::move(m)),
+        acceptor_(ioc_),
+        wake_(ioc_),
+        prefix_cache_(o_.prefix_cache_blocks) {}
 
   Status Init() {
     ELDR_RETURN_IF_ERROR(o_.Validate());
-    if (o_.experts_format == "auto") {
-      o_.experts_format = o_.backend == "sglang" ? "sglang" : "vllm-npy";
+    o_.engine = o_.ResolvedEngine();
+    if (o_.served_model_names.empty()) {
+      accepted_ = {m_->geometry().name, m_->geometry().display_name};
+    } else {
+      accepted_ = o_.served_model_names;
     }
     ELDR_ASSIGN_OR_RETURN(tcp::endpoint ep, Resolve(o_.host, o_.port));
     boost::system::error_code ec;
@@ -66,6 +502,7 @@ class EmulatorImpl final : public Emulator {
 
  private:
   double Scaled(double us) const { return us * o_.time_scale; }
+  const std::string& ServedName() const { return accepted_.front(); }
 
   awaitable<void> Accept() {
     for (;;) {
@@ -89,8 +526,15 @@ class EmulatorImpl final : public Emulator {
       if (ec) break;
       auto req = parser.release();
       const bool keep = req.keep_alive();
-      const bool ok = co_await Handle(s, req);
-      if (!ok || !keep) break;
+      // Pipelined bytes already buffered mean the client is still there.
+      auto watch = std::make_shared<PeerWatch>();
+      if (buf.size() == 0) asio::co_spawn(ioc_, WatchPeer(s.socket(), watch), asio::detached);
+      const bool ok = co_await Handle(s, req, *watch);
+      watch->finished = true;
+      watch->on_gone = nullptr;
+      if (!ok || !keep || watch->gone) break;
+      boost::system::error_code cec;
+      s.socket().cancel(cec);
     }
     boost::system::error_code ec;
     s.socket().shutdown(tcp::socket::shutdown_both, ec);
@@ -108,211 +552,129 @@ class EmulatorImpl final : public Emulator {
   }
 
   std::string ModelsJson() const {
-    json::object m{{"id", m_->geometry().name}, {"object", "model"}, {"owned_by", "eldr-emu"}};
-    return json::serialize(json::object{{"object", "list"}, {"data", json::array{m}}});
+    json::array data;
+    for (const auto& name : o_.served_model_names.empty() ? std::vector<std::string>{ServedName()}
+                                                          : o_.served_model_names) {
+      data.push_back(json::object{{"id", name},
+                                  {"object", "model"},
+                                  {"created", UnixNow()},
+                                  {"owned_by", "vllm"},
+                                  {"root", m_->geometry().display_name},
+                                  {"parent", nullptr},
+                                  {"max_model_len", 32768}});
+    }
+    return json::serialize(json::object{{"object", "list"}, {"data", std::move(data)}});
   }
 
-  awaitable<bool> Handle(beast::tcp_stream& s, http::request<http::string_body>& req) {
+  void CountCancelled(bool* counted) {
+    if (*counted) return;
+    *counted = true;
+    cancelled_++;
+  }
+
+  awaitable<bool> Handle(beast::tcp_stream& s, http::request<http::string_body>& req,
+                         PeerWatch& watch) {
     std::string_view target(req.target().data(), req.target().size());
     target = target.substr(0, target.find('?'));
     if (target == "/health") co_return co_await Write(s, 200, "{\"status\":\"ok\"}");
     if (target == "/metrics") co_return co_await Write(s, 200, Metrics(), "text/plain");
+    // vLLM's middleware guards every path under /v1 only.
+    if (target.starts_with("/v1")) {
+      std::string_view token;
+      if (auto it = req.find(http::field::authorization); it != req.end()) {
+        token = net::BearerToken(std::string_view(it->value().data(), it->value().size()));
+      }
+      if (token.empty()) missing_bearer_++;
+      if (!o_.api_key.empty() && (token.empty() || !net::SecretEquals(token, o_.api_key))) {
+        unauthorized_++;
+        co_return co_await Write(s, 401, "{\"error\":\"Unauthorized\"}");
+      }
+    }
     if (target == "/v1/models") co_return co_await Write(s, 200, ModelsJson());
     if (target != "/v1/completions" && target != "/v1/chat/completions") {
-      co_return co_await Write(s, 404, net::OpenAiErrorBody(404, "not found", "not_found"));
+      co_return co_await Write(s, 404, "{\"detail\":\"Not Found\"}");
     }
     requests_++;
     if (o_.fault == "error500") {
-      co_return co_await Write(
-          s, 500, net::OpenAiErrorBody(500, "emulated engine failure", "server_error"));
+      co_return co_await Write(s, 500,
+                               VllmError(500, "emulated engine failure", "InternalServerError"));
     }
-    const auto ep =
-        target == "/v1/completions" ? server::Endpoint::kCompletions : server::Endpoint::kChat;
-    auto parsed = server::ParseClientRequest(ep, req.body());
+    const bool chat = target == "/v1/chat/completions";
+    auto parsed = ParseEmuRequest(chat, req.body(), *m_, o_.default_max_tokens);
     if (!parsed) {
+      co_return co_await Write(s, 400, VllmError(400, parsed.error().message(), "BadRequestError"));
+    }
+    const EmuRequest& r = *parsed;
+    if (!r.model.empty() &&
+        std::find(accepted_.begin(), accepted_.end(), r.model) == accepted_.end()) {
       co_return co_await Write(
-          s, 400, net::OpenAiErrorBody(400, parsed.error().message(), "invalid_request_error"));
+          s, 404,
+          VllmError(404, fmt::format("The model `{}` does not exist.", r.model), "NotFoundError"));
     }
-    const server::ClientRequest& r = *parsed;
-    std::vector<int32_t> tokens =
-        r.prompt_tokens.empty() ? m_->Tokenize(r.prompt_text) : r.prompt_tokens;
-    if (tokens.empty()) tokens.push_back(0);
-    int64_t max_tokens = o_.default_max_tokens;
-    static constexpr std::string_view kMaxKeys[] = {"max_tokens", "max_completion_tokens"};
-    for (std::string_view k : kMaxKeys) {
-      if (const auto* v = r.body.if_contains(k); v && v->is_int64()) max_tokens = v->get_int64();
-    }
-    const json::value* kv = r.body.if_contains("kv_transfer_params");
-    const bool remote_decode = kv && kv->is_object() &&
-                               kv->get_object().contains("do_remote_decode") &&
-                               kv->get_object().at("do_remote_decode") == true;
-    const bool remote_prefill = kv && kv->is_object() &&
-                                kv->get_object().contains("do_remote_prefill") &&
-                                kv->get_object().at("do_remote_prefill") == true;
-    const bool bootstrap = r.body.contains("bootstrap_room");
-    const bool prefill_leg = remote_decode || (bootstrap && o_.role == "prefill");
+    if (r.kv_has_eldr_sig) eldr_sig_received_++;
+    const bool prefill_leg = r.do_remote_decode || (r.bootstrap && o_.role == "prefill");
     // vLLM names a request after its X-Request-Id; the NIXL handoff pairs the legs by it, so a
     // decode leg whose id differs from the prefill's is refused, as a real pairing would fail.
     std::string rid;
     if (auto it = req.find("X-Request-Id"); it != req.end()) rid = std::string(it->value());
-    if (prefill_leg) co_return co_await Prefill(s, r, tokens, rid);
-    if (remote_prefill && !rid.empty()) {
-      const auto& kvo = kv->get_object();
-      if (const auto* rr = kvo.if_contains("remote_request_id");
-          rr && rr->is_string() && *rr != json::value("cmpl-" + rid)) {
-        co_return co_await Write(
-            s, 400,
-            net::OpenAiErrorBody(400, "X-Request-Id differs between prefill and decode legs",
-                                    "invalid_request_error"));
-      }
+    if (prefill_leg) co_return co_await Prefill(s, r, rid, watch);
+    if (r.do_remote_prefill && !rid.empty() && r.remote_request_id &&
+        *r.remote_request_id != "cmpl-" + rid && *r.remote_request_id != "chatcmpl-" + rid) {
+      co_return co_await Write(
+          s, 400,
+          VllmError(400, "X-Request-Id differs between prefill and decode legs",
+                    "BadRequestError"));
     }
-    co_return co_await Decode(s, r, tokens, max_tokens, remote_prefill || bootstrap, bootstrap,
-                              rid);
+    co_return co_await Decode(s, r, r.do_remote_prefill || r.bootstrap, r.bootstrap, rid, watch);
+  }
+
+  std::string ResponseId(bool chat, const std::string& rid, uint64_t n) const {
+    const std::string_view prefix = chat ? "chatcmpl-" : "cmpl-";
+    if (!rid.empty()) return fmt::format("{}{}", prefix, rid);
+    return fmt::format("{}{}-{}", prefix, engine_id_, n);
+  }
+
+  // Sleeps `us`, ending early (false) when the client goes away.
+  awaitable<bool> Sleep(int64_t us, PeerWatch& watch) {
+    if (watch.gone) co_return false;
+    if (us <= 0) co_return true;
+    asio::steady_timer t(ioc_);
+    t.expires_after(std::chrono::microseconds(us));
+    watch.on_gone = [&t] { t.cancel(); };
+    co_await t.async_wait(kTuple);
+    watch.on_gone = nullptr;
+    co_return !watch.gone;
   }
 
   // ---- prefill ---------------------------------------------------------------------------------
 
-  awaitable<void> PrefillWait(int64_t prompt_tokens) {
-    // One prefill at a time, FIFO: the engine's compute is the queue.
+  // One prefill at a time, FIFO: the engine's compute is the queue. Returns the wait.
+  int64_t PrefillSlot(int64_t prompt_tokens) {
     const int64_t now = NowUs();
     prefill_free_us_ =
         std::max(prefill_free_us_, now) +
         static_cast<int64_t>(Scaled(m_->cost().PrefillUs(static_cast<int>(prompt_tokens))));
-    const int64_t wait = prefill_free_us_ - now;
-    if (wait > 0) {
-      asio::steady_timer t(ioc_);
-      t.expires_after(std::chrono::microseconds(wait));
-      co_await t.async_wait(kTuple);
-    }
+    return prefill_free_us_ - now;
   }
 
-  std::string ExpertsPayload(std::span<const int32_t> tokens, int64_t start) {
-    const ModelGeometry& g = m_->geometry();
-    const int L = g.moe_layers, K = g.top_k;
-    if (o_.fault == "malformed") return "!!! not base64 !!!";
-    std::vector<int32_t> picks = m_->PromptPicks(tokens, start);
-    const int64_t rows = static_cast<int64_t>(picks.size()) / (L * K);
-    const std::string& f = o_.experts_format;
-    if (f == "vllm-npy") {
-      std::vector<uint8_t> data(picks.size());
-      for (size_t i = 0; i < picks.size(); ++i) data[i] = static_cast<uint8_t>(picks[i]);
-      if (g.experts > 255) {
-        data.resize(picks.size() * 2);
-        for (size_t i = 0; i < picks.size(); ++i) {
-          data[2 * i] = static_cast<uint8_t>(picks[i] & 0xFF);
-          data[2 * i + 1] = static_cast<uint8_t>(picks[i] >> 8);
-        }
-      }
-      const int64_t shape[3] = {rows, L, K};
-      return Base64Encode(MakeNpy('u', g.experts > 255 ? 2 : 1, shape, data));
-    }
-    if (f == "sglang") {
-      std::vector<uint8_t> data(picks.size() * 4);
-      std::memcpy(data.data(), picks.data(), data.size());
-      return Base64Encode(data);
-    }
-    if (f == "eldr_sig") {
-      std::vector<int16_t> counts(static_cast<size_t>(L) * g.experts);
-      for (int64_t t = 0; t < rows; ++t) {
-        for (int l = 0; l < L; ++l) {
-          for (int j = 0; j < K; ++j) {
-            auto& c = counts[static_cast<size_t>(l) * g.experts + picks[(t * L + l) * K + j]];
-            if (c < INT16_MAX) ++c;
-          }
-        }
-      }
-      std::vector<uint8_t> data(counts.size() * 2);
-      std::memcpy(data.data(), counts.data(), data.size());
-      return Base64Encode(data);
-    }
-    // vllm-list: nested JSON lists, built as text (never a tree).
-    std::string out = "[";
-    for (int64_t t = 0; t < rows; ++t) {
-      out += t ? ",[" : "[";
-      for (int l = 0; l < L; ++l) {
-        out += l ? ",[" : "[";
-        for (int j = 0; j < K; ++j) {
-          if (j) out += ',';
-          out += std::to_string(picks[(t * L + l) * K + j]);
-        }
-        out += ']';
-      }
-      out += ']';
-    }
-    out += ']';
-    return out;
-  }
-
-  awaitable<bool> Prefill(beast::tcp_stream& s, const server::ClientRequest& r,
-                          const std::vector<int32_t>& tokens, const std::string& rid) {
+  awaitable<bool> Prefill(beast::tcp_stream& s, const EmuRequest& r, const std::string& rid,
+                          PeerWatch& watch) {
     prefills_++;
-    co_await PrefillWait(static_cast<int64_t>(tokens.size()));
-    int64_t start = 0;
-    if (const auto* v = r.body.if_contains("routed_experts_prompt_start"); v && v->is_int64()) {
-      start = std::clamp<int64_t>(v->get_int64(), 0, static_cast<int64_t>(tokens.size()));
+    const uint64_t n = prefills_;
+    if (!co_await Sleep(PrefillSlot(static_cast<int64_t>(r.tokens.size())), watch)) {
+      cancelled_++;
+      co_return false;
     }
-    const bool chat = r.endpoint == server::Endpoint::kChat;
-    json::object choice = Choice(chat, false, " tok0", true);
-    json::object res{{"id", rid.empty() ? fmt::format("cmpl-{}", prefills_) : "cmpl-" + rid},
-                     {"object", chat ? "chat.completion" : "text_completion"},
-                     {"created", 0},
-                     {"model", m_->geometry().name}};
-    json::array ids;
-    if (const auto* v = r.body.if_contains("return_token_ids"); v && *v == true) {
-      for (int32_t t : tokens) ids.push_back(t);
-    }
-    if (!r.body.contains("bootstrap_room")) {
-      json::array blocks;
-      for (int64_t b = 0; b < (static_cast<int64_t>(tokens.size()) + 15) / 16; ++b) {
-        blocks.push_back(b);
-      }
-      res["kv_transfer_params"] = json::object{{"do_remote_prefill", true},
-                                               {"do_remote_decode", false},
-                                               {"remote_block_ids", std::move(blocks)},
-                                               {"remote_engine_id", engine_id_},
-                                               {"remote_request_id", res["id"]},
-                                               {"remote_host", o_.host},
-                                               {"remote_port", port_},
-                                               {"tp_size", 1}};
-    }
-    // The payload is spliced in as text after serialising the small object.
-    const std::string& f = o_.experts_format;
-    std::string payload;
-    std::string field;
-    if (f != "none") {
-      const bool want = o_.backend != "sglang" || (r.body.contains("return_routed_experts") &&
-                                                   r.body.at("return_routed_experts") == true);
-      if (want) {
-        payload = ExpertsPayload(tokens, f == "eldr_sig" ? 0 : start);
-        field = f == "sglang" ? "sgl_ext" : f == "eldr_sig" ? "eldr_sig" : "routed_experts";
-        choice[field] = "@@PAYLOAD@@";
-      }
-    }
-    if (!ids.empty()) {
-      if (chat) {
-        res["prompt_token_ids"] = std::move(ids);
-      } else {
-        choice["prompt_token_ids"] = std::move(ids);
-      }
-    }
-    res["choices"] = json::array{std::move(choice)};
-    res["usage"] = json::object{{"prompt_tokens", tokens.size()},
-                                {"completion_tokens", 1},
-                                {"total_tokens", tokens.size() + 1}};
-    std::string body = json::serialize(res);
-    if (!field.empty()) {
-      const std::string marker = "\"@@PAYLOAD@@\"";
-      std::string value;
-      if (f == "sglang") {
-        value = "{\"routed_experts\":\"" + payload + "\"}";
-      } else if (f == "vllm-list") {
-        value = payload;
-      } else {
-        value = "\"" + payload + "\"";
-      }
-      body.replace(body.find(marker), marker.size(), value);
-    }
-    co_return co_await Write(s, 200, std::move(body));
+    PrefillContext c;
+    c.id = ResponseId(r.chat, rid, n);
+    c.created = UnixNow();
+    c.model_name = ServedName();
+    c.engine_id = engine_id_;
+    c.host = o_.host;
+    c.port = port_;
+    if (o_.engine == "vllm-0.21") c.cached_tokens = prefix_cache_.LookupAndInsert(r.tokens);
+    HttpAnswer a = BuildPrefillAnswer(o_, *m_, r, c);
+    co_return co_await Write(s, a.status, std::move(a.body));
   }
 
   // ---- decode ----------------------------------------------------------------------------------
@@ -321,6 +683,7 @@ class EmulatorImpl final : public Emulator {
     asio::steady_timer step(ioc_);
     std::vector<DecodeSeq> batch;
     for (;;) {
+      std::erase_if(waiting_, [](const auto& q) { return q->cancelled; });
       while (!waiting_.empty() && static_cast<int>(active_.size()) < o_.max_batch) {
         active_.push_back(std::move(waiting_.front()));
         waiting_.pop_front();
@@ -350,75 +713,64 @@ class EmulatorImpl final : public Emulator {
     }
   }
 
-  // choices[0] of an answer (`stream` false: the whole text) or of a stream event, in the
-  // completions or the chat shape.
-  static json::object Choice(bool chat, bool stream, std::string_view text, bool last) {
-    json::object c{{"index", 0}, {"logprobs", nullptr}};
-    if (!chat) {
-      c["text"] = text;
-    } else if (stream) {
-      c["delta"] = json::object{{"content", text}};
-    } else {
-      c["message"] = json::object{{"role", "assistant"}, {"content", text}};
-    }
-    c["finish_reason"] = last ? json::value("length") : json::value(nullptr);
-    return c;
-  }
-
-  std::string Event(const server::ClientRequest& r, const std::string& id, int64_t i,
-                    bool last) const {
-    const bool chat = r.endpoint == server::Endpoint::kChat;
-    json::object c = Choice(chat, true, fmt::format(" tok{}", i), last);
+  std::string Event(const EmuRequest& r, const std::string& id, int64_t created,
+                    json::object choice) const {
     json::object e{{"id", id},
-                   {"object", chat ? "chat.completion.chunk" : "text_completion"},
-                   {"created", 0},
-                   {"model", m_->geometry().name},
-                   {"choices", json::array{std::move(c)}}};
+                   {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+                   {"created", created},
+                   {"model", ServedName()},
+                   {"choices", json::array{std::move(choice)}}};
     return "data: " + json::serialize(e) + "\n\n";
   }
 
-  awaitable<bool> Decode(beast::tcp_stream& s, const server::ClientRequest& r,
-                         const std::vector<int32_t>& tokens, int64_t max_tokens,
-                         bool kv_from_remote, bool rendezvous, const std::string& rid) {
+  awaitable<bool> Decode(beast::tcp_stream& s, const EmuRequest& r, bool kv_from_remote,
+                         bool rendezvous, const std::string& rid, PeerWatch& watch) {
     decodes_++;
-    const int64_t T = static_cast<int64_t>(tokens.size());
+    const uint64_t n = decodes_;
+    const int64_t T = static_cast<int64_t>(r.tokens.size());
+    int64_t wait_us = 0;
     if (kv_from_remote) {
       // SGLang's decode leg starts with the prefill (rendezvous): its KV arrives after an
       // (unqueued) prefill plus the transfer. vLLM's NIXL decode leg starts after the prefill.
       double us = m_->cost().KvUs(static_cast<int>(T));
       if (rendezvous) us += m_->cost().PrefillUs(static_cast<int>(T));
-      asio::steady_timer t(ioc_);
-      t.expires_after(std::chrono::microseconds(static_cast<int64_t>(Scaled(us))));
-      co_await t.async_wait(kTuple);
+      wait_us = static_cast<int64_t>(Scaled(us));
     } else {
-      co_await PrefillWait(T);
+      wait_us = PrefillSlot(T);
+    }
+    if (!co_await Sleep(wait_us, watch)) {
+      cancelled_++;
+      co_return false;
     }
     auto q = std::make_shared<Seq>(ioc_.get_executor());
-    q->archetype = m_->Archetype(tokens);
+    q->archetype = m_->Archetype(r.tokens);
     q->context = T;
-    q->max_tokens = std::max<int64_t>(1, max_tokens);
+    q->max_tokens = std::max<int64_t>(1, r.max_tokens);
     waiting_.push_back(q);
     wake_.cancel();
-    const std::string id =
-        rid.empty() ? fmt::format("cmpl-{}-{}", engine_id_, decodes_) : "cmpl-" + rid;
-    int64_t sent = 0;
+    bool counted = false;
+    watch.on_gone = [this, q, &counted] {
+      q->cancelled = true;
+      q->signal.cancel();
+      CountCancelled(&counted);
+    };
+    const std::string id = ResponseId(r.chat, rid, n);
+    const int64_t created = UnixNow();
     if (!r.stream) {
-      while (!q->done) {
+      while (!q->done && !q->cancelled) {
         q->signal.expires_at(asio::steady_timer::time_point::max());
         co_await q->signal.async_wait(kTuple);
       }
-      const bool chat = r.endpoint == server::Endpoint::kChat;
+      watch.on_gone = nullptr;
+      if (q->cancelled) co_return false;
       std::string text;
       for (int64_t i = 0; i < q->generated; ++i) text += fmt::format(" tok{}", i);
-      json::object c = Choice(chat, false, text, true);
       json::object res{{"id", id},
-                       {"object", chat ? "chat.completion" : "text_completion"},
-                       {"created", 0},
-                       {"model", m_->geometry().name},
-                       {"choices", json::array{std::move(c)}},
-                       {"usage", json::object{{"prompt_tokens", T},
-                                              {"completion_tokens", q->generated},
-                                              {"total_tokens", T + q->generated}}}};
+                       {"object", r.chat ? "chat.completion" : "text_completion"},
+                       {"created", created},
+                       {"model", ServedName()},
+                       {"choices", json::array{Choice(r.chat, false, text, true)}},
+                       {"usage", Usage(T, q->generated)}};
       co_return co_await Write(s, 200, json::serialize(res));
     }
     http::response<http::empty_body> res{http::status::ok, 11};
@@ -429,21 +781,45 @@ class EmulatorImpl final : public Emulator {
     auto [hec, hn] = co_await http::async_write_header(s, sr, kTuple);
     bool ok = !hec;
     std::string out;
-    while (ok) {
-      out.clear();
-      for (; sent < q->generated; ++sent) out += Event(r, id, sent, sent + 1 == q->max_tokens);
-      if (q->done) out += "data: [DONE]\n\n";
+    if (r.chat) {
+      // vLLM's first chat chunk announces the role, with empty content.
+      json::object c{{"index", 0},
+                     {"delta", json::object{{"role", "assistant"}, {"content", ""}}},
+                     {"logprobs", nullptr},
+                     {"finish_reason", nullptr}};
+      out = Event(r, id, created, std::move(c));
+    }
+    int64_t sent = 0;
+    while (ok && !q->cancelled) {
+      for (; sent < q->generated; ++sent) {
+        out += Event(r, id, created,
+                     Choice(r.chat, true, fmt::format(" tok{}", sent), sent + 1 == q->max_tokens));
+      }
+      if (q->done) {
+        if (r.include_usage) {
+          json::object u{{"id", id},
+                         {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+                         {"created", created},
+                         {"model", ServedName()},
+                         {"choices", json::array{}},
+                         {"usage", Usage(T, q->generated)}};
+          out += "data: " + json::serialize(u) + "\n\n";
+        }
+        out += "data: [DONE]\n\n";
+      }
       if (!out.empty()) {
-        auto [ec, n] = co_await asio::async_write(s, http::make_chunk(asio::buffer(out)), kTuple);
+        auto [ec, wn] = co_await asio::async_write(s, http::make_chunk(asio::buffer(out)), kTuple);
         if (ec) ok = false;
+        out.clear();
       }
       if (q->done || !ok) break;
       q->signal.expires_at(asio::steady_timer::time_point::max());
       co_await q->signal.async_wait(kTuple);
     }
-    if (!ok) {
+    watch.on_gone = nullptr;
+    if (!ok || q->cancelled) {
       q->cancelled = true;
-      cancelled_++;
+      CountCancelled(&counted);
       co_return false;
     }
     auto [lec, ln] = co_await asio::async_write(s, http::make_chunk_last(), kTuple);
@@ -456,51 +832,36 @@ class EmulatorImpl final : public Emulator {
         "# TYPE eldr_emu_prefills_total counter\neldr_emu_prefills_total {}\n"
         "# TYPE eldr_emu_decodes_total counter\neldr_emu_decodes_total {}\n"
         "# TYPE eldr_emu_cancelled_total counter\neldr_emu_cancelled_total {}\n"
+        "# TYPE eldr_emu_eldr_sig_received_total counter\neldr_emu_eldr_sig_received_total {}\n"
+        "# TYPE eldr_emu_missing_bearer_total counter\neldr_emu_missing_bearer_total {}\n"
+        "# TYPE eldr_emu_unauthorized_total counter\neldr_emu_unauthorized_total {}\n"
         "# TYPE eldr_emu_running gauge\neldr_emu_running {}\n"
         "# TYPE eldr_emu_waiting gauge\neldr_emu_waiting {}\n"
         "# TYPE eldr_emu_steps_total counter\neldr_emu_steps_total {}\n"
         "# TYPE eldr_emu_step_seconds_total counter\neldr_emu_step_seconds_total {}\n"
         "# TYPE eldr_emu_batch_sum counter\neldr_emu_batch_sum {}\n",
-        requests_, prefills_, decodes_, cancelled_, active_.size(), waiting_.size(), steps_,
-        step_us_sum_ * 1e-6, batch_sum_);
+        requests_, prefills_, decodes_, cancelled_, eldr_sig_received_, missing_bearer_,
+        unauthorized_, active_.size(), waiting_.size(), steps_, step_us_sum_ * 1e-6, batch_sum_);
   }
 
   EmulatorOptions o_;
   std::shared_ptr<const EngineModel> m_;
+  std::vector<std::string> accepted_;  // model names a request may give; front() is echoed
   asio::io_context ioc_{1};
   tcp::acceptor acceptor_;
   asio::steady_timer wake_;
   int port_ = 0;
   std::string engine_id_;
   int64_t prefill_free_us_ = 0;
+  PrefixCache prefix_cache_;
   std::vector<std::shared_ptr<Seq>> active_;
   std::deque<std::shared_ptr<Seq>> waiting_;
   uint64_t requests_ = 0, prefills_ = 0, decodes_ = 0, cancelled_ = 0, steps_ = 0;
+  uint64_t eldr_sig_received_ = 0, missing_bearer_ = 0, unauthorized_ = 0;
   double step_us_sum_ = 0, batch_sum_ = 0;
 };
 
 }  // namespace
-
-Status EmulatorOptions::Validate() const {
-  if (role != "prefill" && role != "decode")
-    return InvalidArgument("role must be prefill or decode");
-  if (backend != "vllm" && backend != "sglang")
-    return InvalidArgument("backend must be vllm or sglang");
-  static const char* kFormats[] = {"auto", "vllm-npy", "vllm-list", "sglang", "eldr_sig", "none"};
-  if (std::find(std::begin(kFormats), std::end(kFormats), experts_format) == std::end(kFormats)) {
-    return InvalidArgument(
-        "experts format must be auto, vllm-npy, vllm-list, sglang, eldr_sig or none");
-  }
-  if (!(time_scale >= 0) || !std::isfinite(time_scale))
-    return InvalidArgument("time_scale must be >= 0");
-  if (max_batch < 1) return InvalidArgument("max_batch must be >= 1");
-  if (default_max_tokens < 1) return InvalidArgument("default_max_tokens must be >= 1");
-  if (!fault.empty() && fault != "malformed" && fault != "error500") {
-    return InvalidArgument("fault must be malformed or error500");
-  }
-  if (port < 0 || port > 65535) return InvalidArgument("port out of range");
-  return Status::Ok();
-}
 
 Result<std::unique_ptr<Emulator>> Emulator::Create(const EmulatorOptions& options,
                                                    std::shared_ptr<const EngineModel> model) {

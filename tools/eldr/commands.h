@@ -103,7 +103,10 @@ struct ServeArgs {
 };
 struct EmulateArgs {
   std::string role = "decode", model = "qwen3-30b-a3b", workload = "task", listen = "127.0.0.1:0",
-              backend = "vllm", experts_format = "auto", fault, ready_file, write_space;
+              backend = "vllm", experts_format = "auto", engine, api_key, fault, ready_file,
+              write_space;
+  std::vector<std::string> served_model_names;
+  bool honour_prompt_start = false;
   uint64_t seed = 1;
   double time_scale = 1.0;
   int max_batch = 256, default_max_tokens = 16, archetypes = 256, decoders = 16;

@@ -11,6 +11,7 @@
 #include "eldr/emu/emulator.h"
 #include "eldr/emu/model.h"
 #include "eldr/fit.h"
+#include "eldr/net/wire.h"
 #include "eldr/server/proxy.h"
 #include "eldr/sim/workload.h"
 
@@ -151,10 +152,20 @@ void AddEmulateCommand(CLI::App& app, EmulateArgs& a) {
   c->add_option("--seed", a.seed, "Workload seed (all emulators of a set-up must agree)")
       ->capture_default_str();
   c->add_option("--listen", a.listen, "host:port (port 0: any free port)")->capture_default_str();
-  c->add_option("--backend", a.backend, "vllm or sglang wire format")->capture_default_str();
-  c->add_option("--experts-format", a.experts_format,
-                "auto, vllm-npy, vllm-list, sglang, eldr_sig or none")
+  c->add_option("--backend", a.backend, "PD flow: vllm (NIXL) or sglang (bootstrap)")
       ->capture_default_str();
+  c->add_option("--engine", a.engine,
+                "Engine whose routed-experts output to emulate: vllm-0.22, vllm-0.21, sglang or "
+                "eldr-hooks (default: vllm-0.22 for backend vllm, sglang for sglang)");
+  c->add_option("--experts-format", a.experts_format,
+                "Deprecated alias of --engine: vllm-npy, vllm-list (vllm-0.21), sglang, eldr_sig "
+                "(eldr-hooks) or auto");
+  c->add_flag("--honour-prompt-start", a.honour_prompt_start,
+              "vllm-0.22: apply routed_experts_prompt_start (vLLM PR #51906)");
+  c->add_option("--served-model-name", a.served_model_names,
+                "Model names requests may give; the first is echoed (default: the preset's "
+                "canonical name, display name also accepted)");
+  c->add_option("--api-key", a.api_key, "Require Authorization: Bearer KEY on /v1/*");
   c->add_option("--time-scale", a.time_scale, "Multiplies every emulated duration (0: instant)")
       ->capture_default_str();
   c->add_option("--max-batch", a.max_batch, "Decode batch limit")->capture_default_str();
@@ -162,7 +173,7 @@ void AddEmulateCommand(CLI::App& app, EmulateArgs& a) {
       ->capture_default_str();
   c->add_option("--archetypes", a.archetypes, "Workload requests prompts map onto")
       ->capture_default_str();
-  c->add_option("--fault", a.fault, "Test faults: malformed or error500");
+  c->add_option("--fault", a.fault, "Test faults: malformed, error500 or error400");
   c->add_option("--ready-file", a.ready_file, "Write {\"port\":N} here once listening");
   c->add_option("--write-space", a.write_space,
                 "Instead of serving: fit a signature space for this emulated model and exit");
@@ -206,19 +217,36 @@ Status RunEmulate(const EmulateArgs& a) {
   ELDR_ASSIGN_OR_RETURN(auto model,
                         emu::EngineModel::Create(std::move(wc.first), wc.second.cost, mo));
   emu::EmulatorOptions eo;
-  ELDR_ASSIGN_OR_RETURN(server::WorkerSpec l, server::ParseWorkerUrl(a.listen, true));
+  ELDR_ASSIGN_OR_RETURN(net::HostPort l, net::ParseHttpUrl(a.listen, true));
   eo.host = l.host;
   eo.port = l.port;
   eo.role = a.role;
   eo.backend = a.backend;
-  eo.experts_format = a.experts_format;
+  eo.engine = a.engine;
+  if (eo.engine.empty() && a.experts_format != "auto") {
+    static const std::pair<std::string_view, std::string_view> kAlias[] = {
+        {"vllm-npy", "vllm-0.22"},
+        {"vllm-list", "vllm-0.21"},
+        {"sglang", "sglang"},
+        {"eldr_sig", "eldr-hooks"}};
+    for (const auto& [from, to] : kAlias) {
+      if (a.experts_format == from) eo.engine = std::string(to);
+    }
+    if (eo.engine.empty()) {
+      return InvalidArgument("--experts-format must be auto, vllm-npy, vllm-list, sglang or "
+                             "eldr_sig (or use --engine)");
+    }
+  }
+  eo.honour_prompt_start = a.honour_prompt_start;
+  eo.served_model_names = a.served_model_names;
+  eo.api_key = a.api_key;
   eo.time_scale = a.time_scale;
   eo.max_batch = a.max_batch;
   eo.default_max_tokens = a.default_max_tokens;
   eo.fault = a.fault;
   ELDR_ASSIGN_OR_RETURN(auto e, emu::Emulator::Create(eo, model));
-  fmt::print("eldr emulate: {} {} engine for {} on http://{}:{}\n", a.backend, a.role,
-             g.display_name, eo.host, e->port());
+  fmt::print("eldr emulate: {} {} engine ({} flow) for {} on http://{}:{}\n",
+             eo.ResolvedEngine(), a.role, a.backend, g.display_name, eo.host, e->port());
   std::fflush(stdout);
   ELDR_RETURN_IF_ERROR(WriteReady(a.ready_file, e->port()));
   return e->Run();
