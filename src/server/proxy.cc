@@ -50,12 +50,35 @@ struct RequestCtx {
   }
 };
 
+// How an upstream exchange ended when no whole response arrived.
+enum class LegError { kNone, kConnect, kTimeout, kClosed, kBodyLimit, kCancelled, kTransport };
+
+std::string_view LegErrorName(LegError e) {
+  switch (e) {
+    case LegError::kNone:
+      return "none";
+    case LegError::kConnect:
+      return "connect";
+    case LegError::kTimeout:
+      return "timeout";
+    case LegError::kClosed:
+      return "closed";
+    case LegError::kBodyLimit:
+      return "body_limit";
+    case LegError::kCancelled:
+      return "cancelled";
+    default:
+      return "transport";
+  }
+}
+
 struct UpResult {
-  bool transport_ok = false;
+  LegError error = LegError::kNone;  // kNone: status, body and content_type hold the response
+  std::string detail;                // what failed, for messages, when error != kNone
   int status = 0;
   std::string body;
   std::string content_type;
-  std::string error;
+  bool ok() const { return error == LegError::kNone; }
 };
 
 constexpr int kStatusCodes[] = {200, 400, 401, 403, 404, 405, 413, 429, 499, 500, 502, 503, 504};
@@ -506,14 +529,20 @@ class ProxyImpl final : public Proxy {
       const int64_t t0 = NowUs();
       UpResult up = co_await Post(w, path, pbody, rid, o_.prefill_timeout_ms, ctx);
       if (ctx.client_gone) co_return;
-      if (!up.transport_ok || up.status >= 500) {
+      if (up.error == LegError::kBodyLimit) {
+        // Another worker would send as much: not retried.
+        w.errors.fetch_add(1, std::memory_order_relaxed);
+        co_await WriteJsonError(client, 502, up.detail);
+        co_return;
+      }
+      if (!up.ok() || up.status >= 500) {
         w.errors.fetch_add(1, std::memory_order_relaxed);
         w.breaker.OnFailure(NowUs());
         excluded[p] = 1;
-        last_error = up.transport_ok ? fmt::format("prefill {} answered {}", w.spec.url, up.status)
-                                     : fmt::format("prefill {} failed: {}", w.spec.url, up.error);
-        spdlog::warn("event=prefill_failed request_id={} worker={} error=\"{}\"", rid, w.spec.url,
-                     last_error);
+        last_error = up.ok() ? fmt::format("prefill {} answered {}", w.spec.url, up.status)
+                             : fmt::format("prefill {} failed: {}", w.spec.url, up.detail);
+        spdlog::warn("event=prefill_failed request_id={} worker={} kind={} error=\"{}\"", rid,
+                     w.spec.url, up.ok() ? "status" : LegErrorName(up.error), last_error);
         continue;
       }
       w.breaker.OnSuccess();
@@ -607,7 +636,7 @@ class ProxyImpl final : public Proxy {
           co_await Post(w, path, SglangPrefillBody(req, b), rid, o_.prefill_timeout_ms, pctx);
       pt.Release();
       if (ctx.client_gone) co_return;  // cancelled with the client, not the worker's fault
-      if (!up.transport_ok || up.status >= 500) {
+      if (!up.ok() || up.status >= 500) {
         w.errors.fetch_add(1, std::memory_order_relaxed);
         w.breaker.OnFailure(NowUs());
         co_return;
@@ -691,7 +720,8 @@ class ProxyImpl final : public Proxy {
       bool reused = false;
       auto conn = co_await Connect(w, &reused);
       if (!conn) {
-        out.error = "connection failed";
+        out.error = LegError::kConnect;
+        out.detail = "connection failed";
         co_return out;
       }
       ctx.upstream = &*conn;
@@ -699,6 +729,7 @@ class ProxyImpl final : public Proxy {
       const boost::system::error_code wec = co_await WritePost(*conn, w, path, body, rid);
       if (ctx.client_gone) {
         ctx.upstream = nullptr;
+        out.error = LegError::kCancelled;
         co_return out;
       }
       // Expert payloads are tens of kilobytes and up: read them in large pieces, not Beast's
@@ -713,23 +744,23 @@ class ProxyImpl final : public Proxy {
         rec = ec;
       }
       ctx.upstream = nullptr;
-      if (ctx.client_gone) co_return out;
+      if (ctx.client_gone) {
+        out.error = LegError::kCancelled;
+        co_return out;
+      }
       if (rec) {
         if (reused && !parser.got_some() && rec != beast::error::timeout) continue;
         if (rec == http::error::body_limit) {
-          out.transport_ok = true;
-          out.status = 200;
-          out.error = "body limit";
-          out.body = OpenAiErrorBody(
-              502, fmt::format("response exceeds max_payload_bytes ({})", o_.max_payload_bytes),
-              "upstream_error");
+          out.error = LegError::kBodyLimit;
+          out.detail = fmt::format("worker {} sent a response beyond max_payload_bytes ({})",
+                                   w.spec.url, o_.max_payload_bytes);
           co_return out;
         }
-        out.error = rec == beast::error::timeout ? "timed out" : rec.message();
+        out.error = rec == beast::error::timeout ? LegError::kTimeout : LegError::kTransport;
+        out.detail = rec == beast::error::timeout ? "timed out" : rec.message();
         co_return out;
       }
       auto res = parser.release();
-      out.transport_ok = true;
       out.status = res.result_int();
       if (auto it = res.find(http::field::content_type); it != res.end()) {
         out.content_type = std::string(it->value());
@@ -738,7 +769,8 @@ class ProxyImpl final : public Proxy {
       Recycle(w, *conn, res.keep_alive());
       co_return out;
     }
-    out.error = "connection closed by the worker";
+    out.error = LegError::kClosed;
+    out.detail = "connection closed by the worker";
     co_return out;
   }
 
@@ -936,8 +968,8 @@ class ProxyImpl final : public Proxy {
       co_await (pre() && dec());
     }
     c.status = up.status;
-    if (!up.transport_ok) {
-      c.detail = "unreachable: " + up.error;
+    if (!up.ok()) {
+      c.detail = fmt::format("unreachable ({}): {}", LegErrorName(up.error), up.detail);
       co_return c;
     }
     if (up.status != 200) {
@@ -964,8 +996,8 @@ class ProxyImpl final : public Proxy {
       dn = co_await Post(d, path, VllmDecodeBody(*req, parsed->kv_transfer_params), rid,
                          o_.first_byte_timeout_ms, ctx);
     }
-    if (!dn.transport_ok || dn.status != 200) {
-      const std::string why = dn.transport_ok ? fmt::format("answered {}", dn.status) : dn.error;
+    if (!dn.ok() || dn.status != 200) {
+      const std::string why = dn.ok() ? fmt::format("answered {}", dn.status) : dn.detail;
       c.detail += fmt::format("{}decode {} {}", c.detail.empty() ? "" : "; ", d.spec.url, why);
     }
     co_return c;

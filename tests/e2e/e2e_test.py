@@ -21,6 +21,7 @@ ELDR = os.path.abspath(sys.argv[1])
 TMP = tempfile.mkdtemp(prefix="eldr-e2e-")
 PROCS = []
 FAILURES = []
+MODEL = "qwen3-30b-a3b"  # the emulators' served model name
 
 
 def check(cond, what):
@@ -119,7 +120,7 @@ class Stream:
     """A streaming completion read event by event over a raw socket (so it can be cut)."""
 
     def __init__(self, port, max_tokens, prompt, chat=False):
-        body = {"model": "qwen3-30b-a3b", "max_tokens": max_tokens, "stream": True}
+        body = {"model": MODEL, "max_tokens": max_tokens, "stream": True}
         if chat:
             body["messages"] = [{"role": "user", "content": prompt}]
         else:
@@ -187,8 +188,16 @@ class Stream:
         self.sock.close()
 
     def token_events(self):
-        return [json.loads(e[6:]) for e in self.events if e.startswith("data: {") and
-                '"error"' not in e]
+        """Events carrying a token: not the chat role delta, a usage chunk or an error."""
+        out = []
+        for e in self.events:
+            if not e.startswith("data: {") or '"error"' in e:
+                continue
+            j = json.loads(e[6:])
+            c = j.get("choices") or [{}]
+            if c[0].get("text") or (c[0].get("delta") or {}).get("content"):
+                out.append(j)
+        return out
 
     def error_events(self):
         return [json.loads(e[6:]) for e in self.events if e.startswith("data: {") and
@@ -230,7 +239,7 @@ def main():
                 results[i] = intact(s, 9) and "delta" in s.token_events()[0]["choices"][0]
             else:
                 st, body = request(port, "POST", "/v1/completions",
-                                   {"model": "m", "prompt": f"plain {i} x y z", "max_tokens": 5})
+                                   {"model": MODEL, "prompt": f"plain {i} x y z", "max_tokens": 5})
                 j = json.loads(body)
                 results[i] = st == 200 and j["usage"]["completion_tokens"] == 5 and \
                     j["choices"][0]["text"].count("tok") == 5
@@ -262,7 +271,7 @@ def main():
 
     print("X-Request-Id is kept across both legs")
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request("POST", "/v1/completions", body=json.dumps({"model": "m", "prompt": "rid test",
+    c.request("POST", "/v1/completions", body=json.dumps({"model": MODEL, "prompt": "rid test",
                                                           "max_tokens": 2}),
               headers={"Content-Type": "application/json", "X-Request-Id": "rid-42"})
     r = c.getresponse()
@@ -274,7 +283,7 @@ def main():
     print("bad input")
     st, body = request(port, "POST", "/v1/completions", b"{not json")
     check(st == 400 and b"invalid_request_error" in body, "malformed JSON -> 400 OpenAI error")
-    st, body = request(port, "POST", "/v1/completions", {"model": "m"})
+    st, body = request(port, "POST", "/v1/completions", {"model": MODEL})
     check(st == 400 and b"prompt" in body, "missing prompt -> 400")
     # The limit applies on the declared length, before the body is read.
     _, resp = raw_exchange(port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
@@ -282,7 +291,7 @@ def main():
                            b"x" * 1000)
     check(resp.startswith(b"HTTP/1.1 413") and b"request_too_large" in resp,
           "oversized body -> 413 OpenAI error, connection closed")
-    body = json.dumps({"model": "m", "prompt": "expect " * 400, "max_tokens": 2}).encode()
+    body = json.dumps({"model": MODEL, "prompt": "expect " * 400, "max_tokens": 2}).encode()
     first, resp = raw_exchange(
         port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: " +
@@ -307,7 +316,7 @@ def main():
     check(st == 200, "drain accepted")
     before = metrics(port)[f'eldr_worker_requests_total{{role="decode",worker="{d0}"}}']
     for i in range(8):
-        request(port, "POST", "/v1/completions", {"model": "m", "prompt": f"drained {i}",
+        request(port, "POST", "/v1/completions", {"model": MODEL, "prompt": f"drained {i}",
                                                   "max_tokens": 1})
     after = metrics(port)[f'eldr_worker_requests_total{{role="decode",worker="{d0}"}}']
     check(after == before, "a draining decoder gets no new requests")
@@ -387,7 +396,7 @@ def main():
     ok = 0
     for i in range(16):
         st, body = request(port, "POST", "/v1/completions",
-                           {"model": "m", "prompt": f"prefill down {i}", "max_tokens": 3})
+                           {"model": MODEL, "prompt": f"prefill down {i}", "max_tokens": 3})
         ok += st == 200
     check(ok == 16, "all requests succeed with one prefill worker down")
     check(wait_idle(port), "in-flight zero after prefill failures")
@@ -395,7 +404,7 @@ def main():
     print("malformed upstream payloads")
     _, bad_port = emulator("prefill", "pbad", "--fault", "malformed")
     _, port2 = proxy("proxy2", [bad_port], dp[1:], "--policy", "jsq")
-    st, body = request(port2, "POST", "/v1/completions", {"model": "m", "prompt": "x y z"})
+    st, body = request(port2, "POST", "/v1/completions", {"model": MODEL, "prompt": "x y z"})
     check(st == 502 and b"malformed" in body and b"upstream_error" in body,
           "malformed routed experts -> 502 with a clear message")
     check(metrics(port2)["eldr_malformed_payloads_total"] == 1, "malformed payload counted")
@@ -445,7 +454,7 @@ def main():
                          "--busy-poll-us", "200")
     s = Stream(port3, 300, "holding the only slot")
     s.read_events(1)
-    st, body = request(port3, "POST", "/v1/completions", {"model": "m", "prompt": "a"})
+    st, body = request(port3, "POST", "/v1/completions", {"model": MODEL, "prompt": "a"})
     check(st == 429 and b"rate_limit_error" in body, "over max_in_flight -> 429")
     s.close()
     check(wait_idle(port3), "busy-polling proxy: in-flight zero after the stream")

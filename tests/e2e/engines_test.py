@@ -1,0 +1,212 @@
+#!/usr/bin/python3
+"""`eldr serve` with policy eldr in front of emulated engines of every shape the real engines
+answer in (`eldr emulate --engine vllm-0.22|vllm-0.21|sglang|eldr-hooks`, an emulator that does
+not share the proxy's parsing code). For each shape: every request completes, ELDR routes by
+signature (eldr_policy_fallbacks_total stays 0; SGLang: 0 once a prompt has been seen), the
+prefill worker's signature source is the expected one, no eldr_sig reaches a decode engine, a
+4xx from the prefill engine reaches the client with the router up, in-flight counts return to
+zero, and `eldr serve --check` reports the source. One set-up runs with --api-key engines.
+
+Usage: engines_test.py path/to/eldr      (stdlib only; run by ctest)
+"""
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ELDR = os.path.abspath(sys.argv[1])
+TMP = tempfile.mkdtemp(prefix="eldr-engines-")
+PROCS = []
+FAILURES = []
+MODEL = "qwen3-30b-a3b"
+
+
+def check(cond, what):
+    print(("  ok   " if cond else "  FAIL ") + what)
+    if not cond:
+        FAILURES.append(what)
+
+
+def start(args, name, env=None):
+    ready = os.path.join(TMP, name + ".json")
+    log = open(os.path.join(TMP, name + ".log"), "w")
+    p = subprocess.Popen([ELDR] + args + ["--ready-file", ready], stdout=log, stderr=log,
+                         env=dict(os.environ, **(env or {})))
+    PROCS.append(p)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if os.path.exists(ready):
+            with open(ready) as f:
+                return p, json.load(f)["port"]
+        if p.poll() is not None:
+            raise RuntimeError(f"{name} exited: " + open(os.path.join(TMP, name + ".log")).read())
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} did not start")
+
+
+def emulator(name, role, backend, *extra):
+    return start(["emulate", "--role", role, "--backend", backend, "--listen", "127.0.0.1:0",
+                  "--time-scale", "0.1", *extra], name)
+
+
+def request(port, path, body=None, headers=None, method="POST"):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    h = {"Content-Type": "application/json"}
+    h.update(headers or {})
+    c.request(method, path, body=None if body is None else json.dumps(body), headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def metrics(port):
+    _, body = request(port, "/metrics", method="GET")
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+def idle(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        m = metrics(port)
+        if m.get("eldr_active_requests", 1) == 0 and all(
+                v == 0 for k, v in m.items() if k.startswith("eldr_worker_in_flight")):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def completion(port, prompt, stream, chat=False):
+    body = {"model": MODEL, "max_tokens": 4, "stream": stream}
+    if chat:
+        body["messages"] = [{"role": "user", "content": prompt}]
+    else:
+        body["prompt"] = prompt
+    st, data = request(port, "/v1/chat/completions" if chat else "/v1/completions", body)
+    if st != 200:
+        return False
+    if stream:
+        events = [e for e in data.decode().split("\n\n") if e.startswith("data: ")]
+        return events and events[-1] == "data: [DONE]" and '"error"' not in data.decode()
+    return json.loads(data)["usage"]["completion_tokens"] == 4
+
+
+def setup(name, engine, backend, space, *extra, env=None, key=None, config=None):
+    auth = ["--api-key", key] if key else []
+    _, pp = emulator(f"{name}-p", "prefill", backend, "--engine", engine, *auth, *extra)
+    dps = [emulator(f"{name}-d{i}", "decode", backend, *auth)[1] for i in range(2)]
+    cfg = {"listen": "127.0.0.1:0", "backend": backend, "model": MODEL, "policy": "eldr",
+           "space": space, "prefill": [f"http://127.0.0.1:{pp}"],
+           "decode": [f"http://127.0.0.1:{p}" for p in dps], "health_interval_ms": 200}
+    cfg.update(config or {})
+    path = os.path.join(TMP, name + ".yaml")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    _, port = start(["serve", "-c", path], name, env=env)
+    return port, pp, dps, path
+
+
+def main():
+    space = os.path.join(TMP, "space.json")
+    subprocess.run([ELDR, "emulate", "--write-space", space, "-k", "2"], check=True,
+                   capture_output=True)
+    shapes = [("vllm-0.22", "vllm", "vllm"), ("vllm-0.21", "vllm", "vllm-0.21"),
+              ("eldr-hooks", "vllm", "eldr-hooks"), ("sglang", "sglang", "sglang")]
+    for engine, backend, source in shapes:
+        print(f"engine {engine} ({backend} flow)")
+        port, pp, dps, cfg = setup(engine, engine, backend, space)
+        prompts = [f"{engine} prompt {i} " + "theta iota " * (i + 3) for i in range(6)]
+        ok = 0
+        fallbacks = []
+        for rep in range(2):  # SGLang routes a repeat by the signature its first prefill left
+            for i, pr in enumerate(prompts):
+                ok += completion(port, pr, stream=i % 2 == 0, chat=i % 3 == 2)
+                if backend == "sglang":
+                    time.sleep(0.2)  # the prefill leg may end just after the decode leg
+            fallbacks.append(metrics(port)["eldr_policy_fallbacks_total"])
+        check(ok == 12, f"{engine}: 12 of 12 requests complete ({ok})")
+        m = metrics(port)
+        if backend == "sglang":
+            check(fallbacks[0] <= len(prompts) and fallbacks[1] == fallbacks[0],
+                  f"{engine}: no fallback once a prompt has been seen ({fallbacks})")
+        else:
+            check(fallbacks[1] == 0, f"{engine}: no fallback to load balancing ({fallbacks[1]})")
+        got = m.get(f'eldr_prefill_signatures_total{{role="prefill",'
+                    f'worker="http://127.0.0.1:{pp}",source="{source}"}}', 0)
+        check(got == 12, f"{engine}: 12 prefill answers with source {source} ({got})")
+        sig = sum(metrics(p).get("eldr_emu_eldr_sig_received_total", 0) for p in dps)
+        check(sig == 0, f"{engine}: no eldr_sig reached a decode engine ({sig})")
+        check(idle(port), f"{engine}: in-flight counts back at zero")
+        r = subprocess.run([ELDR, "serve", "-c", cfg, "--listen", "127.0.0.1:0", "--check"],
+                           capture_output=True, text=True, timeout=60)
+        check(r.returncode == 0 and f" {source} " in r.stdout and "1 of 1" in r.stdout,
+              f"{engine}: --check reports a usable {source} signature")
+
+    print("vLLM 0.21 with a prefix cache: -1 rows are filled from the signature cache")
+    # Chunks of one 16-token block, the engine's block: every cached block is then known.
+    port, pp, dps, _ = setup("cached", "vllm-0.21", "vllm", space,
+                             config={"cache": {"chunk_blocks": 1}})
+    ids = list(range(1000, 1000 + 300))
+    for _ in range(2):
+        st, _ = request(port, "/v1/completions", {"model": MODEL, "prompt": ids, "max_tokens": 2})
+        check(st == 200, "token-id prompt completes")
+    m = metrics(port)
+    check(m["eldr_policy_fallbacks_total"] == 0, "no fallback")
+    check(m["eldr_partial_signatures_total"] == 0,
+          "the repeat's cached prefix came from the signature cache (no partial signature)")
+    check(m["eldr_signature_cache_hit_tokens_total"] > 0, "the signature cache was hit")
+
+    print("vLLM 0.22 honouring routed_experts_prompt_start")
+    port, pp, dps, _ = setup("start", "vllm-0.22", "vllm", space, "--honour-prompt-start")
+    for _ in range(2):
+        st, _ = request(port, "/v1/completions", {"model": MODEL, "prompt": ids, "max_tokens": 2})
+        check(st == 200, "token-id prompt completes")
+    m = metrics(port)
+    check(m["eldr_policy_fallbacks_total"] == 0 and
+          m[f'eldr_prefill_signatures_rejected_total{{role="prefill",'
+            f'worker="http://127.0.0.1:{pp}"}}'] == 0,
+          "the trimmed rows were labelled from the asked start, nothing rejected")
+
+    print("engines started with --api-key")
+    port, pp, dps, _ = setup("key", "vllm-0.22", "vllm", space, key="k-42",
+                             env={"ELDR_UPSTREAM_API_KEY": "k-42"})
+    check(completion(port, "keyed prompt", True), "a request through key-protected engines")
+    check(metrics(port)["eldr_policy_fallbacks_total"] == 0, "and it was routed by signature")
+    st, _ = request(pp, "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 1})
+    check(st == 401, "the engine itself refuses a request without the key")
+
+    print("a prefill 4xx reaches the client and the router stays up")
+    port, pp, dps, _ = setup("e400", "vllm-0.22", "vllm", space, "--fault", "error400")
+    st, body = request(port, "/v1/completions", {"model": MODEL, "prompt": "long", "max_tokens": 2})
+    check(st == 400 and b"context length" in body, "400 relayed with the engine's message")
+    st, _ = request(port, "/health", method="GET")
+    check(st == 200, "router still up")
+    check(idle(port), "in-flight counts back at zero")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001
+        FAILURES.append(f"exception: {e!r}")
+        print("EXCEPTION", repr(e))
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.kill()
+        for p in PROCS:
+            p.wait()
+    if FAILURES:
+        print(f"{len(FAILURES)} failure(s); logs in {TMP}")
+        for f in FAILURES:
+            print("  -", f)
+        sys.exit(1)
+    print("all engine-shape checks passed")
