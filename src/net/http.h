@@ -1,6 +1,7 @@
-// Private: the Boost.Beast/Asio vocabulary shared by the three network translation units
-// (src/server/proxy.cc, src/emu/emulator.cc, src/bench/load.cc). Beast is confined to those
-// files to keep builds short; nothing here is part of a public header.
+// Private: the Boost.Beast/Asio vocabulary shared by the network translation units (the proxy's
+// src/server/{proxy,upstream,flow_vllm,flow_sglang}.cc, src/emu/emulator.cc, src/bench/load.cc).
+// Beast is confined to those files to keep builds short; nothing here is part of a public
+// header.
 #pragma once
 
 #include <boost/asio.hpp>

@@ -1,0 +1,71 @@
+// The SGLang bootstrap PD flow: the decode choice first, then both legs at once (proxy_impl.h).
+#include "proxy_impl.h"
+
+namespace eldr::server {
+namespace proxy_internal {
+
+awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const ClientRequest& req,
+                                         const std::string& rid, const std::string& path,
+                                         const Snapshot& s, RequestCtx& ctx) {
+  // Decode is fixed before prefill: predict the signature from what is known of the prompt's
+  // prefix — the signature cache's longest cached prefix when the client sent token ids, else
+  // the text-prefix memo.
+  const PromptSignal::Prompt prompt = signal_->Begin(req);
+  const std::optional<ExpertCounts> predicted = signal_->Predict(prompt);
+  ThreadState& ts = StateOf(client.get_executor());
+  const Decision d = RouteDecode(ts, s, predicted ? &*predicted : nullptr);
+  if (d.decoder < 0) {
+    co_await WriteJsonError(client, 503, "no decode worker is available");
+    co_return;
+  }
+  const uint64_t key = PrefixHash(prompt.key, static_cast<size_t>(o_.prefix_bytes));
+  const int p =
+      s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), {}, o_.prefill_load_factor);
+  if (p < 0) {
+    co_await WriteJsonError(client, 503, "no prefill worker is available");
+    co_return;
+  }
+  Bootstrap b{s.prefill[p]->spec.host,
+              s.prefill[p]->spec.bootstrap_port ? s.prefill[p]->spec.bootstrap_port : 8998,
+              ts.rng.Next() >> 1};
+  // Both legs at once (the rendezvous needs both); the client sees the decode leg.
+  RequestCtx pctx;
+  Ticket pt(s.prefill[p]);
+  auto prefill = [&]() -> awaitable<void> {
+    Worker& w = *s.prefill[p];
+    UpResult up =
+        co_await Post(w, path, SglangPrefillBody(req, b), rid, o_.prefill_timeout_ms, pctx);
+    pt.Release();
+    if (ctx.client_gone) co_return;  // cancelled with the client, not the worker's fault
+    if (!up.ok() || up.status >= 500) {
+      w.errors.fetch_add(1, std::memory_order_relaxed);
+      w.breaker.OnFailure(NowUs());
+      co_return;
+    }
+    w.breaker.OnSuccess();
+    if (up.status != 200) co_return;  // the decode leg answers the client
+    PrefillRequestInfo info;
+    info.prompt_tokens =
+        req.prompt_tokens.empty() ? -1 : static_cast<int64_t>(req.prompt_tokens.size());
+    info.pin = signature_pin_;
+    auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, info);
+    if (!parsed) {
+      w.errors.fetch_add(1, std::memory_order_relaxed);
+      malformed_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("event=malformed_prefill request_id={} worker={} error=\"{}\"", rid, w.spec.url,
+                   parsed.error().message());
+      co_return;
+    }
+    RecordSignature(w, *parsed);
+    signal_->Learn(prompt, *parsed);
+  };
+  auto decode = [&]() -> awaitable<void> {
+    co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b), rid, req.stream,
+                   ctx, true);
+  };
+  co_await (prefill() && decode());
+}
+
+}  // namespace proxy_internal
+
+}  // namespace eldr::server

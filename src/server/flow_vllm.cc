@@ -1,0 +1,110 @@
+// The vLLM NIXL PD flow: prefill first, then the decode choice by signature (proxy_impl.h).
+#include "proxy_impl.h"
+
+namespace eldr::server {
+namespace proxy_internal {
+
+awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRequest& req,
+                                       const std::string& rid, const std::string& path,
+                                       const Snapshot& s, RequestCtx& ctx) {
+  // Known prefix: with client-sent token ids the engine is asked only for the unknown suffix.
+  const PromptSignal::Prompt prompt = signal_->Begin(req);
+  const int64_t start = signal_->KnownTokens(prompt);
+  // With no decoder to take the KV, a NIXL prefill would only strand blocks on the engine.
+  if (!AnyAvailable(s.decode)) {
+    co_await WriteJsonError(client, 503, "no decode worker is available");
+    co_return;
+  }
+  const std::string pbody = VllmPrefillBody(req, start);
+  const uint64_t key = PrefixHash(prompt.key, static_cast<size_t>(o_.prefix_bytes));
+  std::vector<uint8_t> excluded(s.prefill.size());
+  std::optional<PrefillResult> pr;
+  std::string last_error = "no prefill worker is available";
+  for (int attempt = 0; attempt < o_.prefill_attempts && !pr; ++attempt) {
+    const int p = s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), excluded,
+                               o_.prefill_load_factor);
+    if (p < 0) break;
+    if (attempt > 0) prefill_retries_.fetch_add(1, std::memory_order_relaxed);
+    Worker& w = *s.prefill[p];
+    Ticket ticket(s.prefill[p]);
+    const int64_t t0 = NowUs();
+    UpResult up = co_await Post(w, path, pbody, rid, o_.prefill_timeout_ms, ctx);
+    if (ctx.client_gone) co_return;
+    if (up.error == LegError::kBodyLimit) {
+      // Another worker would send as much: not retried.
+      w.errors.fetch_add(1, std::memory_order_relaxed);
+      co_await WriteJsonError(client, 502, up.detail);
+      co_return;
+    }
+    if (!up.ok() || up.status >= 500) {
+      w.errors.fetch_add(1, std::memory_order_relaxed);
+      w.breaker.OnFailure(NowUs());
+      excluded[p] = 1;
+      last_error = up.ok() ? fmt::format("prefill {} answered {}", w.spec.url, up.status)
+                           : fmt::format("prefill {} failed: {}", w.spec.url, up.detail);
+      spdlog::warn("event=prefill_failed request_id={} worker={} kind={} error=\"{}\"", rid,
+                   w.spec.url, up.ok() ? "status" : LegErrorName(up.error), last_error);
+      continue;
+    }
+    w.breaker.OnSuccess();
+    w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+    if (up.status != 200) {
+      // The engine rejected the request itself (bad parameters): the client's answer.
+      // The content type is a named value: GCC 12 destroys a temporary std::string made by a
+      // conditional expression inside a co_await twice (the double free of a relayed 4xx).
+      const std::string type = up.content_type.empty() ? "application/json" : up.content_type;
+      co_await WriteResponse(client, up.status, std::move(up.body), type);
+      co_return;
+    }
+    PrefillRequestInfo info;
+    info.prompt_tokens =
+        req.prompt_tokens.empty() ? -1 : static_cast<int64_t>(req.prompt_tokens.size());
+    info.routed_experts_start = start;
+    info.pin = signature_pin_;
+    auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, info);
+    if (!parsed) {
+      w.errors.fetch_add(1, std::memory_order_relaxed);
+      malformed_.fetch_add(1, std::memory_order_relaxed);
+      w.breaker.OnFailure(NowUs());
+      const std::string msg = fmt::format("prefill worker {} returned a malformed response: {}",
+                                          w.spec.url, parsed.error().message());
+      spdlog::warn("event=malformed_prefill request_id={} error=\"{}\"", rid, msg);
+      co_await WriteJsonError(client, 502, msg);
+      co_return;
+    }
+    RecordSignature(w, *parsed);
+    pr = std::move(*parsed);
+  }
+  if (!pr) {
+    co_await WriteJsonError(client, 503, last_error);
+    co_return;
+  }
+  const PromptSignal::Signal sig = signal_->FromPrefill(prompt, *pr);
+  if (sig.partial) partial_signatures_.fetch_add(1, std::memory_order_relaxed);
+  const ExpertCounts* cp = sig.counts ? &*sig.counts : nullptr;
+  // The decode leg reuses the prompt's token ids (completions), so it never re-tokenizes.
+  const std::string dbody = VllmDecodeBody(req, pr->kv_transfer_params, pr->prompt_token_ids);
+  // A decode worker that cannot be reached before it saw the request is skipped for another
+  // (the prefill's KV stays pullable by any decoder); after that, no retry.
+  std::vector<uint8_t> excluded_d(s.decode.size());
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const Decision d = RouteDecode(StateOf(client.get_executor()), s, cp, excluded_d);
+    if (d.decoder < 0) {
+      co_await WriteJsonError(client, 503, "no decode worker is available");
+      co_return;
+    }
+    spdlog::debug("event=route request_id={} decode={} band={} fallback={} source={}", rid,
+                  s.decode[d.decoder]->spec.url, d.band, d.fallback,
+                  SignatureSourceName(pr->source));
+    const RelayOutcome out =
+        co_await Relay(client, s.decode[d.decoder], path, dbody, rid, req.stream, ctx,
+                       /*last_try=*/attempt == 1);
+    if (out != RelayOutcome::kUnreachable) co_return;
+    excluded_d[d.decoder] = 1;
+    decode_retries_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace proxy_internal
+
+}  // namespace eldr::server

@@ -1,0 +1,268 @@
+// Private to src/server: the proxy's implementation, one class split over the translation units
+// that include Boost.Beast, along the request path:
+//   proxy.cc        accept, sessions, routes, admin API, health checks, metrics, self-check
+//   upstream.cc     the upstream client (connect, pooled POST exchanges, typed leg errors), the
+//                   decode relay and the client-side writer
+//   flow_vllm.cc    the vLLM NIXL flow (prefill, then the decode choice), one coroutine
+//   flow_sglang.cc  the SGLang bootstrap flow (decode choice, then both legs), one coroutine
+// Decisions live outside Beast code (cluster.h, prompt_signal.h, pd.h) and are unit-tested there.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <boost/json.hpp>
+#include <csignal>
+#include <limits>
+#include <thread>
+
+#include "../net/http.h"
+#include "eldr/block_hash.h"
+#include "eldr/geometry.h"
+#include "eldr/net/wire.h"
+#include "eldr/policy.h"
+#include "eldr/rng.h"
+#include "eldr/server/balance.h"
+#include "eldr/server/cluster.h"
+#include "eldr/server/metrics.h"
+#include "eldr/server/pd.h"
+#include "eldr/server/prompt_signal.h"
+#include "eldr/server/proxy.h"
+#include "eldr/signature_cache.h"
+#include "eldr/signature_space.h"
+
+namespace eldr::server {
+
+struct UpstreamAddress {
+  net::tcp::endpoint ep;
+};
+
+namespace proxy_internal {
+
+using namespace eldr::net;  // NOLINT(google-build-using-namespace): Beast vocabulary
+using namespace boost::asio::experimental::awaitable_operators;  // NOLINT
+namespace json = boost::json;
+
+// Per-request cancellation: the watcher of the client connection cancels whichever upstream
+// socket is open when the client goes away; the proxied flow cancels the watcher when it ends.
+struct RequestCtx {
+  beast::tcp_stream* upstream = nullptr;
+  bool client_gone = false;
+  bool finished = false;
+  bool response_complete = false;  // the client has its whole answer (background legs may run)
+  std::optional<asio::steady_timer> done;  // set while a pipelined request waits for this one
+  void CancelUpstream() {
+    if (upstream) {
+      boost::system::error_code ec;
+      upstream->socket().cancel(ec);
+    }
+  }
+};
+
+// How an upstream exchange ended when no whole response arrived.
+enum class LegError { kNone, kConnect, kTimeout, kClosed, kBodyLimit, kCancelled, kTransport };
+
+inline std::string_view LegErrorName(LegError e) {
+  switch (e) {
+    case LegError::kNone:
+      return "none";
+    case LegError::kConnect:
+      return "connect";
+    case LegError::kTimeout:
+      return "timeout";
+    case LegError::kClosed:
+      return "closed";
+    case LegError::kBodyLimit:
+      return "body_limit";
+    case LegError::kCancelled:
+      return "cancelled";
+    default:
+      return "transport";
+  }
+}
+
+struct UpResult {
+  LegError error = LegError::kNone;  // kNone: status, body and content_type hold the response
+  std::string detail;                // what failed, for messages, when error != kNone
+  int status = 0;
+  std::string body;
+  std::string content_type;
+  bool ok() const { return error == LegError::kNone; }
+};
+
+inline constexpr int kStatusCodes[] = {200, 400, 401, 403, 404, 405, 413,
+                                       429, 499, 500, 502, 503, 504};
+
+class ProxyImpl final : public Proxy {
+ public:
+  explicit ProxyImpl(ServeOptions o) : o_(std::move(o)) {
+    for (size_t i = 0; i < std::size(kStatusCodes); ++i) responses_[i] = 0;
+  }
+
+  Status Init();
+
+  int port() const override { return port_; }
+
+  Status Run() override;
+
+  // Runs one I/O thread's event loop. With busy polling, the thread keeps polling for
+  // busy_poll_us after its last event before it blocks in epoll: a sleeping thread woken by a
+  // packet costs tens of microseconds on a virtual machine, and a request wakes the proxy three
+  // times or more.
+  void RunLoop(asio::io_context& ioc);
+
+  std::vector<WorkerCheck> SelfCheck() override;
+
+  void Shutdown() override;
+
+ private:
+  // ---- per-thread state ------------------------------------------------------------------
+
+  // What each I/O thread owns: its upstream connection pool, its routing-policy instance and a
+  // random source. Found from the executor a coroutine runs on (no thread_local: two proxies in
+  // one process, as in tests, never share a slot).
+  struct ThreadState {
+    ThreadState(asio::io_context* c, uint64_t seed) : ioc(c), policy(seed), rng(seed ^ 0x51u) {}
+    asio::io_context* ioc;
+    ConnectionPool pool;
+    PolicySlot policy;
+    Rng rng;
+  };
+
+  ThreadState& StateOf(const asio::any_io_executor& ex);
+
+  std::shared_ptr<const Snapshot> Snap() const { return cluster_->Snap(); }
+
+  Decision RouteDecode(ThreadState& ts, const Snapshot& s, const ExpertCounts* counts,
+                       std::span<const uint8_t> excluded = {});
+
+  static bool AnyAvailable(const std::vector<std::shared_ptr<Worker>>& ws);
+
+  // Counts what a prefill answer carried and, at most once a minute per worker, says why ELDR
+  // has no signature from it: a misconfigured engine must never turn ELDR into JSQ silently.
+  void RecordSignature(Worker& w, const PrefillResult& pr);
+
+  std::string NoSignatureHint() const;
+
+  void CountResponse(int status);
+
+  // ---- accept / session ---------------------------------------------------------------------
+
+  awaitable<void> Accept();
+
+  awaitable<void> WaitForShutdown();
+
+  awaitable<void> Session(tcp::socket sock);
+
+  // `count`: a response to a completion request (eldr_responses_total).
+  awaitable<bool> WriteResponse(beast::tcp_stream& client, int status, std::string body,
+                                std::string_view content_type, bool keep_alive = true,
+                                bool count = true);
+
+  awaitable<bool> WriteJsonError(beast::tcp_stream& client, int status, std::string_view message,
+                                 bool keep_alive = true, bool count = true);
+
+  awaitable<bool> Handle(beast::tcp_stream& client, beast::flat_buffer& buf,
+                         http::request<http::string_body>& req, bool loopback);
+
+  awaitable<bool> HandleHealth(beast::tcp_stream& client);
+
+  // ---- the proxied request ---------------------------------------------------------------------
+
+  awaitable<bool> HandleCompletion(beast::tcp_stream& client, beast::flat_buffer& buf,
+                                   http::request<http::string_body>& req, Endpoint ep);
+
+  awaitable<void> WatchClient(beast::tcp_stream& client, beast::flat_buffer& buf, RequestCtx& ctx);
+
+  void FinishRequest(beast::tcp_stream& client, RequestCtx& ctx);
+
+  awaitable<void> Proxied(beast::tcp_stream& client, const ClientRequest& req,
+                          const std::string& rid, const std::string& path,
+                          std::shared_ptr<const Snapshot> snap, RequestCtx& ctx);
+
+  std::vector<uint8_t> PrefillAvailability(const Snapshot& s) const;
+
+  std::vector<int64_t> PrefillLoads(const Snapshot& s) const;
+
+  awaitable<void> ProxiedVllm(beast::tcp_stream& client, const ClientRequest& req,
+                              const std::string& rid, const std::string& path, const Snapshot& s,
+                              RequestCtx& ctx);
+
+  awaitable<void> ProxiedSglang(beast::tcp_stream& client, const ClientRequest& req,
+                                const std::string& rid, const std::string& path, const Snapshot& s,
+                                RequestCtx& ctx);
+
+  // One read of a response body into `chunk`: the error and the bytes read.
+  awaitable<std::pair<boost::system::error_code, size_t>> ReadPiece(
+      beast::tcp_stream& conn, beast::flat_buffer& b,
+      http::response_parser<http::buffer_body>& parser, char* chunk, size_t size);
+
+  // Returns a finished upstream connection to the pool when the worker keeps it alive.
+  void Recycle(Worker& w, beast::tcp_stream& conn, bool keep_alive);
+
+  // Opens (or reuses) an upstream connection to `w`.
+  awaitable<std::optional<beast::tcp_stream>> Connect(Worker& w, bool* reused);
+
+  // Writes a POST of `body` to `w` on `conn`: one head and the body, gathered into one send.
+  awaitable<boost::system::error_code> WritePost(beast::tcp_stream& conn, Worker& w,
+                                                 const std::string& path, const std::string& body,
+                                                 const std::string& rid);
+
+  // A whole request/response exchange (the prefill leg). A pooled connection that fails before
+  // any response byte is retried once on a fresh one (the engine never saw the request).
+  awaitable<UpResult> Post(Worker& w, const std::string& path, const std::string& body,
+                           const std::string& rid, int timeout_ms, RequestCtx& ctx);
+
+  // The decode leg: response headers within first_byte_timeout, then the body relayed to the
+  // client as it arrives (SSE events untouched).
+  enum class RelayOutcome { kDone, kUnreachable };
+
+  awaitable<RelayOutcome> Relay(beast::tcp_stream& client, std::shared_ptr<Worker> wp,
+                                const std::string& path, const std::string& body,
+                                const std::string& rid, bool stream, RequestCtx& ctx,
+                                bool last_try);
+
+  // ---- self-check ----------------------------------------------------------------------------
+
+  awaitable<void> CheckAll(std::vector<WorkerCheck>* out);
+
+  // One short request through prefill worker `p` and a decode worker, as the configured flow
+  // sends it; the decode leg completes the handoff so that the prefill engine frees its KV.
+  awaitable<WorkerCheck> CheckOne(const Snapshot& s, size_t p);
+
+  // ---- health checks -------------------------------------------------------------------------
+
+  awaitable<void> HealthLoop();
+
+  awaitable<bool> Probe(Worker& w);
+
+  // ---- admin -----------------------------------------------------------------------------------
+
+  awaitable<bool> AdminError(beast::tcp_stream& client, int status, std::string_view message);
+
+  awaitable<bool> HandleAdmin(beast::tcp_stream& client, http::request<http::string_body>& req,
+                              bool loopback);
+
+  // ---- metrics ---------------------------------------------------------------------------------
+
+  std::string RenderMetrics();
+
+  ServeOptions o_;
+  ModelGeometry geometry_;
+  PayloadOptions payload_opts_;
+  std::optional<SignatureSource> signature_pin_;
+  std::unique_ptr<Cluster> cluster_;
+  std::unique_ptr<PromptSignal> signal_;
+  std::vector<std::unique_ptr<asio::io_context>> iocs_;
+  std::vector<std::unique_ptr<ThreadState>> states_;  // after iocs_: pools destroyed first
+  std::unique_ptr<tcp::acceptor> acceptor_;
+  std::unique_ptr<asio::steady_timer> shutdown_timer_;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int64_t> active_{0};
+  std::atomic<uint64_t> responses_[std::size(kStatusCodes)];
+  std::atomic<uint64_t> other_responses_{0}, prefill_retries_{0}, malformed_{0}, midstream_{0},
+      disconnects_{0}, decode_retries_{0}, partial_signatures_{0};
+};
+
+}  // namespace proxy_internal
+}  // namespace eldr::server

@@ -1,0 +1,275 @@
+// The upstream client, the decode relay and the client-side writer (proxy_impl.h).
+#include "proxy_impl.h"
+
+namespace eldr::server {
+namespace proxy_internal {
+
+awaitable<bool> ProxyImpl::WriteResponse(beast::tcp_stream& client, int status, std::string body,
+                                         std::string_view content_type, bool keep_alive,
+                                         bool count) {
+  const std::string head =
+      ResponseHead(status, content_type, body.size(), keep_alive && !stopping_);
+  if (count) CountResponse(status);
+  const std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
+  auto [ec, n] = co_await asio::async_write(client, bufs, kTuple);
+  co_return !ec;
+}
+
+awaitable<bool> ProxyImpl::WriteJsonError(beast::tcp_stream& client, int status,
+                                          std::string_view message, bool keep_alive, bool count) {
+  co_return co_await WriteResponse(client, status,
+                                   OpenAiErrorBody(status, message, ErrorTypeFor(status)),
+                                   "application/json", keep_alive, count);
+}
+
+awaitable<std::pair<boost::system::error_code, size_t>> ProxyImpl::ReadPiece(
+    beast::tcp_stream& conn, beast::flat_buffer& b,
+    http::response_parser<http::buffer_body>& parser, char* chunk, size_t size) {
+  parser.get().body().data = chunk;
+  parser.get().body().size = size;
+  conn.expires_after(std::chrono::milliseconds(o_.idle_timeout_ms));
+  auto [ec, n] = co_await http::async_read_some(conn, b, parser, kTuple);
+  if (ec == http::error::need_buffer) ec = {};
+  co_return std::make_pair(ec, size - parser.get().body().size);
+}
+
+void ProxyImpl::Recycle(Worker& w, beast::tcp_stream& conn, bool keep_alive) {
+  if (!keep_alive) return;
+  conn.expires_never();
+  StateOf(conn.get_executor()).pool.Put(w.address->ep, std::move(conn));
+}
+
+awaitable<std::optional<beast::tcp_stream>> ProxyImpl::Connect(Worker& w, bool* reused) {
+  const auto ex = co_await asio::this_coro::executor;
+  if (auto s = StateOf(ex).pool.Take(w.address->ep)) {
+    *reused = true;
+    co_return std::move(*s);
+  }
+  *reused = false;
+  beast::tcp_stream s(ex);
+  s.expires_after(std::chrono::milliseconds(o_.connect_timeout_ms));
+  auto [ec] = co_await s.async_connect(w.address->ep, kTuple);
+  if (ec) co_return std::nullopt;
+  SetNoDelay(s);
+  co_return std::move(s);
+}
+
+awaitable<boost::system::error_code> ProxyImpl::WritePost(beast::tcp_stream& conn, Worker& w,
+                                                          const std::string& path,
+                                                          const std::string& body,
+                                                          const std::string& rid) {
+  const std::string head = UpstreamPostHead(path, w.spec.host, w.spec.port, rid, w.spec.dp_rank,
+                                            body.size(), o_.upstream_api_key);
+  const std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
+  auto [ec, n] = co_await asio::async_write(conn, bufs, kTuple);
+  co_return ec;
+}
+
+awaitable<UpResult> ProxyImpl::Post(Worker& w, const std::string& path, const std::string& body,
+                                    const std::string& rid, int timeout_ms, RequestCtx& ctx) {
+  UpResult out;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    bool reused = false;
+    auto conn = co_await Connect(w, &reused);
+    if (!conn) {
+      out.error = LegError::kConnect;
+      out.detail = "connection failed";
+      co_return out;
+    }
+    ctx.upstream = &*conn;
+    conn->expires_after(std::chrono::milliseconds(timeout_ms));
+    const boost::system::error_code wec = co_await WritePost(*conn, w, path, body, rid);
+    if (ctx.client_gone) {
+      ctx.upstream = nullptr;
+      out.error = LegError::kCancelled;
+      co_return out;
+    }
+    // Expert payloads are tens of kilobytes and up: read them in large pieces, not Beast's
+    // default 512-byte first reads.
+    beast::flat_buffer b;
+    b.reserve(64 * 1024);
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(static_cast<uint64_t>(o_.max_payload_bytes));
+    boost::system::error_code rec = wec;
+    if (!wec) {
+      auto [ec, n] = co_await http::async_read(*conn, b, parser, kTuple);
+      rec = ec;
+    }
+    ctx.upstream = nullptr;
+    if (ctx.client_gone) {
+      out.error = LegError::kCancelled;
+      co_return out;
+    }
+    if (rec) {
+      if (reused && !parser.got_some() && rec != beast::error::timeout) continue;
+      if (rec == http::error::body_limit) {
+        out.error = LegError::kBodyLimit;
+        out.detail = fmt::format("worker {} sent a response beyond max_payload_bytes ({})",
+                                 w.spec.url, o_.max_payload_bytes);
+        co_return out;
+      }
+      out.error = rec == beast::error::timeout ? LegError::kTimeout : LegError::kTransport;
+      out.detail = rec == beast::error::timeout ? "timed out" : rec.message();
+      co_return out;
+    }
+    auto res = parser.release();
+    out.status = res.result_int();
+    if (auto it = res.find(http::field::content_type); it != res.end()) {
+      out.content_type = std::string(it->value());
+    }
+    out.body = std::move(res.body());
+    Recycle(w, *conn, res.keep_alive());
+    co_return out;
+  }
+  out.error = LegError::kClosed;
+  out.detail = "connection closed by the worker";
+  co_return out;
+}
+
+awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
+                                                    std::shared_ptr<Worker> wp,
+                                                    const std::string& path,
+                                                    const std::string& body, const std::string& rid,
+                                                    bool stream, RequestCtx& ctx, bool last_try) {
+  Worker& w = *wp;
+  Ticket ticket(wp);
+  const int64_t t0 = NowUs();
+  std::optional<beast::tcp_stream> conn;
+  beast::flat_buffer b;
+  b.reserve(16 * 1024);
+  std::optional<http::response_parser<http::buffer_body>> pp;
+  boost::system::error_code ec;
+  bool unreachable = false;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    pp.emplace();
+    pp->body_limit(boost::none);
+    b.clear();
+    bool reused = false;
+    conn.reset();
+    if (auto c = co_await Connect(w, &reused)) conn.emplace(std::move(*c));
+    if (!conn) {
+      ec = asio::error::connection_refused;
+      unreachable = true;
+      break;
+    }
+    ctx.upstream = &*conn;
+    conn->expires_after(std::chrono::milliseconds(o_.first_byte_timeout_ms));
+    ec = co_await WritePost(*conn, w, path, body, rid);
+    if (!ec) {
+      auto [hec, hn] = co_await http::async_read_header(*conn, b, *pp, kTuple);
+      ec = hec;
+    }
+    if (ctx.client_gone) co_return RelayOutcome::kDone;
+    if (ec && reused && !pp->got_some() && ec != beast::error::timeout) continue;
+    break;
+  }
+  auto& parser = *pp;
+  if (ec || !conn) {
+    w.errors.fetch_add(1, std::memory_order_relaxed);
+    w.breaker.OnFailure(NowUs());
+    spdlog::warn("event=decode_failed request_id={} worker={} error=\"{}\"", rid, w.spec.url,
+                 ec.message());
+    if (unreachable && !last_try) co_return RelayOutcome::kUnreachable;
+    co_await WriteJsonError(
+        client, 502,
+        fmt::format("decode worker {} failed before responding: {}", w.spec.url, ec.message()));
+    co_return RelayOutcome::kDone;
+  }
+  const int status = parser.get().result_int();
+  std::string content_type = "application/json";
+  if (auto it = parser.get().find(http::field::content_type); it != parser.get().end()) {
+    content_type = std::string(it->value());
+  }
+  char chunk[16384];
+  if (!stream || status != 200) {
+    std::string all;
+    while (!parser.is_done()) {
+      auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk);
+      if (ctx.client_gone) co_return RelayOutcome::kDone;
+      if (rec) {
+        ec = rec;
+        break;
+      }
+      all.append(chunk, got);
+    }
+    ctx.upstream = nullptr;
+    if (ec) {
+      w.errors.fetch_add(1, std::memory_order_relaxed);
+      w.breaker.OnFailure(NowUs());
+      co_await WriteJsonError(
+          client, 502,
+          fmt::format("decode worker {} failed mid-response: {}", w.spec.url, ec.message()));
+      co_return RelayOutcome::kDone;
+    }
+    // A decoder answering 5xx looks idle to load-based policies and would attract traffic:
+    // its failures count toward opening its circuit like transport failures do.
+    if (status >= 500) {
+      w.errors.fetch_add(1, std::memory_order_relaxed);
+      w.breaker.OnFailure(NowUs());
+    } else {
+      w.breaker.OnSuccess();
+    }
+    w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+    Recycle(w, *conn, parser.get().keep_alive());
+    if (co_await WriteResponse(client, status, std::move(all), content_type)) {
+      ctx.response_complete = true;
+    }
+    co_return RelayOutcome::kDone;
+  }
+  // Streaming: every piece the engine sends is relayed as it arrives, in one write per read
+  // (the response head travels with the first piece, the terminating chunk with the last).
+  std::string out = fmt::format(
+      "HTTP/1.1 200 OK\r\nServer: eldr\r\nContent-Type: {}\r\nCache-Control: no-cache\r\n"
+      "Transfer-Encoding: chunked\r\n{}\r\n",
+      content_type, stopping_ ? "Connection: close\r\n" : "");
+  bool first_byte = false;
+  CountResponse(200);
+  while (!parser.is_done()) {
+    auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk);
+    if (ctx.client_gone) co_return RelayOutcome::kDone;
+    if (got > 0) {
+      if (!first_byte) {
+        w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+        first_byte = true;
+      }
+      fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
+      out.append(chunk, got);
+      out += "\r\n";
+    }
+    if (rec) {
+      // The engine died or stalled after the client got its first byte: no retry is possible;
+      // end the stream with an error event the client can see.
+      ctx.upstream = nullptr;
+      w.errors.fetch_add(1, std::memory_order_relaxed);
+      w.breaker.OnFailure(NowUs());
+      midstream_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("event=decode_midstream_failure request_id={} worker={} error=\"{}\"", rid,
+                   w.spec.url, rec.message());
+      const std::string ev = SseErrorEvent(
+          502, fmt::format("decode worker {} failed mid-stream: {}", w.spec.url, rec.message()),
+          "upstream_error");
+      fmt::format_to(std::back_inserter(out), "{:x}\r\n{}\r\n0\r\n\r\n", ev.size(), ev);
+      co_await asio::async_write(client, asio::buffer(out), kTuple);
+      co_return RelayOutcome::kDone;
+    }
+    if (parser.is_done()) out += "0\r\n\r\n";
+    // A read may yield only framing (a chunk-size line): nothing to send, not even the head.
+    if (got == 0 && !parser.is_done()) continue;
+    auto [cec, cn] = co_await asio::async_write(client, asio::buffer(out), kTuple);
+    if (cec) {
+      ctx.client_gone = true;
+      ctx.CancelUpstream();
+      co_return RelayOutcome::kDone;
+    }
+    out.clear();
+  }
+  ctx.upstream = nullptr;
+  ctx.response_complete = true;
+  w.breaker.OnSuccess();
+  Recycle(w, *conn, parser.get().keep_alive());
+  co_return RelayOutcome::kDone;
+}
+
+}  // namespace proxy_internal
+
+}  // namespace eldr::server
