@@ -1,6 +1,6 @@
 // libFuzzer target: everything the proxy parses from the outside — client request bodies,
-// prefill responses (all three expert encodings), the JSON scanner and the config file. The
-// scanner must accept every document boost::json accepts.
+// prefill responses (every engine shape: pd.h SignatureSource), the JSON scanner and the config
+// file. The scanner must accept every document boost::json accepts.
 #include <boost/json.hpp>
 #include <cstdlib>
 #include <string_view>

@@ -43,7 +43,7 @@ wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done;
 
 PROMPT=$(seq -s ' ' -f 'w%g' 1 64)
 echo "$PROMPT" > "$OUT/prompt.txt"
-PREFILL_BODY="{\"model\":\"m\",\"prompt\":\"$PROMPT\",\"max_tokens\":1,\"stream\":false,\"kv_transfer_params\":{\"do_remote_decode\":true},\"return_token_ids\":true}"
+PREFILL_BODY="{\"model\":\"qwen3-30b-a3b\",\"prompt\":\"$PROMPT\",\"max_tokens\":1,\"stream\":false,\"kv_transfer_params\":{\"do_remote_decode\":true},\"return_token_ids\":true}"
 
 rm -f "$OUT"/*.ready
 "${ENGINE_CPU[@]}" "$ELDR" emulate --role prefill --time-scale 0 --ready-file "$OUT/p.ready" >/dev/null 2>&1 & pids+=($!)
@@ -166,7 +166,7 @@ PY
 if [ "$have_nginx" = 1 ]; then
   cat > "$OUT/post.lua" <<LUA
 wrk.method = "POST"
-wrk.body = '{"model":"m","prompt":"$PROMPT","max_tokens":2}'
+wrk.body = '{"model":"qwen3-30b-a3b","prompt":"$PROMPT","max_tokens":2}'
 wrk.headers["Content-Type"] = "application/json"
 LUA
   cat > "$OUT/prefill.lua" <<LUA
