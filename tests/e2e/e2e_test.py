@@ -13,39 +13,17 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
+from harness import MODEL, TMP, check, metrics, request, run, wait_idle
+from harness import start as _start
+
 ELDR = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="eldr-e2e-")
-PROCS = []
-FAILURES = []
-MODEL = "qwen3-30b-a3b"  # the emulators' served model name
-
-
-def check(cond, what):
-    if cond:
-        print(f"  ok   {what}")
-    else:
-        print(f"  FAIL {what}")
-        FAILURES.append(what)
 
 
 def start(args, name):
-    ready = os.path.join(TMP, name + ".json")
-    log = open(os.path.join(TMP, name + ".log"), "w")
-    p = subprocess.Popen([ELDR] + args + ["--ready-file", ready], stdout=log, stderr=log)
-    PROCS.append(p)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if os.path.exists(ready):
-            with open(ready) as f:
-                return p, json.load(f)["port"]
-        if p.poll() is not None:
-            raise RuntimeError(f"{name} exited: " + open(os.path.join(TMP, name + ".log")).read())
-        time.sleep(0.05)
-    raise RuntimeError(f"{name} did not start")
+    return _start(ELDR, args, name)
 
 
 def emulator(role, name, *extra):
@@ -59,18 +37,6 @@ def proxy(name, prefill_ports, decode_ports, *extra):
             "--decode", ",".join(f"http://127.0.0.1:{p}" for p in decode_ports),
             "--health-interval-ms", "200", "--log-level", "info", *extra]
     return start(args, name)
-
-
-def request(port, method, path, body=None, headers=None, timeout=60):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    data = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    h = {"Content-Type": "application/json"}
-    h.update(headers or {})
-    c.request(method, path, body=data, headers=h)
-    r = c.getresponse()
-    out = r.read()
-    c.close()
-    return r.status, out
 
 
 def raw_exchange(port, head, then=None):
@@ -88,32 +54,6 @@ def raw_exchange(port, head, then=None):
                 break
             resp += d
     return first, resp
-
-
-def metrics(port):
-    st, body = request(port, "GET", "/metrics")
-    out = {}
-    for line in body.decode().splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        key, _, val = line.rpartition(" ")
-        out[key] = float(val)
-    return out
-
-
-def in_flight(port):
-    return {k: v for k, v in metrics(port).items() if k.startswith("eldr_worker_in_flight")}
-
-
-def wait_idle(port, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        m = metrics(port)
-        if m.get("eldr_active_requests", 1) == 0 and all(
-                v == 0 for k, v in m.items() if k.startswith("eldr_worker_in_flight")):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 class Stream:
@@ -472,20 +412,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # noqa: BLE001
-        FAILURES.append(f"exception: {e!r}")
-        print("EXCEPTION", repr(e))
-    finally:
-        for p in PROCS:
-            if p.poll() is None:
-                p.kill()
-        for p in PROCS:
-            p.wait()
-    if FAILURES:
-        print(f"{len(FAILURES)} failure(s); logs in {TMP}")
-        for f in FAILURES:
-            print("  -", f)
-        sys.exit(1)
-    print("all end-to-end checks passed")
+    run(main, "end-to-end")

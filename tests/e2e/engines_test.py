@@ -9,79 +9,31 @@ zero, and `eldr serve --check` reports the source. One set-up runs with --api-ke
 
 Usage: engines_test.py path/to/eldr      (stdlib only; run by ctest)
 """
-import http.client
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
+from harness import MODEL, TMP, check, metrics, run
+from harness import request as _request
+from harness import start as _start
+from harness import wait_idle as idle
+
 ELDR = os.path.abspath(sys.argv[1])
-TMP = tempfile.mkdtemp(prefix="eldr-engines-")
-PROCS = []
-FAILURES = []
-MODEL = "qwen3-30b-a3b"
-
-
-def check(cond, what):
-    print(("  ok   " if cond else "  FAIL ") + what)
-    if not cond:
-        FAILURES.append(what)
 
 
 def start(args, name, env=None):
-    ready = os.path.join(TMP, name + ".json")
-    log = open(os.path.join(TMP, name + ".log"), "w")
-    p = subprocess.Popen([ELDR] + args + ["--ready-file", ready], stdout=log, stderr=log,
-                         env=dict(os.environ, **(env or {})))
-    PROCS.append(p)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        if os.path.exists(ready):
-            with open(ready) as f:
-                return p, json.load(f)["port"]
-        if p.poll() is not None:
-            raise RuntimeError(f"{name} exited: " + open(os.path.join(TMP, name + ".log")).read())
-        time.sleep(0.05)
-    raise RuntimeError(f"{name} did not start")
+    return _start(ELDR, args, name, env)
+
+
+def request(port, path, body=None, headers=None, method="POST"):
+    return _request(port, method, path, body, headers)
 
 
 def emulator(name, role, backend, *extra):
     return start(["emulate", "--role", role, "--backend", backend, "--listen", "127.0.0.1:0",
                   "--time-scale", "0.1", *extra], name)
-
-
-def request(port, path, body=None, headers=None, method="POST"):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    h = {"Content-Type": "application/json"}
-    h.update(headers or {})
-    c.request(method, path, body=None if body is None else json.dumps(body), headers=h)
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    return r.status, data
-
-
-def metrics(port):
-    _, body = request(port, "/metrics", method="GET")
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
-
-
-def idle(port, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        m = metrics(port)
-        if m.get("eldr_active_requests", 1) == 0 and all(
-                v == 0 for k, v in m.items() if k.startswith("eldr_worker_in_flight")):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def completion(port, prompt, stream, chat=False):
@@ -193,20 +145,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # noqa: BLE001
-        FAILURES.append(f"exception: {e!r}")
-        print("EXCEPTION", repr(e))
-    finally:
-        for p in PROCS:
-            if p.poll() is None:
-                p.kill()
-        for p in PROCS:
-            p.wait()
-    if FAILURES:
-        print(f"{len(FAILURES)} failure(s); logs in {TMP}")
-        for f in FAILURES:
-            print("  -", f)
-        sys.exit(1)
-    print("all engine-shape checks passed")
+    run(main, "engine-shape")

@@ -19,21 +19,15 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
+from harness import MODEL, TMP, check, log_of, metrics, run, start
+from harness import wait_idle as idle
+
 ELDR = os.path.abspath(sys.argv[1])
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures", "engines")
-TMP = tempfile.mkdtemp(prefix="eldr-faults-")
-FAILURES = []
 PROMPT_OK = open(os.path.join(FIXTURES, "qwen3-30b-a3b.vllm-0.22-completion.json")).read()
-
-
-def check(cond, what):
-    print(("  ok   " if cond else "  FAIL ") + what)
-    if not cond:
-        FAILURES.append(what)
 
 
 class Stub:
@@ -160,21 +154,12 @@ def start_proxy(name, prefill, decode, extra_config=None, env=None):
     path = os.path.join(TMP, name + ".json")
     with open(path, "w") as f:
         json.dump(cfg, f)
-    ready = os.path.join(TMP, name + ".ready")
-    log = open(os.path.join(TMP, name + ".log"), "w")
-    p = subprocess.Popen([ELDR, "serve", "-c", path, "--ready-file", ready], stdout=log,
-                         stderr=log, env=dict(os.environ, **(env or {})))
-    deadline = time.time() + 30
-    while time.time() < deadline and not os.path.exists(ready):
-        if p.poll() is not None:
-            raise RuntimeError(open(os.path.join(TMP, name + ".log")).read())
-        time.sleep(0.05)
-    return p, json.load(open(ready))["port"]
+    return start(ELDR, ["serve", "-c", path], name, env=env)
 
 
 def post(port, body, stream=False, timeout=20):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    b = {"model": "qwen3-30b-a3b", "prompt": "hello there", "max_tokens": 3}
+    b = {"model": MODEL, "prompt": "hello there", "max_tokens": 3}
     b.update(body or {})
     if stream:
         b["stream"] = True
@@ -184,30 +169,6 @@ def post(port, body, stream=False, timeout=20):
     data = r.read()  # http.client decodes chunked framing; a cut stream raises
     c.close()
     return r.status, data
-
-
-def metrics(port):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    c.request("GET", "/metrics")
-    text = c.getresponse().read().decode()
-    c.close()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
-
-
-def idle(port, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        m = metrics(port)
-        if m.get("eldr_active_requests", 1) == 0 and all(
-                v == 0 for k, v in m.items() if k.startswith("eldr_worker_in_flight")):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def main():
@@ -315,10 +276,10 @@ def main():
                 f'source="none"}}') == 3, "three answers without a signature counted")
     proc4.terminate()
     proc4.wait(timeout=20)
-    log = open(os.path.join(TMP, "none.log")).read()
+    log = log_of("none")
     check(log.count("event=no_signature") == 1 and "--enable-return-routed-experts" in log,
           "one rate-limited warning naming the cause and the fix")
-    cfg = os.path.join(TMP, "none.json")
+    cfg = os.path.join(TMP, "none.json")  # written by start_proxy
     r = subprocess.run([ELDR, "serve", "-c", cfg, "--check"], capture_output=True, text=True)
     check(r.returncode != 0 and "0 of 1" in r.stdout, "--check exits non-zero: no signature")
     PROMPT_OK = saved
@@ -328,14 +289,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception as e:  # noqa: BLE001
-        FAILURES.append(f"exception: {e!r}")
-        print("EXCEPTION", repr(e))
-    if FAILURES:
-        print(f"{len(FAILURES)} failure(s); logs in {TMP}")
-        for f in FAILURES:
-            print("  -", f)
-        sys.exit(1)
-    print("all fault checks passed")
+    run(main, "fault")
