@@ -641,21 +641,41 @@ class ListScanner {
 
 }  // namespace
 
-Result<PickTable> ParsePickListJson(std::string_view json, const ModelGeometry& g,
-                                    const PayloadOptions& opts) {
+namespace {
+
+// Nested lists scanned into flat int32 picks, their token count and layer count, with the size
+// limit and the model's top-k checked.
+struct ScannedList {
+  std::vector<int32_t> flat;
+  int64_t tokens = 0;
+  int layers = 0;
+};
+
+Result<ScannedList> ScanPickList(std::string_view json, const ModelGeometry& g,
+                                 const PayloadOptions& opts, bool allow_unknown) {
   if (json.size() > opts.max_decoded_bytes) {
     return ResourceExhausted("pick list of {} bytes exceeds the {} byte limit", json.size(),
                              opts.max_decoded_bytes);
   }
-  std::vector<int32_t> flat;
-  int64_t tokens = 0;
-  int layers = 0, k = 0;
-  ListScanner sc(json, /*allow_unknown=*/false);
-  if (Status s = sc.Parse(&flat, &tokens, &layers, &k); !s.ok()) return tl::unexpected<Status>(s);
-  if (tokens > 0 && k != g.top_k) {
+  ScannedList out;
+  int k = 0;
+  ListScanner sc(json, allow_unknown);
+  ELDR_RETURN_IF_ERROR(sc.Parse(&out.flat, &out.tokens, &out.layers, &k));
+  if (out.tokens > 0 && k != g.top_k) {
     return InvalidArgument("pick list: top_k is {} but {} uses top-{}", k, g.display_name, g.top_k);
   }
-  if (tokens == 0) layers = g.moe_layers;
+  if (out.tokens == 0) out.layers = g.moe_layers;
+  return out;
+}
+
+}  // namespace
+
+Result<PickTable> ParsePickListJson(std::string_view json, const ModelGeometry& g,
+                                    const PayloadOptions& opts) {
+  ELDR_ASSIGN_OR_RETURN(ScannedList l, ScanPickList(json, g, opts, /*allow_unknown=*/false));
+  std::vector<int32_t>& flat = l.flat;
+  const int64_t tokens = l.tokens;
+  const int layers = l.layers;
   std::vector<uint8_t> bytes(flat.size() * 4);
   if (!bytes.empty()) std::memcpy(bytes.data(), flat.data(), bytes.size());
   return PickTableBuilder::Build(std::move(bytes), 0, 4, true, tokens, layers, g);
@@ -663,19 +683,11 @@ Result<PickTable> ParsePickListJson(std::string_view json, const ModelGeometry& 
 
 Result<PromptPickList> ParsePromptPickListJson(std::string_view json, const ModelGeometry& g,
                                                const PayloadOptions& opts) {
-  if (json.size() > opts.max_decoded_bytes) {
-    return ResourceExhausted("pick list of {} bytes exceeds the {} byte limit", json.size(),
-                             opts.max_decoded_bytes);
-  }
-  std::vector<int32_t> flat;
-  int64_t tokens = 0;
-  int layers = 0, k = 0;
-  ListScanner sc(json, /*allow_unknown=*/true);
-  if (Status s = sc.Parse(&flat, &tokens, &layers, &k); !s.ok()) return tl::unexpected<Status>(s);
-  if (tokens > 0 && k != g.top_k) {
-    return InvalidArgument("pick list: top_k is {} but {} uses top-{}", k, g.display_name, g.top_k);
-  }
-  if (tokens == 0) layers = g.moe_layers;
+  ELDR_ASSIGN_OR_RETURN(ScannedList l, ScanPickList(json, g, opts, /*allow_unknown=*/true));
+  std::vector<int32_t>& flat = l.flat;
+  const int64_t tokens = l.tokens;
+  const int layers = l.layers;
+  const int k = g.top_k;
   PromptPickList out;
   out.rows = tokens;
   // Keep the known rows in order; a row is unknown only when all its entries are -1. Dense
