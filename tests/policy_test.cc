@@ -149,6 +149,37 @@ TEST(EldrPolicyTest, BandContainsExactlyTheCentroidsWithinTau) {
   }
 }
 
+TEST(EldrPolicyTest, BandMinWidensANarrowBandToTheBestAvailableScores) {
+  Rng rng(7);
+  ExpertCounts c(1, 4);
+  c.at(0, 2) = 10;  // best: centroid 2, then 1
+  c.at(0, 1) = 6;
+  RouteRequest req{.counts = &c};
+  PolicyOptions o;
+  o.decoders = 4;
+  o.tau = 0.0;
+  o.band_min = 2;
+  o.space = TwoByTwoSpace(4);
+  auto p = std::move(*MakePolicy(o));
+  std::vector<int64_t> load = {0, 1, 9, 0};
+  auto d = p->Route(req, {load}, rng);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->band_size, 2);
+  EXPECT_EQ(d->decoder, 1);  // the less loaded of the two best, not the idle decoders 0 and 3
+  // Widening counts only available decoders: with 1 down, the band is {2, next best of 0, 3}.
+  std::vector<uint8_t> avail = {1, 0, 1, 1};
+  d = p->Route(req, {load, avail}, rng);
+  ASSERT_TRUE(d.has_value());
+  EXPECT_NE(d->decoder, 1);
+  EXPECT_GE(d->band_size, 2);
+  // A band already wider than band_min is left alone.
+  o.tau = 1.0;
+  auto wide = std::move(*MakePolicy(o));
+  EXPECT_EQ(wide->Route(req, {load}, rng)->band_size, 4);
+  o.band_min = 0;
+  EXPECT_FALSE(MakePolicy(o));
+}
+
 TEST(EldrPolicyTest, FallsBackToJsqWithoutASignatureAndSkipsUnavailable) {
   Rng rng(7);
   auto p = MakeEldr(4, 0.1);

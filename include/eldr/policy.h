@@ -83,6 +83,9 @@ struct PolicyOptions {
   std::string name = "eldr";                    // rr | random | jsq | p2c | domain | eldr
   int decoders = 0;                             // required, > 0
   double tau = 0.1;                             // eldr: finite, >= 0
+  // eldr: a band narrower than this is widened to the band_min best-scoring available decoders
+  // (ties included). 1 = the paper's band; one revision of the authors' artifact used 2.
+  int band_min = 1;
   std::shared_ptr<const SignatureSpace> space;  // eldr: required, k() == decoders
   std::vector<LabelShare> label_shares;         // domain: calibration label mix (required)
   Status Validate() const;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 
@@ -175,8 +176,14 @@ class DomainPolicy final : public RoutingPolicy {
 
 class EldrPolicy final : public RoutingPolicy {
  public:
-  EldrPolicy(int n, double tau, std::shared_ptr<const SignatureSpace> space)
-      : n_(n), tau_(static_cast<float>(tau)), space_(std::move(space)), scores_(n) {}
+  EldrPolicy(int n, double tau, int band_min, std::shared_ptr<const SignatureSpace> space)
+      : n_(n),
+        tau_(static_cast<float>(tau)),
+        band_min_(band_min),
+        space_(std::move(space)),
+        scores_(n) {
+    avail_scores_.reserve(n);
+  }
   std::string_view Name() const override { return "eldr"; }
 
   Result<RouteDecision> Route(const RouteRequest& req, const ClusterView& v, Rng& rng) override {
@@ -195,7 +202,18 @@ class EldrPolicy final : public RoutingPolicy {
     for (int i = 0; i < n_; ++i)
       if (Avail(v, i)) best = std::max(best, scores_[i]);
     if (best == -std::numeric_limits<float>::infinity()) return Done(-1);
-    const float threshold = best - tau_;
+    float threshold = best - tau_;
+    if (band_min_ > 1) {
+      // Widen a narrow band to the band_min best available scores.
+      avail_scores_.clear();
+      for (int i = 0; i < n_; ++i) {
+        if (Avail(v, i)) avail_scores_.push_back(scores_[i]);
+      }
+      const size_t m = std::min(avail_scores_.size(), static_cast<size_t>(band_min_));
+      std::nth_element(avail_scores_.begin(), avail_scores_.begin() + (m - 1),
+                       avail_scores_.end(), std::greater<float>());
+      threshold = std::min(threshold, avail_scores_[m - 1]);
+    }
     int pick = -1, band = 0;
     int64_t load = std::numeric_limits<int64_t>::max();
     for (int i = 0; i < n_; ++i) {
@@ -216,8 +234,10 @@ class EldrPolicy final : public RoutingPolicy {
  private:
   int n_;
   float tau_;
+  int band_min_;
   std::shared_ptr<const SignatureSpace> space_;
   std::vector<float> scores_;
+  std::vector<float> avail_scores_;  // band_min > 1: scratch
 };
 
 }  // namespace
@@ -242,6 +262,9 @@ Status PolicyOptions::Validate() const {
   if (name == "eldr") {
     if (!std::isfinite(tau) || tau < 0) {
       return InvalidArgument("tau must be finite and >= 0 (got {})", tau).error();
+    }
+    if (band_min < 1) {
+      return InvalidArgument("band_min must be >= 1 (got {})", band_min).error();
     }
     if (!space) return InvalidArgument("policy 'eldr' needs a signature space").error();
     if (space->k() != decoders) {
@@ -328,7 +351,7 @@ Result<std::unique_ptr<RoutingPolicy>> MakePolicy(const PolicyOptions& o) {
   if (o.name == "random") p = std::make_unique<RandomPolicy>(o.decoders);
   if (o.name == "jsq") p = std::make_unique<Jsq>(o.decoders);
   if (o.name == "p2c") p = std::make_unique<P2c>(o.decoders);
-  if (o.name == "eldr") p = std::make_unique<EldrPolicy>(o.decoders, o.tau, o.space);
+  if (o.name == "eldr") p = std::make_unique<EldrPolicy>(o.decoders, o.tau, o.band_min, o.space);
   if (o.name == "domain") {
     ELDR_ASSIGN_OR_RETURN(DomainPools pools, ComputeDomainPools(o.label_shares, o.decoders));
     p = std::make_unique<DomainPolicy>(o.decoders, std::move(pools));

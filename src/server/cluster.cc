@@ -110,6 +110,7 @@ void Cluster::Publish(std::shared_ptr<Snapshot> s) {
   e.options.name = o_.policy;
   e.options.decoders = static_cast<int>(s->decode.size());
   e.options.tau = o_.tau;
+  e.options.band_min = o_.band_min;
   e.options.space = s->space;
   if (e.options.name == "eldr" && (!s->space || s->space->k() != e.options.decoders)) {
     e.degraded = fmt::format("space k={} != {} decoders", s->space ? s->space->k() : 0,

@@ -61,6 +61,7 @@ Status ServeOptions::Validate() const {
     return InvalidArgument("policy eldr needs a signature space (space: file from `eldr fit`)");
   }
   if (!(tau >= 0) || !std::isfinite(tau)) return InvalidArgument("tau must be finite and >= 0");
+  if (band_min < 1) return InvalidArgument("band_min must be >= 1");
   ELDR_RETURN_IF_ERROR(cache.Validate());
   if (!(prefill_load_factor >= 1) || !std::isfinite(prefill_load_factor)) {
     return InvalidArgument("prefill_load_factor must be >= 1");
@@ -174,6 +175,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   }
   if (k == "policy") return Get(v, k, &o->policy);
   if (k == "tau") return num(&o->tau);
+  if (k == "band_min") return num(&o->band_min);
   if (k == "space") return Get(v, k, &o->space);
   if (k == "cache") {
     if (!v.IsMap()) return InvalidArgument("config key 'cache': expected a map");

@@ -84,6 +84,7 @@ struct SimulateArgs {
               policies = "rr,random,jsq,p2c,domain,eldr";
   int prefill = 8, decode = 16, calibration = 1000;
   double rate = 60, duration = 120, tau = 0.1, warmup = 0;
+  int band_min = 1;
   uint64_t seed = 1;
   bool stats = false;
   std::string matrix, json, csv, trace, requests_csv;
@@ -96,7 +97,7 @@ struct ServeArgs {
   std::string config, listen, backend, model, prefill, decode, policy, space, admin_token,
       log_level, ready_file, upstream_api_key, signature_source;
   double tau = -1;
-  int threads = -1, max_in_flight = 0, health_interval_ms = -1, busy_poll_us = -1;
+  int threads = -1, max_in_flight = 0, health_interval_ms = -1, busy_poll_us = -1, band_min = 0;
   bool check = false;
   int64_t max_body_bytes = 0;
   CLI::App* cmd = nullptr;

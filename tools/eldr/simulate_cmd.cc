@@ -25,6 +25,8 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
   c->add_option("-d,--duration", a.duration, "Seconds of arrivals")->capture_default_str();
   c->add_option("--policies", a.policies, "Comma-separated policies")->capture_default_str();
   c->add_option("--tau", a.tau, "ELDR locality band")->capture_default_str();
+  c->add_option("--band-min", a.band_min, "ELDR: widen a band to at least this many decoders")
+      ->capture_default_str();
   c->add_option("--warmup", a.warmup, "Seconds of arrivals simulated but not reported")
       ->capture_default_str();
   c->add_option("--calibration", a.calibration, "Calibration requests for the fit")
@@ -184,6 +186,7 @@ Status RunSimulate(const SimulateArgs& a) {
     so.cost = cost;
     so.policy.name = name;
     so.policy.tau = a.tau;
+    so.policy.band_min = a.band_min;
     so.policy.space = fit->space;
     so.policy.label_shares = mix;
     so.seed = a.seed;
