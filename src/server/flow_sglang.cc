@@ -44,11 +44,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
     }
     w.breaker.OnSuccess();
     if (up.status != 200) co_return;  // the decode leg answers the client
-    PrefillRequestInfo info;
-    info.prompt_tokens =
-        req.prompt_tokens.empty() ? -1 : static_cast<int64_t>(req.prompt_tokens.size());
-    info.pin = signature_pin_;
-    auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, info);
+    auto parsed = ParsePrefill(up.body, req, 0);
     if (!parsed) {
       w.errors.fetch_add(1, std::memory_order_relaxed);
       malformed_.fetch_add(1, std::memory_order_relaxed);

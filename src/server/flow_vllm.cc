@@ -56,12 +56,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
       co_await WriteResponse(client, up.status, std::move(up.body), type);
       co_return;
     }
-    PrefillRequestInfo info;
-    info.prompt_tokens =
-        req.prompt_tokens.empty() ? -1 : static_cast<int64_t>(req.prompt_tokens.size());
-    info.routed_experts_start = start;
-    info.pin = signature_pin_;
-    auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, info);
+    auto parsed = ParsePrefill(up.body, req, start);
     if (!parsed) {
       w.errors.fetch_add(1, std::memory_order_relaxed);
       malformed_.fetch_add(1, std::memory_order_relaxed);

@@ -425,9 +425,7 @@ awaitable<WorkerCheck> ProxyImpl::CheckOne(const Snapshot& s, size_t p) {
     c.detail = fmt::format("answered {}: {}", up.status, up.body.substr(0, 200));
     co_return c;
   }
-  PrefillRequestInfo info;
-  info.pin = signature_pin_;
-  auto parsed = ParsePrefillResponse(up.body, geometry_, payload_opts_, info);
+  auto parsed = ParsePrefill(up.body, *req, 0);
   if (!parsed) {
     c.detail = parsed.error().message();
     co_return c;

@@ -143,6 +143,18 @@ class ProxyImpl final : public Proxy {
 
   std::string NoSignatureHint() const;
 
+  // A prefill answer to `req`, whose rows were asked from `start`, parsed with the configured
+  // model, payload limit and signature-source pin.
+  Result<PrefillResult> ParsePrefill(std::string_view body, const ClientRequest& req,
+                                     int64_t start) const {
+    PrefillRequestInfo info;
+    info.prompt_tokens =
+        req.prompt_tokens.empty() ? -1 : static_cast<int64_t>(req.prompt_tokens.size());
+    info.routed_experts_start = start;
+    info.pin = signature_pin_;
+    return ParsePrefillResponse(body, geometry_, payload_opts_, info);
+  }
+
   void CountResponse(int status);
 
   // ---- accept / session ---------------------------------------------------------------------
