@@ -134,8 +134,10 @@ TEST(ClusterTest, SignatureSourcesAreReportedPerPrefillWorker) {
   w.last_source = static_cast<int>(SignatureSource::kSglang);
   std::string m;
   c->RenderMetrics(&m, 0);
-  EXPECT_NE(m.find(R"(eldr_prefill_signatures_total{role="prefill",worker="http://p:1",source="sglang"} 3)"),
-            std::string::npos)
+  EXPECT_NE(
+      m.find(
+          R"(eldr_prefill_signatures_total{role="prefill",worker="http://p:1",source="sglang"} 3)"),
+      std::string::npos)
       << m;
   EXPECT_NE(m.find(R"(source="none"} 2)"), std::string::npos);
   const json::object j = json::parse(c->WorkersJson(0)).as_object();

@@ -41,9 +41,12 @@ struct Expected {
 
 Expected Load(const std::string& model) {
   const json::value e = json::parse(ReadFixture("expected.json")).at(model);
-  return {e.at("prompt_tokens").as_int64(),    e.at("cached").as_int64(),
-          e.at("start").as_int64(),            CountsFrom(e.at("counts")),
-          CountsFrom(e.at("counts_after_cached")), CountsFrom(e.at("counts_after_start"))};
+  return {e.at("prompt_tokens").as_int64(),
+          e.at("cached").as_int64(),
+          e.at("start").as_int64(),
+          CountsFrom(e.at("counts")),
+          CountsFrom(e.at("counts_after_cached")),
+          CountsFrom(e.at("counts_after_start"))};
 }
 
 // The counts a result stands for: the eldr_sig table or the picks' rows.
@@ -59,12 +62,11 @@ TEST_P(EngineShapes, EveryShapeDecodesToThePromptCounts) {
     const char* fixture;
     SignatureSource source;
   };
-  for (const Case& c : {Case{"vllm-0.22-completion", SignatureSource::kVllm},
-                        Case{"vllm-0.22-chat", SignatureSource::kVllm},
-                        Case{"vllm-int32", SignatureSource::kVllm},
-                        Case{"vllm-0.21", SignatureSource::kVllm021},
-                        Case{"sglang", SignatureSource::kSglang},
-                        Case{"eldr-hooks", SignatureSource::kEldrHooks}}) {
+  for (const Case& c :
+       {Case{"vllm-0.22-completion", SignatureSource::kVllm},
+        Case{"vllm-0.22-chat", SignatureSource::kVllm}, Case{"vllm-int32", SignatureSource::kVllm},
+        Case{"vllm-0.21", SignatureSource::kVllm021}, Case{"sglang", SignatureSource::kSglang},
+        Case{"eldr-hooks", SignatureSource::kEldrHooks}}) {
     SCOPED_TRACE(c.fixture);
     const std::string body = ReadFixture(model + "." + c.fixture + ".json");
     ASSERT_FALSE(body.empty());
@@ -141,8 +143,7 @@ TEST_P(EngineShapes, Vllm021PrefixCachedRowsStartThePicksLater) {
   EXPECT_EQ(r->picks->Counts(), want.after_cached);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, EngineShapes,
-                         ::testing::Values("deepseek-v3", "qwen3-30b-a3b"),
+INSTANTIATE_TEST_SUITE_P(Models, EngineShapes, ::testing::Values("deepseek-v3", "qwen3-30b-a3b"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& ch : n) ch = std::isalnum(ch) ? ch : '_';

@@ -270,9 +270,9 @@ TEST(SimulatorTest, RejectsBadOptions) {
 }
 
 // The synthetic workloads must reproduce the published statistics for every evaluated model
-// (the ELDR paper, arXiv 2607.00466): prefill->decode correlation 0.70-0.92; same-domain batches 17-21%
-// (task) / 3-10% (language) fewer distinct experts; hottest expert 2-4x the layer mean (with a
-// small tolerance for sampling noise).
+// (the ELDR paper, arXiv 2607.00466): prefill->decode correlation 0.70-0.92; same-domain batches
+// 17-21% (task) / 3-10% (language) fewer distinct experts; hottest expert 2-4x the layer mean (with
+// a small tolerance for sampling noise).
 TEST(WorkloadCalibrationTest, StatisticsWithinPublishedRanges) {
   for (const char* model : {"qwen3-30b-a3b", "gpt-oss-120b", "gemma-4-26b-a4b"}) {
     for (const char* kind : {"task", "language"}) {

@@ -2,8 +2,9 @@
 // File: expert_counts.h
 // -----------------------------------------------------------------------------
 // ExpertCounts: the raw ELDR signal for one request, c(l, e) = how many tokens picked routed
-// expert e in their top-k at MoE layer l (the ELDR paper, arXiv 2607.00466). Only discrete picks count, never
-// gate scores. Counts are additive over token ranges, which the signature cache relies on.
+// expert e in their top-k at MoE layer l (the ELDR paper, arXiv 2607.00466). Only discrete picks
+// count, never gate scores. Counts are additive over token ranges, which the signature cache relies
+// on.
 //
 // Thread-safety: a value type; concurrent const access is safe.
 //

@@ -1,7 +1,8 @@
 // -----------------------------------------------------------------------------
 // File: fit.h
 // -----------------------------------------------------------------------------
-// The offline fit of ELDR (the ELDR paper, arXiv 2607.00466): calibration requests in, SignatureSpace out.
+// The offline fit of ELDR (the ELDR paper, arXiv 2607.00466): calibration requests in,
+// SignatureSpace out.
 //   1. IDF per (layer, expert) from the calibration prefill counts: log((N+1)/(df+1)).
 //   2. Layer mask by forward greedy selection maximising Spearman rho between the cosine
 //      distances of prefill signatures and of decode activation vectors over seeded random

@@ -2,9 +2,9 @@
 // File: load_tracker.h
 // -----------------------------------------------------------------------------
 // LoadTracker: exact in-flight request counts per decoder, the load metric of ELDR and of the
-// JSQ/P2C baselines (the ELDR paper, arXiv 2607.00466): a request counts from dispatch to completion.
-// Acquire() returns a Ticket that counts the request out exactly once — when Release() is called
-// or when the Ticket is destroyed, whichever comes first — so no error path can leak or
+// JSQ/P2C baselines (the ELDR paper, arXiv 2607.00466): a request counts from dispatch to
+// completion. Acquire() returns a Ticket that counts the request out exactly once — when Release()
+// is called or when the Ticket is destroyed, whichever comes first — so no error path can leak or
 // double-count a request.
 //
 // Thread-safety: all methods are thread-safe (one atomic per decoder). Snapshot() is a per-slot

@@ -9,10 +9,12 @@
 //   jsq     fewest in-flight requests; ties broken uniformly at random
 //   p2c     two distinct decoders sampled uniformly; the less loaded wins, a tie goes to the
 //           first sampled
-//   domain  oracle label pools (the ELDR paper, arXiv 2607.00466): labels with share >= 1/K get floor(K*share)
+//   domain  oracle label pools (the ELDR paper, arXiv 2607.00466): labels with share >= 1/K get
+//   floor(K*share)
 //           decoders, rarer labels share a "misc" pool (at least one decoder), leftover decoders
 //           go by largest fractional part; JSQ with random ties inside a pool
-//   eldr    locality band (the ELDR paper, arXiv 2607.00466): scores s_k = signature . centroid_k; band =
+//   eldr    locality band (the ELDR paper, arXiv 2607.00466): scores s_k = signature . centroid_k;
+//   band =
 //           {k : s_k >= max - tau}; the decoder in the band with the fewest in-flight requests,
 //           ties to the lowest index
 //
@@ -80,9 +82,9 @@ struct LabelShare {
 };
 
 struct PolicyOptions {
-  std::string name = "eldr";                    // rr | random | jsq | p2c | domain | eldr
-  int decoders = 0;                             // required, > 0
-  double tau = 0.1;                             // eldr: finite, >= 0
+  std::string name = "eldr";  // rr | random | jsq | p2c | domain | eldr
+  int decoders = 0;           // required, > 0
+  double tau = 0.1;           // eldr: finite, >= 0
   // eldr: a band narrower than this is widened to the band_min best-scoring available decoders
   // (ties included). 1 = the paper's band; one revision of the authors' artifact used 2.
   int band_min = 1;

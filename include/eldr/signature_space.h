@@ -3,7 +3,8 @@
 // -----------------------------------------------------------------------------
 // SignatureSpace: the fitted, immutable state of ELDR for one model and one decoder pool — the
 // layer mask S, the IDF weights of the masked layers, and K unit centroids, centroid k bound to
-// decoder k (the ELDR paper, arXiv 2607.00466). It embeds a request's expert counts into a unit signature
+// decoder k (the ELDR paper, arXiv 2607.00466). It embeds a request's expert counts into a unit
+// signature
 //   s = normalize_L2( [ T(c(l, .)) (*) idf(l, .) ]  for l in S )
 // and scores it against every centroid (cosine = dot product of unit vectors).
 //

@@ -210,8 +210,8 @@ class EldrPolicy final : public RoutingPolicy {
         if (Avail(v, i)) avail_scores_.push_back(scores_[i]);
       }
       const size_t m = std::min(avail_scores_.size(), static_cast<size_t>(band_min_));
-      std::nth_element(avail_scores_.begin(), avail_scores_.begin() + (m - 1),
-                       avail_scores_.end(), std::greater<float>());
+      std::nth_element(avail_scores_.begin(), avail_scores_.begin() + (m - 1), avail_scores_.end(),
+                       std::greater<float>());
       threshold = std::min(threshold, avail_scores_[m - 1]);
     }
     int pick = -1, band = 0;

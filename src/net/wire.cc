@@ -17,7 +17,8 @@ Result<HostPort> ParseHttpUrl(std::string_view url, bool allow_port_zero) {
     return InvalidArgument("'{}': expected http://host:port without a path", url);
   }
   const size_t colon = rest.rfind(':');
-  if (colon == std::string_view::npos) return InvalidArgument("'{}': expected http://host:port", url);
+  if (colon == std::string_view::npos)
+    return InvalidArgument("'{}': expected http://host:port", url);
   HostPort hp;
   hp.host = std::string(rest.substr(0, colon));
   if (hp.host.size() >= 2 && hp.host.front() == '[' && hp.host.back() == ']') {

@@ -113,8 +113,8 @@ void Cluster::Publish(std::shared_ptr<Snapshot> s) {
   e.options.band_min = o_.band_min;
   e.options.space = s->space;
   if (e.options.name == "eldr" && (!s->space || s->space->k() != e.options.decoders)) {
-    e.degraded = fmt::format("space k={} != {} decoders", s->space ? s->space->k() : 0,
-                             e.options.decoders);
+    e.degraded =
+        fmt::format("space k={} != {} decoders", s->space ? s->space->k() : 0, e.options.decoders);
   } else if (auto p = MakePolicy(e.options); !p) {
     e.degraded = p.error().message();
   }
@@ -149,8 +149,7 @@ Decision Cluster::RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertC
   slot.avail.resize(s.decode.size());
   for (size_t i = 0; i < s.decode.size(); ++i) {
     slot.loads[i] = s.decode[i]->in_flight.load(std::memory_order_relaxed);
-    slot.avail[i] =
-        s.decode[i]->Available(now_us) && (excluded.empty() || !excluded[i]) ? 1 : 0;
+    slot.avail[i] = s.decode[i]->Available(now_us) && (excluded.empty() || !excluded[i]) ? 1 : 0;
   }
   RouteRequest rr;
   rr.counts = counts;

@@ -261,10 +261,9 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
   PrefillResult r;
   // One pass over the body and one over the first choice: the payload string is scanned twice in
   // all, however many fields are looked up.
-  static constexpr std::string_view kTop[] = {"error",           "kv_transfer_params",
-                                              "choices",         "prompt_token_ids",
-                                              "eldr_sig",        "prompt_routed_experts",
-                                              "sglext",          "usage"};
+  static constexpr std::string_view kTop[] = {
+      "error",    "kv_transfer_params",    "choices", "prompt_token_ids",
+      "eldr_sig", "prompt_routed_experts", "sglext",  "usage"};
   std::string_view top[std::size(kTop)];
   ELDR_RETURN_IF_ERROR(JsonMembers(body, kTop, top));
   const std::string_view err = top[0];

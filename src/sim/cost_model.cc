@@ -22,7 +22,8 @@ Status CostParams::Validate() const {
 
 Result<Baseline> PublishedBaseline(const ModelGeometry& g) {
   // RR TPOT P50 at 20/40/60 qps and RR TTFT P50 at 20 qps, task workload, 8P16D
-  // (the ELDR paper (arXiv 2607.00466); the artifact's preview runs, the only published absolute latencies).
+  // (the ELDR paper (arXiv 2607.00466); the artifact's preview runs, the only published absolute
+  // latencies).
   if (g.name == "qwen3-30b-a3b") return Baseline{{{20, 15.25}, {40, 18.82}, {60, 26.82}}, 59.8};
   if (g.name == "gpt-oss-120b") return Baseline{{{20, 24.10}, {40, 37.93}, {60, 45.77}}, 89.0};
   if (g.name == "gemma-4-26b-a4b") {

@@ -3,8 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
-#include <cstdlib>
 #include <boost/json.hpp>
+#include <cstdlib>
 
 #include "commands.h"
 #include "eldr/bench/load.h"
@@ -37,9 +37,9 @@ Status PrintSelfCheck(const std::vector<server::WorkerCheck>& checks) {
              "detail");
   for (const auto& c : checks) {
     usable += c.usable;
-    fmt::print("{:<32} {:>6}  {:<11} {:<7} {}\n", c.url, c.status > 0 ? fmt::format("{}", c.status)
-                                                                      : std::string("-"),
-               c.source, c.usable ? "yes" : "no", c.detail);
+    fmt::print("{:<32} {:>6}  {:<11} {:<7} {}\n", c.url,
+               c.status > 0 ? fmt::format("{}", c.status) : std::string("-"), c.source,
+               c.usable ? "yes" : "no", c.detail);
   }
   fmt::print("{} of {} prefill workers return a usable signature\n", usable, checks.size());
   if (usable == 0) {
@@ -235,8 +235,9 @@ Status RunEmulate(const EmulateArgs& a) {
       if (a.experts_format == from) eo.engine = std::string(to);
     }
     if (eo.engine.empty()) {
-      return InvalidArgument("--experts-format must be auto, vllm-npy, vllm-list, sglang or "
-                             "eldr_sig (or use --engine)");
+      return InvalidArgument(
+          "--experts-format must be auto, vllm-npy, vllm-list, sglang or "
+          "eldr_sig (or use --engine)");
     }
   }
   eo.honour_prompt_start = a.honour_prompt_start;
@@ -247,8 +248,8 @@ Status RunEmulate(const EmulateArgs& a) {
   eo.default_max_tokens = a.default_max_tokens;
   eo.fault = a.fault;
   ELDR_ASSIGN_OR_RETURN(auto e, emu::Emulator::Create(eo, model));
-  fmt::print("eldr emulate: {} {} engine ({} flow) for {} on http://{}:{}\n",
-             eo.ResolvedEngine(), a.role, a.backend, g.display_name, eo.host, e->port());
+  fmt::print("eldr emulate: {} {} engine ({} flow) for {} on http://{}:{}\n", eo.ResolvedEngine(),
+             a.role, a.backend, g.display_name, eo.host, e->port());
   std::fflush(stdout);
   ELDR_RETURN_IF_ERROR(WriteReady(a.ready_file, e->port()));
   return e->Run();

@@ -116,8 +116,7 @@ struct Decision {
 
 class Cluster {
  public:
-  using Resolver =
-      std::function<Result<std::shared_ptr<const UpstreamAddress>>(const WorkerSpec&)>;
+  using Resolver = std::function<Result<std::shared_ptr<const UpstreamAddress>>(const WorkerSpec&)>;
 
   // Validates the workers, resolves their addresses and loads the signature space (checked
   // against the geometry and the decoder count).

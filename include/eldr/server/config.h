@@ -58,7 +58,7 @@ struct ServeOptions {
 
   std::string policy = "eldr";  // any core policy name (policy.h)
   double tau = 0.1;
-  int band_min = 1;  // eldr: widen a narrower band to the band_min best decoders (policy.h)
+  int band_min = 1;   // eldr: widen a narrower band to the band_min best decoders (policy.h)
   std::string space;  // signature-space file; required by policy eldr
   SignatureCacheOptions cache;
 

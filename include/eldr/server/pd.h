@@ -23,8 +23,8 @@
 #include <vector>
 
 #include "eldr/expert_counts.h"
-#include "eldr/net/wire.h"
 #include "eldr/geometry.h"
+#include "eldr/net/wire.h"
 #include "eldr/payload.h"
 #include "eldr/status.h"
 
@@ -98,7 +98,7 @@ struct PrefillRequestInfo {
 };
 
 struct PrefillResult {
-  std::string kv_transfer_params;         // raw JSON object ("" if absent or null), eldr_sig removed
+  std::string kv_transfer_params;  // raw JSON object ("" if absent or null), eldr_sig removed
   std::vector<int32_t> prompt_token_ids;  // empty if the engine did not return them
   int64_t prompt_tokens = -1;             // known prompt length (request, ids or usage); -1 unknown
   std::optional<PickTable> picks;         // per-token picks (vLLM, SGLang encodings)

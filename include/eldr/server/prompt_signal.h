@@ -35,9 +35,9 @@ class PromptSignal {
   // One request's prompt: its key bytes (text, or the token ids' bytes when the client sent
   // ids) and, with token ids, the block hashes the cache is keyed by.
   struct Prompt {
-    std::string_view key;           // points into the request
-    std::vector<uint64_t> hashes;   // empty without client token ids
-    int64_t tokens = -1;            // client token ids' count; -1 for text prompts
+    std::string_view key;          // points into the request
+    std::vector<uint64_t> hashes;  // empty without client token ids
+    int64_t tokens = -1;           // client token ids' count; -1 for text prompts
   };
   Prompt Begin(const ClientRequest& req) const;
 

@@ -41,8 +41,8 @@ struct CostParams {
   Status Validate() const;
 };
 
-// Published round-robin operating points of a model (baseline figures only; the ELDR paper (arXiv 2607.00466),
-// task workload, 8P16D, 512 output tokens).
+// Published round-robin operating points of a model (baseline figures only; the ELDR paper (arXiv
+// 2607.00466), task workload, 8P16D, 512 output tokens).
 struct BaselinePoint {
   double rate_qps;
   double rr_tpot_ms;

@@ -5,10 +5,10 @@
 // docs/formats.md), and workloads replayed from them.
 //
 // A trace holds, per request, a label, the prompt length and the expert picks of its routed
-// tokens [tokens][L][top_k]. The public GPT-OSS-20B routing traces (data/gptoss20b/SOURCE.md) hold decode tokens only:
-// on replay the first `prefix_tokens` of each request stand in for its prompt's expert counts
-// and the rest drive decoding (cycled over the request's 512 output tokens). Results on such
-// traces must say so.
+// tokens [tokens][L][top_k]. The public GPT-OSS-20B routing traces (data/gptoss20b/SOURCE.md) hold
+// decode tokens only: on replay the first `prefix_tokens` of each request stand in for its prompt's
+// expert counts and the rest drive decoding (cycled over the request's 512 output tokens). Results
+// on such traces must say so.
 //
 // Thread-safety: a Trace is a value; ParseTrace/SerializeTrace are reentrant.
 #pragma once
