@@ -146,5 +146,23 @@ TEST(ClusterTest, SignatureSourcesAreReportedPerPrefillWorker) {
   EXPECT_EQ(sig.at("without_signature").to_number<uint64_t>(), 2u);
 }
 
+TEST(ClusterTest, MissingSignaturesAreWarnedAboutAtMostOnceAMinutePerWorker) {
+  const ServeOptions o = Options(1, "jsq");
+  auto c = *Cluster::Create(o, *FindModel(o.model), NoResolve());
+  Worker& w = *c->Snap()->prefill[0];
+  PrefillResult none, good;
+  good.source = SignatureSource::kVllm;
+  EXPECT_FALSE(w.CountSignature(good, 0));
+  EXPECT_TRUE(w.CountSignature(none, 1'000'000));
+  EXPECT_FALSE(w.CountSignature(none, 30'000'000));
+  EXPECT_TRUE(w.CountSignature(none, 61'000'001));
+  PrefillResult partial = good;
+  partial.partial = true;
+  EXPECT_FALSE(w.CountSignature(partial, 62'000'000));  // within the minute
+  EXPECT_EQ(w.signatures[0].load(), 3u);
+  EXPECT_EQ(w.signatures[static_cast<int>(SignatureSource::kVllm)].load(), 2u);
+  EXPECT_EQ(w.signatures_partial.load(), 1u);
+}
+
 }  // namespace
 }  // namespace eldr::server

@@ -540,16 +540,25 @@ Result<PickTable> DecodeSglangRoutedExperts(std::string_view b64, const ModelGeo
   return r;
 }
 
+namespace {
+
+// A table over a copy of in-memory int32 picks: `tokens` rows of `layers` x top_k.
+Result<PickTable> FromInt32(std::span<const int32_t> picks, int64_t tokens, int layers,
+                            const ModelGeometry& g) {
+  std::vector<uint8_t> bytes(picks.size() * 4);
+  if (!bytes.empty()) std::memcpy(bytes.data(), picks.data(), bytes.size());
+  return PickTableBuilder::Build(std::move(bytes), 0, 4, true, tokens, layers, g);
+}
+
+}  // namespace
+
 Result<PickTable> MakePickTable(std::span<const int32_t> picks, const ModelGeometry& g) {
   const size_t row = static_cast<size_t>(g.moe_layers) * g.top_k;
   if (row == 0 || picks.size() % row != 0) {
     return InvalidArgument("{} picks is not a whole number of tokens of {} layers x top-{}",
                            picks.size(), g.moe_layers, g.top_k);
   }
-  std::vector<uint8_t> bytes(picks.size() * 4);
-  if (!bytes.empty()) std::memcpy(bytes.data(), picks.data(), bytes.size());
-  return PickTableBuilder::Build(std::move(bytes), 0, 4, true,
-                                 static_cast<int64_t>(picks.size() / row), g.moe_layers, g);
+  return FromInt32(picks, static_cast<int64_t>(picks.size() / row), g.moe_layers, g);
 }
 
 namespace {
@@ -673,12 +682,7 @@ Result<ScannedList> ScanPickList(std::string_view json, const ModelGeometry& g,
 Result<PickTable> ParsePickListJson(std::string_view json, const ModelGeometry& g,
                                     const PayloadOptions& opts) {
   ELDR_ASSIGN_OR_RETURN(ScannedList l, ScanPickList(json, g, opts, /*allow_unknown=*/false));
-  std::vector<int32_t>& flat = l.flat;
-  const int64_t tokens = l.tokens;
-  const int layers = l.layers;
-  std::vector<uint8_t> bytes(flat.size() * 4);
-  if (!bytes.empty()) std::memcpy(bytes.data(), flat.data(), bytes.size());
-  return PickTableBuilder::Build(std::move(bytes), 0, 4, true, tokens, layers, g);
+  return FromInt32(l.flat, l.tokens, l.layers, g);
 }
 
 Result<PromptPickList> ParsePromptPickListJson(std::string_view json, const ModelGeometry& g,
@@ -714,11 +718,8 @@ Result<PromptPickList> ParsePromptPickListJson(std::string_view json, const Mode
     }
     ++kept;
   }
-  flat.resize(kept * row);
-  std::vector<uint8_t> bytes(flat.size() * 4);
-  if (!bytes.empty()) std::memcpy(bytes.data(), flat.data(), bytes.size());
-  ELDR_ASSIGN_OR_RETURN(out.picks, PickTableBuilder::Build(std::move(bytes), 0, 4, true,
-                                                           static_cast<int64_t>(kept), layers, g));
+  ELDR_ASSIGN_OR_RETURN(out.picks, FromInt32(std::span(flat).first(kept * row),
+                                             static_cast<int64_t>(kept), layers, g));
   return out;
 }
 

@@ -33,6 +33,24 @@ Worker::Worker(WorkerSpec s, std::string r, std::shared_ptr<const UpstreamAddres
       latency(kLatencyBounds),
       labels(fmt::format("role=\"{}\",worker=\"{}\"", role, LabelValue(spec.url))) {}
 
+bool Worker::CountSignature(const PrefillResult& pr, int64_t now_us) {
+  signatures[static_cast<int>(pr.source)].fetch_add(1, std::memory_order_relaxed);
+  last_source.store(static_cast<int>(pr.source), std::memory_order_relaxed);
+  if (pr.partial) signatures_partial.fetch_add(1, std::memory_order_relaxed);
+  if (!pr.rejected.empty()) signatures_rejected.fetch_add(1, std::memory_order_relaxed);
+  if (pr.source != SignatureSource::kNone && !pr.partial) return false;
+  int64_t last = last_signature_warning_us.load(std::memory_order_relaxed);
+  return now_us - last >= int64_t{60} * 1000000 &&
+         last_signature_warning_us.compare_exchange_strong(last, now_us);
+}
+
+bool AnyAvailable(const std::vector<std::shared_ptr<Worker>>& ws, int64_t now_us) {
+  for (const auto& w : ws) {
+    if (w->Available(now_us)) return true;
+  }
+  return false;
+}
+
 Ticket::Ticket(std::shared_ptr<Worker> w) : w_(std::move(w)) {
   w_->in_flight.fetch_add(1, std::memory_order_relaxed);
   w_->requests.fetch_add(1, std::memory_order_relaxed);
@@ -115,8 +133,8 @@ void Cluster::Publish(std::shared_ptr<Snapshot> s) {
   if (e.options.name == "eldr" && (!s->space || s->space->k() != e.options.decoders)) {
     e.degraded =
         fmt::format("space k={} != {} decoders", s->space ? s->space->k() : 0, e.options.decoders);
-  } else if (auto p = MakePolicy(e.options); !p) {
-    e.degraded = p.error().message();
+  } else if (Status v = e.options.Validate(); !v.ok()) {
+    e.degraded = v.message();
   }
   if (!e.degraded.empty()) {
     spdlog::warn("event=policy_degraded policy={} reason=\"{}\" action=\"jsq until reload\"",
@@ -134,7 +152,7 @@ Decision Cluster::RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertC
   Decision d;
   if (s.decode.empty()) return d;
   if (slot.version != s.version || !slot.policy) {
-    // Publish checked that this policy can be made.
+    // Publish validated these options.
     auto p = MakePolicy(s.policy.options);
     if (!p) {
       spdlog::error("event=policy_error policy={} error=\"{}\"", s.policy.options.name,

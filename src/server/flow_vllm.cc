@@ -11,7 +11,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   const PromptSignal::Prompt prompt = signal_->Begin(req);
   const int64_t start = signal_->KnownTokens(prompt);
   // With no decoder to take the KV, a NIXL prefill would only strand blocks on the engine.
-  if (!AnyAvailable(s.decode)) {
+  if (!AnyAvailable(s.decode, NowUs())) {
     co_await WriteJsonError(client, 503, "no decode worker is available");
     co_return;
   }

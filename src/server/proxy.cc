@@ -118,26 +118,8 @@ Decision ProxyImpl::RouteDecode(ThreadState& ts, const Snapshot& s, const Expert
   return cluster_->RouteDecode(s, ts.policy, counts, excluded, NowUs());
 }
 
-bool ProxyImpl::AnyAvailable(const std::vector<std::shared_ptr<Worker>>& ws) {
-  const int64_t now = NowUs();
-  for (const auto& w : ws) {
-    if (w->Available(now)) return true;
-  }
-  return false;
-}
-
 void ProxyImpl::RecordSignature(Worker& w, const PrefillResult& pr) {
-  w.signatures[static_cast<int>(pr.source)].fetch_add(1, std::memory_order_relaxed);
-  w.last_source.store(static_cast<int>(pr.source), std::memory_order_relaxed);
-  if (pr.partial) w.signatures_partial.fetch_add(1, std::memory_order_relaxed);
-  if (!pr.rejected.empty()) w.signatures_rejected.fetch_add(1, std::memory_order_relaxed);
-  if (pr.source != SignatureSource::kNone && !pr.partial) return;
-  const int64_t now = NowUs();
-  int64_t last = w.last_signature_warning_us.load(std::memory_order_relaxed);
-  if (now - last < int64_t{60} * 1000000 ||
-      !w.last_signature_warning_us.compare_exchange_strong(last, now)) {
-    return;
-  }
+  if (!w.CountSignature(pr, NowUs())) return;
   if (!pr.rejected.empty()) {
     spdlog::warn(
         "event=signature_rejected worker={} reason=\"{}\" hint=\"the routed experts do not "
@@ -389,10 +371,11 @@ awaitable<WorkerCheck> ProxyImpl::CheckOne(const Snapshot& s, size_t p) {
   WorkerCheck c;
   c.url = w.spec.url;
   c.source = "none";
-  const std::string body = fmt::format(
-      R"({{"model":"{}","prompt":"eldr self-check: which experts does this prompt use?",)"
-      R"("max_tokens":1,"temperature":0}})",
-      o_.model);
+  const std::string body = json::serialize(
+      json::object{{"model", o_.model},
+                   {"prompt", "eldr self-check: which experts does this prompt use?"},
+                   {"max_tokens", 1},
+                   {"temperature", 0}});
   auto req = ParseClientRequest(Endpoint::kCompletions, body);
   if (!req) {
     c.detail = req.error().message();

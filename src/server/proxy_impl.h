@@ -135,10 +135,8 @@ class ProxyImpl final : public Proxy {
   Decision RouteDecode(ThreadState& ts, const Snapshot& s, const ExpertCounts* counts,
                        std::span<const uint8_t> excluded = {});
 
-  static bool AnyAvailable(const std::vector<std::shared_ptr<Worker>>& ws);
-
-  // Counts what a prefill answer carried and, at most once a minute per worker, says why ELDR
-  // has no signature from it: a misconfigured engine must never turn ELDR into JSQ silently.
+  // Counts what a prefill answer carried (Worker::CountSignature) and, when a warning is due,
+  // says why ELDR has no signature from it.
   void RecordSignature(Worker& w, const PrefillResult& pr);
 
   std::string NoSignatureHint() const;

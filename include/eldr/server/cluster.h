@@ -65,7 +65,15 @@ struct Worker {
   bool Available(int64_t now_us) const {
     return !draining.load(std::memory_order_relaxed) && breaker.Available(now_us);
   }
+
+  // Counts a prefill answer by its signature source. True when the answer had no usable
+  // signature (or a partial one) and no warning was due for this worker in the last minute:
+  // the caller then says why, so that a misconfigured engine is never silently load-balanced.
+  bool CountSignature(const PrefillResult& pr, int64_t now_us);
 };
+
+// True if any of `ws` may be chosen now.
+bool AnyAvailable(const std::vector<std::shared_ptr<Worker>>& ws, int64_t now_us);
 
 // Counts a request in on a worker for as long as it lives (moves transfer the count).
 class Ticket {
