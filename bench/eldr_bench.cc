@@ -67,12 +67,13 @@ std::shared_ptr<const SignatureSpace> RandomSpace(const ModelGeometry& g, int k,
 // The ELDR routing decision for K = 16, L*E = 6,144 (Qwen3-30B-A3B): score against every
 // centroid, form the band, pick the least-loaded decoder. Args: prompt tokens, masked layers
 // (48 = every layer, the worst case; greedy selection keeps fewer).
-void BM_EldrDecision(benchmark::State& state) {
+void EldrDecision(benchmark::State& state, const char* name) {
   const auto& g = Qwen();
   auto space = RandomSpace(g, 16, static_cast<int>(state.range(1)));
   auto table = *MakePickTable(Picks(g, state.range(0), 1), g);
   const ExpertCounts counts = table.Counts();
   PolicyOptions o;
+  o.name = name;
   o.decoders = 16;
   o.space = space;
   auto policy = std::move(*MakePolicy(o));
@@ -86,13 +87,18 @@ void BM_EldrDecision(benchmark::State& state) {
   }
   state.SetLabel(fmt::format("prompt {} tokens, {} of 48 layers", state.range(0), state.range(1)));
 }
+void BM_EldrDecision(benchmark::State& state) { EldrDecision(state, "eldr"); }
 BENCHMARK(BM_EldrDecision)->Args({64, 48})->Args({512, 48})->Args({4096, 48})->Args({512, 24});
+// eldr-plus: the same scoring plus the load bound (docs/results.md).
+void BM_EldrPlusDecision(benchmark::State& state) { EldrDecision(state, "eldr-plus"); }
+BENCHMARK(BM_EldrPlusDecision)->Args({64, 48})->Args({512, 48})->Args({4096, 48})->Args({512, 24});
 
 // Same decision, timed one by one to report its distribution (P50/P99) rather than a mean.
-void BM_EldrDecisionPercentiles(benchmark::State& state) {
+void EldrDecisionPercentiles(benchmark::State& state, const char* name) {
   const auto& g = Qwen();
   auto space = RandomSpace(g, 16, static_cast<int>(state.range(0)));
   PolicyOptions o;
+  o.name = name;
   o.decoders = 16;
   o.space = space;
   auto policy = std::move(*MakePolicy(o));
@@ -117,7 +123,12 @@ void BM_EldrDecisionPercentiles(benchmark::State& state) {
   state.counters["p99_us"] = ns[ns.size() * 99 / 100] / 1000;
   state.SetLabel(fmt::format("{} of 48 layers, 64 distinct prompts", state.range(0)));
 }
+void BM_EldrDecisionPercentiles(benchmark::State& state) { EldrDecisionPercentiles(state, "eldr"); }
 BENCHMARK(BM_EldrDecisionPercentiles)->Arg(48)->Arg(24)->Iterations(100000);
+void BM_EldrPlusDecisionPercentiles(benchmark::State& state) {
+  EldrDecisionPercentiles(state, "eldr-plus");
+}
+BENCHMARK(BM_EldrPlusDecisionPercentiles)->Arg(48)->Arg(24)->Iterations(100000);
 
 void BM_JsqDecision(benchmark::State& state) {
   PolicyOptions o;

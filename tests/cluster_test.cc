@@ -107,6 +107,27 @@ TEST(ClusterTest, EldrDegradesToJsqWhenTheSpaceNoLongerFitsAndSaysWhy) {
   EXPECT_EQ(c->Snap()->policy.options.name, "eldr");
 }
 
+TEST(ClusterTest, EldrPlusServesWithItsOwnOptionsAndDegradesLikeEldr) {
+  ServeOptions o = Options(2, "eldr-plus");
+  o.space = WriteSpace(2);
+  o.plus_tau = 0.05;
+  o.plus_slack = 0.3;
+  auto c = *Cluster::Create(o, *FindModel(o.model), NoResolve());
+  auto s = c->Snap();
+  EXPECT_EQ(s->policy.options.name, "eldr-plus");
+  EXPECT_DOUBLE_EQ(s->policy.options.plus.tau, 0.05);
+  EXPECT_DOUBLE_EQ(s->policy.options.plus.slack, 0.3);
+  ExpertCounts counts(24, 32);
+  counts.mutable_data()[1] = 5;  // layer 0, expert 1: centroid 1
+  PolicySlot slot(1);
+  Decision d = c->RouteDecode(*s, slot, &counts, {}, 0);
+  EXPECT_EQ(d.decoder, 1);
+  EXPECT_FALSE(d.fallback);
+  ASSERT_TRUE(c->AddWorker("decode", "http://d:99").ok());
+  EXPECT_EQ(c->Snap()->policy.options.name, "jsq");
+  EXPECT_NE(c->Snap()->policy.degraded.find("space k=2 != 3 decoders"), std::string::npos);
+}
+
 TEST(ClusterTest, AdminOperationsValidateAndKeepInFlightWorkers) {
   const ServeOptions o = Options(2, "rr");
   auto c = *Cluster::Create(o, *FindModel(o.model), NoResolve());

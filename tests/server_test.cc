@@ -40,6 +40,8 @@ cache: {block_size: 32, chunk_blocks: 4, memory_mb: 64}
 max_in_flight: 10
 admin_token: t
 busy_poll_us: 50
+plus_tau: 0.05
+plus_slack: 0.2
 )";
   auto y = ParseServeConfig(yaml);
   ASSERT_TRUE(y) << y.error().ToString();
@@ -56,6 +58,8 @@ busy_poll_us: 50
   EXPECT_EQ(y->cache.memory_budget_bytes, size_t{64} << 20);
   EXPECT_DOUBLE_EQ(y->tau, 0.25);
   EXPECT_EQ(y->busy_poll_us, 50);
+  EXPECT_DOUBLE_EQ(y->plus_tau, 0.05);
+  EXPECT_DOUBLE_EQ(y->plus_slack, 0.2);
   EXPECT_TRUE(y->Validate().ok()) << y->Validate().ToString();
 
   const char* js = R"({"listen":"0.0.0.0:9000","backend":"sglang","model":"gpt-oss-20b",
@@ -107,6 +111,18 @@ TEST(ConfigTest, ValidateCatchesUnservableSetups) {
   EXPECT_NE(o.Validate().message().find("busy_poll_us"), std::string::npos);
   o.busy_poll_us = 200;
   EXPECT_TRUE(o.Validate().ok()) << o.Validate().ToString();
+  o.policy = "eldr-plus";
+  EXPECT_TRUE(o.Validate().ok()) << o.Validate().ToString();
+  o.space.clear();
+  EXPECT_NE(o.Validate().message().find("eldr-plus needs a signature space"), std::string::npos);
+  o.space = "s.json";
+  o.plus_slack = -1;
+  EXPECT_NE(o.Validate().message().find("plus_slack"), std::string::npos);
+  o.plus_slack = 0.1;
+  o.plus_tau = std::nan("");
+  EXPECT_NE(o.Validate().message().find("plus_tau"), std::string::npos);
+  o.plus_tau = 0.1;
+  o.policy = "jsq";
   o.prefill_load_factor = 0.5;
   EXPECT_FALSE(o.Validate().ok());
 }

@@ -163,6 +163,37 @@ TEST(SimulatorTest, DistinctExpertsPerStepAreExactUnions) {
   EXPECT_DOUBLE_EQ(r->mean_batch, 1.0);
   EXPECT_DOUBLE_EQ(r->mean_distinct, 8.0);  // OLMoE: top-8
   EXPECT_EQ(r->steps, 5 * 7);
+  EXPECT_EQ(r->peak_in_flight, 1);
+  for (const auto& q : r->requests) EXPECT_DOUBLE_EQ(q.mean_distinct, 8.0);
+  EXPECT_DOUBLE_EQ(Summarize(*r).request_distinct, 8.0);
+  EXPECT_DOUBLE_EQ(Summarize(*r).max_decoder_share, 1.0);
+}
+
+// Per request, the distinct experts of the steps it took part in: each of its output_tokens - 1
+// decode steps batches it, so the step-weighted sum over requests equals the batch-weighted sum
+// over steps, and every request's mean lies between top-k and the batch union bound.
+TEST(SimulatorTest, PerRequestDistinctExpertsWeighStepsByTheirBatch) {
+  const Workload w = SmallWorkload("qwen3-30b-a3b", "task", 300, 80);
+  SimOptions o = Options(w, "rr", 2, 4);
+  auto r = Simulate(w, o);
+  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  const int k = w.geometry.top_k;
+  double sum = 0;
+  for (const auto& q : r->requests) {
+    EXPECT_GE(q.mean_distinct, k);
+    EXPECT_LE(q.mean_distinct, std::min(w.geometry.experts, k * o.cluster.max_batch));
+    sum += q.mean_distinct;
+  }
+  const SimSummary s = Summarize(*r);
+  EXPECT_NEAR(s.request_distinct, sum / r->requests.size(), 1e-9);
+  // Requests sit in bigger batches than the average step has, and bigger batches select more
+  // experts: the per-request mean is above the per-step mean.
+  EXPECT_GT(s.request_distinct, s.mean_distinct);
+  EXPECT_GT(r->peak_in_flight, 4);
+  EXPECT_LE(r->peak_in_flight, 300);
+  int64_t most = 0;
+  for (int64_t n : r->decoder_requests) most = std::max(most, n);
+  EXPECT_DOUBLE_EQ(s.max_decoder_share, most / 300.0);
 }
 
 // A lower rate is run on the first requests of a high-rate workload with stretched arrivals;

@@ -2,13 +2,17 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <map>
+#include <set>
+
 #include "eldr/rng.h"
 #include "test_util.h"
 
 namespace eldr::sim {
 namespace {
 
-Trace SmallTrace(int requests, int tokens, uint64_t seed) {
+Trace SmallTrace(int requests, int tokens, uint64_t seed, int first_prompt = 100) {
   Trace t;
   t.geometry = *FindModel("gpt-oss-20b");
   t.source = "test";
@@ -17,7 +21,7 @@ Trace SmallTrace(int requests, int tokens, uint64_t seed) {
   for (int i = 0; i < requests; ++i) {
     TraceRequest r;
     r.label = i % 3 ? "mmlu" : "gpqa";
-    r.prompt_tokens = 100 + i;
+    r.prompt_tokens = first_prompt + i;  // unique: identifies the source request on replay
     r.tokens = tokens - i % 5;
     for (int32_t p : testing::RandomPicks(t.geometry, r.tokens, rng)) {
       r.picks.push_back(static_cast<uint16_t>(p));
@@ -98,6 +102,224 @@ TEST(TraceTest, WorkloadUsesThePrefixAsPromptAndTheRestAsDecodePicks) {
   TraceWorkloadOptions bad = o;
   bad.min_decode_tokens = 100;
   EXPECT_FALSE(MakeTraceWorkload(t, bad).has_value());
+}
+
+// The source request of a workload request, by its (unique) prompt length; checks that the
+// prefill counts are that request's prefix counts.
+int SourceOf(const Trace& t, const WorkloadRequest& r, int first_prompt = 100) {
+  const int i = r.prompt_tokens - first_prompt;
+  if (i < 0 || i >= static_cast<int>(t.requests.size())) return -1;
+  const TraceRequest& tr = t.requests[i];
+  const ModelGeometry& g = t.geometry;
+  ExpertCounts want(g.moe_layers, g.experts);
+  for (int tok = 0; tok < t.prefix_tokens; ++tok)
+    for (int l = 0; l < g.moe_layers; ++l)
+      for (int j = 0; j < g.top_k; ++j)
+        ++want.at(l, tr.picks[(static_cast<size_t>(tok) * g.moe_layers + l) * g.top_k + j]);
+  for (int l = 0; l < g.moe_layers; ++l)
+    for (int e = 0; e < g.experts; ++e)
+      if (r.prefill.at(l, e) != want.at(l, e)) return -2;
+  return i;
+}
+
+TEST(TraceTest, EvaluationPoolIsReplayedWithoutReplacementInShuffledPasses) {
+  const Trace t = SmallTrace(40, 30, 5);
+  TraceWorkloadOptions o;
+  o.min_decode_tokens = 4;  // every request usable
+  o.calibration_fraction = 0.5;
+  TraceReplayStats st;
+  o.requests = 20;  // == pool
+  auto w = MakeTraceWorkload(t, o, &st);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  ASSERT_EQ(st.pool, 20);
+  EXPECT_EQ(st.passes, 1);
+  std::set<int> cal;
+  for (const auto& r : w->calibration) cal.insert(SourceOf(t, r));
+  std::map<int, int> seen;
+  for (const auto& r : w->requests) ++seen[SourceOf(t, r)];
+  EXPECT_EQ(seen.size(), 20u);  // each of the 20 pool requests exactly once
+  for (const auto& [src, n] : seen) {
+    EXPECT_GE(src, 0);
+    EXPECT_EQ(n, 1) << "request " << src;
+    EXPECT_FALSE(cal.count(src)) << "request " << src << " both calibrates and is evaluated";
+  }
+
+  o.requests = 50;  // 2.5 x pool
+  w = MakeTraceWorkload(t, o, &st);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  EXPECT_EQ(st.generated, 50);
+  EXPECT_EQ(st.passes, 3);
+  std::vector<int> order;
+  for (const auto& r : w->requests) order.push_back(SourceOf(t, r));
+  seen.clear();
+  for (int src : order) ++seen[src];
+  EXPECT_EQ(seen.size(), 20u);
+  for (const auto& [src, n] : seen) {
+    EXPECT_TRUE(n == 2 || n == 3) << "request " << src << " appears " << n << " times";
+  }
+  // Each full pass is a permutation of the pool, and passes are shuffled afresh.
+  const std::set<int> pass1(order.begin(), order.begin() + 20);
+  const std::set<int> pass2(order.begin() + 20, order.begin() + 40);
+  const std::set<int> pass3(order.begin() + 40, order.end());
+  EXPECT_EQ(pass1.size(), 20u);
+  EXPECT_EQ(pass2, pass1);
+  EXPECT_EQ(pass3.size(), 10u);
+  EXPECT_NE(std::vector<int>(order.begin(), order.begin() + 20),
+            std::vector<int>(order.begin() + 20, order.begin() + 40));
+  for (size_t i = 1; i < w->requests.size(); ++i) {
+    EXPECT_EQ(w->requests[i].id, static_cast<int>(i));
+    EXPECT_GE(w->requests[i].arrival_us, w->requests[i - 1].arrival_us);
+  }
+}
+
+TEST(TraceTest, SingleTraceSplitIsDisjointAndHonoursTheFraction) {
+  const Trace t = SmallTrace(40, 30, 6);
+  TraceWorkloadOptions o;
+  o.min_decode_tokens = 4;
+  o.calibration_fraction = 0.25;
+  o.requests = 30;
+  TraceReplayStats st;
+  auto w = MakeTraceWorkload(t, o, &st);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  EXPECT_FALSE(st.separate_calibration);
+  EXPECT_EQ(st.eval_trace.usable, 40);
+  EXPECT_EQ(st.calibrating, 10);
+  EXPECT_EQ(st.pool, 30);
+  ASSERT_EQ(w->calibration.size(), 10u);
+  std::set<int> cal, eval;
+  for (const auto& r : w->calibration) cal.insert(SourceOf(t, r));
+  for (const auto& r : w->requests) eval.insert(SourceOf(t, r));
+  EXPECT_EQ(cal.size(), 10u);
+  EXPECT_EQ(eval.size(), 30u);
+  for (int src : cal) {
+    EXPECT_GE(src, 0);
+    EXPECT_FALSE(eval.count(src)) << "request " << src << " is in both sets";
+  }
+  double shares = 0;
+  for (double s : w->label_shares) shares += s;
+  EXPECT_NEAR(shares, 1.0, 1e-12);
+}
+
+TEST(TraceTest, SeparateCalibrationTraceCalibratesAndTheEvalTraceIsReplayedWhole) {
+  Trace eval = SmallTrace(12, 30, 7);
+  Trace cal = SmallTrace(9, 30, 8, /*first_prompt=*/1000);
+  for (auto& r : cal.requests) r.label = "polyglot";  // only in the calibration trace
+  eval.requests[3].tokens = 10;                       // too short: 10 < 8 + 4
+  eval.requests[3].picks.resize(10 * 24 * 4);
+  TraceWorkloadOptions o;
+  o.min_decode_tokens = 4;
+  o.requests = 11;
+  TraceReplayStats st;
+  auto w = MakeTraceWorkload(eval, cal, o, &st);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  EXPECT_TRUE(st.separate_calibration);
+  EXPECT_EQ(st.eval_trace.usable, 11);
+  EXPECT_EQ(st.eval_trace.too_short, 1);
+  EXPECT_EQ(st.calibration_trace.requests, 9);
+  EXPECT_EQ(st.calibration_trace.usable, 9);
+  EXPECT_EQ(st.calibrating, 9);
+  EXPECT_EQ(st.pool, 11);
+  EXPECT_EQ(st.passes, 1);
+  std::set<int> evaluated, calibrating;
+  for (const auto& r : w->requests) evaluated.insert(SourceOf(eval, r));
+  for (const auto& r : w->calibration) calibrating.insert(SourceOf(cal, r, 1000));
+  std::set<int> want_eval;
+  for (int i = 0; i < 12; ++i)
+    if (i != 3) want_eval.insert(i);
+  EXPECT_EQ(evaluated, want_eval);
+  EXPECT_EQ(calibrating, (std::set<int>{0, 1, 2, 3, 4, 5, 6, 7, 8}));
+  // Labels: the union of both traces'; shares from the calibration requests only.
+  ASSERT_EQ(w->labels, (std::vector<std::string>{"gpqa", "mmlu", "polyglot"}));
+  EXPECT_EQ(w->label_shares, (std::vector<double>{0, 0, 1}));
+  for (const auto& r : w->requests) EXPECT_LT(w->labels[r.label], "polyglot");
+  for (const auto& r : w->calibration) EXPECT_EQ(w->labels[r.label], "polyglot");
+
+  Trace other = cal;
+  other.geometry = *FindModel("qwen3-30b-a3b");
+  auto bad = MakeTraceWorkload(eval, other, o);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.error().message().find("gpt-oss-20b"), std::string::npos) << bad.error().message();
+  EXPECT_NE(bad.error().message().find("qwen3-30b-a3b"), std::string::npos)
+      << bad.error().message();
+  other = cal;
+  other.geometry.top_k = 2;  // same name, other routing
+  EXPECT_FALSE(MakeTraceWorkload(eval, other, o).has_value());
+  EXPECT_FALSE(MakeTraceWorkload(eval, eval, o).has_value());  // not disjoint
+}
+
+TEST(TraceTest, ReplayStatsCountShortRequests) {
+  Trace t = SmallTrace(30, 30, 9);
+  // prefix 8 + min decode 6 = 14 routed tokens needed: 7 requests fall short, at various depths
+  // (none, only a prefix, a prefix and too little decode, exactly one short).
+  const int short_tokens[] = {0, 5, 8, 9, 12, 13, 13};
+  for (int i = 0; i < 7; ++i) {
+    TraceRequest& r = t.requests[i * 4];
+    r.tokens = short_tokens[i];
+    r.picks.resize(static_cast<size_t>(r.tokens) * 24 * 4);
+  }
+  t.requests[1].tokens = 14;  // exactly at the threshold: usable
+  t.requests[1].picks.resize(14 * 24 * 4);
+  TraceWorkloadOptions o;
+  o.min_decode_tokens = 6;
+  o.calibration_fraction = 0.5;
+  o.requests = 25;
+  TraceReplayStats st;
+  auto w = MakeTraceWorkload(t, o, &st);
+  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  EXPECT_EQ(st.eval_trace.requests, 30);
+  EXPECT_EQ(st.eval_trace.usable, 23);
+  EXPECT_EQ(st.eval_trace.too_short, 7);
+  EXPECT_EQ(st.eval_trace.min_routed_tokens, 14);
+  EXPECT_EQ(st.calibration_trace.requests, 0);
+  EXPECT_EQ(st.calibrating, 12);  // round(0.5 x 23)
+  EXPECT_EQ(st.pool, 11);
+  EXPECT_EQ(st.generated, 25);
+  EXPECT_EQ(st.passes, 3);
+  EXPECT_EQ(w->calibration.size(), 12u);
+  EXPECT_EQ(w->requests.size(), 25u);
+  auto is_short = [](int src) { return src % 4 == 0 && src < 28; };
+  for (const auto* set : {&w->calibration, &w->requests}) {
+    for (const auto& r : *set) {
+      const int src = SourceOf(t, r);
+      EXPECT_TRUE(src >= 0 && !is_short(src)) << "request " << src << " should be dropped";
+    }
+  }
+}
+
+TEST(TraceTest, BadOptionsAreRejectedByName) {
+  const Trace t = SmallTrace(20, 30, 10);
+  for (double f : {0.0, 1.0, std::nan(""), -0.5, 1.5}) {
+    TraceWorkloadOptions o;
+    o.min_decode_tokens = 4;
+    o.calibration_fraction = f;
+    auto w = MakeTraceWorkload(t, o);
+    ASSERT_FALSE(w.has_value()) << f;
+    EXPECT_EQ(w.error().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(w.error().message().find("calibration_fraction"), std::string::npos)
+        << w.error().message();
+  }
+  TraceWorkloadOptions o;
+  o.requests = 0;
+  auto w = MakeTraceWorkload(t, o);
+  ASSERT_FALSE(w.has_value());
+  EXPECT_NE(w.error().message().find("requests"), std::string::npos) << w.error().message();
+  o = {};
+  o.rate_qps = -1;
+  EXPECT_NE(o.Validate().message().find("rate_qps"), std::string::npos);
+  o = {};
+  o.min_decode_tokens = 0;
+  EXPECT_NE(o.Validate().message().find("min_decode_tokens"), std::string::npos);
+  o = {};
+  o.output_tokens = 1;
+  EXPECT_NE(o.Validate().message().find("output_tokens"), std::string::npos);
+}
+
+TEST(TraceTest, PoolTooSmallWarnsPastHalfThePool) {
+  EXPECT_FALSE(PoolTooSmall(10, 100));
+  EXPECT_FALSE(PoolTooSmall(50, 100));
+  EXPECT_TRUE(PoolTooSmall(51, 100));
+  EXPECT_TRUE(PoolTooSmall(200, 100));
 }
 
 }  // namespace

@@ -14,9 +14,13 @@
 //           decoders, rarer labels share a "misc" pool (at least one decoder), leftover decoders
 //           go by largest fractional part; JSQ with random ties inside a pool
 //   eldr    locality band (the ELDR paper, arXiv 2607.00466): scores s_k = signature . centroid_k;
-//   band =
-//           {k : s_k >= max - tau}; the decoder in the band with the fewest in-flight requests,
-//           ties to the lowest index
+//           band = {k : s_k >= max - tau}; the decoder in the band with the fewest in-flight
+//           requests, ties to the lowest index
+//   eldr-plus  ELDR's locality under a load bound (docs/results.md, "eldr-plus"): only decoders
+//           whose in-flight count is below ceil((1 + slack) * (in flight + 1) / available) may
+//           take the request (bounded loads, Mirrokni et al. 2018); among them the band
+//           {k : s_k >= max - tau} (max over the eligible) and the least loaded in it, ties to
+//           the better score. The busiest decoder never exceeds (1 + slack) x the mean plus one.
 //
 // Missing inputs are normal, never errors: a policy given no usable signature (eldr) or no known
 // label (domain) falls back to jsq over the available decoders and says so in
@@ -70,10 +74,23 @@ class RoutingPolicy {
  public:
   virtual ~RoutingPolicy() = default;
   virtual std::string_view Name() const = 0;
-  // Picks a decoder. REQUIRES: view.in_flight.size() == the policy's decoder count (checked).
-  // No I/O, no locks, no allocation on the eldr/jsq/p2c/rr/random paths.
-  virtual Result<RouteDecision> Route(const RouteRequest& req, const ClusterView& view,
-                                      Rng& rng) = 0;
+  int decoders() const { return decoders_; }
+  // Picks a decoder. The contract, enforced here for every policy: the view must have
+  // decoders() entries (and a mask of the same size, or none), else InvalidArgument; the
+  // decision's decoder is in [0, decoders()) and available, else Internal (a policy bug, never a
+  // wrong pick); Unavailable only when no decoder is available. The same seed and inputs give
+  // the same decision. No I/O, no locks, no allocation on the eldr/eldr-plus/jsq/p2c/rr/random
+  // paths.
+  Result<RouteDecision> Route(const RouteRequest& req, const ClusterView& view, Rng& rng);
+
+ protected:
+  explicit RoutingPolicy(int decoders) : decoders_(decoders) {}
+
+ private:
+  // The policy's choice. Called with a view already checked for shape.
+  virtual Result<RouteDecision> Choose(const RouteRequest& req, const ClusterView& view,
+                                       Rng& rng) = 0;
+  int decoders_;
 };
 
 struct LabelShare {
@@ -82,13 +99,21 @@ struct LabelShare {
 };
 
 struct PolicyOptions {
-  std::string name = "eldr";  // rr | random | jsq | p2c | domain | eldr
+  std::string name = "eldr";  // rr | random | jsq | p2c | domain | eldr | eldr-plus
   int decoders = 0;           // required, > 0
   double tau = 0.1;           // eldr: finite, >= 0
   // eldr: a band narrower than this is widened to the band_min best-scoring available decoders
   // (ties included). 1 = the paper's band; one revision of the authors' artifact used 2.
   int band_min = 1;
-  std::shared_ptr<const SignatureSpace> space;  // eldr: required, k() == decoders
+  // eldr-plus: its own band and load bound (its defaults are one configuration for every cell).
+  struct Plus {
+    double tau = 0.1;     // finite, >= 0
+    double slack = 0.05;  // epsilon of the load bound: finite, >= 0
+    // Research variant (docs/results.md): tau as a fraction of the eligible decoders' score
+    // spread (band = {s_k >= max - tau * (max - min)}) instead of an absolute cosine width.
+    bool relative_band = false;
+  } plus;
+  std::shared_ptr<const SignatureSpace> space;  // eldr, eldr-plus: required, k() == decoders
   std::vector<LabelShare> label_shares;         // domain: calibration label mix (required)
   Status Validate() const;
 };

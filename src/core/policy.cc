@@ -11,7 +11,8 @@ namespace eldr {
 
 namespace {
 
-constexpr std::array<std::string_view, 6> kNames = {"rr", "random", "jsq", "p2c", "domain", "eldr"};
+constexpr std::array<std::string_view, 7> kNames = {"rr",     "random", "jsq",      "p2c",
+                                                    "domain", "eldr",   "eldr-plus"};
 
 bool Avail(const ClusterView& v, int i) { return v.available.empty() || v.available[i] != 0; }
 
@@ -56,12 +57,22 @@ Result<RouteDecision> Done(int decoder, bool fallback = false) {
   return d;
 }
 
+// Scores of a request against every centroid: from its embedded signature when it has one of the
+// space's size, else from its counts. False when neither is usable (the caller falls back).
+bool ScoreRequest(const SignatureSpace& space, const RouteRequest& req,
+                  std::vector<float>& scores) {
+  if (req.signature.size() == static_cast<size_t>(space.dims())) {
+    space.ScoreSignature(req.signature, scores);
+    return true;
+  }
+  return req.counts != nullptr && space.Score(*req.counts, scores).ok();
+}
+
 class RoundRobin final : public RoutingPolicy {
  public:
-  explicit RoundRobin(int n) : n_(n) {}
+  explicit RoundRobin(int n) : RoutingPolicy(n), n_(n) {}
   std::string_view Name() const override { return "rr"; }
-  Result<RouteDecision> Route(const RouteRequest&, const ClusterView& v, Rng&) override {
-    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+  Result<RouteDecision> Choose(const RouteRequest&, const ClusterView& v, Rng&) override {
     for (int tries = 0; tries < n_; ++tries) {
       const int i = next_;
       next_ = (next_ + 1) % n_;
@@ -77,10 +88,9 @@ class RoundRobin final : public RoutingPolicy {
 
 class RandomPolicy final : public RoutingPolicy {
  public:
-  explicit RandomPolicy(int n) : n_(n) {}
+  explicit RandomPolicy(int n) : RoutingPolicy(n), n_(n) {}
   std::string_view Name() const override { return "random"; }
-  Result<RouteDecision> Route(const RouteRequest&, const ClusterView& v, Rng& rng) override {
-    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+  Result<RouteDecision> Choose(const RouteRequest&, const ClusterView& v, Rng& rng) override {
     if (v.available.empty()) return Done(static_cast<int>(rng.Uniform(n_)));
     // Uniform over available decoders: reservoir sample of size one.
     int pick = -1, seen = 0;
@@ -95,10 +105,9 @@ class RandomPolicy final : public RoutingPolicy {
 
 class Jsq final : public RoutingPolicy {
  public:
-  explicit Jsq(int n) : n_(n) {}
+  explicit Jsq(int n) : RoutingPolicy(n), n_(n) {}
   std::string_view Name() const override { return "jsq"; }
-  Result<RouteDecision> Route(const RouteRequest&, const ClusterView& v, Rng& rng) override {
-    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+  Result<RouteDecision> Choose(const RouteRequest&, const ClusterView& v, Rng& rng) override {
     return Done(JsqRandomTie(v, 0, n_, rng));
   }
 
@@ -108,10 +117,9 @@ class Jsq final : public RoutingPolicy {
 
 class P2c final : public RoutingPolicy {
  public:
-  explicit P2c(int n) : n_(n) {}
+  explicit P2c(int n) : RoutingPolicy(n), n_(n) {}
   std::string_view Name() const override { return "p2c"; }
-  Result<RouteDecision> Route(const RouteRequest&, const ClusterView& v, Rng& rng) override {
-    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+  Result<RouteDecision> Choose(const RouteRequest&, const ClusterView& v, Rng& rng) override {
     if (n_ == 1) return Done(Avail(v, 0) ? 0 : -1);
     if (!v.available.empty()) {
       // With unavailable decoders, sample among the available ones.
@@ -142,7 +150,7 @@ class P2c final : public RoutingPolicy {
 
 class DomainPolicy final : public RoutingPolicy {
  public:
-  DomainPolicy(int n, DomainPools pools) : n_(n), pools_(std::move(pools)) {
+  DomainPolicy(int n, DomainPools pools) : RoutingPolicy(n), n_(n), pools_(std::move(pools)) {
     for (size_t i = 0; i < pools_.labels.size(); ++i) {
       if (pools_.labels[i].empty()) {
         misc_ = static_cast<int>(i);
@@ -152,8 +160,7 @@ class DomainPolicy final : public RoutingPolicy {
     }
   }
   std::string_view Name() const override { return "domain"; }
-  Result<RouteDecision> Route(const RouteRequest& req, const ClusterView& v, Rng& rng) override {
-    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
+  Result<RouteDecision> Choose(const RouteRequest& req, const ClusterView& v, Rng& rng) override {
     int pool = -1;
     if (!req.label.empty()) {
       auto it = index_.find(req.label);
@@ -177,7 +184,8 @@ class DomainPolicy final : public RoutingPolicy {
 class EldrPolicy final : public RoutingPolicy {
  public:
   EldrPolicy(int n, double tau, int band_min, std::shared_ptr<const SignatureSpace> space)
-      : n_(n),
+      : RoutingPolicy(n),
+        n_(n),
         tau_(static_cast<float>(tau)),
         band_min_(band_min),
         space_(std::move(space)),
@@ -186,16 +194,10 @@ class EldrPolicy final : public RoutingPolicy {
   }
   std::string_view Name() const override { return "eldr"; }
 
-  Result<RouteDecision> Route(const RouteRequest& req, const ClusterView& v, Rng& rng) override {
-    if (Status s = CheckView(v, n_); !s.ok()) return tl::unexpected<Status>(s);
-    bool have = false;
-    if (req.signature.size() == static_cast<size_t>(space_->dims())) {
-      space_->ScoreSignature(req.signature, scores_);
-      have = true;
-    } else if (req.counts != nullptr) {
-      have = space_->Score(*req.counts, scores_).ok();
+  Result<RouteDecision> Choose(const RouteRequest& req, const ClusterView& v, Rng& rng) override {
+    if (!ScoreRequest(*space_, req, scores_)) {
+      return Done(JsqRandomTie(v, 0, n_, rng), /*fallback=*/true);
     }
-    if (!have) return Done(JsqRandomTie(v, 0, n_, rng), /*fallback=*/true);
     // Band around the best *available* centroid: an unavailable decoder must not pull the band's
     // threshold up and leave it empty.
     float best = -std::numeric_limits<float>::infinity();
@@ -240,7 +242,88 @@ class EldrPolicy final : public RoutingPolicy {
   std::vector<float> avail_scores_;  // band_min > 1: scratch
 };
 
+class EldrPlusPolicy final : public RoutingPolicy {
+ public:
+  EldrPlusPolicy(int n, PolicyOptions::Plus o, std::shared_ptr<const SignatureSpace> space)
+      : RoutingPolicy(n),
+        n_(n),
+        tau_(static_cast<float>(o.tau)),
+        slack_(o.slack),
+        relative_(o.relative_band),
+        space_(std::move(space)),
+        scores_(n) {}
+  std::string_view Name() const override { return "eldr-plus"; }
+
+  Result<RouteDecision> Choose(const RouteRequest& req, const ClusterView& v, Rng& rng) override {
+    if (!ScoreRequest(*space_, req, scores_)) {
+      return Done(JsqRandomTie(v, 0, n_, rng), /*fallback=*/true);
+    }
+    int64_t total = 0;
+    int avail = 0;
+    for (int i = 0; i < n_; ++i) {
+      if (!Avail(v, i)) continue;
+      total += std::max<int64_t>(0, v.in_flight[i]);
+      ++avail;
+    }
+    if (avail == 0) return Done(-1);
+    // Bounded loads: with this request placed, no decoder may hold more than the capacity. The
+    // least loaded decoder always fits, so the eligible set is never empty.
+    const double capacity =
+        std::ceil((1 + slack_) * static_cast<double>(total + 1) / static_cast<double>(avail));
+    auto eligible = [&](int i) {
+      return Avail(v, i) && static_cast<double>(v.in_flight[i]) + 1 <= capacity;
+    };
+    float best = -std::numeric_limits<float>::infinity();
+    float worst = std::numeric_limits<float>::infinity();
+    for (int i = 0; i < n_; ++i) {
+      if (!eligible(i)) continue;
+      best = std::max(best, scores_[i]);
+      worst = std::min(worst, scores_[i]);
+    }
+    if (best == -std::numeric_limits<float>::infinity()) {
+      return Done(JsqRandomTie(v, 0, n_, rng), /*fallback=*/true);
+    }
+    const float threshold = best - (relative_ ? tau_ * (best - worst) : tau_);
+    int pick = -1, band = 0;
+    for (int i = 0; i < n_; ++i) {
+      if (!eligible(i) || scores_[i] < threshold) continue;
+      ++band;
+      if (pick < 0 || v.in_flight[i] < v.in_flight[pick] ||
+          (v.in_flight[i] == v.in_flight[pick] && scores_[i] > scores_[pick])) {
+        pick = i;
+      }
+    }
+    RouteDecision d;
+    d.decoder = pick;
+    d.band_size = band;
+    d.best_score = best;
+    return d;
+  }
+
+ private:
+  int n_;
+  float tau_;
+  double slack_;
+  bool relative_;
+  std::shared_ptr<const SignatureSpace> space_;
+  std::vector<float> scores_;
+};
+
 }  // namespace
+
+Result<RouteDecision> RoutingPolicy::Route(const RouteRequest& req, const ClusterView& view,
+                                           Rng& rng) {
+  ELDR_RETURN_IF_ERROR(CheckView(view, decoders_));
+  ELDR_ASSIGN_OR_RETURN(RouteDecision d, Choose(req, view, rng));
+  if (d.decoder < 0 || d.decoder >= decoders_) {
+    return Internal("policy {} chose decoder {} of {} (a policy bug)", Name(), d.decoder,
+                    decoders_);
+  }
+  if (!Avail(view, d.decoder)) {
+    return Internal("policy {} chose unavailable decoder {} (a policy bug)", Name(), d.decoder);
+  }
+  return d;
+}
 
 std::span<const std::string_view> PolicyNames() { return kNames; }
 
@@ -255,7 +338,8 @@ bool IsLoadBalancingPolicy(std::string_view name) {
 
 Status PolicyOptions::Validate() const {
   if (std::find(kNames.begin(), kNames.end(), name) == kNames.end()) {
-    return InvalidArgument("unknown policy '{}' (rr, random, jsq, p2c, domain, eldr)", name)
+    return InvalidArgument("unknown policy '{}' (rr, random, jsq, p2c, domain, eldr, eldr-plus)",
+                           name)
         .error();
   }
   if (decoders <= 0) return InvalidArgument("policy needs at least one decoder").error();
@@ -266,7 +350,18 @@ Status PolicyOptions::Validate() const {
     if (band_min < 1) {
       return InvalidArgument("band_min must be >= 1 (got {})", band_min).error();
     }
-    if (!space) return InvalidArgument("policy 'eldr' needs a signature space").error();
+  }
+  if (name == "eldr-plus") {
+    if (!std::isfinite(plus.tau) || plus.tau < 0) {
+      return InvalidArgument("eldr-plus tau must be finite and >= 0 (got {})", plus.tau).error();
+    }
+    if (!std::isfinite(plus.slack) || plus.slack < 0) {
+      return InvalidArgument("eldr-plus slack must be finite and >= 0 (got {})", plus.slack)
+          .error();
+    }
+  }
+  if (name == "eldr" || name == "eldr-plus") {
+    if (!space) return InvalidArgument("policy '{}' needs a signature space", name).error();
     if (space->k() != decoders) {
       return FailedPrecondition(
                  "signature space has {} centroids but there are {} decoders: refit with "
@@ -352,6 +447,7 @@ Result<std::unique_ptr<RoutingPolicy>> MakePolicy(const PolicyOptions& o) {
   if (o.name == "jsq") p = std::make_unique<Jsq>(o.decoders);
   if (o.name == "p2c") p = std::make_unique<P2c>(o.decoders);
   if (o.name == "eldr") p = std::make_unique<EldrPolicy>(o.decoders, o.tau, o.band_min, o.space);
+  if (o.name == "eldr-plus") p = std::make_unique<EldrPlusPolicy>(o.decoders, o.plus, o.space);
   if (o.name == "domain") {
     ELDR_ASSIGN_OR_RETURN(DomainPools pools, ComputeDomainPools(o.label_shares, o.decoders));
     p = std::make_unique<DomainPolicy>(o.decoders, std::move(pools));

@@ -129,8 +129,10 @@ void Cluster::Publish(std::shared_ptr<Snapshot> s) {
   e.options.decoders = static_cast<int>(s->decode.size());
   e.options.tau = o_.tau;
   e.options.band_min = o_.band_min;
+  e.options.plus = {.tau = o_.plus_tau, .slack = o_.plus_slack};
   e.options.space = s->space;
-  if (e.options.name == "eldr" && (!s->space || s->space->k() != e.options.decoders)) {
+  if ((e.options.name == "eldr" || e.options.name == "eldr-plus") &&
+      (!s->space || s->space->k() != e.options.decoders)) {
     e.degraded =
         fmt::format("space k={} != {} decoders", s->space ? s->space->k() : 0, e.options.decoders);
   } else if (Status v = e.options.Validate(); !v.ok()) {

@@ -55,10 +55,18 @@ Status ServeOptions::Validate() const {
   bool known = false;
   for (auto n : PolicyNames()) known |= n == policy;
   if (!known || policy == "domain") {
-    return InvalidArgument("policy '{}' cannot serve: use rr, random, jsq, p2c or eldr", policy);
+    return InvalidArgument("policy '{}' cannot serve: use rr, random, jsq, p2c, eldr or eldr-plus",
+                           policy);
   }
-  if (policy == "eldr" && space.empty()) {
-    return InvalidArgument("policy eldr needs a signature space (space: file from `eldr fit`)");
+  if ((policy == "eldr" || policy == "eldr-plus") && space.empty()) {
+    return InvalidArgument("policy {} needs a signature space (space: file from `eldr fit`)",
+                           policy);
+  }
+  if (!(plus_tau >= 0) || !std::isfinite(plus_tau)) {
+    return InvalidArgument("plus_tau must be finite and >= 0 (got {})", plus_tau);
+  }
+  if (!(plus_slack >= 0) || !std::isfinite(plus_slack)) {
+    return InvalidArgument("plus_slack must be finite and >= 0 (got {})", plus_slack);
   }
   if (!(tau >= 0) || !std::isfinite(tau)) return InvalidArgument("tau must be finite and >= 0");
   if (band_min < 1) return InvalidArgument("band_min must be >= 1");
@@ -176,6 +184,8 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "policy") return Get(v, k, &o->policy);
   if (k == "tau") return num(&o->tau);
   if (k == "band_min") return num(&o->band_min);
+  if (k == "plus_tau") return num(&o->plus_tau);
+  if (k == "plus_slack") return num(&o->plus_slack);
   if (k == "space") return Get(v, k, &o->space);
   if (k == "cache") {
     if (!v.IsMap()) return InvalidArgument("config key 'cache': expected a map");

@@ -82,6 +82,8 @@ class Cluster {
     int decoder = -1;
     int generated = 0;  // tokens emitted so far (the first comes from prefill)
     int64_t first_token_us = -1, finish_us = -1;
+    double distinct_sum = 0;  // over the decode steps this request was batched in
+    int steps = 0;
   };
   struct PrefillWorker {
     std::deque<int> queue;
@@ -141,6 +143,7 @@ class Cluster {
     fallbacks_ += d->fallback;
     r.decoder = d->decoder;
     ++in_flight_[r.decoder];  // in flight from dispatch to completion, as in the paper
+    peak_in_flight_ = std::max(peak_in_flight_, ++total_in_flight_);
     q_.Push({now_ + Us(o_.cost.KvUs(R(id).prompt_tokens)), EventKind::kKvArrived, id});
     if (!pw.queue.empty()) StartPrefill(p);
     return Status::Ok();
@@ -161,6 +164,7 @@ class Cluster {
       if (++r.generated == R(b[i]).output_tokens) {
         r.finish_us = now_;
         --in_flight_[di];
+        --total_in_flight_;
         ++d.served;
         d.kv_used -= R(b[i]).prompt_tokens + R(b[i]).output_tokens;
         end_us_ = std::max(end_us_, now_);
@@ -215,6 +219,10 @@ class Cluster {
     }
     ++steps_;
     distinct_sum_ += layer_sum / L;
+    for (int id : d.batch) {
+      req_[id].distinct_sum += layer_sum / L;
+      ++req_[id].steps;
+    }
     busiest_sum_ += busiest_sum / L;
     batch_sum_ += static_cast<double>(d.batch.size());
     d.busy = true;
@@ -243,6 +251,7 @@ class Cluster {
       rr.first_token_us = r.first_token_us;
       rr.finish_us = r.finish_us;
       rr.output_tokens = R(static_cast<int>(id)).output_tokens;
+      rr.mean_distinct = r.steps ? r.distinct_sum / r.steps : 0;
       res.requests.push_back(rr);
     }
     for (int64_t f : in_flight_) {
@@ -253,6 +262,7 @@ class Cluster {
     res.mean_batch = steps_ ? batch_sum_ / steps_ : 0;
     res.mean_busiest_rank = steps_ ? busiest_sum_ / steps_ : 0;
     res.fallbacks = fallbacks_;
+    res.peak_in_flight = peak_in_flight_;
     res.end_us = end_us_;
     for (const auto& d : decoder_) res.decoder_requests.push_back(d.served);
     return res;
@@ -271,6 +281,7 @@ class Cluster {
   std::vector<int> distinct_;
   std::vector<uint64_t> scratch_;
   int64_t now_ = 0, end_us_ = 0, steps_ = 0, fallbacks_ = 0;
+  int64_t total_in_flight_ = 0, peak_in_flight_ = 0;
   double distinct_sum_ = 0, batch_sum_ = 0, busiest_sum_ = 0;
   std::vector<uint64_t> contiguous_;
 };
@@ -355,10 +366,19 @@ Result<SimResult> Simulate(const Workload& w, const SimOptions& o) {
 SimSummary Summarize(const SimResult& r) {
   SimSummary s;
   std::vector<double> tpot, ttft;
+  double request_distinct = 0;
   for (const auto& q : r.requests) {
     tpot.push_back(q.TpotMs());
     ttft.push_back(q.TtftMs());
+    request_distinct += q.mean_distinct;
   }
+  s.request_distinct = r.requests.empty() ? 0 : request_distinct / r.requests.size();
+  int64_t served = 0, most = 0;
+  for (int64_t n : r.decoder_requests) {
+    served += n;
+    most = std::max(most, n);
+  }
+  s.max_decoder_share = served ? static_cast<double>(most) / served : 0;
   s.tpot_p50 = Percentile(tpot, 0.5);
   s.tpot_p99 = Percentile(tpot, 0.99);
   s.ttft_p50 = Percentile(ttft, 0.5);

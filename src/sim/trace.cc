@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <numeric>
+#include <tuple>
 
 #include "eldr/rng.h"
 
@@ -165,93 +166,206 @@ Result<Trace> ParseTrace(std::span<const uint8_t> bytes) {
 }
 
 Status TraceWorkloadOptions::Validate() const {
-  if (requests < 1 || !(rate_qps > 0) || output_tokens < 2 || min_decode_tokens < 1 ||
-      !(calibration_fraction > 0 && calibration_fraction < 1)) {
-    return InvalidArgument("bad trace workload options").error();
+  if (requests < 1)
+    return InvalidArgument("trace workload: requests must be >= 1, got {}", requests);
+  if (!(rate_qps > 0))
+    return InvalidArgument("trace workload: rate_qps must be > 0, got {}", rate_qps);
+  if (output_tokens < 2) {
+    return InvalidArgument("trace workload: output_tokens must be >= 2, got {}", output_tokens);
+  }
+  if (min_decode_tokens < 1) {
+    return InvalidArgument("trace workload: min_decode_tokens must be >= 1, got {}",
+                           min_decode_tokens);
+  }
+  if (!(calibration_fraction > 0 && calibration_fraction < 1)) {
+    return InvalidArgument("trace workload: calibration_fraction must be in (0, 1), got {}",
+                           calibration_fraction);
   }
   return Status::Ok();
 }
 
-Result<Workload> MakeTraceWorkload(const Trace& t, const TraceWorkloadOptions& o) {
-  if (Status s = o.Validate(); !s.ok()) return tl::unexpected<Status>(s);
-  const ModelGeometry& g = t.geometry;
-  const int L = g.moe_layers, E = g.experts, K = g.top_k;
-  const size_t row = static_cast<size_t>(L) * K;
+bool PoolTooSmall(int64_t peak_in_flight, int pool) {
+  return 2 * peak_in_flight > static_cast<int64_t>(pool);
+}
+
+namespace {
+
+// Indices of t's usable requests (>= prefix_tokens + min_decode_tokens routed tokens), in trace
+// order; fills `usage` and raises `patterns` to the longest usable decode part.
+std::vector<int> UsableRequests(const Trace& t, int min_decode_tokens, TraceUsage* usage,
+                                int* patterns) {
   std::vector<int> usable;
-  int patterns = 0;
+  usage->requests = static_cast<int>(t.requests.size());
+  usage->min_routed_tokens = t.prefix_tokens + min_decode_tokens;
   for (size_t i = 0; i < t.requests.size(); ++i) {
     const int decode = t.requests[i].tokens - t.prefix_tokens;
-    if (t.requests[i].tokens > t.prefix_tokens && decode >= o.min_decode_tokens) {
+    if (decode >= min_decode_tokens) {  // min_decode_tokens >= 1, so tokens > prefix_tokens
       usable.push_back(static_cast<int>(i));
-      patterns = std::max(patterns, decode);
+      *patterns = std::max(*patterns, decode);
     }
   }
-  if (usable.size() < 4) {
-    return InvalidArgument("trace has {} requests with more than {} + {} routed tokens; need 4",
-                           usable.size(), t.prefix_tokens, o.min_decode_tokens);
+  usage->usable = static_cast<int>(usable.size());
+  usage->too_short = usage->requests - usage->usable;
+  return usable;
+}
+
+template <class T>
+void Shuffle(std::vector<T>& v, Rng& rng) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.Uniform(i)]);
+}
+
+// One source request of a workload: the trace it comes from and its index there.
+struct Source {
+  const Trace* trace;
+  int index;
+};
+
+WorkloadRequest MakeRequest(const Workload& w, const Source& src, int id, bool calibration,
+                            int output_tokens) {
+  const Trace& t = *src.trace;
+  const TraceRequest& tr = t.requests[src.index];
+  const int L = w.geometry.moe_layers, E = w.geometry.experts, K = w.geometry.top_k;
+  const size_t row = static_cast<size_t>(L) * K;
+  WorkloadRequest r;
+  r.id = id;
+  r.label =
+      static_cast<int>(std::find(w.labels.begin(), w.labels.end(), tr.label) - w.labels.begin());
+  r.prompt_tokens = std::max(1, tr.prompt_tokens);
+  r.output_tokens = output_tokens;
+  r.prefill = ExpertCounts(L, E);
+  if (calibration) r.decode = ExpertCounts(L, E);
+  r.bits.assign(static_cast<size_t>(w.token_patterns) * L * w.words, 0);
+  const int decode = tr.tokens - t.prefix_tokens;
+  for (int tok = 0; tok < tr.tokens; ++tok) {
+    const uint16_t* p = tr.picks.data() + static_cast<size_t>(tok) * row;
+    for (int l = 0; l < L; ++l)
+      for (int j = 0; j < K; ++j) {
+        const int e = p[l * K + j];
+        if (tok < t.prefix_tokens) {
+          ++r.prefill.at(l, e);
+        } else if (calibration) {
+          ++r.decode.at(l, e);
+        }
+      }
   }
-  Rng rng(o.seed);
-  for (size_t i = usable.size() - 1; i > 0; --i) std::swap(usable[i], usable[rng.Uniform(i + 1)]);
-  const size_t n_cal = std::max<size_t>(
-      2, std::min(usable.size() - 2,
-                  static_cast<size_t>(std::lround(usable.size() * o.calibration_fraction))));
+  for (int pat = 0; pat < w.token_patterns; ++pat) {  // shorter requests cycle their decode tokens
+    const uint16_t* p = tr.picks.data() + static_cast<size_t>(t.prefix_tokens + pat % decode) * row;
+    for (int l = 0; l < L; ++l) {
+      uint64_t* b = r.bits.data() + (static_cast<size_t>(pat) * L + l) * w.words;
+      for (int j = 0; j < K; ++j) b[p[l * K + j] >> 6] |= uint64_t{1} << (p[l * K + j] & 63);
+    }
+  }
+  return r;
+}
+
+// Builds the workload from a calibration set and an evaluation pool; replays the pool in
+// shuffled passes (each pool request once per pass) until o.requests are generated.
+Workload Assemble(const ModelGeometry& g, int patterns, const std::vector<Source>& cal,
+                  std::vector<Source> pool, const TraceWorkloadOptions& o, Rng& rng,
+                  TraceReplayStats* stats) {
   Workload w;
   w.geometry = g;
   w.kind = "trace";
-  w.words = (E + 63) / 64;
+  w.words = (g.experts + 63) / 64;
   w.token_patterns = patterns;
-  for (int i : usable)
-    if (std::find(w.labels.begin(), w.labels.end(), t.requests[i].label) == w.labels.end())
-      w.labels.push_back(t.requests[i].label);
+  for (const Source& s : cal) w.labels.push_back(s.trace->requests[s.index].label);
+  for (const Source& s : pool) w.labels.push_back(s.trace->requests[s.index].label);
   std::sort(w.labels.begin(), w.labels.end());
-  auto make = [&](int src, int id, bool calibration) {
-    const TraceRequest& tr = t.requests[src];
-    WorkloadRequest r;
-    r.id = id;
-    r.label =
-        static_cast<int>(std::find(w.labels.begin(), w.labels.end(), tr.label) - w.labels.begin());
-    r.prompt_tokens = std::max(1, tr.prompt_tokens);
-    r.output_tokens = o.output_tokens;
-    r.prefill = ExpertCounts(L, E);
-    if (calibration) r.decode = ExpertCounts(L, E);
-    r.bits.assign(static_cast<size_t>(patterns) * L * w.words, 0);
-    const int decode = tr.tokens - t.prefix_tokens;
-    for (int tok = 0; tok < tr.tokens; ++tok) {
-      const uint16_t* p = tr.picks.data() + static_cast<size_t>(tok) * row;
-      for (int l = 0; l < L; ++l)
-        for (int j = 0; j < K; ++j) {
-          const int e = p[l * K + j];
-          if (tok < t.prefix_tokens) {
-            ++r.prefill.at(l, e);
-          } else if (calibration) {
-            ++r.decode.at(l, e);
-          }
-        }
-    }
-    for (int pat = 0; pat < patterns; ++pat) {  // shorter requests cycle their decode tokens
-      const uint16_t* p =
-          tr.picks.data() + static_cast<size_t>(t.prefix_tokens + pat % decode) * row;
-      for (int l = 0; l < L; ++l) {
-        uint64_t* b = r.bits.data() + (static_cast<size_t>(pat) * L + l) * w.words;
-        for (int j = 0; j < K; ++j) b[p[l * K + j] >> 6] |= uint64_t{1} << (p[l * K + j] & 63);
-      }
-    }
-    return r;
-  };
-  for (size_t i = 0; i < n_cal; ++i)
-    w.calibration.push_back(make(usable[i], -1 - static_cast<int>(i), true));
+  w.labels.erase(std::unique(w.labels.begin(), w.labels.end()), w.labels.end());
+  for (size_t i = 0; i < cal.size(); ++i)
+    w.calibration.push_back(
+        MakeRequest(w, cal[i], -1 - static_cast<int>(i), true, o.output_tokens));
   std::vector<double> count(w.labels.size(), 0);
   for (const auto& r : w.calibration) count[r.label] += 1;
   for (double c : count) w.label_shares.push_back(c / static_cast<double>(w.calibration.size()));
   double time = 0;
-  const size_t n_eval = usable.size() - n_cal;
+  w.requests.reserve(o.requests);
   for (int i = 0; i < o.requests; ++i) {
-    WorkloadRequest r = make(usable[n_cal + rng.Uniform(n_eval)], i, false);
+    const size_t k = static_cast<size_t>(i) % pool.size();
+    if (k == 0) Shuffle(pool, rng);  // a new pass: a fresh permutation of the pool
+    WorkloadRequest r = MakeRequest(w, pool[k], i, false, o.output_tokens);
     time += -std::log(1 - rng.UniformDouble()) / o.rate_qps;
     r.arrival_us = static_cast<int64_t>(time * 1e6);
     w.requests.push_back(std::move(r));
   }
+  stats->calibrating = static_cast<int>(w.calibration.size());
+  stats->pool = static_cast<int>(pool.size());
+  stats->generated = o.requests;
+  stats->passes =
+      static_cast<int>((static_cast<int64_t>(o.requests) + stats->pool - 1) / stats->pool);
   return w;
+}
+
+bool SameGeometry(const ModelGeometry& a, const ModelGeometry& b) {
+  return a.name == b.name && a.moe_layers == b.moe_layers && a.experts == b.experts &&
+         a.top_k == b.top_k;
+}
+
+}  // namespace
+
+Result<Workload> MakeTraceWorkload(const Trace& t, const TraceWorkloadOptions& o,
+                                   TraceReplayStats* stats) {
+  TraceReplayStats local;
+  if (stats == nullptr) stats = &local;
+  *stats = TraceReplayStats{};
+  ELDR_RETURN_IF_ERROR(o.Validate());
+  int patterns = 0;
+  std::vector<int> usable = UsableRequests(t, o.min_decode_tokens, &stats->eval_trace, &patterns);
+  if (usable.size() < 4) {
+    return InvalidArgument(
+        "trace has {} of {} requests with at least {} + {} routed tokens (prefix_tokens + "
+        "min_decode_tokens); need 4",
+        usable.size(), t.requests.size(), t.prefix_tokens, o.min_decode_tokens);
+  }
+  Rng rng(o.seed);
+  Shuffle(usable, rng);
+  const size_t n_cal = std::max<size_t>(
+      2, std::min(usable.size() - 2,
+                  static_cast<size_t>(std::lround(usable.size() * o.calibration_fraction))));
+  std::vector<Source> cal, pool;
+  for (size_t i = 0; i < usable.size(); ++i) (i < n_cal ? cal : pool).push_back({&t, usable[i]});
+  return Assemble(t.geometry, patterns, cal, std::move(pool), o, rng, stats);
+}
+
+Result<Workload> MakeTraceWorkload(const Trace& eval, const Trace& calibration,
+                                   const TraceWorkloadOptions& o, TraceReplayStats* stats) {
+  TraceReplayStats local;
+  if (stats == nullptr) stats = &local;
+  *stats = TraceReplayStats{};
+  stats->separate_calibration = true;
+  ELDR_RETURN_IF_ERROR(o.Validate());
+  const ModelGeometry& g = eval.geometry;
+  const ModelGeometry& c = calibration.geometry;
+  if (!SameGeometry(g, c)) {
+    return InvalidArgument(
+        "calibration trace is for {} ({} MoE layers x {} experts, top-{}) but the evaluation "
+        "trace is for {} ({} x {}, top-{}); both must be for the same model",
+        c.name, c.moe_layers, c.experts, c.top_k, g.name, g.moe_layers, g.experts, g.top_k);
+  }
+  if (&eval == &calibration) {
+    return InvalidArgument(
+        "the calibration trace is the evaluation trace; use the single-trace split "
+        "(calibration_fraction) for one trace");
+  }
+  int patterns = 0;
+  const std::vector<int> eval_usable =
+      UsableRequests(eval, o.min_decode_tokens, &stats->eval_trace, &patterns);
+  const std::vector<int> cal_usable =
+      UsableRequests(calibration, o.min_decode_tokens, &stats->calibration_trace, &patterns);
+  for (const auto& [name, tr, n] : {std::tuple{"evaluation", &eval, eval_usable.size()},
+                                    std::tuple{"calibration", &calibration, cal_usable.size()}}) {
+    if (n < 2) {
+      return InvalidArgument(
+          "{} trace has {} of {} requests with at least {} + {} routed tokens (prefix_tokens + "
+          "min_decode_tokens); need 2",
+          name, n, tr->requests.size(), tr->prefix_tokens, o.min_decode_tokens);
+    }
+  }
+  std::vector<Source> cal, pool;
+  for (int i : cal_usable) cal.push_back({&calibration, i});
+  for (int i : eval_usable) pool.push_back({&eval, i});
+  Rng rng(o.seed);
+  return Assemble(g, patterns, cal, std::move(pool), o, rng, stats);
 }
 
 }  // namespace eldr::sim

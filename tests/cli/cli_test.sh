@@ -45,11 +45,26 @@ expect_error "unknown policy" "$ELDR" route -s "$T/k4.json" -i "$DATA/heldout.js
 expect_error "tau must be finite" "$ELDR" route -s "$T/k4.json" -i "$DATA/heldout.jsonl" --tau -1
 
 # The simulator: a short run prints every policy; bad options are refused clearly.
-"$ELDR" simulate -m gpt-oss-120b -w language -r 20 -d 5 --calibration 200 >"$T/sim" 2>&1 \
-  && ok || bad "simulate failed: $(cat "$T/sim")"
-for p in rr random jsq p2c domain eldr; do
+"$ELDR" simulate -m gpt-oss-120b -w language -r 20 -d 5 --calibration 200 --seeds 2 \
+  --json "$T/sim.json" >"$T/sim" 2>&1 && ok || bad "simulate failed: $(cat "$T/sim")"
+for p in rr random jsq p2c domain eldr eldr:0.2 eldr:0.3 eldr-plus; do
   grep -q "^$p " "$T/sim" && ok || bad "simulate output lacks $p"
 done
+grep -q "2 seeds: mean \[min, max\]" "$T/sim" && ok || bad "simulate lacks the seed range"
+# Per-seed records: 9 policies x 2 seeds, the tau variants labelled.
+/usr/bin/python3 - "$T/sim.json" <<'PY' && ok || bad "simulate --json per-seed rows"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+assert len(rows) == 18, len(rows)
+assert sorted({r["seed"] for r in rows}) == [1, 2]
+v = {(r["policy"], r["variant"], r["tau"]) for r in rows}
+assert ("eldr", "eldr:0.3", 0.3) in v and ("eldr", "", 0.1) in v and ("eldr-plus", "", 0.1) in v, v
+assert all(r["distinct_experts_per_request"] > 0 and 0 < r["max_decoder_share"] <= 1 for r in rows)
+PY
+expect_error "eldr-plus:TAU:SLACK" "$ELDR" simulate -d 1 --policies jsq:2
+expect_error "not a number" "$ELDR" simulate -d 1 --policies eldr:x
+expect_error "seeds must be" "$ELDR" simulate -d 1 --seeds 0
+expect_error "calibration-trace needs --trace" "$ELDR" simulate -d 1 --calibration-trace x
 expect_error "unknown model" "$ELDR" simulate -m llama-3 -d 1
 expect_error "no published baseline" "$ELDR" simulate -m mixtral-8x7b -d 1
 expect_error "rate and duration" "$ELDR" simulate -r 0 -d 1
@@ -81,9 +96,20 @@ rm "$T/tr/bad_examples.json"
 grep -q "6 requests" "$T/imp" && ok || bad "import count: $(cat "$T/imp")"
 "$ELDR" trace stats "$T/t.eldrtrace" >"$T/st" 2>&1 && ok || bad "stats: $(cat "$T/st")"
 grep -q "gpqa 50.0%" "$T/st" && ok || bad "stats labels: $(cat "$T/st")"
-"$ELDR" simulate --trace "$DATA/trace-96.eldrtrace" -r 20 -d 5 --decode 4 >"$T/rep" 2>&1 \
-  && ok || bad "replay: $(cat "$T/rep")"
+"$ELDR" simulate --trace "$DATA/trace-96.eldrtrace" -r 20 -d 5 --decode 4 --seeds 1 \
+  --calibration-fraction 0.25 >"$T/rep" 2>&1 && ok || bad "replay: $(cat "$T/rep")"
 grep -q "^eldr " "$T/rep" && ok || bad "replay output: $(cat "$T/rep")"
+grep -q "pool 3[0-9][0-9] distinct requests replayed without replacement" "$T/rep" \
+  && ok || bad "replay pool: $(cat "$T/rep")"
+expect_error "use --calibration-fraction" "$ELDR" simulate --trace "$DATA/trace-96.eldrtrace" \
+  -d 1 --calibration 100
+expect_error "calibration_fraction" "$ELDR" simulate --trace "$DATA/trace-96.eldrtrace" -d 1 \
+  --calibration-fraction 1
+# Calibrate on one trace, evaluate on another; a trace of another model is refused.
+"$ELDR" simulate --trace "$T/t.eldrtrace" --calibration-trace "$DATA/trace-96.eldrtrace" -r 2 \
+  -d 5 --decode 4 --seeds 1 --policies jsq,eldr >"$T/cross" 2>&1 && ok || bad "cross: $(cat "$T/cross")"
+grep -q "6 calibrat\|calibrating (from" "$T/cross" && ok || bad "cross calibration: $(cat "$T/cross")"
+grep -q "small\|overlap" "$T/cross" && ok || bad "no small-pool warning: $(cat "$T/cross")"
 mkdir -p "$T/empty"
 expect_error "no .*_examples" "$ELDR" trace import -i "$T/empty" -o "$T/none.eldrtrace"
 head -c 100 "$DATA/trace-96.eldrtrace" >"$T/cut.eldrtrace"

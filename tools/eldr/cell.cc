@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "commands.h"
 #include "eldr/fit.h"
 
@@ -24,6 +26,27 @@ constexpr Donor kDonors[] = {
 };
 
 }  // namespace
+
+Spread SpreadOf(const std::vector<double>& values) {
+  Spread s;
+  if (values.empty()) return s;
+  s.n = static_cast<int>(values.size());
+  s.lo = *std::min_element(values.begin(), values.end());
+  s.hi = *std::max_element(values.begin(), values.end());
+  for (double v : values) s.mean += v / s.n;
+  return s;
+}
+
+std::string PctSpread(const Spread& s) {
+  if (s.n <= 1) return fmt::format("{:+.1f}%", s.mean);
+  return fmt::format("{:+.1f}% [{:+.1f}, {:+.1f}]", s.mean, s.lo, s.hi);
+}
+
+std::string ValueSpread(const Spread& s, int decimals) {
+  if (s.n <= 1) return fmt::format("{:.{}f}", s.mean, decimals);
+  return fmt::format("{:.{}f} [{:.{}f}, {:.{}f}]", s.mean, decimals, s.lo, decimals, s.hi,
+                     decimals);
+}
 
 Result<CellSetup> PrepareCell(const ModelGeometry& g, const sim::Workload& w, uint64_t seed) {
   CellSetup cell;

@@ -12,7 +12,8 @@
 
 namespace CLI {
 class App;
-}
+class Option;
+}  // namespace CLI
 
 namespace eldr::cli {
 
@@ -20,6 +21,17 @@ Result<std::string> ReadFile(const std::string& path);
 // "a,b,,c" -> {"a", "b", "c"}: the --policies lists.
 std::vector<std::string> SplitList(std::string_view list);
 Status WriteFileAtomically(const std::string& path, std::string_view data);
+
+// Mean and range of one figure over seeds.
+struct Spread {
+  double mean = 0, lo = 0, hi = 0;
+  int n = 0;
+};
+Spread SpreadOf(const std::vector<double>& values);
+// "+1.2% [-0.3, +2.5]" for a change in percent; "+1.2%" for one seed.
+std::string PctSpread(const Spread& s);
+// "12.34 [12.10, 12.60]" with `decimals` digits; "12.34" for one seed.
+std::string ValueSpread(const Spread& s, int decimals);
 
 // Progress on stderr: a redrawn bar on a terminal, a few plain lines otherwise.
 class Progress {
@@ -54,6 +66,7 @@ struct SimRecord {
   std::string policy;
   double tau = 0;
   sim::SimSummary summary;
+  uint64_t seed = 1;
 };
 Status WriteRecords(const std::vector<SimRecord>& records, const std::string& json_path,
                     const std::string& csv_path);
@@ -81,14 +94,18 @@ Status RunTrace(const TraceArgs& a);
 
 struct SimulateArgs {
   std::string model = "qwen3-30b-a3b", workload = "task",
-              policies = "rr,random,jsq,p2c,domain,eldr";
+              policies = "rr,random,jsq,p2c,domain,eldr,eldr:0.2,eldr:0.3,eldr-plus";
   int prefill = 8, decode = 16, calibration = 1000;
   double rate = 60, duration = 120, tau = 0.1, warmup = 0;
   int band_min = 1;
+  PolicyOptions::Plus plus;
   uint64_t seed = 1;
+  int seeds = 5;  // seeds seed, seed+1, ...: results as mean and range
   bool stats = false;
-  std::string matrix, json, csv, trace, requests_csv;
+  std::string matrix, json, csv, trace, requests_csv, calibration_trace;
+  double calibration_fraction = 0.5;  // --trace without --calibration-trace
   int threads = 2;
+  CLI::Option* calibration_opt = nullptr;  // to tell an explicit --calibration
   double popularity = -1, domain_boost = -1, subdomain_boost = -1, request_boost = -1, drift = -1,
          domain_drift = -1;
 };
@@ -96,7 +113,7 @@ struct SimulateArgs {
 struct ServeArgs {
   std::string config, listen, backend, model, prefill, decode, policy, space, admin_token,
       log_level, ready_file, upstream_api_key, signature_source;
-  double tau = -1;
+  double tau = -1, plus_tau = -1, plus_slack = -1;
   int threads = -1, max_in_flight = 0, health_interval_ms = -1, busy_poll_us = -1, band_min = 0;
   bool check = false;
   int64_t max_body_bytes = 0;

@@ -61,9 +61,12 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("-m,--model", a.model, "Model geometry preset");
   c->add_option("--prefill", a.prefill, "Comma-separated prefill worker URLs");
   c->add_option("--decode", a.decode, "Comma-separated decode worker URLs");
-  c->add_option("--policy", a.policy, "rr, random, jsq, p2c or eldr");
+  c->add_option("--policy", a.policy, "rr, random, jsq, p2c, eldr or eldr-plus");
   c->add_option("--tau", a.tau, "ELDR locality band");
   c->add_option("--band-min", a.band_min, "ELDR: widen a band to at least this many decoders");
+  c->add_option("--plus-tau", a.plus_tau, "eldr-plus: locality band inside the load bound");
+  c->add_option("--plus-slack", a.plus_slack,
+                "eldr-plus: load bound, at most (1 + slack) x the mean in flight");
   c->add_option("-s,--space", a.space, "Signature-space file (from `eldr fit`)");
   c->add_option("--threads", a.threads, "I/O threads (0: all cores)");
   c->add_option("--busy-poll-us", a.busy_poll_us,
@@ -121,6 +124,8 @@ Status RunServe(const ServeArgs& a) {
   if (!a.policy.empty()) o.policy = a.policy;
   if (a.tau >= 0) o.tau = a.tau;
   if (a.band_min > 0) o.band_min = a.band_min;
+  if (a.plus_tau >= 0) o.plus_tau = a.plus_tau;
+  if (a.plus_slack >= 0) o.plus_slack = a.plus_slack;
   if (!a.space.empty()) o.space = a.space;
   if (a.threads >= 0) o.threads = a.threads;
   if (a.busy_poll_us >= 0) o.busy_poll_us = a.busy_poll_us;

@@ -124,8 +124,9 @@ Status RunTrace(const TraceArgs& a) {
     sim::TraceWorkloadOptions o;
     o.requests = 1;
     o.calibration_fraction = 0.99;  // statistics over (nearly) every request
-    auto w = sim::MakeTraceWorkload(*t, o);
-    if (!w) return w.error();
+    sim::TraceReplayStats rs;
+    auto w = sim::MakeTraceWorkload(*t, o, &rs);
+    if (!w) return w.error().WithContext(a.input);
     int64_t tokens = 0;
     for (const auto& r : t->requests) tokens += r.tokens;
     const auto st = sim::MeasureWorkload(*w, 16);
@@ -134,6 +135,13 @@ Status RunTrace(const TraceArgs& a) {
         "tokens per request stand in for the prompt\n",
         a.input, t->requests.size(), tokens, t->geometry.display_name, t->geometry.moe_layers,
         t->geometry.experts, t->geometry.top_k, t->prefix_tokens);
+    fmt::print(
+        "usable: {} of {} requests; dropped {} with fewer than {} routed tokens (prefix {} + "
+        "min decode {}); statistics over {} calibrating requests, {} left as the evaluation "
+        "pool\n",
+        rs.eval_trace.usable, rs.eval_trace.requests, rs.eval_trace.too_short,
+        rs.eval_trace.min_routed_tokens, t->prefix_tokens, o.min_decode_tokens, rs.calibrating,
+        rs.pool);
     fmt::print("labels: ");
     for (size_t i = 0; i < w->labels.size(); ++i)
       fmt::print("{}{} {:.1f}%", i ? ", " : "", w->labels[i], 100 * w->label_shares[i]);

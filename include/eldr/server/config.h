@@ -23,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "eldr/policy.h"
 #include "eldr/signature_cache.h"
 #include "eldr/status.h"
 
@@ -58,8 +59,11 @@ struct ServeOptions {
 
   std::string policy = "eldr";  // any core policy name (policy.h)
   double tau = 0.1;
-  int band_min = 1;   // eldr: widen a narrower band to the band_min best decoders (policy.h)
-  std::string space;  // signature-space file; required by policy eldr
+  int band_min = 1;  // eldr: widen a narrower band to the band_min best decoders (policy.h)
+  // eldr-plus: its band and load bound (config keys plus_tau, plus_slack; policy.h).
+  double plus_tau = PolicyOptions::Plus{}.tau;
+  double plus_slack = PolicyOptions::Plus{}.slack;
+  std::string space;  // signature-space file; required by policies eldr and eldr-plus
   SignatureCacheOptions cache;
 
   double prefill_load_factor = 1.25;  // bounded-load consistent hashing: c >= 1

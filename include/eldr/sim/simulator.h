@@ -71,6 +71,10 @@ struct RequestResult {
   int decoder = -1;
   int64_t arrival_us = 0, first_token_us = 0, finish_us = 0;
   int output_tokens = 0;
+  // Distinct experts per MoE layer of the decode steps this request took part in, averaged over
+  // those steps: what the request itself waited on (a per-step mean over-weights idle decoders'
+  // small batches).
+  double mean_distinct = 0;
   double TtftMs() const { return (first_token_us - arrival_us) / 1000.0; }
   // (last token - first token) / (output tokens - 1), in ms.
   double TpotMs() const {
@@ -85,6 +89,7 @@ struct SimResult {
   double mean_busiest_rank = 0;  // EP: distinct experts of the busiest rank per layer per step
   double mean_batch = 0;         // requests per step, mean over steps
   int64_t fallbacks = 0;         // policy fell back to load balancing
+  int64_t peak_in_flight = 0;    // most requests dispatched to decoders and not finished at once
   int64_t end_us = 0;            // when the last request finished
   std::vector<int64_t> decoder_requests;  // requests served per decoder
 };
@@ -98,6 +103,8 @@ Result<SimResult> SimulateWithQueue(const Workload& w, const SimOptions& options
 struct SimSummary {
   double tpot_p50 = 0, tpot_p99 = 0, ttft_p50 = 0;
   double mean_distinct = 0, mean_batch = 0;
+  double request_distinct = 0;   // RequestResult::mean_distinct averaged over requests
+  double max_decoder_share = 0;  // the busiest decoder's share of all requests (fair: 1/D)
   int64_t requests = 0;
 };
 SimSummary Summarize(const SimResult& r);
