@@ -190,22 +190,26 @@ TEST(EldrPlusPolicyTest, GoesToTheBestCentroidWhileItHasRoomAndNeverPastTheBound
   EXPECT_EQ((*p)->Route(req, {load}, rng)->decoder, 2);
   load = {2, 2, 7, 1};  // capacity ceil(1.5 * 13 / 4) = 5: decoder 2 is full
   EXPECT_EQ((*p)->Route(req, {load}, rng)->decoder, 1);
-  // Requests that never finish, all preferring decoder 2: no decoder ever passes the bound.
-  for (double slack : {0.0, 0.1, 0.5}) {
-    o.plus.slack = slack;
-    auto q = MakePolicy(o);
-    ASSERT_TRUE(q.has_value());
-    std::vector<int64_t> l(4, 0);
-    for (int i = 1; i <= 400; ++i) {
-      auto r = (*q)->Route(req, {l}, rng);
-      ASSERT_TRUE(r.has_value());
-      ++l[r->decoder];
-      const int64_t most = *std::max_element(l.begin(), l.end());
-      ASSERT_LE(most, static_cast<int64_t>(std::ceil((1 + slack) * i / 4.0)))
-          << "slack " << slack << " after " << i;
-    }
-    if (slack > 0) {
-      EXPECT_GT(l[2], l[0]) << "locality kept under slack " << slack;
+  // Requests that never finish, all preferring decoder 2: no decoder ever passes the bound, with
+  // the absolute or the relative band.
+  for (bool relative : {false, true}) {
+    for (double slack : {0.0, 0.1, 0.5}) {
+      o.plus.relative_band = relative;
+      o.plus.slack = slack;
+      auto q = MakePolicy(o);
+      ASSERT_TRUE(q.has_value());
+      std::vector<int64_t> l(4, 0);
+      for (int i = 1; i <= 400; ++i) {
+        auto r = (*q)->Route(req, {l}, rng);
+        ASSERT_TRUE(r.has_value());
+        ++l[r->decoder];
+        const int64_t most = *std::max_element(l.begin(), l.end());
+        ASSERT_LE(most, static_cast<int64_t>(std::ceil((1 + slack) * i / 4.0)))
+            << "slack " << slack << " relative " << relative << " after " << i;
+      }
+      if (slack > 0) {
+        EXPECT_GT(l[2], l[0]) << "locality kept under slack " << slack;
+      }
     }
   }
 }

@@ -353,10 +353,10 @@ def main():
     print("the other expert encodings (vLLM nested lists, eldr_sig) route on their signal")
     subprocess.run([ELDR, "emulate", "--write-space", os.path.join(TMP, "space3.json"), "-k", "3"],
                    check=True, capture_output=True)
-    for fmt in ["vllm-list", "eldr_sig"]:
-        _, pport = emulator("prefill", "p-" + fmt, "--experts-format", fmt)
-        _, xport = proxy("proxy-" + fmt, [pport], dp_alive, "--space",
-                         os.path.join(TMP, "space3.json"))
+    for fmt, policy in [("vllm-list", "eldr"), ("eldr_sig", "eldr"), ("vllm-npy", "eldr-plus")]:
+        _, pport = emulator("prefill", f"p-{fmt}-{policy}", "--experts-format", fmt)
+        _, xport = proxy(f"proxy-{fmt}-{policy}", [pport], dp_alive, "--space",
+                         os.path.join(TMP, "space3.json"), "--policy", policy)
         ok = 0
         for i in range(6):
             s = Stream(xport, 5, f"{fmt} prompt {i} " + "epsilon " * (i + 2))
@@ -366,7 +366,7 @@ def main():
         m = metrics(xport)
         check(ok == 6 and m["eldr_policy_fallbacks_total"] == 0 and
               m["eldr_decision_latency_microseconds_count"] == 6,
-              f"{fmt}: all requests complete, none fell back to load balancing")
+              f"{fmt}, {policy}: all requests complete, none fell back to load balancing")
 
     print("SGLang bootstrap flow (decode chosen first, signature predicted from the prefix)")
     subprocess.run([ELDR, "emulate", "--write-space", os.path.join(TMP, "space2.json"), "-k", "2"],

@@ -53,7 +53,7 @@ struct FitArgs {
 };
 
 struct RouteArgs {
-  std::string space, input, policies = "rr,random,jsq,p2c,domain,eldr", calibration;
+  std::string space, input, policies = "rr,random,jsq,p2c,domain,eldr,eldr-plus", calibration;
   double tau = 0.1;
   int per_decoder = 4, arrivals = 4000;
   uint64_t seed = 1;
