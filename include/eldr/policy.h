@@ -44,7 +44,6 @@
 #include <vector>
 
 #include "eldr/expert_counts.h"
-#include "eldr/occupancy.h"
 #include "eldr/rng.h"
 #include "eldr/signature_space.h"
 #include "eldr/status.h"
@@ -62,9 +61,6 @@ struct RouteRequest {
 struct ClusterView {
   std::span<const int64_t> in_flight;       // per decoder
   std::span<const uint8_t> available = {};  // per decoder, non-zero = may be chosen; empty = all
-  // Optional: the in-flight requests' predicted expert use per decoder (eldr-plus's
-  // marginal-cost variant; others ignore it).
-  const ExpertOccupancy* occupancy = nullptr;
 };
 
 struct RouteDecision {
@@ -116,10 +112,6 @@ struct PolicyOptions {
     // Research variant (docs/results.md): tau as a fraction of the eligible decoders' score
     // spread (band = {s_k >= max - tau * (max - min)}) instead of an absolute cosine width.
     bool relative_band = false;
-    // Research variant (docs/results.md): 0 = the band; 1 = among the eligible decoders, the one
-    // where the request adds the fewest predicted experts (needs ClusterView::occupancy, else the
-    // band); 2 = the same weighted by (in flight + 1), the requests the added experts slow down.
-    int cost = 0;
   } plus;
   std::shared_ptr<const SignatureSpace> space;  // eldr, eldr-plus: required, k() == decoders
   std::vector<LabelShare> label_shares;         // domain: calibration label mix (required)

@@ -250,7 +250,6 @@ class EldrPlusPolicy final : public RoutingPolicy {
         tau_(static_cast<float>(o.tau)),
         slack_(o.slack),
         relative_(o.relative_band),
-        cost_(o.cost),
         space_(std::move(space)),
         scores_(n) {}
   std::string_view Name() const override { return "eldr-plus"; }
@@ -284,24 +283,6 @@ class EldrPlusPolicy final : public RoutingPolicy {
     if (best == -std::numeric_limits<float>::infinity()) {
       return Done(JsqRandomTie(v, 0, n_, rng), /*fallback=*/true);
     }
-    if (cost_ != 0 && v.occupancy != nullptr && req.counts != nullptr &&
-        v.occupancy->decoders() == n_ && v.occupancy->Activation(*req.counts, &p_)) {
-      int pick = -1;
-      double pick_cost = 0;
-      for (int i = 0; i < n_; ++i) {
-        if (!eligible(i)) continue;
-        double c = v.occupancy->Added(i, p_);
-        if (cost_ == 2) c *= static_cast<double>(v.in_flight[i] + 1);
-        if (pick < 0 || c < pick_cost || (c == pick_cost && v.in_flight[i] < v.in_flight[pick])) {
-          pick = i;
-          pick_cost = c;
-        }
-      }
-      RouteDecision d;
-      d.decoder = pick;
-      d.best_score = best;
-      return d;
-    }
     const float threshold = best - (relative_ ? tau_ * (best - worst) : tau_);
     int pick = -1, band = 0;
     for (int i = 0; i < n_; ++i) {
@@ -324,10 +305,8 @@ class EldrPlusPolicy final : public RoutingPolicy {
   float tau_;
   double slack_;
   bool relative_;
-  int cost_;
   std::shared_ptr<const SignatureSpace> space_;
   std::vector<float> scores_;
-  std::vector<float> p_;  // marginal-cost variant: the request's activation
 };
 
 }  // namespace

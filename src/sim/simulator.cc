@@ -5,8 +5,6 @@
 #include <cmath>
 #include <deque>
 #include <numeric>
-#include <optional>
-#include <unordered_map>
 
 #include "eldr/rng.h"
 
@@ -51,10 +49,6 @@ class Cluster {
         scratch_(w.words) {
     if (o.ep_ranks > 1 && o.placement.empty())
       contiguous_ = ContiguousPlacement(w.geometry, o.ep_ranks);
-    if (o.policy.name == "eldr-plus" && o.policy.plus.cost != 0) {
-      occupancy_.emplace(c_.decode_workers, w.geometry.moe_layers, w.geometry.experts,
-                         w.geometry.top_k);
-    }
   }
 
   Result<SimResult> Run() {
@@ -144,18 +138,8 @@ class Cluster {
     r.first_token_us = now_;
     r.generated = 1;
     RouteRequest rq{.counts = &R(id).prefill, .label = w_.labels[R(id).label]};
-    ClusterView view{in_flight_};
-    std::vector<float> act;
-    if (occupancy_) {
-      occupancy_->Activation(R(id).prefill, &act);
-      view.occupancy = &*occupancy_;
-    }
-    auto d = policy_.Route(rq, view, rng_);
+    auto d = policy_.Route(rq, {in_flight_}, rng_);
     if (!d) return d.error();
-    if (occupancy_ && !act.empty()) {
-      occupancy_->Add(d->decoder, act);
-      activation_[id] = std::move(act);
-    }
     fallbacks_ += d->fallback;
     r.decoder = d->decoder;
     ++in_flight_[r.decoder];  // in flight from dispatch to completion, as in the paper
@@ -181,12 +165,6 @@ class Cluster {
         r.finish_us = now_;
         --in_flight_[di];
         --total_in_flight_;
-        if (occupancy_) {
-          if (auto it = activation_.find(b[i]); it != activation_.end()) {
-            occupancy_->Remove(di, it->second);
-            activation_.erase(it);
-          }
-        }
         ++d.served;
         d.kv_used -= R(b[i]).prompt_tokens + R(b[i]).output_tokens;
         end_us_ = std::max(end_us_, now_);
@@ -304,9 +282,6 @@ class Cluster {
   std::vector<uint64_t> scratch_;
   int64_t now_ = 0, end_us_ = 0, steps_ = 0, fallbacks_ = 0;
   int64_t total_in_flight_ = 0, peak_in_flight_ = 0;
-  // eldr-plus's marginal-cost variant: the in-flight requests' predicted expert use.
-  std::optional<ExpertOccupancy> occupancy_;
-  std::unordered_map<int, std::vector<float>> activation_;
   double distinct_sum_ = 0, batch_sum_ = 0, busiest_sum_ = 0;
   std::vector<uint64_t> contiguous_;
 };

@@ -49,10 +49,9 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
           ->capture_default_str();
   c->add_option("--seed", a.seed, "Seed of workload, fit and policies")->capture_default_str();
   c->add_flag("--stats", a.stats, "Also print the workload's routing statistics");
-  c->add_option(
-       "--matrix", a.matrix,
-       "Run an experiment set instead: 'paper' = 3 models x 2 workloads x 20-100 qps x "
-       "every policy over --seeds seeds, plus the ablations (-d sets the seconds per rate)")
+  c->add_option("--matrix", a.matrix,
+                "Run an experiment set instead: 'paper' = 3 models x 2 workloads x 20-100 qps x "
+                "six policies, plus the ablations (-d sets the seconds per rate)")
       ->check(CLI::IsMember({"paper"}));
   c->add_option("--trace", a.trace,
                 "Replay a recorded routing trace (`eldr trace import`) instead of a synthetic "
@@ -144,10 +143,6 @@ Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double ta
     if (p.name == "eldr-plus-rel") {
       p.name = "eldr-plus";
       p.plus.relative_band = true;
-    }
-    if (p.name == "eldr-plus-cost" || p.name == "eldr-plus-cost2") {
-      p.plus.cost = p.name == "eldr-plus-cost" ? 1 : 2;
-      p.name = "eldr-plus";
     }
     const size_t max_params = p.name == "eldr" ? 1 : p.name == "eldr-plus" ? 2 : 0;
     if (parts.size() - 1 > max_params) {
