@@ -315,6 +315,69 @@ TEST(TraceTest, BadOptionsAreRejectedByName) {
   EXPECT_NE(o.Validate().message().find("output_tokens"), std::string::npos);
 }
 
+// A trace whose requests each route every token to one fixed expert set per layer. With
+// `shared_by_label` every request of a label uses its label's sets (perfect label locality);
+// otherwise each request draws its own, independent of its label (no label locality at all).
+Trace FixedSetTrace(int labels, int per_label, bool shared_by_label, uint64_t seed) {
+  Trace t;
+  t.geometry = *FindModel("gpt-oss-20b");
+  t.prefix_tokens = 4;
+  const ModelGeometry& g = t.geometry;
+  Rng rng(seed);
+  auto draw_sets = [&] {
+    std::vector<uint16_t> row;
+    for (int l = 0; l < g.moe_layers; ++l) {
+      std::vector<uint16_t> perm(g.experts);
+      for (int e = 0; e < g.experts; ++e) perm[e] = static_cast<uint16_t>(e);
+      for (int j = 0; j < g.top_k; ++j) std::swap(perm[j], perm[j + rng.Uniform(g.experts - j)]);
+      row.insert(row.end(), perm.begin(), perm.begin() + g.top_k);
+    }
+    return row;
+  };
+  std::vector<std::vector<uint16_t>> label_rows;
+  for (int d = 0; d < labels; ++d) label_rows.push_back(draw_sets());
+  for (int i = 0; i < labels * per_label; ++i) {
+    TraceRequest r;
+    r.label = "L" + std::to_string(i % labels);
+    r.prompt_tokens = 10;
+    r.tokens = 24;
+    const std::vector<uint16_t> row = shared_by_label ? label_rows[i % labels] : draw_sets();
+    for (int tok = 0; tok < r.tokens; ++tok) r.picks.insert(r.picks.end(), row.begin(), row.end());
+    t.requests.push_back(std::move(r));
+  }
+  return t;
+}
+
+Result<WorkloadStats> StatsOf(const Trace& t, int batch) {
+  TraceWorkloadOptions o;
+  o.requests = 1;
+  o.min_decode_tokens = 4;
+  o.calibration_fraction = 0.95;
+  ELDR_ASSIGN_OR_RETURN(const Workload w, MakeTraceWorkload(t, o));
+  return MeasureWorkload(w, batch);
+}
+
+// Same-label and mixed batches are drawn without replacement: with labels smaller than the
+// batch, a batch drawn with replacement would hold the same request several times, select fewer
+// distinct experts and report label locality that the trace does not have.
+TEST(TraceTest, SameLabelReductionDrawsBatchesWithoutReplacement) {
+  for (uint64_t seed : {1, 2, 3}) {
+    SCOPED_TRACE(seed);
+    // 8 labels of 5 requests, batches of 16: no label locality, so no reduction.
+    auto none = StatsOf(FixedSetTrace(8, 5, /*shared_by_label=*/false, seed), 16);
+    ASSERT_TRUE(none.has_value()) << none.error().ToString();
+    EXPECT_NEAR(none->same_domain_reduction, 0.0, 0.05);
+    // Perfect label locality is still measured: a label's batch selects only top-k experts.
+    auto all = StatsOf(FixedSetTrace(8, 5, /*shared_by_label=*/true, seed), 16);
+    ASSERT_TRUE(all.has_value()) << all.error().ToString();
+    EXPECT_GT(all->same_domain_reduction, 0.5);
+  }
+  // Labels larger than the batch: full batches of distinct requests, still no reduction.
+  auto big = StatsOf(FixedSetTrace(2, 40, /*shared_by_label=*/false, 4), 16);
+  ASSERT_TRUE(big.has_value()) << big.error().ToString();
+  EXPECT_NEAR(big->same_domain_reduction, 0.0, 0.05);
+}
+
 TEST(TraceTest, PoolTooSmallWarnsPastHalfThePool) {
   EXPECT_FALSE(PoolTooSmall(10, 100));
   EXPECT_FALSE(PoolTooSmall(50, 100));

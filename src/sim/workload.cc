@@ -350,22 +350,29 @@ WorkloadStats MeasureWorkload(const Workload& w, int batch, uint64_t seed) {
     }
     st.prefill_decode_correlation = sxy / std::sqrt(sxx * syy);
   }
-  // Distinct experts of one decode step: same-domain vs mixed batches.
+  // Distinct experts of one decode step: same-domain vs mixed batches. Batches are drawn without
+  // replacement (a request is never in a batch twice, as in serving); a domain with fewer
+  // requests than `batch` gives a batch of all of them, compared with a mixed batch of that size.
   Rng rng(seed);
   std::vector<std::vector<int>> by_label(D);
   for (size_t i = 0; i < reqs.size(); ++i) by_label[reqs[i].label].push_back(static_cast<int>(i));
-  auto distinct = [&](const std::vector<int>& members) {
-    return StepDistinct(w, reqs, members, rng);
+  std::vector<int> everyone(reqs.size());
+  std::iota(everyone.begin(), everyone.end(), 0);
+  std::vector<int> members;
+  // The first n entries of `pool`, after a partial Fisher-Yates shuffle: n distinct requests.
+  auto draw = [&](std::vector<int>& pool, size_t n) {
+    for (size_t i = 0; i < n; ++i) std::swap(pool[i], pool[i + rng.Uniform(pool.size() - i)]);
+    members.assign(pool.begin(), pool.begin() + static_cast<std::ptrdiff_t>(n));
   };
   double same = 0, mixed = 0;
   const int trials = 200;
-  std::vector<int> members(batch);
   for (int t = 0; t < trials; ++t) {
-    const auto& pool = by_label[reqs[rng.Uniform(reqs.size())].label];  // domain by share
-    for (int& m : members) m = pool[rng.Uniform(pool.size())];
-    same += distinct(members);
-    for (int& m : members) m = static_cast<int>(rng.Uniform(reqs.size()));
-    mixed += distinct(members);
+    auto& pool = by_label[reqs[rng.Uniform(reqs.size())].label];  // domain by share
+    const size_t n = std::min(static_cast<size_t>(std::max(batch, 1)), pool.size());
+    draw(pool, n);
+    same += StepDistinct(w, reqs, members, rng);
+    draw(everyone, n);
+    mixed += StepDistinct(w, reqs, members, rng);
   }
   st.same_domain_reduction = 1 - same / mixed;
   // Hot-expert skew of decode load per layer.

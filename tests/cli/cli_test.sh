@@ -115,5 +115,111 @@ expect_error "no .*_examples" "$ELDR" trace import -i "$T/empty" -o "$T/none.eld
 head -c 100 "$DATA/trace-96.eldrtrace" >"$T/cut.eldrtrace"
 expect_error "trace" "$ELDR" trace stats "$T/cut.eldrtrace"
 
+# Trace import tells the truth about its inputs: directory links are followed (once, cycles
+# included), x_examples.json beside x_examples.json.gz is read once, ids the reader would refuse
+# are refused with the file named, a cut gzip is corrupt, and the report counts what was skipped.
+I="$T/inputs"  # this block's files
+mkdir -p "$I/tree/a" "$I/ext"
+/usr/bin/python3 - "$I" <<'PY'
+import gzip, json, random, sys
+random.seed(2)
+def req(dataset, n, bad=None):
+    toks = [{"token_%d" % (50 + t): {"layer_%d" % l: {"selected_experts": random.sample(range(32), 4)}
+                                     for l in range(24)}} for t in range(n)]
+    if bad:
+        toks[3]["token_53"]["layer_5"]["selected_experts"] = bad
+    return json.dumps({"dataset": dataset, "router_data": toks})
+t = sys.argv[1]
+for i in range(3):
+    open("%s/tree/a/A%d_examples.json" % (t, i), "w").write(req("gpqa_main", 60))
+with gzip.open("%s/tree/a/G_examples.json.gz" % t, "wt") as f: f.write(req("gpqa_main", 60))
+for i in range(2):  # reached only through the link tree/linked -> ext
+    open("%s/ext/E%d_examples.json" % (t, i), "w").write(req("mmlu_x", 60))
+open("%s/tree/summary_examples.json" % t, "w").write(json.dumps([{"dataset": "gpqa_main"}]))
+open("%s/tree/short_examples.json" % t, "w").write(req("gpqa_main", 20))
+open("%s/rep.json" % t, "w").write(req("gpqa_main", 60, bad=[7, 9, 7, 1]))
+open("%s/range.json" % t, "w").write(req("gpqa_main", 60, bad=[7, 9, 32, 1]))
+PY
+ln -s ../ext "$I/tree/linked"
+ln -s .. "$I/tree/a/loop"  # a cycle
+ln -s A0_examples.json "$I/tree/a/Z_examples.json"  # one file under two names
+gzip -dk "$I/tree/a/G_examples.json.gz"  # G_examples.json beside G_examples.json.gz
+timeout 60 "$ELDR" trace import -i "$I/tree" -o "$I/imp.eldrtrace" >"$I/imp.out" 2>&1 \
+  && ok || bad "import with links: $(cat "$I/imp.out")"
+grep -q "wrote .*: 6 requests" "$I/imp.out" && ok || bad "import links/duplicates: $(cat "$I/imp.out")"
+grep -q "1 .json beside a .json.gz of the same name: read the .json.gz only" "$I/imp.out" \
+  && ok || bad "import: no duplicate report: $(cat "$I/imp.out")"
+grep -q "read 8 (1 .json.gz, 7 .json)" "$I/imp.out" && ok || bad "import: files read: $(cat "$I/imp.out")"
+grep -q "skipped 4 files" "$I/imp.out" && ok || bad "import: files skipped: $(cat "$I/imp.out")"
+grep -q "1 names of a file already found under another name: read once" "$I/imp.out" \
+  && ok || bad "import: file link: $(cat "$I/imp.out")"
+grep -q "1 not per-request traces.*summary_examples.json" "$I/imp.out" \
+  && ok || bad "import: aggregate not reported: $(cat "$I/imp.out")"
+grep -q "1 too short.*short_examples.json" "$I/imp.out" \
+  && ok || bad "import: short request not reported: $(cat "$I/imp.out")"
+grep -q "directory links to a directory already walked" "$I/imp.out" \
+  && ok || bad "import: link cycle not reported: $(cat "$I/imp.out")"
+"$ELDR" trace stats "$I/imp.eldrtrace" >"$I/imp.st" 2>&1 && ok || bad "stats: $(cat "$I/imp.st")"
+grep -q "label shares over the file (6 requests): gpqa 66.7% (4), mmlu 33.3% (2)" "$I/imp.st" \
+  && ok || bad "stats: file label shares: $(cat "$I/imp.st")"
+grep -q "label shares over the file (6 requests): gpqa 50.0% (3), mmlu 50.0% (3)" "$T/st" \
+  && ok || bad "stats: file label shares: $(cat "$T/st")"
+grep -q "select [0-9.-]*% fewer distinct experts" "$I/imp.st" && ok || bad "stats: $(cat "$I/imp.st")"
+mkdir -p "$I/rep" "$I/range" "$I/one" "$I/cut" "$I/notrailer"
+cp "$I/rep.json" "$I/rep/R_examples.json"
+expect_error "R_examples.json: token 3 ('token_53') layer 5: expert 7 repeated" \
+  "$ELDR" trace import -i "$I/rep" -o "$I/x.eldrtrace"
+cp "$I/range.json" "$I/range/R_examples.json"
+expect_error "R_examples.json: token 3 ('token_53') layer 5: expert id 32 outside \[0, 32)" \
+  "$ELDR" trace import -i "$I/range" -o "$I/x.eldrtrace"
+expect_error "prefix-tokens must be >= 0" "$ELDR" trace import -i "$I/tree" -o "$I/x.eldrtrace" \
+  --prefix-tokens -1
+[ ! -e "$I/x.eldrtrace" ] && ok || bad "a failed import left an output file"
+# A gzip cut short, and one that lacks only its 8-byte trailer, are corrupt, not partial data.
+gz="$I/tree/a/G_examples.json.gz"
+head -c $(($(stat -c %s "$gz") / 2)) "$gz" >"$I/cut/C_examples.json.gz"
+expect_error "C_examples.json.gz: corrupt gzip: truncated" \
+  "$ELDR" trace import -i "$I/cut" -o "$I/x.eldrtrace"
+head -c $(($(stat -c %s "$gz") - 8)) "$gz" >"$I/notrailer/C_examples.json.gz"
+expect_error "C_examples.json.gz: corrupt gzip" \
+  "$ELDR" trace import -i "$I/notrailer" -o "$I/x.eldrtrace"
+# One label: the same-label reduction is not a number.
+cp "$I"/tree/a/A*_examples.json "$I/tree/a/G_examples.json" "$I/one/"
+"$ELDR" trace import -i "$I/one" -o "$I/one.eldrtrace" >/dev/null 2>&1 && ok || bad "one-label import"
+"$ELDR" trace stats "$I/one.eldrtrace" >"$I/one.st" 2>&1 && ok || bad "stats: $(cat "$I/one.st")"
+grep -q "select n/a" "$I/one.st" && ok || bad "stats with one label: $(cat "$I/one.st")"
+grep -q "label shares over the file (4 requests): gpqa 100.0% (4)" "$I/one.st" \
+  && ok || bad "stats with one label: $(cat "$I/one.st")"
+
+# route never has a request in flight twice: fewer requests than K x --per-decoder is refused;
+# exactly enough, replayed over many passes, runs.
+head -20 "$DATA/heldout.jsonl" >"$I/h19.jsonl"  # header + 19 requests
+expect_error "has 19 requests with decode counts, fewer than the 32 kept in flight" \
+  "$ELDR" route -s "$T/space.json" -i "$I/h19.jsonl"
+grep -q -- "use --per-decoder 2 or less" "$T/err" && ok || bad "route: no remedy: $(cat "$T/err")"
+"$ELDR" route -s "$T/space.json" -i "$I/h19.jsonl" --per-decoder 2 --arrivals 500 >"$I/r19" 2>&1 \
+  && ok || bad "route with 19 requests, 16 in flight: $(cat "$I/r19")"
+head -17 "$DATA/heldout.jsonl" >"$I/h16.jsonl"  # exactly 16 = 8 x 2
+"$ELDR" route -s "$T/space.json" -i "$I/h16.jsonl" --per-decoder 2 --arrivals 300 >"$I/r16" 2>&1 \
+  && ok || bad "route with as many requests as in flight: $(cat "$I/r16")"
+# Errors name only the command's own options, and say each context once.
+route_opts=$("$ELDR" route --help | grep -o -- '--[a-z-]*' | sort -u)
+for args in "--per-decoder 0" "--arrivals 0" "--per-decoder 9"; do
+  # shellcheck disable=SC2086
+  "$ELDR" route -s "$T/space.json" -i "$I/h19.jsonl" $args 2>"$T/err" >/dev/null
+  grep -q -- "--" "$T/err" && ok || bad "route error names no option: $(cat "$T/err")"
+  for o in $(grep -o -- '--[a-z-]*' "$T/err" | sort -u); do
+    echo "$route_opts" | grep -qx -- "$o" && ok || bad "route error names $o: $(cat "$T/err")"
+  done
+done
+expect_error "decoders must be >= 1" "$ELDR" fit -i "$DATA/calib.jsonl" -o "$T/x.json" -k 0
+expect_error "eldr fit: INVALID_ARGUMENT: 128 calibration requests cannot fill k" \
+  "$ELDR" fit -i "$DATA/heldout.jsonl" -o "$T/x.json" -k 1000
+"$ELDR" simulate -d 1 --calibration 5 >/dev/null 2>"$T/err"
+grep -q "cannot fill k" "$T/err" && ! grep -q "fit: fit:" "$T/err" \
+  && ok || bad "repeated context: $(cat "$T/err")"
+expect_error "eldr trace: INVALID_ARGUMENT: $T/cut.eldrtrace: truncated" \
+  "$ELDR" trace stats "$T/cut.eldrtrace"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

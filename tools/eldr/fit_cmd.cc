@@ -30,6 +30,10 @@ void AddFitCommand(CLI::App& app, FitArgs& a) {
 }
 
 Status RunFit(const FitArgs& a) {
+  // Checked here too (FitOptions::Validate has the same bounds) to name the options as typed.
+  if (a.decoders < 1) return InvalidArgument("-k/--decoders must be >= 1, got {}", a.decoders);
+  if (a.pairs < 10) return InvalidArgument("--pairs must be >= 10, got {}", a.pairs);
+  if (a.max_iters < 1) return InvalidArgument("--max-iters must be >= 1, got {}", a.max_iters);
   auto text = ReadFile(a.input);
   if (!text) return text.error();
   Result<ModelGeometry> geometry = ModelGeometry{};

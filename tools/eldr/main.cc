@@ -68,6 +68,32 @@ void Progress::Update(std::string_view stage, double fraction) {
   std::fflush(stderr);
 }
 
+namespace {
+
+// The error line of subcommand `cmd`: "eldr <cmd>: CODE: message", each context said once.
+// The library prefixes some messages with its own part's name ("fit: ...", "trace: ..."): when
+// that is the subcommand's name, already said by "eldr <cmd>: ", it is dropped; and a context
+// that a command adds and the library adds again ("fit: fit: ...") is said once.
+std::string ErrorLine(std::string_view cmd, const Status& s) {
+  std::vector<std::string_view> parts;  // the contexts, outermost first
+  std::string_view rest = s.message();
+  for (size_t at; (at = rest.find(": ")) != std::string_view::npos; rest.remove_prefix(at + 2)) {
+    parts.push_back(rest.substr(0, at));
+  }
+  if (!parts.empty() && parts.back() == cmd) parts.pop_back();  // the innermost: the library's
+  std::string message;
+  std::string_view prev;
+  for (std::string_view p : parts) {
+    if (p == prev) continue;
+    message += fmt::format("{}: ", p);
+    prev = p;
+  }
+  message += rest;  // the message itself
+  return fmt::format("eldr {}: {}: {}", cmd, StatusCodeName(s.code()), message);
+}
+
+}  // namespace
+
 }  // namespace eldr::cli
 
 int main(int argc, char** argv) {
@@ -120,7 +146,7 @@ int main(int argc, char** argv) {
     eldr::cli::PrintModels();
   }
   if (!s.ok()) {
-    fmt::print(stderr, "eldr {}: {}\n", name, s.ToString());
+    fmt::print(stderr, "{}\n", eldr::cli::ErrorLine(name, s));
     return 1;
   }
   return 0;

@@ -22,7 +22,8 @@ void AddRouteCommand(CLI::App& app, RouteArgs& a) {
                 "Calibration JSONL whose label mix sizes the domain pools (default: --input)");
   c->add_option("--policies", a.policies, "Comma-separated policies")->capture_default_str();
   c->add_option("--tau", a.tau, "ELDR locality band")->capture_default_str();
-  c->add_option("--per-decoder", a.per_decoder, "Requests in flight per decoder")
+  c->add_option("--per-decoder", a.per_decoder,
+                "Requests in flight per decoder (K x this must not exceed the requests)")
       ->capture_default_str();
   c->add_option("--arrivals", a.arrivals, "Requests to route per policy")->capture_default_str();
   c->add_option("--seed", a.seed, "Seed for arrival order and randomised policies")
@@ -48,6 +49,9 @@ struct Outcome {
 }  // namespace
 
 Status RunRoute(const RouteArgs& a) {
+  if (a.per_decoder < 1)
+    return InvalidArgument("--per-decoder must be >= 1, got {}", a.per_decoder);
+  if (a.arrivals < 1) return InvalidArgument("--arrivals must be >= 1, got {}", a.arrivals);
   auto space_text = ReadFile(a.space);
   if (!space_text) return space_text.error();
   auto input_text = ReadFile(a.input);
@@ -65,9 +69,6 @@ Status RunRoute(const RouteArgs& a) {
     if (!cs) return cs.error().WithContext(a.calibration);
     mix = LabelMix(cs->requests);
   }
-  if (a.per_decoder < 1 || a.arrivals < 1) {
-    return InvalidArgument("--per-decoder and --arrivals must be >= 1");
-  }
   const int K = (*space)->k(), L = g.moe_layers, E = g.experts;
   std::vector<Replay> reqs;
   for (const auto& r : set->requests) {
@@ -82,17 +83,44 @@ Status RunRoute(const RouteArgs& a) {
     reqs.push_back(std::move(rp));
   }
   if (reqs.size() < 2) return InvalidArgument("need at least 2 requests with decode counts");
-  // One arrival order for every policy: seeded shuffles of the request set, concatenated.
-  std::vector<int> order;
-  Rng order_rng(a.seed);
-  while (static_cast<int>(order.size()) < a.arrivals) {
-    std::vector<int> perm(reqs.size());
-    std::iota(perm.begin(), perm.end(), 0);
-    for (size_t i = perm.size() - 1; i > 0; --i) std::swap(perm[i], perm[order_rng.Uniform(i + 1)]);
-    order.insert(order.end(), perm.begin(), perm.end());
-  }
-  order.resize(a.arrivals);
   const size_t window = static_cast<size_t>(K) * a.per_decoder;
+  // A request is never in flight twice at once, so the window must not exceed the requests.
+  if (reqs.size() < window) {
+    const size_t most = reqs.size() / K;
+    return InvalidArgument(
+        "{} has {} requests with decode counts, fewer than the {} kept in flight (K = {} "
+        "decoders of the signature space x --per-decoder {}), and a request cannot be in flight "
+        "twice at once; {}",
+        a.input, reqs.size(), window, K, a.per_decoder,
+        most >= 1 ? fmt::format("use --per-decoder {} or less, or more requests", most)
+                  : fmt::format("give at least {} requests", K));
+  }
+  // One arrival order for every policy: seeded shuffles of the request set, one after another
+  // (each request once per pass). At every arrival the oldest of the `window` in flight
+  // finishes, so the requests in flight are the last window - 1 arrivals; a request of the new
+  // pass that is still in flight from the previous one is deferred to the first arrival after it
+  // finishes (one that is not in flight always exists when reqs.size() >= window).
+  std::vector<int> order;
+  {
+    Rng order_rng(a.seed);
+    std::vector<int> deck;  // the rest of the current pass, in order
+    std::vector<int64_t> last(reqs.size(), -static_cast<int64_t>(window));  // latest arrival
+    for (int64_t n = 0; n < a.arrivals; ++n) {
+      if (deck.empty()) {
+        deck.resize(reqs.size());
+        std::iota(deck.begin(), deck.end(), 0);
+        for (size_t i = deck.size() - 1; i > 0; --i)
+          std::swap(deck[i], deck[order_rng.Uniform(i + 1)]);
+      }
+      const auto next = std::find_if(deck.begin(), deck.end(), [&](int r) {
+        return n - last[r] >= static_cast<int64_t>(window);
+      });
+      if (next == deck.end()) return Internal("no request free to arrive (a bug)");
+      last[*next] = n;
+      order.push_back(*next);
+      deck.erase(next);
+    }
+  }
 
   std::vector<Outcome> outcomes;
   for (const std::string& name : SplitList(a.policies)) {
@@ -106,6 +134,7 @@ Status RunRoute(const RouteArgs& a) {
     if (!policy) return policy.error().WithContext("policy " + name);
     Rng rng(a.seed);
     std::deque<std::pair<int, int>> fifo;  // (request, decoder) in arrival order
+    std::vector<char> in_flight(reqs.size(), 0);
     std::vector<std::vector<int>> batch(K);
     std::vector<int64_t> load(K, 0);
     Outcome out{name};
@@ -115,10 +144,13 @@ Status RunRoute(const RouteArgs& a) {
       if (fifo.size() == window) {  // the oldest request finishes first
         auto [r, d] = fifo.front();
         fifo.pop_front();
+        in_flight[r] = 0;
         batch[d].erase(std::find(batch[d].begin(), batch[d].end(), r));
         --load[d];
       }
       const int r = order[n];
+      if (in_flight[r]) return Internal("request {} would be in flight twice (a bug)", r);
+      in_flight[r] = 1;
       RouteRequest rq{.counts = &reqs[r].req->prefill, .label = reqs[r].req->label};
       auto dec = (*policy)->Route(rq, {load}, rng);
       if (!dec) return dec.error();

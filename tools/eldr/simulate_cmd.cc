@@ -300,7 +300,7 @@ Status RunSimulate(const SimulateArgs& a) {
     fo.k = a.decode;
     fo.seed = seed;
     auto fit = Fit(cell->calib, g, fo);
-    if (!fit) return fit.error().WithContext("fit");
+    if (!fit) return fit.error();  // the fitter says "fit: ..." itself
     std::vector<Result<sim::SimResult>> results(policies.size(), sim::SimResult{});
     std::atomic<size_t> next{0};
     auto worker = [&] {

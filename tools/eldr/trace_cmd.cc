@@ -3,7 +3,11 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <boost/json.hpp>
+#include <charconv>
+#include <climits>
 #include <filesystem>
+#include <map>
+#include <set>
 
 #include "commands.h"
 #include "eldr/sim/trace.h"
@@ -18,7 +22,8 @@ void AddTraceCommand(CLI::App& app, TraceArgs& a) {
   auto* imp = t->add_subcommand(
       "import",
       "Convert GPT-OSS-MoE-ExpertFingerprinting per-request traces (*_examples.json or "
-      ".json.gz, searched recursively) into an eldr trace file");
+      ".json.gz, searched recursively, following directory links; where both x_examples.json "
+      "and x_examples.json.gz exist only the .json.gz is read) into an eldr trace file");
   imp->add_option("-i,--input", a.input, "Directory of trace files")->required();
   imp->add_option("-o,--output", a.output, "eldr trace file to write")->required();
   imp->add_option("-m,--model", a.model, "Model preset of the traces")->capture_default_str();
@@ -38,18 +43,76 @@ void AddTraceCommand(CLI::App& app, TraceArgs& a) {
 
 namespace {
 
-Result<std::string> ReadMaybeGzip(const fs::path& p) {
-  if (p.extension() != ".gz") return ReadFile(p.string());
-  gzFile f = gzopen(p.c_str(), "rb");
-  if (f == nullptr) return NotFound("cannot open '{}'", p.string());
+constexpr std::string_view kJsonSuffix = "_examples.json";
+constexpr std::string_view kGzSuffix = "_examples.json.gz";
+// Limits of the trace format (docs/formats.md) that the reader enforces or clamps to.
+constexpr int kMaxTokens = 1 << 20;
+constexpr int kMaxPrompt = 1 << 24;
+constexpr size_t kMaxLabel = 0xFFFF;
+// A per-request file larger than this once decompressed is refused (a gzip bomb, not a trace).
+constexpr size_t kMaxDecompressed = size_t{1} << 32;
+
+bool EndsWith(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+// Inflates every gzip member of `in`. The stream must end exactly with a complete member
+// (header, deflate data, CRC-32 and length trailer); a truncated stream, one without its
+// trailer, a bad checksum or trailing bytes that are not another member are DataLoss.
+Result<std::string> Gunzip(std::string_view in) {
+  if (in.size() > UINT_MAX)
+    return ResourceExhausted("gzip file of {} bytes is too large", in.size());
+  z_stream zs{};
+  if (inflateInit2(&zs, 15 + 16) != Z_OK) return Internal("zlib: inflateInit2 failed");
+  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  zs.avail_in = static_cast<uInt>(in.size());
   std::string out;
   char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
-  const bool bad = n < 0;
-  gzclose(f);
-  if (bad) return DataLoss("'{}': corrupt gzip stream", p.string());
+  Status err;
+  for (;;) {
+    zs.next_out = reinterpret_cast<Bytef*>(buf);
+    zs.avail_out = sizeof(buf);
+    const int rc = inflate(&zs, Z_NO_FLUSH);
+    out.append(buf, sizeof(buf) - zs.avail_out);
+    if (out.size() > kMaxDecompressed) {
+      err = ResourceExhausted("gzip data inflates to more than {} bytes", kMaxDecompressed);
+      break;
+    }
+    if (rc == Z_OK) continue;
+    if (rc == Z_STREAM_END) {
+      if (zs.avail_in == 0) break;  // complete
+      if (zs.avail_in >= 2 && zs.next_in[0] == 0x1f && zs.next_in[1] == 0x8b) {
+        inflateReset(&zs);  // another member follows
+        continue;
+      }
+      err = DataLoss("corrupt gzip: {} trailing bytes after the end of the stream", zs.avail_in);
+      break;
+    }
+    if (rc == Z_BUF_ERROR && zs.avail_in == 0) {
+      err = DataLoss(
+          "corrupt gzip: truncated (the data ends after {} bytes, before the end of the stream "
+          "and its 8-byte trailer)",
+          in.size());
+      break;
+    }
+    if (rc == Z_MEM_ERROR) {
+      err = ResourceExhausted("zlib: out of memory");
+      break;
+    }
+    err = DataLoss("corrupt gzip: {}", zs.msg != nullptr ? zs.msg : "inflate failed");
+    break;
+  }
+  inflateEnd(&zs);
+  if (!err.ok()) return Error{err};
   return out;
+}
+
+Result<std::string> ReadRequestFile(const fs::path& p) {
+  ELDR_ASSIGN_OR_RETURN(std::string raw, ReadFile(p.string()));
+  if (!EndsWith(p.filename().string(), ".gz")) return raw;
+  auto text = Gunzip(raw);
+  if (!text) return Error{text.error().WithContext(p.string())};
+  return text;
 }
 
 // Benchmark family of a dataset name, as the calibration extract labels it.
@@ -64,129 +127,311 @@ std::string Family(std::string_view dataset) {
   return std::string(dataset);
 }
 
-Result<sim::TraceRequest> ConvertOne(const std::string& text, const ModelGeometry& g,
-                                     int max_tokens) {
+// What one file held: a request, or nothing (not a per-request trace file).
+struct Converted {
+  bool is_request = false;
+  sim::TraceRequest request;
+};
+
+// Converts one per-request file. Rejects what ParseTrace would reject (an expert id out of
+// range or repeated within a token's top-k, lengths beyond the format's limits), naming the
+// token (its index and key) and layer. A JSON value that is not an object with a 'router_data'
+// member (an aggregate or other non-request file) is not a request.
+Result<Converted> ConvertOne(const std::string& text, const ModelGeometry& g, int max_tokens) {
   boost::system::error_code ec;
   auto v = boost::json::parse(text, ec);
-  if (ec || !v.is_object()) return InvalidArgument("not a JSON object");
+  if (ec) return InvalidArgument("not valid JSON: {}", ec.message());
+  Converted out;
+  if (!v.is_object() || !v.get_object().contains("router_data")) return out;
   const auto& o = v.get_object();
-  sim::TraceRequest r;
+  sim::TraceRequest& r = out.request;
   if (const auto* d = o.if_contains("dataset"); d && d->is_string()) {
     r.label = Family(std::string_view(d->get_string()));
+    if (r.label.size() > kMaxLabel) {
+      return InvalidArgument("dataset name of {} bytes is longer than the {} a trace stores",
+                             r.label.size(), kMaxLabel);
+    }
   }
   const auto* rd = o.if_contains("router_data");
-  if (!rd || !rd->is_array()) return InvalidArgument("no 'router_data' array");
+  if (!rd->is_array()) return InvalidArgument("'router_data' is not an array");
   const size_t row = static_cast<size_t>(g.moe_layers) * g.top_k;
   for (const auto& entry : rd->get_array()) {
     if (max_tokens > 0 && r.tokens >= max_tokens) break;
     if (!entry.is_object() || entry.get_object().size() != 1) {
       return InvalidArgument("router_data entry {} is not a one-key object", r.tokens);
     }
-    const auto& [key, layers] = *entry.get_object().begin();
-    if (r.tokens == 0) {  // "token_<P>": the first routed position = the prompt length
-      const std::string_view k(key.data(), key.size());
-      if (k.substr(0, 6) != "token_") return InvalidArgument("unexpected key '{}'", k);
-      r.prompt_tokens = std::atoi(std::string(k.substr(6)).c_str());
+    if (r.tokens >= kMaxTokens) {
+      return InvalidArgument(
+          "more than {} routed tokens (the trace format's limit); use "
+          "--max-tokens",
+          kMaxTokens);
     }
-    if (!layers.is_object()) return InvalidArgument("token {}: layers are not an object", r.tokens);
+    const auto& [key, layers] = *entry.get_object().begin();
+    const std::string_view k(key.data(), key.size());
+    if (r.tokens == 0) {  // "token_<P>": the first routed position = the prompt length
+      int p = -1;
+      const auto [end, err] =
+          std::from_chars(k.data() + std::min<size_t>(6, k.size()), k.data() + k.size(), p);
+      if (k.substr(0, 6) != "token_" || err != std::errc() || end != k.data() + k.size() || p < 0) {
+        return InvalidArgument("unexpected key '{}' (want token_<prompt length>)", k);
+      }
+      if (p > kMaxPrompt) {
+        return InvalidArgument("'{}': prompt length above the trace format's {}", k, kMaxPrompt);
+      }
+      r.prompt_tokens = p;
+    }
+    if (!layers.is_object()) {
+      return InvalidArgument("token {} ('{}'): layers are not an object", r.tokens, k);
+    }
+    // The token's shape first (every layer, top-k picks each), then the ids.
+    std::vector<const boost::json::array*> sel(g.moe_layers);
+    for (int l = 0; l < g.moe_layers; ++l) {
+      const auto* layer = layers.get_object().if_contains(fmt::format("layer_{}", l));
+      const auto* s = layer && layer->is_object()
+                          ? layer->get_object().if_contains("selected_experts")
+                          : nullptr;
+      if (!s || !s->is_array() || s->get_array().size() != static_cast<size_t>(g.top_k)) {
+        return InvalidArgument("token {} ('{}') layer {}: need {} selected_experts", r.tokens, k, l,
+                               g.top_k);
+      }
+      sel[l] = &s->get_array();
+    }
     const size_t base = r.picks.size();
     r.picks.resize(base + row);
     for (int l = 0; l < g.moe_layers; ++l) {
-      const auto* layer = layers.get_object().if_contains(fmt::format("layer_{}", l));
-      const auto* sel = layer && layer->is_object()
-                            ? layer->get_object().if_contains("selected_experts")
-                            : nullptr;
-      if (!sel || !sel->is_array() || sel->get_array().size() != static_cast<size_t>(g.top_k)) {
-        return InvalidArgument("token {} layer {}: need {} selected_experts", r.tokens, l, g.top_k);
-      }
+      uint16_t* p = r.picks.data() + base + static_cast<size_t>(l) * g.top_k;
       for (int j = 0; j < g.top_k; ++j) {
-        const auto& e = sel->get_array()[j];
+        const auto& e = (*sel[l])[j];
         if (!e.is_int64() || e.get_int64() < 0 || e.get_int64() >= g.experts) {
-          return OutOfRange("token {} layer {}: expert id outside [0, {})", r.tokens, l, g.experts);
+          return OutOfRange("token {} ('{}') layer {}: expert id {} outside [0, {})", r.tokens, k,
+                            l, boost::json::serialize(e), g.experts);
         }
-        r.picks[base + static_cast<size_t>(l) * g.top_k + j] = static_cast<uint16_t>(e.get_int64());
+        p[j] = static_cast<uint16_t>(e.get_int64());
+        for (int i = 0; i < j; ++i) {
+          if (p[i] == p[j]) {
+            return InvalidArgument("token {} ('{}') layer {}: expert {} repeated in the top-{}",
+                                   r.tokens, k, l, p[j], g.top_k);
+          }
+        }
       }
     }
     ++r.tokens;
   }
-  return r;
+  out.is_request = true;
+  return out;
+}
+
+// The *_examples.json[.gz] files under a directory tree, directory links followed.
+struct Scan {
+  std::vector<fs::path> files;      // to read, sorted
+  std::vector<fs::path> shadowed;   // x_examples.json beside x_examples.json.gz: not read
+  std::vector<fs::path> revisited;  // directory links to a directory already walked
+  std::vector<fs::path> relinked;   // file links to a file already found: not read again
+  int found = 0;                    // matching files found (read + shadowed)
+};
+
+Result<Scan> FindRequestFiles(const std::string& root) {
+  Scan scan;
+  std::error_code ec;
+  std::set<fs::path> dirs, seen_files;
+  const fs::path root_canon = fs::canonical(root, ec);
+  if (ec) return NotFound("cannot read directory '{}': {}", root, ec.message());
+  if (!fs::is_directory(root_canon)) return NotFound("'{}' is not a directory", root);
+  dirs.insert(root_canon);
+  std::map<std::string, std::pair<fs::path, fs::path>> by_stem;  // stem -> (.json, .json.gz)
+  for (auto it = fs::recursive_directory_iterator(
+           root, fs::directory_options::follow_directory_symlink, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code e2;
+    if (it->is_directory(e2)) {
+      // Walk each directory once, however many links lead to it (a link cycle included).
+      const fs::path canon = fs::canonical(it->path(), e2);
+      if (e2 || !dirs.insert(canon).second) {
+        it.disable_recursion_pending();
+        scan.revisited.push_back(it->path());
+      }
+      continue;
+    }
+    if (!it->is_regular_file(e2)) continue;  // broken links, sockets, ...
+    const std::string name = it->path().filename().string();
+    const bool gz = EndsWith(name, kGzSuffix);
+    if (!gz && !EndsWith(name, kJsonSuffix)) continue;
+    const fs::path canon = fs::canonical(it->path(), e2);
+    if (e2 || !seen_files.insert(canon).second) {  // a link to a file already found
+      scan.relinked.push_back(it->path());
+      continue;
+    }
+    std::string stem = it->path().string();
+    if (gz) stem.resize(stem.size() - 3);
+    (gz ? by_stem[stem].second : by_stem[stem].first) = it->path();
+    ++scan.found;
+  }
+  if (ec) return NotFound("cannot read directory '{}': {}", root, ec.message());
+  for (const auto& [stem, pair] : by_stem) {
+    const auto& [json, gz] = pair;
+    if (!gz.empty()) {
+      scan.files.push_back(gz);
+      if (!json.empty()) scan.shadowed.push_back(json);
+    } else {
+      scan.files.push_back(json);
+    }
+  }
+  std::sort(scan.files.begin(), scan.files.end());
+  std::sort(scan.shadowed.begin(), scan.shadowed.end());
+  return scan;
+}
+
+// " (e.g. FIRST)" for a report line; "" when `paths` is empty.
+std::string Example(const std::vector<fs::path>& paths) {
+  return paths.empty() ? "" : fmt::format(" (e.g. {})", paths.front().string());
+}
+
+Status RunStats(const TraceArgs& a) {
+  ELDR_ASSIGN_OR_RETURN(std::string bytes, ReadFile(a.input));
+  auto t = sim::ParseTrace(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+  if (!t) return t.error().WithContext(a.input);
+  sim::TraceWorkloadOptions o;
+  o.requests = 1;
+  o.calibration_fraction = 0.99;  // statistics over (nearly) every request
+  sim::TraceReplayStats rs;
+  auto w = sim::MakeTraceWorkload(*t, o, &rs);
+  if (!w) return w.error().WithContext(a.input);
+  int64_t tokens = 0;
+  std::map<std::string, int> file_labels;
+  for (const auto& r : t->requests) {
+    tokens += r.tokens;
+    ++file_labels[r.label];
+  }
+  constexpr int kBatch = 16;
+  const auto st = sim::MeasureWorkload(*w, kBatch);
+  fmt::print(
+      "{}: {} requests, {} routed tokens, {} ({} layers x {} experts, top-{}); first {} "
+      "tokens per request stand in for the prompt\n",
+      a.input, t->requests.size(), tokens, t->geometry.display_name, t->geometry.moe_layers,
+      t->geometry.experts, t->geometry.top_k, t->prefix_tokens);
+  fmt::print(
+      "usable: {} of {} requests; dropped {} with fewer than {} routed tokens (prefix {} + "
+      "min decode {}); statistics over {} calibrating requests, {} left as the evaluation "
+      "pool\n",
+      rs.eval_trace.usable, rs.eval_trace.requests, rs.eval_trace.too_short,
+      rs.eval_trace.min_routed_tokens, t->prefix_tokens, o.min_decode_tokens, rs.calibrating,
+      rs.pool);
+  fmt::print("label shares over the file ({} requests): ", t->requests.size());
+  bool first = true;
+  for (const auto& [label, n] : file_labels) {
+    fmt::print("{}{} {:.1f}% ({})", first ? "" : ", ", label.empty() ? "(none)" : label,
+               100.0 * n / static_cast<double>(t->requests.size()), n);
+    first = false;
+  }
+  fmt::print("\nlabel shares of the {} calibrating requests: ", rs.calibrating);
+  int calibrating_labels = 0;
+  for (size_t i = 0; i < w->labels.size(); ++i) {
+    fmt::print("{}{} {:.1f}%", i ? ", " : "", w->labels[i].empty() ? "(none)" : w->labels[i],
+               100 * w->label_shares[i]);
+    calibrating_labels += w->label_shares[i] > 0;
+  }
+  // With one label a "same-label" batch is just a mixed one: the reduction means nothing.
+  const std::string reduction =
+      calibrating_labels < 2
+          ? fmt::format("n/a (the calibrating requests have {} label)", calibrating_labels)
+          : fmt::format("{:.1f}% fewer distinct experts than mixed",
+                        100 * st.same_domain_reduction);
+  fmt::print(
+      "\nprefill->decode correlation {:.3f}; same-label batches of up to {} (drawn without "
+      "replacement) select {}; hottest expert {:.2f}x the layer mean\n",
+      st.prefill_decode_correlation, kBatch, reduction, st.hot_expert_ratio);
+  fmt::print("source: {}\n", t->source);
+  return Status::Ok();
+}
+
+Status RunImport(const TraceArgs& a) {
+  if (a.prefix_tokens < 0) {
+    return InvalidArgument("--prefix-tokens must be >= 0, got {}", a.prefix_tokens);
+  }
+  if (a.max_tokens < 0) return InvalidArgument("--max-tokens must be >= 0, got {}", a.max_tokens);
+  if (a.max_tokens > 0 && a.max_tokens <= a.prefix_tokens) {
+    return InvalidArgument(
+        "--max-tokens {} keeps no routed token after the --prefix-tokens {} that stand in for "
+        "the prompt",
+        a.max_tokens, a.prefix_tokens);
+  }
+  ELDR_ASSIGN_OR_RETURN(const ModelGeometry g, FindModel(a.model));
+  ELDR_ASSIGN_OR_RETURN(const Scan scan, FindRequestFiles(a.input));
+  if (scan.files.empty()) return NotFound("no *_examples.json[.gz] files under '{}'", a.input);
+  sim::Trace t;
+  t.geometry = g;
+  t.prefix_tokens = a.prefix_tokens;
+  t.source =
+      "GPT-OSS-MoE-ExpertFingerprinting (Aman Priyanshu, Supriti Vijay), Apache-2.0; decode-time "
+      "routing only, the first prefix_tokens routed tokens stand in for the prompt";
+  std::vector<fs::path> not_requests, too_short;
+  int gz = 0;
+  Progress progress(true);
+  for (size_t i = 0; i < scan.files.size(); ++i) {
+    const fs::path& f = scan.files[i];
+    gz += EndsWith(f.filename().string(), ".gz");
+    ELDR_ASSIGN_OR_RETURN(const std::string text, ReadRequestFile(f));
+    auto r = ConvertOne(text, g, a.max_tokens);
+    if (!r) return r.error().WithContext(f.string());
+    if (!r->is_request) {
+      not_requests.push_back(f);
+    } else if (r->request.tokens <= a.prefix_tokens) {
+      too_short.push_back(f);  // no decode part: never replayable
+    } else {
+      t.requests.push_back(std::move(r->request));
+    }
+    progress.Update("import", static_cast<double>(i + 1) / scan.files.size());
+  }
+  if (t.requests.empty()) {
+    return InvalidArgument(
+        "no request under '{}' to write: {} files read, {} not per-request traces, {} with at "
+        "most --prefix-tokens {} routed tokens",
+        a.input, scan.files.size(), not_requests.size(), too_short.size(), a.prefix_tokens);
+  }
+  const auto bytes = sim::SerializeTrace(t);
+  // Belt and braces: the file must read back (the checks above should make this unreachable).
+  if (auto back = sim::ParseTrace(bytes); !back) {
+    return Internal("the trace built from '{}' does not read back: {}", a.input,
+                    back.error().ToString());
+  }
+  ELDR_RETURN_IF_ERROR(WriteFileAtomically(
+      a.output, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size())));
+  const size_t skipped =
+      scan.shadowed.size() + scan.relinked.size() + not_requests.size() + too_short.size();
+  fmt::print("found {} *_examples.json[.gz] files under {}; read {} ({} .json.gz, {} .json)\n",
+             scan.found + scan.relinked.size(), a.input, scan.files.size(), gz,
+             scan.files.size() - gz);
+  fmt::print("skipped {} files\n", skipped);
+  if (!scan.shadowed.empty()) {
+    fmt::print("  {} .json beside a .json.gz of the same name: read the .json.gz only{}\n",
+               scan.shadowed.size(), Example(scan.shadowed));
+  }
+  if (!scan.relinked.empty()) {
+    fmt::print("  {} names of a file already found under another name: read once{}\n",
+               scan.relinked.size(), Example(scan.relinked));
+  }
+  if (!not_requests.empty()) {
+    fmt::print(
+        "  {} not per-request traces (not a JSON object with 'router_data'; an aggregate?){}\n",
+        not_requests.size(), Example(not_requests));
+  }
+  if (!too_short.empty()) {
+    fmt::print("  {} too short: at most --prefix-tokens {} routed tokens, nothing to decode{}\n",
+               too_short.size(), a.prefix_tokens, Example(too_short));
+  }
+  if (!scan.revisited.empty()) {
+    fmt::print("not walked again: {} directory links to a directory already walked{}\n",
+               scan.revisited.size(), Example(scan.revisited));
+  }
+  fmt::print("wrote {}: {} requests, {:.2f} MB\n", a.output, t.requests.size(), bytes.size() / 1e6);
+  return Status::Ok();
 }
 
 }  // namespace
 
 Status RunTrace(const TraceArgs& a) {
-  if (a.stats_cmd->parsed()) {
-    auto bytes = ReadFile(a.input);
-    if (!bytes) return bytes.error();
-    auto t =
-        sim::ParseTrace(std::span(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()));
-    if (!t) return t.error().WithContext(a.input);
-    sim::TraceWorkloadOptions o;
-    o.requests = 1;
-    o.calibration_fraction = 0.99;  // statistics over (nearly) every request
-    sim::TraceReplayStats rs;
-    auto w = sim::MakeTraceWorkload(*t, o, &rs);
-    if (!w) return w.error().WithContext(a.input);
-    int64_t tokens = 0;
-    for (const auto& r : t->requests) tokens += r.tokens;
-    const auto st = sim::MeasureWorkload(*w, 16);
-    fmt::print(
-        "{}: {} requests, {} routed tokens, {} ({} layers x {} experts, top-{}); first {} "
-        "tokens per request stand in for the prompt\n",
-        a.input, t->requests.size(), tokens, t->geometry.display_name, t->geometry.moe_layers,
-        t->geometry.experts, t->geometry.top_k, t->prefix_tokens);
-    fmt::print(
-        "usable: {} of {} requests; dropped {} with fewer than {} routed tokens (prefix {} + "
-        "min decode {}); statistics over {} calibrating requests, {} left as the evaluation "
-        "pool\n",
-        rs.eval_trace.usable, rs.eval_trace.requests, rs.eval_trace.too_short,
-        rs.eval_trace.min_routed_tokens, t->prefix_tokens, o.min_decode_tokens, rs.calibrating,
-        rs.pool);
-    fmt::print("labels: ");
-    for (size_t i = 0; i < w->labels.size(); ++i)
-      fmt::print("{}{} {:.1f}%", i ? ", " : "", w->labels[i], 100 * w->label_shares[i]);
-    fmt::print(
-        "\nprefill->decode correlation {:.3f}; same-label batches of 16 select {:.1f}% "
-        "fewer distinct experts than mixed; hottest expert {:.2f}x the layer mean\n",
-        st.prefill_decode_correlation, 100 * st.same_domain_reduction, st.hot_expert_ratio);
-    fmt::print("source: {}\n", t->source);
-    return Status::Ok();
-  }
-  auto g = FindModel(a.model);
-  if (!g) return g.error();
-  std::vector<fs::path> files;
-  std::error_code ec;
-  for (auto it = fs::recursive_directory_iterator(a.input, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.find("_examples.json") != std::string::npos) files.push_back(it->path());
-  }
-  if (ec) return NotFound("cannot read directory '{}': {}", a.input, ec.message());
-  if (files.empty()) return NotFound("no *_examples.json[.gz] files under '{}'", a.input);
-  std::sort(files.begin(), files.end());
-  sim::Trace t;
-  t.geometry = *g;
-  t.prefix_tokens = a.prefix_tokens;
-  t.source =
-      "GPT-OSS-MoE-ExpertFingerprinting (Aman Priyanshu, Supriti Vijay), Apache-2.0; decode-time "
-      "routing only, the first prefix_tokens routed tokens stand in for the prompt";
-  Progress progress(true);
-  for (size_t i = 0; i < files.size(); ++i) {
-    auto text = ReadMaybeGzip(files[i]);
-    if (!text) return text.error();
-    auto r = ConvertOne(*text, *g, a.max_tokens);
-    if (!r) return r.error().WithContext(files[i].string());
-    t.requests.push_back(std::move(*r));
-    progress.Update("import", static_cast<double>(i + 1) / files.size());
-  }
-  const auto bytes = sim::SerializeTrace(t);
-  if (Status s = WriteFileAtomically(
-          a.output, std::string_view(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
-      !s.ok()) {
-    return s;
-  }
-  fmt::print("wrote {}: {} requests, {:.2f} MB\n", a.output, t.requests.size(), bytes.size() / 1e6);
-  return Status::Ok();
+  if (a.stats_cmd->parsed()) return RunStats(a);
+  return RunImport(a);
 }
 
 }  // namespace eldr::cli
