@@ -18,7 +18,7 @@ run: build
 # with per-seed JSON and CSV rows and plots in build/results.
 matrix: build
 	mkdir -p build/results
-	./build/release/tools/eldr/eldr simulate --matrix paper --seeds 5 \
+	./build/release/tools/eldr/eldr simulate --matrix paper --seeds 5 --seed 11 \
 	  --json build/results/matrix.json --csv build/results/matrix.csv | tee build/results/matrix.txt
 	./build/release/tools/eldr/eldr simulate --json build/results/default.json \
 	  --requests-csv build/results/default_requests.csv > /dev/null
