@@ -8,27 +8,14 @@
 #include <vector>
 
 #include "eldr/policy.h"
+#include "test_util.h"
 
 namespace eldr {
 namespace {
 
 constexpr int kDecoders = 6;
 
-std::shared_ptr<const SignatureSpace> OneHotSpace(int k) {
-  // One layer, k experts; centroid j points at expert j (plus a little of every expert).
-  SignatureSpaceSpec s;
-  s.model = "test";
-  s.layers = 1;
-  s.experts = k;
-  s.layer_mask = {0};
-  s.idf.assign(k, 1.0f);
-  for (int j = 0; j < k; ++j) {
-    std::vector<float> c(k, 0.1f);
-    c[j] = 1.0f;
-    s.centroids.push_back(c);
-  }
-  return *SignatureSpace::Build(s);
-}
+using ::eldr::testing::OneHotSpace;
 
 PolicyOptions OptionsFor(std::string_view name, int decoders) {
   PolicyOptions o;

@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "eldr/load_tracker.h"
+#include "test_util.h"
 
 namespace eldr {
 namespace {
@@ -78,27 +79,11 @@ TEST(PolicyTest, P2cMatchesItsClosedFormSelectionProbabilities) {
   for (int h : fh) EXPECT_NEAR(h / double(kN), 0.25, 0.01);
 }
 
-std::shared_ptr<const SignatureSpace> TwoByTwoSpace(int k) {
-  // One layer, k experts; centroid j points at expert j (plus a little of every expert).
-  SignatureSpaceSpec s;
-  s.model = "test";
-  s.layers = 1;
-  s.experts = k;
-  s.layer_mask = {0};
-  s.idf.assign(k, 1.0f);
-  for (int j = 0; j < k; ++j) {
-    std::vector<float> c(k, 0.1f);
-    c[j] = 1.0f;
-    s.centroids.push_back(c);
-  }
-  return *SignatureSpace::Build(s);
-}
-
 std::unique_ptr<RoutingPolicy> MakeEldr(int k, double tau) {
   PolicyOptions o;
   o.decoders = k;
   o.tau = tau;
-  o.space = TwoByTwoSpace(k);
+  o.space = testing::OneHotSpace(k);
   return std::move(*MakePolicy(o));
 }
 
@@ -123,7 +108,7 @@ TEST(EldrPolicyTest, TauZeroIsPureLocalityAndLargeTauIsJsqWithLowestIndexTies) {
 
 TEST(EldrPolicyTest, BandContainsExactlyTheCentroidsWithinTau) {
   Rng rng(6);
-  auto space = TwoByTwoSpace(4);
+  auto space = testing::OneHotSpace(4);
   ExpertCounts c(1, 4);
   c.at(0, 2) = 10;
   c.at(0, 1) = 6;
@@ -159,7 +144,7 @@ TEST(EldrPolicyTest, BandMinWidensANarrowBandToTheBestAvailableScores) {
   o.decoders = 4;
   o.tau = 0.0;
   o.band_min = 2;
-  o.space = TwoByTwoSpace(4);
+  o.space = testing::OneHotSpace(4);
   auto p = std::move(*MakePolicy(o));
   std::vector<int64_t> load = {0, 1, 9, 0};
   auto d = p->Route(req, {load}, rng);
@@ -207,7 +192,7 @@ TEST(EldrPolicyTest, FallsBackToJsqWithoutASignatureAndSkipsUnavailable) {
 TEST(PolicyOptionsTest, ValidatesNameTauSpaceAndDecoderCount) {
   PolicyOptions o;
   o.decoders = 4;
-  o.space = TwoByTwoSpace(4);
+  o.space = testing::OneHotSpace(4);
   EXPECT_TRUE(o.Validate().ok());
   for (double bad : {-0.1, std::nan(""), double{INFINITY}}) {
     o.tau = bad;

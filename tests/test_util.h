@@ -3,10 +3,12 @@
 
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "eldr/geometry.h"
 #include "eldr/rng.h"
+#include "eldr/signature_space.h"
 
 namespace eldr::testing {
 
@@ -47,6 +49,23 @@ std::vector<uint8_t> AsBytes(const std::vector<int32_t>& v) {
     std::memcpy(out.data() + i * sizeof(T), &x, sizeof(T));
   }
   return out;
+}
+
+// One layer of k experts and k centroids, centroid j pointing at expert j (plus a little of every
+// expert): a request's counts pick their centroid by their largest expert.
+inline std::shared_ptr<const SignatureSpace> OneHotSpace(int k) {
+  SignatureSpaceSpec s;
+  s.model = "test";
+  s.layers = 1;
+  s.experts = k;
+  s.layer_mask = {0};
+  s.idf.assign(k, 1.0f);
+  for (int j = 0; j < k; ++j) {
+    std::vector<float> c(k, 0.1f);
+    c[j] = 1.0f;
+    s.centroids.push_back(c);
+  }
+  return *SignatureSpace::Build(s);
 }
 
 }  // namespace eldr::testing

@@ -68,6 +68,25 @@ bool ScoreRequest(const SignatureSpace& space, const RouteRequest& req,
   return req.counts != nullptr && space.Score(*req.counts, scores).ok();
 }
 
+// The decoder of the band {i : eligible(i) and scores[i] >= threshold} with the fewest in-flight
+// requests; ties go to the lowest index, or with `prefer_score` to the better score.
+template <class Eligible>
+RouteDecision PickInBand(const ClusterView& v, std::span<const float> scores, float threshold,
+                         float best, Eligible eligible, bool prefer_score) {
+  RouteDecision d;
+  d.best_score = best;
+  for (int i = 0; i < static_cast<int>(scores.size()); ++i) {
+    if (!eligible(i) || scores[i] < threshold) continue;
+    ++d.band_size;
+    const int p = d.decoder;
+    if (p < 0 || v.in_flight[i] < v.in_flight[p] ||
+        (prefer_score && v.in_flight[i] == v.in_flight[p] && scores[i] > scores[p])) {
+      d.decoder = i;
+    }
+  }
+  return d;
+}
+
 class RoundRobin final : public RoutingPolicy {
  public:
   explicit RoundRobin(int n) : RoutingPolicy(n), n_(n) {}
@@ -216,21 +235,8 @@ class EldrPolicy final : public RoutingPolicy {
                        std::greater<float>());
       threshold = std::min(threshold, avail_scores_[m - 1]);
     }
-    int pick = -1, band = 0;
-    int64_t load = std::numeric_limits<int64_t>::max();
-    for (int i = 0; i < n_; ++i) {
-      if (!Avail(v, i) || scores_[i] < threshold) continue;
-      ++band;
-      if (v.in_flight[i] < load) {  // strict: ties go to the lowest index
-        load = v.in_flight[i];
-        pick = i;
-      }
-    }
-    RouteDecision d;
-    d.decoder = pick;
-    d.band_size = band;
-    d.best_score = best;
-    return d;
+    return PickInBand(
+        v, scores_, threshold, best, [&](int i) { return Avail(v, i); }, /*prefer_score=*/false);
   }
 
  private:
@@ -284,20 +290,7 @@ class EldrPlusPolicy final : public RoutingPolicy {
       return Done(JsqRandomTie(v, 0, n_, rng), /*fallback=*/true);
     }
     const float threshold = best - (relative_ ? tau_ * (best - worst) : tau_);
-    int pick = -1, band = 0;
-    for (int i = 0; i < n_; ++i) {
-      if (!eligible(i) || scores_[i] < threshold) continue;
-      ++band;
-      if (pick < 0 || v.in_flight[i] < v.in_flight[pick] ||
-          (v.in_flight[i] == v.in_flight[pick] && scores_[i] > scores_[pick])) {
-        pick = i;
-      }
-    }
-    RouteDecision d;
-    d.decoder = pick;
-    d.band_size = band;
-    d.best_score = best;
-    return d;
+    return PickInBand(v, scores_, threshold, best, eligible, /*prefer_score=*/true);
   }
 
  private:
