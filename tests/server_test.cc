@@ -456,6 +456,11 @@ TEST(PdTest, MessageHeadsAreWellFramed) {
   auto [rs2, rf2] = SplitHead(net::ResponseHead(422, "text/plain", 0, false));
   EXPECT_EQ(rs2, "HTTP/1.1 422 Unprocessable Entity");
   EXPECT_EQ(rf2.at("Connection"), "close");
+  auto [rs3, rf3] =
+      SplitHead(net::ResponseHead(405, "application/json", 5, true, "eldr", "Allow: GET\r\n"));
+  EXPECT_EQ(rs3, "HTTP/1.1 405 Method Not Allowed");
+  EXPECT_EQ(rf3.at("Allow"), "GET");
+  EXPECT_EQ(rf3.at("Content-Length"), "5");
   EXPECT_EQ(net::ReasonPhrase(299), "Unknown");
   for (int s : {200, 400, 401, 403, 404, 405, 409, 413, 429, 500, 502, 503, 504}) {
     EXPECT_NE(net::ReasonPhrase(s), "Unknown") << s;

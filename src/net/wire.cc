@@ -48,14 +48,14 @@ std::string_view ReasonPhrase(int status) {
 }
 
 std::string ResponseHead(int status, std::string_view content_type, size_t content_length,
-                         bool keep_alive, std::string_view server) {
+                         bool keep_alive, std::string_view server, std::string_view extra_headers) {
   std::string h;
-  h.reserve(128 + content_type.size());
+  h.reserve(128 + content_type.size() + extra_headers.size());
   fmt::format_to(std::back_inserter(h),
                  "HTTP/1.1 {} {}\r\nServer: {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n"
-                 "{}\r\n",
+                 "{}{}\r\n",
                  status, ReasonPhrase(status), server, content_type, content_length,
-                 keep_alive ? "" : "Connection: close\r\n");
+                 keep_alive ? "" : "Connection: close\r\n", extra_headers);
   return h;
 }
 

@@ -232,11 +232,23 @@ awaitable<bool> ProxyImpl::Handle(beast::tcp_stream& client, beast::flat_buffer&
   target = target.substr(0, target.find('?'));
   const auto method = req.method();
   if (target == "/v1/completions" || target == "/v1/chat/completions") {
-    if (method != http::verb::post) co_return co_await WriteJsonError(client, 405, "use POST");
+    if (method != http::verb::post) {
+      co_return co_await WriteMethodNotAllowed(client, target, "POST", true);
+    }
     co_return co_await HandleCompletion(
         client, buf, req, target == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChat);
   }
-  if (target == "/health") co_return co_await HandleHealth(client);
+  const bool get_route = target == "/health" || target == "/readiness" || target == "/liveness" ||
+                         target == "/metrics" || target == "/v1/models";
+  if (get_route && method != http::verb::get) {
+    co_return co_await WriteMethodNotAllowed(client, target, "GET", false);
+  }
+  // Liveness: the process answers; it never depends on the engines (a restart would not help).
+  if (target == "/liveness") {
+    co_return co_await WriteResponse(client, 200, R"({"status":"alive"})", "application/json", true,
+                                     false);
+  }
+  if (target == "/health" || target == "/readiness") co_return co_await HandleHealth(client);
   if (target == "/metrics") {
     co_return co_await WriteResponse(client, 200, RenderMetrics(),
                                      "text/plain; version=0.0.4; charset=utf-8", true, false);
@@ -529,6 +541,11 @@ awaitable<bool> ProxyImpl::HandleAdmin(beast::tcp_stream& client,
   } else if (target == "/admin/reload" && m == http::verb::post) {
     st = cluster_->Reload(str("space"));
   } else {
+    const std::string_view allow = target == "/admin/workers"  ? "GET, POST, DELETE"
+                                   : target == "/admin/drain"  ? "POST"
+                                   : target == "/admin/reload" ? "POST"
+                                                               : "";
+    if (!allow.empty()) co_return co_await WriteMethodNotAllowed(client, target, allow, false);
     co_return co_await AdminError(client, 404, fmt::format("no admin route {}", target));
   }
   if (!st.ok()) {

@@ -163,13 +163,19 @@ class ProxyImpl final : public Proxy {
 
   awaitable<void> Session(tcp::socket sock);
 
-  // `count`: a response to a completion request (eldr_responses_total).
+  // `count`: a response to a completion request (eldr_responses_total). `extra_headers`: complete
+  // header lines added to the head (net::ResponseHead).
   awaitable<bool> WriteResponse(beast::tcp_stream& client, int status, std::string body,
                                 std::string_view content_type, bool keep_alive = true,
-                                bool count = true);
+                                bool count = true, std::string_view extra_headers = {});
 
   awaitable<bool> WriteJsonError(beast::tcp_stream& client, int status, std::string_view message,
-                                 bool keep_alive = true, bool count = true);
+                                 bool keep_alive = true, bool count = true,
+                                 std::string_view extra_headers = {});
+
+  // 405 naming the allowed method in `Allow` (RFC 9110 §15.5.6).
+  awaitable<bool> WriteMethodNotAllowed(beast::tcp_stream& client, std::string_view target,
+                                        std::string_view allow, bool count);
 
   awaitable<bool> Handle(beast::tcp_stream& client, beast::flat_buffer& buf,
                          http::request<http::string_body>& req, bool loopback);

@@ -5,10 +5,10 @@ namespace eldr::server {
 namespace proxy_internal {
 
 awaitable<bool> ProxyImpl::WriteResponse(beast::tcp_stream& client, int status, std::string body,
-                                         std::string_view content_type, bool keep_alive,
-                                         bool count) {
-  const std::string head =
-      ResponseHead(status, content_type, body.size(), keep_alive && !stopping_);
+                                         std::string_view content_type, bool keep_alive, bool count,
+                                         std::string_view extra_headers) {
+  const std::string head = ResponseHead(status, content_type, body.size(), keep_alive && !stopping_,
+                                        "eldr", extra_headers);
   if (count) CountResponse(status);
   const std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
   auto [ec, n] = co_await asio::async_write(client, bufs, kTuple);
@@ -16,10 +16,18 @@ awaitable<bool> ProxyImpl::WriteResponse(beast::tcp_stream& client, int status, 
 }
 
 awaitable<bool> ProxyImpl::WriteJsonError(beast::tcp_stream& client, int status,
-                                          std::string_view message, bool keep_alive, bool count) {
+                                          std::string_view message, bool keep_alive, bool count,
+                                          std::string_view extra_headers) {
   co_return co_await WriteResponse(client, status,
                                    OpenAiErrorBody(status, message, ErrorTypeFor(status)),
-                                   "application/json", keep_alive, count);
+                                   "application/json", keep_alive, count, extra_headers);
+}
+
+awaitable<bool> ProxyImpl::WriteMethodNotAllowed(beast::tcp_stream& client, std::string_view target,
+                                                 std::string_view allow, bool count) {
+  const std::string message = fmt::format("{} takes {} only", target, allow);
+  const std::string header = fmt::format("Allow: {}\r\n", allow);
+  co_return co_await WriteJsonError(client, 405, message, true, count, header);
 }
 
 awaitable<std::pair<boost::system::error_code, size_t>> ProxyImpl::ReadPiece(

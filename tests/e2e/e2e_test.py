@@ -209,6 +209,26 @@ def main():
     check(m["eldr_policy_fallbacks_total"] == 0, "eldr used its signal (no fallback)")
     check(m["eldr_band_size_count"] == 48, "band sizes recorded")
 
+    print("probes and methods")
+    for path, want in [("/liveness", 200), ("/readiness", 200), ("/health", 200)]:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        check(r.status == want, f"GET {path} -> {want} ({r.status})")
+    for method, path, allow in [("POST", "/health", "GET"), ("DELETE", "/liveness", "GET"),
+                                ("POST", "/metrics", "GET"), ("GET", "/v1/completions", "POST"),
+                                ("PUT", "/v1/chat/completions", "POST"),
+                                ("GET", "/admin/reload", "POST"),
+                                ("PUT", "/admin/workers", "GET, POST, DELETE")]:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request(method, path, body=b"" if method != "GET" else None,
+                  headers={"Authorization": "Bearer s3cret"})
+        r = c.getresponse()
+        body = r.read()
+        check(r.status == 405 and r.getheader("Allow") == allow and b"error" in body,
+              f"{method} {path} -> 405, Allow: {allow} ({r.status}, {r.getheader('Allow')})")
+
     print("X-Request-Id is kept across both legs")
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     c.request("POST", "/v1/completions", body=json.dumps({"model": MODEL, "prompt": "rid test",

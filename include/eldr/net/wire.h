@@ -34,9 +34,12 @@ std::string HostHeaderValue(std::string_view host, int port);
 std::string_view ReasonPhrase(int status);
 
 // "HTTP/1.1 status reason" with Server: `server`, Content-Type and Content-Length, and
-// "Connection: close" when !keep_alive. Arguments must be valid header values (no CR or LF).
+// "Connection: close" when !keep_alive, then `extra_headers` verbatim (complete
+// "Name: value\r\n" lines, e.g. "Allow: GET\r\n"). Arguments must be valid header values (no CR
+// or LF outside the extra lines' terminators).
 std::string ResponseHead(int status, std::string_view content_type, size_t content_length,
-                         bool keep_alive, std::string_view server = "eldr");
+                         bool keep_alive, std::string_view server = "eldr",
+                         std::string_view extra_headers = {});
 
 // {"error":{"message":...,"type":...,"param":null,"code":status}}
 std::string OpenAiErrorBody(int status, std::string_view message, std::string_view type);
