@@ -186,7 +186,8 @@ TEST_P(EmuEngineTest, Vllm022NpyCoversAllLayersWithZeroDenseRows) {
   EXPECT_EQ(npy->item_size, g.experts <= 256 ? 1 : 2);
   EXPECT_EQ(npy->shape, (std::vector<int64_t>{T, g.total_layers, g.top_k}));
   for (int64_t tok = 0; tok < T; ++tok) {
-    for (int l = 0; l < g.first_moe_layer; ++l) {
+    for (int l = 0; l < g.total_layers; ++l) {
+      if (g.IsMoeLayer(l)) continue;  // dense: leading, or interleaved (Llama-4-Maverick)
       for (int j = 0; j < g.top_k; ++j) {
         EXPECT_EQ(npy->data[(tok * g.total_layers + l) * g.top_k + j], 0);
       }
@@ -288,6 +289,10 @@ TEST_P(EmuEngineTest, Vllm021ListsMarkPrefixCachedRows) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Emu, EmuEngineTest, ::testing::Values("gpt-oss-20b", "deepseek-v3"));
+// Dense layers interleaved with the MoE ones (layers 1, 3, ..., 47 MoE), read from its config.json.
+INSTANTIATE_TEST_SUITE_P(EmuInterleaved, EmuEngineTest,
+                         ::testing::Values(ELDR_MODEL_FIXTURE_DIR
+                                           "/Llama-4-Maverick-17B-128E-Instruct/config.json"));
 
 TEST(EmuPrefixCacheTest, WholeBlocksOnlyAndNeverTheLastToken) {
   PrefixCache cache(1024);

@@ -16,7 +16,9 @@
 //
 // A payload may carry all transformer layers (dense ones included) or only the MoE layers: the
 // layer dimension must equal geometry.moe_layers or geometry.total_layers; in the latter case the
-// first geometry.first_moe_layer layers are skipped. Every malformed payload (bad base64, bad .npy
+// dense layers' rows are skipped, whatever they hold, and the MoE layers' rows are taken where
+// the geometry's layer map puts them (ModelGeometry::MoeLayerId: the leading first_moe_layer rows
+// skipped, or dense layers interleaved). Every malformed payload (bad base64, bad .npy
 // header, wrong dtype or shape, expert ids out of range, a repeated id within one token's top-k,
 // truncation) yields a Status naming the problem, never a crash and never partial counts.
 //
@@ -116,7 +118,7 @@ struct PromptPickList {
 Result<PromptPickList> ParsePromptPickListJson(std::string_view json, const ModelGeometry& g,
                                                const PayloadOptions& opts = {});
 // ELDR engine-hook counts: base64 int16 [L, E] (raw little-endian, or a .npy), L = moe_layers, or
-// L = total_layers with the leading dense layers' rows skipped.
+// L = total_layers with the dense layers' rows skipped (by the geometry's layer map).
 Result<ExpertCounts> DecodeEldrSig(std::string_view base64_int16, const ModelGeometry& g);
 
 // Builds a PickTable from in-memory picks (tests, emulator, simulator). `picks` is

@@ -362,8 +362,25 @@ Result<PickTable> PickTableBuilder::Build(std::vector<uint8_t> bytes, size_t off
   PickTable t;
   if (payload_layers == g.moe_layers) {
     t.layer_offset_ = 0;
+  } else if (payload_layers == g.total_layers && g.total_layers > g.moe_layers &&
+             g.MoeLayersContiguous()) {
+    t.layer_offset_ = static_cast<int64_t>(g.first_moe_layer) * g.top_k;  // leading dense only
   } else if (payload_layers == g.total_layers && g.total_layers > g.moe_layers) {
-    t.layer_offset_ = static_cast<int64_t>(g.first_moe_layer) * g.top_k;
+    // Dense layers interleaved with MoE ones: move each token's MoE-layer rows, in order, to the
+    // front of the item array so that the table reads as an MoE-layers-only payload. Every row
+    // moves to a lower or equal offset and rows are visited in ascending order, so no row is
+    // overwritten before it is read.
+    const size_t row = static_cast<size_t>(g.top_k) * item_size;
+    uint8_t* items = bytes.data() + offset;
+    for (int64_t tok = 0; tok < tokens; ++tok) {
+      for (int l = 0; l < g.moe_layers; ++l) {
+        const size_t from = (static_cast<size_t>(tok) * payload_layers + g.MoeLayerId(l)) * row;
+        const size_t to = (static_cast<size_t>(tok) * g.moe_layers + l) * row;
+        if (from != to) std::memmove(items + to, items + from, row);
+      }
+    }
+    payload_layers = g.moe_layers;
+    t.layer_offset_ = 0;
   } else {
     return InvalidArgument(
         "payload has {} layers but {} has {} MoE layers ({} layers in all): wrong model or "
@@ -695,16 +712,20 @@ Result<PromptPickList> ParsePromptPickListJson(std::string_view json, const Mode
   PromptPickList out;
   out.rows = tokens;
   // Keep the known rows in order; a row is unknown only when all its entries are -1. Dense
-  // layers may hold anything (they are skipped), so only MoE-layer entries decide.
+  // layers may hold anything (they are skipped), so only MoE-layer entries decide; in a payload
+  // over all hidden layers they sit where the geometry's layer map says.
   const size_t row = static_cast<size_t>(layers) * k;
-  const size_t skip = layers == g.moe_layers ? 0 : static_cast<size_t>(g.first_moe_layer) * k;
+  const bool all_layers = layers != g.moe_layers;
   const size_t moe = static_cast<size_t>(g.moe_layers) * k;
   size_t kept = 0;
   bool seen_known = false;
   for (int64_t t = 0; t < tokens; ++t) {
     const int32_t* r = flat.data() + static_cast<size_t>(t) * row;
     size_t neg = 0;
-    for (size_t i = skip; i < skip + moe && i < row; ++i) neg += r[i] == -1;
+    for (int l = 0; l < g.moe_layers; ++l) {
+      const size_t at = static_cast<size_t>(all_layers ? g.MoeLayerId(l) : l) * k;
+      for (size_t i = at; i < at + k && i < row; ++i) neg += r[i] == -1;
+    }
     if (neg == moe) {
       (seen_known ? out.other_unknown : out.leading_unknown) += 1;
       continue;
@@ -745,10 +766,21 @@ Result<ExpertCounts> DecodeEldrSig(std::string_view b64, const ModelGeometry& g)
     is_signed = npy->kind == 'i';
   }
   const size_t n = static_cast<size_t>(g.moe_layers) * g.experts;
-  // Counts for every hidden layer (dense ones zero) are accepted too: the dense rows are skipped.
+  // Counts for every hidden layer (dense ones zero) are accepted too: the dense rows are skipped,
+  // the MoE layers' rows taken where the geometry's layer map says.
   const size_t all = static_cast<size_t>(g.total_layers) * g.experts;
+  std::vector<uint8_t> moe_rows;
   if (g.total_layers > g.moe_layers && data.size() == all * item) {
-    data = data.subspan(static_cast<size_t>(g.first_moe_layer) * g.experts * item, n * item);
+    const size_t row = static_cast<size_t>(g.experts) * item;
+    if (g.MoeLayersContiguous()) {
+      data = data.subspan(static_cast<size_t>(g.first_moe_layer) * row, n * item);
+    } else {
+      moe_rows.resize(n * item);
+      for (int l = 0; l < g.moe_layers; ++l) {
+        std::memcpy(moe_rows.data() + l * row, data.data() + g.MoeLayerId(l) * row, row);
+      }
+      data = moe_rows;
+    }
   }
   if (data.size() != n * item) {
     return InvalidArgument(

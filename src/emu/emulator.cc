@@ -82,18 +82,26 @@ Result<std::vector<int32_t>> TokenIds(const json::array& a, std::string_view wha
 
 // Picks of prompt rows [start, T) laid out over `layers` payload layers: the MoE layers at their
 // model index, dense layers 0 (the engines' capture buffers start zeroed and only MoE layers
-// write them).
+// write them). The hidden-layer index of each MoE layer comes straight from the geometry's
+// fields (not from the decoders' helpers, so that this stays an independent oracle).
 std::vector<int32_t> LayeredPicks(const EngineModel& m, std::span<const int32_t> tokens,
                                   int64_t start) {
   const ModelGeometry& g = m.geometry();
   const std::vector<int32_t> picks = m.PromptPicks(tokens, start);
-  const size_t in_row = static_cast<size_t>(g.moe_layers) * g.top_k;
-  const size_t out_row = static_cast<size_t>(g.total_layers) * g.top_k;
+  const size_t k = static_cast<size_t>(g.top_k);
+  const size_t in_row = static_cast<size_t>(g.moe_layers) * k;
+  const size_t out_row = static_cast<size_t>(g.total_layers) * k;
   const size_t rows = in_row ? picks.size() / in_row : 0;
   std::vector<int32_t> out(rows * out_row, 0);
-  const size_t skip = static_cast<size_t>(g.first_moe_layer) * g.top_k;
+  std::vector<size_t> at(g.moe_layers);  // item offset of MoE layer l in an output row
+  for (int l = 0; l < g.moe_layers; ++l) {
+    const int hidden = g.moe_layer_ids.empty() ? g.first_moe_layer + l : g.moe_layer_ids[l];
+    at[l] = static_cast<size_t>(hidden) * k;
+  }
   for (size_t t = 0; t < rows; ++t) {
-    std::copy_n(picks.begin() + t * in_row, in_row, out.begin() + t * out_row + skip);
+    for (int l = 0; l < g.moe_layers; ++l) {
+      std::copy_n(picks.begin() + t * in_row + l * k, k, out.begin() + t * out_row + at[l]);
+    }
   }
   return out;
 }

@@ -221,5 +221,61 @@ grep -q "cannot fill k" "$T/err" && ! grep -q "fit: fit:" "$T/err" \
 expect_error "eldr trace: INVALID_ARGUMENT: $T/cut.eldrtrace: truncated" \
   "$ELDR" trace stats "$T/cut.eldrtrace"
 
+# --model takes a Hugging Face config.json (tests/fixtures/models/, docs/models.md): a preset's
+# config simulates as the preset; a model with no published baseline is refused clearly; a model
+# that is no preset (interleaved dense layers) fits from calibration counts of its MoE layers.
+MODELS="$(cd "$(dirname "$0")/../fixtures/models" && pwd)"
+"$ELDR" simulate -m "$MODELS/gpt-oss-120b/config.json" -w language -r 20 -d 2 --calibration 200 \
+  --seeds 1 --policies jsq,eldr >"$T/hf_sim" 2>&1 && ok || bad "simulate a config.json: $(cat "$T/hf_sim")"
+grep -q "^eldr " "$T/hf_sim" && grep -q "GPT-OSS-120B\|gpt-oss-120b" "$T/hf_sim" \
+  && ok || bad "simulate a config.json output: $(cat "$T/hf_sim")"
+expect_error "no published baseline latencies for Llama-4-Maverick-17B-128E-Instruct" \
+  "$ELDR" simulate -m "$MODELS/Llama-4-Maverick-17B-128E-Instruct/config.json" -d 1
+expect_error "model config '$T/none/config.json' not found" \
+  "$ELDR" simulate -m "$T/none/config.json" -d 1
+mkdir -p "$T/My_MoE"
+# Qwen2-MoE rules: layer i is MoE iff (i + 1) % 2 == 0 and i is not in mlp_only_layers: 1, 3, 5.
+cat >"$T/My_MoE/config.json" <<'JSON'
+{"model_type": "qwen2_moe", "num_hidden_layers": 8, "num_experts": 16, "num_experts_per_tok": 2,
+ "moe_intermediate_size": 64, "intermediate_size": 256, "hidden_size": 128,
+ "shared_expert_intermediate_size": 256, "decoder_sparse_step": 2, "mlp_only_layers": [7],
+ "torch_dtype": "bfloat16", "vocab_size": 1000}
+JSON
+/usr/bin/python3 - "$T" <<'PY'
+import json, random, sys
+random.seed(3)
+def table(hot):  # [3 MoE layers][16 experts], biased to a label's hot experts
+    rows = []
+    for l in range(3):
+        c = [0] * 16
+        for _ in range(40):
+            e = random.choice(hot) if random.random() < 0.7 else random.randrange(16)
+            c[(e + l) % 16] += 1
+        rows.append(c)
+    return rows
+with open(sys.argv[1] + "/my_calib.jsonl", "w") as f:
+    for i in range(64):
+        lab, hot = ("code", [0, 1, 2, 3]) if i % 2 else ("math", [8, 9, 10, 11])
+        f.write(json.dumps({"id": "r%d" % i, "label": lab, "prefill": table(hot),
+                            "decode": table(hot)}) + "\n")
+with open(sys.argv[1] + "/my_calib_4.jsonl", "w") as f:  # 4 layers: the dense layer 7 too
+    f.write(json.dumps({"id": "r0", "prefill": table([0]) + [[0] * 16]}) + "\n")
+PY
+"$ELDR" fit -m "$T/My_MoE/config.json" -i "$T/my_calib.jsonl" -k 4 -o "$T/my_space.json" \
+  >"$T/my_fit" 2>&1 && ok || bad "fit a config.json model: $(cat "$T/my_fit")"
+grep -q "layer mask .* of 3 layers" "$T/my_fit" && ok || bad "fit a config.json model: $(cat "$T/my_fit")"
+grep -q '"model":"my-moe"' "$T/my_space.json" && grep -q '"L":3,"e":16' "$T/my_space.json" \
+  && ok || bad "fitted space of a config.json model: $(head -c 300 "$T/my_space.json")"
+"$ELDR" fit -m "$T/My_MoE" -i "$T/my_calib.jsonl" -k 4 -o "$T/my_space2.json" -q \
+  && cmp -s "$T/my_space.json" "$T/my_space2.json" && ok || bad "fit -m DIR differs from -m DIR/config.json"
+expect_error "'prefill' must be a list of 3 layers (My_MoE has 3 MoE layers)" \
+  "$ELDR" fit -m "$T/My_MoE/config.json" -i "$T/my_calib_4.jsonl" -o "$T/x.json"
+expect_error "no published baseline latencies for My_MoE" \
+  "$ELDR" simulate -m "$T/My_MoE/config.json" -d 1
+printf '{"num_hidden_layers": 8, "num_experts": 16, "num_experts_per_tok": 32}\n' >"$T/bad.json"
+expect_error "$T/bad.json: config field 'num_experts_per_tok' is 32, more than the 16 routed" \
+  "$ELDR" fit -m "$T/bad.json" -i "$T/my_calib.jsonl" -o "$T/x.json"
+[ ! -e "$T/x.json" ] && ok || bad "a failed fit left an output file"
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
