@@ -6,7 +6,9 @@
 #include <cmath>
 #include <numeric>
 
+#include "eldr/calibration.h"
 #include "eldr/rng.h"
+#include "eldr/sha256.h"
 #include "reference/hungarian.h"
 
 namespace eldr {
@@ -240,6 +242,86 @@ TEST(FitTest, IdfMatchesDefinition) {
   EXPECT_NEAR(idf[0], std::log(4.0 / 3.0), 1e-6);
   EXPECT_NEAR(idf[1], std::log(4.0 / 2.0), 1e-6);
   EXPECT_NEAR(idf[2], std::log(4.0 / 1.0), 1e-6);
+}
+
+// ---- provenance: training_sha256 ------------------------------------------------------------
+
+TEST(FitProvenanceTest, Sha256MatchesFips180Vectors) {
+  // FIPS 180-2, appendix B, and the empty string.
+  EXPECT_EQ(Sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(Sha256Hex(std::string(1000000, 'a')),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  // Lengths around the padding boundaries (55/56 bytes: one or two final blocks), bytes
+  // (7i + 3) mod 256; expected digests from sha256sum.
+  const std::pair<int, const char*> lengths[] = {
+      {55, "e7313d333c272e639f790978283f9eb392e843d0f29b7016828bb1daa4aac70b"},
+      {56, "4324d65f3c103567f5589c710bc08f8523f929a9272e3af36fc968e52abc6c27"},
+      {63, "81c80242132f230c3bd41b3e63bbcff16107339549214a99614ff26664625055"},
+      {64, "39e3d7b6b5d075d37d053ad89b24b41bef4f3c29760c84447cab3f3be1882241"},
+      {65, "aacca6ff74fdbb296d165a45cecfa04e5127bc008770fbbdd48006f2d2fae95e"},
+      {119, "9ce7368e4daf32341631b492e80359dc9f594b48453cd0dd5bf0b19279cc177e"},
+      {120, "7836b787757e95e58b3ca5aec90b1b004e8deba1e50e9675af9cabf1a13a04b5"},
+  };
+  for (const auto& [n, hex] : lengths) {
+    std::string bytes(n, '\0');
+    for (int i = 0; i < n; ++i) bytes[i] = static_cast<char>((i * 7 + 3) % 256);
+    EXPECT_EQ(Sha256Hex(bytes), hex) << n << " bytes";
+  }
+  EXPECT_TRUE(IsSha256Hex(Sha256Hex("x")));
+  EXPECT_FALSE(IsSha256Hex(std::string(64, 'A')));
+  EXPECT_FALSE(IsSha256Hex(std::string(63, 'a')));
+}
+
+// A small calibration file for mixtral-8x7b (32 x 8), six requests, no decode counts.
+std::string KnownCalibrationText() {
+  std::string text = "{\"format\":\"eldr.calibration\",\"version\":1,\"model\":\"mixtral-8x7b\"}\n";
+  for (int i = 0; i < 6; ++i) {
+    text += "{\"id\":\"r" + std::to_string(i) + "\",\"prefill\":[";
+    for (int l = 0; l < 32; ++l) {
+      text += l ? ",[" : "[";
+      for (int e = 0; e < 8; ++e) {
+        text += (e ? "," : "") + std::to_string((i * 5 + l * 3 + e * 7 * (i + 1)) % 4);
+      }
+      text += "]";
+    }
+    text += "]}\n";
+  }
+  return text;
+}
+
+TEST(FitProvenanceTest, WrittenFileCarriesTheCalibrationSha256AndLoadsBack) {
+  const std::string text = KnownCalibrationText();
+  // sha256sum of the same bytes.
+  const std::string known = "2e86e8d51d43f878249235c7acb80c8defd4d620381f43088e47ba22cae1b5ee";
+  ASSERT_EQ(Sha256Hex(text), known);
+  auto set = ParseCalibrationJsonl(text);
+  ASSERT_TRUE(set.has_value()) << set.error().ToString();
+  ModelGeometry g = *FindModel("mixtral-8x7b");
+  for (auto t :
+       {SignatureTransform::kCountIdf, SignatureTransform::kCount, SignatureTransform::kBinary}) {
+    FitOptions o;
+    o.k = 2;
+    o.transform = t;
+    o.greedy_mask = false;                // eldr fit --all-layers
+    o.training_sha256 = Sha256Hex(text);  // what eldr fit passes
+    auto fit = Fit(set->requests, g, o);
+    ASSERT_TRUE(fit.has_value()) << fit.error().ToString();
+    const std::string json = fit->space->ToJson();
+    EXPECT_NE(json.find("\"training_sha256\":\"" + known + "\""), std::string::npos) << json;
+    EXPECT_NE(json.find("\"layer_select\":\"all\""), std::string::npos);
+    EXPECT_EQ(json.find("\"sig_idf\"") != std::string::npos, t == SignatureTransform::kCountIdf)
+        << TransformName(t);
+    auto back = SignatureSpace::FromJson(json, &g);
+    ASSERT_TRUE(back.has_value()) << TransformName(t) << ": " << back.error().ToString();
+    EXPECT_EQ((*back)->spec().training_sha256, known);
+    EXPECT_EQ((*back)->spec().layer_mask.size(), 32u);
+  }
+  FitOptions bad;
+  bad.training_sha256 = "0xdeadbeef";
+  EXPECT_FALSE(bad.Validate().ok());
 }
 
 }  // namespace

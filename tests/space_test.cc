@@ -1,20 +1,26 @@
 #include <gtest/gtest.h>
 
+#include <boost/json.hpp>
 #include <cmath>
+#include <limits>
+#include <numeric>
 
 #include "eldr/rng.h"
+#include "eldr/sha256.h"
 #include "eldr/signature_space.h"
 
 namespace eldr {
 namespace {
 
-SignatureSpaceSpec Spec(const ModelGeometry& g, int k, uint64_t seed) {
+// Random weights and centroids (not unit: Build renormalises) on the even layers, or on every
+// layer with `all_layers`.
+SignatureSpaceSpec Spec(const ModelGeometry& g, int k, uint64_t seed, bool all_layers = false) {
   Rng rng(seed);
   SignatureSpaceSpec s;
   s.model = g.name;
   s.layers = g.moe_layers;
   s.experts = g.experts;
-  for (int l = 0; l < g.moe_layers; l += 2) s.layer_mask.push_back(l);
+  for (int l = 0; l < g.moe_layers; l += all_layers ? 1 : 2) s.layer_mask.push_back(l);
   const size_t d = s.layer_mask.size() * g.experts;
   for (size_t i = 0; i < d; ++i) s.idf.push_back(static_cast<float>(0.1 + rng.UniformDouble()));
   for (int j = 0; j < k; ++j) {
@@ -166,6 +172,273 @@ TEST(SignatureSpaceTest, BuildRejectsBadSpecs) {
   s = Spec(g, 2, 1);
   s.centroids.clear();
   EXPECT_FALSE(SignatureSpace::Build(s).has_value());
+}
+
+// ---- files that travel both ways (the ELDR artifact's fields) ---------------------------------
+
+namespace json = boost::json;
+
+// A valid artifact-style count_idf file for gpt-oss-20b (24 x 32): mask {3}, two unit centroids.
+json::object ArtifactFile() {
+  json::object o;
+  o["model"] = "openai/gpt-oss-20b";
+  o["algo"] = "kmbal";
+  o["k"] = 2;
+  o["L"] = 24;
+  o["e"] = 32;
+  o["n_fit"] = 10;
+  o["variant"] = "count_idf";
+  o["layer_select"] = "forward_greedy";
+  o["layer_mask"] = json::array{3};
+  o["seed"] = 1;
+  o["sig_dtype"] = "<i2";
+  json::array c0, c1, idf;
+  for (int i = 0; i < 32; ++i) {
+    c0.push_back(i == 0 ? 1.0 : 0.0);
+    c1.push_back(i == 1 ? 1.0 : 0.0);
+    idf.push_back(1.0 + i % 3);
+  }
+  o["centroids"] = json::array{c0, c1};
+  o["sig_idf"] = idf;
+  return o;
+}
+
+// Unit rows of `dims` values: row j has a 1 at j.
+json::array UnitRows(int k, int dims) {
+  json::array rows;
+  for (int j = 0; j < k; ++j) {
+    json::array r;
+    for (int d = 0; d < dims; ++d) r.push_back(d == j ? 1.0 : 0.0);
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+Result<std::shared_ptr<const SignatureSpace>> Load(const json::object& o) {
+  static const ModelGeometry g = *FindModel("gpt-oss-20b");
+  return SignatureSpace::FromJson(json::serialize(o), &g);
+}
+
+TEST(SpaceFileTest, BaseArtifactFileLoads) {
+  auto s = Load(ArtifactFile());
+  ASSERT_TRUE(s.has_value()) << s.error().ToString();
+  EXPECT_EQ((*s)->spec().transform, SignatureTransform::kCountIdf);
+}
+
+TEST(SpaceFileTest, RefusesTransformsEldrDoesNotImplementNamingTheField) {
+  struct Case {
+    const char* key;
+    std::string value;  // JSON text
+    const char* named;  // must appear in the message
+  };
+  std::string zeros = "[0";
+  for (int i = 1; i < 32; ++i) zeros += ",0";
+  zeros += "]";
+  const std::string upper = "\"" + std::string(64, 'A') + "\"";
+  const std::vector<Case> cases = {
+      {"sig_mean", zeros, "'sig_mean' (mean-centring"},
+      {"sig_mean", "[]", "'sig_mean'"},
+      {"_mean", zeros, "'_mean'"},
+      {"sig_per_layer_norm", "true", "'sig_per_layer_norm' (per-layer normalisation)"},
+      {"sig_per_layer_norm", "1", "'sig_per_layer_norm'"},
+      {"_per_layer_norm", "true", "'_per_layer_norm'"},
+      {"sig_whitening", "true", "'sig_whitening' is not understood"},
+      {"sig_dtype", R"("<f4")", R"(sig_dtype "<f4" is not supported)"},
+      {"sig_dtype", R"("<i4")", "sig_dtype"},
+      {"sig_dtype", "2", "sig_dtype"},
+      {"variant", R"("gate_prob_all")", "variant 'gate_prob_all' (gate-probability signatures)"},
+      {"variant", R"("full")", "field 'variant': unknown signature transform 'full'"},
+      {"variant", "3", "field 'variant' must be a string"},
+      {"m", "4", "m = 4"},
+      {"training_sha256", R"("abc")", "'training_sha256' must be 64 lowercase hex"},
+      {"training_sha256", upper, "'training_sha256'"},
+      {"sig_idf", zeros, "sig_idf is all zero"},
+      {"layer_select", R"("all")", "layer_select is 'all' but layer_mask"},
+      {"layer_select", "5", "'layer_select' must be a string"},
+  };
+  for (const auto& c : cases) {
+    json::object o = ArtifactFile();
+    o[c.key] = json::parse(c.value);
+    auto s = Load(o);
+    ASSERT_FALSE(s.has_value()) << c.key << " = " << c.value << " was accepted";
+    EXPECT_EQ(s.error().code(), StatusCode::kInvalidArgument) << c.key;
+    EXPECT_NE(s.error().message().find(c.named), std::string::npos)
+        << c.key << ": " << s.error().message();
+  }
+}
+
+TEST(SpaceFileTest, AcceptsTheHarmlessFormsOfThoseFields) {
+  const std::pair<const char*, std::string> cases[] = {
+      {"sig_mean", "null"},
+      {"sig_per_layer_norm", "false"},
+      {"_per_layer_norm", "null"},
+      {"m", "2"},
+      {"calibration_format", R"("eldr-calibration-v1")"},  // provenance: ignored
+      {"transform_sha256", R"("whatever")"},
+      {"training_sha256", "\"" + std::string(64, 'a') + "\""},
+  };
+  for (const auto& [key, value] : cases) {
+    json::object o = ArtifactFile();
+    o[key] = json::parse(value);
+    auto s = Load(o);
+    EXPECT_TRUE(s.has_value()) << key << ": " << s.error().ToString();
+  }
+  json::object o = ArtifactFile();
+  o.erase("sig_dtype");  // the artifact's default is "<i2"
+  EXPECT_TRUE(Load(o).has_value());
+}
+
+TEST(SpaceFileTest, CountVariantTakesNoIdfButAcceptsTheEmptyArrayEldrWroteBefore) {
+  for (const char* variant : {"count", "binary"}) {
+    json::object o = ArtifactFile();
+    o["variant"] = variant;
+    auto s = Load(o);  // still carries the count_idf sig_idf
+    ASSERT_FALSE(s.has_value()) << variant;
+    EXPECT_NE(s.error().message().find("takes no 'sig_idf'"), std::string::npos)
+        << s.error().message();
+    o["sig_idf"] = json::array{};
+    EXPECT_TRUE(Load(o).has_value()) << variant;
+    o["sig_idf"] = nullptr;
+    EXPECT_TRUE(Load(o).has_value()) << variant;
+    o.erase("sig_idf");
+    EXPECT_TRUE(Load(o).has_value()) << variant;
+  }
+  json::object o = ArtifactFile();
+  o.erase("sig_idf");
+  auto s = Load(o);
+  ASSERT_FALSE(s.has_value());
+  EXPECT_NE(s.error().message().find("needs 'sig_idf'"), std::string::npos);
+}
+
+TEST(SpaceFileTest, NonUnitCentroidInAFileIsRefusedNotRenormalised) {
+  json::object o = ArtifactFile();
+  o["centroids"].as_array()[1].as_array()[1] = 2.0;
+  auto s = Load(o);
+  ASSERT_FALSE(s.has_value());
+  EXPECT_EQ(s.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(s.error().message().find("centroid 1 has L2 norm 2, not 1"), std::string::npos)
+      << s.error().message();
+  // 1e-3 of slack for rounding in other writers: accepted, and unit once loaded.
+  o["centroids"].as_array()[1].as_array()[1] = 1.0009;
+  auto near = Load(o);
+  ASSERT_TRUE(near.has_value()) << near.error().ToString();
+  EXPECT_NEAR((*near)->spec().centroids[1][1], 1.0f, 1e-6);
+  o["centroids"].as_array()[1].as_array()[1] = 0.998;
+  EXPECT_FALSE(Load(o).has_value());
+  // Build() from a spec in memory still renormalises (fit relies on it).
+  ModelGeometry g = *FindModel("gpt-oss-20b");
+  auto spec = Spec(g, 2, 3);
+  spec.centroids[0][0] += 5.0f;
+  EXPECT_TRUE(SignatureSpace::Build(spec).has_value());
+}
+
+TEST(SpaceFileTest, AcceptsTheArtifactsMasklessCountFile) {
+  // What the artifact's count fit writes: every layer, no sig_idf; with and without the mask.
+  json::object o;
+  o["model"] = "openai/gpt-oss-20b";
+  o["algo"] = "kmbal";
+  o["k"] = 3;
+  o["m"] = 3;
+  o["L"] = 24;
+  o["e"] = 32;
+  o["n_fit"] = 100;
+  o["variant"] = "count";
+  o["layer_select"] = "all";
+  o["sig_dtype"] = "<i2";
+  o["seed"] = 0;
+  o["centroids"] = UnitRows(3, 24 * 32);
+  o["training_sha256"] = std::string(64, 'f');
+  for (int form = 0; form < 3; ++form) {
+    json::object f = o;
+    if (form == 1) f.erase("layer_select");  // mask-less count: every layer
+    if (form == 2) {
+      f.erase("variant");  // the artifact's default variant is count
+      json::array mask;
+      for (int l = 0; l < 24; ++l) mask.push_back(l);
+      f["layer_mask"] = mask;
+    }
+    auto s = Load(f);
+    ASSERT_TRUE(s.has_value()) << form << ": " << s.error().ToString();
+    EXPECT_EQ((*s)->spec().transform, SignatureTransform::kCount);
+    EXPECT_EQ((*s)->dims(), 24 * 32);
+    std::vector<int> every(24);
+    std::iota(every.begin(), every.end(), 0);
+    EXPECT_EQ((*s)->spec().layer_mask, every);
+    EXPECT_EQ((*s)->spec().training_sha256, std::string(64, 'f'));
+  }
+  // A mask-less count_idf file is refused, as in the artifact, unless layer_select says "all".
+  json::object idf = ArtifactFile();
+  idf.erase("layer_mask");
+  auto s = Load(idf);
+  ASSERT_FALSE(s.has_value());
+  EXPECT_NE(s.error().message().find("missing 'layer_mask'"), std::string::npos);
+}
+
+TEST(SpaceFileTest, MicroCentroidsIsAnAliasAndAConflictIsRefused) {
+  json::object o = ArtifactFile();
+  json::value rows = o["centroids"];
+  o.erase("centroids");
+  o["micro_centroids"] = rows;
+  auto alias = Load(o);
+  ASSERT_TRUE(alias.has_value()) << alias.error().ToString();
+  EXPECT_EQ((*alias)->k(), 2);
+  EXPECT_EQ((*alias)->spec().centroids[1][1], 1.0f);
+  o["centroids"] = rows;  // both, equal
+  EXPECT_TRUE(Load(o).has_value());
+  std::swap(o["micro_centroids"].as_array()[0], o["micro_centroids"].as_array()[1]);
+  auto conflict = Load(o);
+  ASSERT_FALSE(conflict.has_value());
+  EXPECT_NE(
+      conflict.error().message().find("'centroids' and 'micro_centroids' are both present and "
+                                      "differ"),
+      std::string::npos)
+      << conflict.error().message();
+}
+
+TEST(SpaceFileTest, OwnFilesRoundTripForEveryTransformAndForAllLayers) {
+  ModelGeometry g = *FindModel("gpt-oss-20b");
+  const std::string sha = Sha256Hex("calibration bytes");
+  for (auto t :
+       {SignatureTransform::kCountIdf, SignatureTransform::kCount, SignatureTransform::kBinary}) {
+    for (bool all : {false, true}) {
+      auto spec = Spec(g, 4, 21, all);
+      spec.transform = t;
+      if (t != SignatureTransform::kCountIdf) spec.idf.clear();
+      spec.training_sha256 = sha;
+      spec.seed = std::numeric_limits<uint64_t>::max();
+      auto s = SignatureSpace::Build(spec);
+      ASSERT_TRUE(s.has_value()) << s.error().ToString();
+      const std::string text = (*s)->ToJson();
+      const std::string what = std::string(TransformName(t)) + (all ? " all layers" : " masked");
+      EXPECT_EQ(text.find("\"sig_idf\"") != std::string::npos, t == SignatureTransform::kCountIdf)
+          << what;
+      EXPECT_NE(text.find(all ? "\"layer_select\":\"all\"" : "\"layer_select\":\"forward_greedy\""),
+                std::string::npos)
+          << what;
+      EXPECT_NE(text.find("\"training_sha256\":\"" + sha + "\""), std::string::npos) << what;
+      auto back = SignatureSpace::FromJson(text, &g);
+      ASSERT_TRUE(back.has_value()) << what << ": " << back.error().ToString();
+      EXPECT_EQ((*back)->spec().transform, t);
+      EXPECT_EQ((*back)->spec().layer_mask, spec.layer_mask);
+      EXPECT_EQ((*back)->spec().training_sha256, sha);
+      EXPECT_EQ((*back)->spec().seed, std::numeric_limits<uint64_t>::max());
+      EXPECT_EQ((*back)->ToJson(), text) << what;
+      auto c = RandomCounts(g, 23);
+      std::vector<float> a(4), b(4);
+      ASSERT_TRUE((*s)->Score(c, a).ok());
+      ASSERT_TRUE((*back)->Score(c, b).ok());
+      for (int j = 0; j < 4; ++j) EXPECT_NEAR(a[j], b[j], 1e-6) << what;
+    }
+  }
+}
+
+TEST(SpaceFileTest, BuildRejectsAMalformedTrainingSha) {
+  ModelGeometry g = *FindModel("gpt-oss-20b");
+  auto spec = Spec(g, 2, 1);
+  spec.training_sha256 = "not a digest";
+  auto s = SignatureSpace::Build(spec);
+  ASSERT_FALSE(s.has_value());
+  EXPECT_NE(s.error().message().find("training_sha256"), std::string::npos);
 }
 
 }  // namespace

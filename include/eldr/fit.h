@@ -48,6 +48,10 @@ struct FitOptions {
   int rho_pairs = 30000;    // request pairs for rho
   uint64_t seed = 1;
   int max_iters = 50;
+  // Provenance copied into the space as training_sha256: the SHA-256 hex of the calibration
+  // input's bytes (Sha256Hex in eldr/sha256.h), or empty. Fit does not check it (it sees parsed
+  // requests, not bytes); Validate() checks only its form.
+  std::string training_sha256;
   // Progress callback (stage name, fraction done in [0, 1]); may be empty.
   std::function<void(std::string_view, double)> progress;
   Status Validate() const;

@@ -14,8 +14,34 @@
 //
 // File format: versioned JSON keeping the ELDR artifact's field names (model, algo, k, L, e,
 // n_fit, variant, layer_select, layer_mask, fit_peak_rho, seed, sig_dtype, centroids, sig_idf)
-// plus "format": "eldr.signature_space" and "version"; see docs/formats.md. Files without
-// "format" (written by the artifact) are accepted when their fields are valid.
+// plus "format": "eldr.signature_space", "version" and the provenance field "training_sha256";
+// see docs/formats.md. Files without "format" (written by the artifact) are accepted when their
+// fields are valid.
+//
+// The loader (FromJson) fails closed: a file that asks for a transform eldr does not implement
+// is refused with InvalidArgument naming the field, rather than scored with a different one:
+//   - `sig_mean` (or `_mean`) other than null: mean-centring of signatures;
+//   - `sig_per_layer_norm` (or `_per_layer_norm`) other than false/null: per-layer normalisation;
+//   - any other `sig_*` field eldr does not know (such fields describe the signature transform);
+//   - `sig_dtype` other than "<i2": the signature is built from integer expert counts (the
+//     engine hooks' little-endian int16); "<f4" belongs to gate-probability signatures;
+//   - `variant` other than count_idf, count, binary (e.g. the artifact's `gate_prob_all`);
+//     an absent variant means "count", the artifact's default;
+//   - a non-empty `sig_idf` with count or binary (ambiguous: count_idf was probably meant), an
+//     all-zero `sig_idf` with count_idf (no request would ever have a signature);
+//   - centroid rows whose L2 norm is not 1 within 1e-3 (they are not renormalised silently);
+//   - `m` (micro-centroids per file) other than the centroid count: eldr binds centroid j to
+//     decoder j and has no micro-to-decoder map;
+//   - `centroids` and `micro_centroids` both present and different;
+//   - `layer_select: "all"` with a `layer_mask` that is not every layer;
+//   - `training_sha256` that is not 64 lowercase hex digits.
+// Accepted: a missing `layer_mask` means every layer for count and binary, or with
+// `layer_select: "all"` (count_idf otherwise needs an explicit mask, as in the artifact);
+// `micro_centroids` is read as `centroids`. Other fields (calibration_format,
+// transform_sha256, ...) are provenance that changes nothing and are ignored.
+// ToJson writes what the loader reads back: `layer_select` is "all" when the mask is every
+// layer, else "forward_greedy"; `sig_idf` only for count_idf; `training_sha256` when known.
+// Build() from a spec in memory still renormalises centroids; only the file loader refuses them.
 //
 // Thread-safety: SignatureSpace is immutable; every const method is safe from any thread.
 //
@@ -46,6 +72,7 @@ enum class SignatureTransform {
   kBinary,    // 1 if c > 0 ("binary")
 };
 std::string_view TransformName(SignatureTransform t);
+// Exactly "count_idf", "count" or "binary"; InvalidArgument otherwise.
 Result<SignatureTransform> ParseTransform(std::string_view name);
 
 inline constexpr int kSignatureSpaceVersion = 1;
@@ -63,13 +90,18 @@ struct SignatureSpaceSpec {
   int n_fit = 0;
   uint64_t seed = 1;
   double fit_peak_rho = std::numeric_limits<double>::quiet_NaN();
+  // Provenance: SHA-256 (64 lowercase hex digits) of the calibration input's bytes; empty when
+  // unknown. Written as "training_sha256"; changes nothing about scoring.
+  std::string training_sha256;
 };
 
 class SignatureSpace {
  public:
-  // Validates (shapes, ranges, finite non-negative weights, non-zero centroids) and freezes.
+  // Validates (shapes, ranges, finite non-negative weights, non-zero centroids, a well-formed
+  // training_sha256) and freezes; centroids are renormalised to unit length.
   static Result<std::shared_ptr<const SignatureSpace>> Build(SignatureSpaceSpec spec);
-  // Parses a signature-space file. With `expect`, also rejects a file for another geometry.
+  // Parses a signature-space file, refusing what eldr does not implement (see "fails closed"
+  // above). With `expect`, also rejects a file for another geometry (FailedPrecondition).
   static Result<std::shared_ptr<const SignatureSpace>> FromJson(
       std::string_view json, const ModelGeometry* expect = nullptr);
   std::string ToJson() const;

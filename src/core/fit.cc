@@ -9,6 +9,7 @@
 #include <queue>
 
 #include "eldr/rng.h"
+#include "eldr/sha256.h"
 #include "simd.h"
 
 namespace eldr {
@@ -354,6 +355,9 @@ Status FitOptions::Validate() const {
   if (k < 1) return InvalidArgument("fit: k must be >= 1").error();
   if (rho_pairs < 10) return InvalidArgument("fit: rho_pairs must be >= 10").error();
   if (max_iters < 1) return InvalidArgument("fit: max_iters must be >= 1").error();
+  if (!training_sha256.empty() && !IsSha256Hex(training_sha256)) {
+    return InvalidArgument("fit: training_sha256 must be 64 lowercase hex digits").error();
+  }
   return Status::Ok();
 }
 
@@ -547,6 +551,7 @@ Result<FitResult> Fit(std::span<const CalibrationRequest> reqs, const ModelGeome
   spec.n_fit = rep.n;
   spec.seed = o.seed;
   spec.fit_peak_rho = rep.peak_rho;
+  spec.training_sha256 = o.training_sha256;
   ELDR_ASSIGN_OR_RETURN(res.space, SignatureSpace::Build(std::move(spec)));
   return res;
 }

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <cmath>
+#include <numeric>
 
+#include "eldr/sha256.h"
 #include "simd.h"
 
 namespace eldr {
@@ -23,7 +25,7 @@ std::string_view TransformName(SignatureTransform t) {
 }
 
 Result<SignatureTransform> ParseTransform(std::string_view name) {
-  if (name == "count_idf" || name == "full") return SignatureTransform::kCountIdf;
+  if (name == "count_idf") return SignatureTransform::kCountIdf;
   if (name == "count") return SignatureTransform::kCount;
   if (name == "binary") return SignatureTransform::kBinary;
   return InvalidArgument("unknown signature transform '{}' (count_idf, count, binary)", name);
@@ -60,6 +62,12 @@ Result<std::shared_ptr<const SignatureSpace>> SignatureSpace::Build(SignatureSpa
   } else if (!spec.idf.empty() && spec.idf.size() != dims) {
     return InvalidArgument("signature space: sig_idf has {} weights, |mask|*e = {}",
                            spec.idf.size(), dims);
+  }
+  if (!spec.training_sha256.empty() && !IsSha256Hex(spec.training_sha256)) {
+    return InvalidArgument(
+        "signature space: training_sha256 must be 64 lowercase hex digits (the SHA-256 of the "
+        "calibration input), got '{}'",
+        spec.training_sha256);
   }
   if (spec.centroids.empty()) return InvalidArgument("signature space: no centroids (k = 0)");
   for (size_t k = 0; k < spec.centroids.size(); ++k) {
@@ -234,6 +242,17 @@ void SignatureSpace::ScoreSignature(std::span<const float> sig, std::span<float>
 
 // ---- JSON ------------------------------------------------------------------------------------
 
+namespace {
+
+bool IsEveryLayer(const std::vector<int>& mask, int layers) {
+  if (mask.size() != static_cast<size_t>(layers)) return false;
+  for (int l = 0; l < layers; ++l)
+    if (mask[l] != l) return false;
+  return true;
+}
+
+}  // namespace
+
 std::string SignatureSpace::ToJson() const {
   json::object o;
   o["format"] = kSignatureSpaceFormat;
@@ -245,7 +264,7 @@ std::string SignatureSpace::ToJson() const {
   o["e"] = spec_.experts;
   o["n_fit"] = spec_.n_fit;
   o["variant"] = TransformName(spec_.transform);
-  o["layer_select"] = "forward_greedy";
+  o["layer_select"] = IsEveryLayer(spec_.layer_mask, spec_.layers) ? "all" : "forward_greedy";
   json::array mask;
   for (int l : spec_.layer_mask) mask.push_back(l);
   o["layer_mask"] = std::move(mask);
@@ -264,9 +283,13 @@ std::string SignatureSpace::ToJson() const {
     cs.push_back(std::move(row));
   }
   o["centroids"] = std::move(cs);
-  json::array idf;
-  for (float v : spec_.idf) idf.push_back(static_cast<double>(v));
-  o["sig_idf"] = std::move(idf);
+  // The artifact refuses sig_idf on the count variant; eldr writes it for count_idf only.
+  if (spec_.transform == SignatureTransform::kCountIdf) {
+    json::array idf;
+    for (float v : spec_.idf) idf.push_back(static_cast<double>(v));
+    o["sig_idf"] = std::move(idf);
+  }
+  if (!spec_.training_sha256.empty()) o["training_sha256"] = spec_.training_sha256;
   return json::serialize(o);
 }
 
@@ -297,9 +320,75 @@ Result<std::vector<float>> GetFloats(const json::value& v, std::string_view what
   out.reserve(v.get_array().size());
   for (const auto& x : v.get_array()) {
     ELDR_ASSIGN_OR_RETURN(double d, AsNumber(x, what));
+    if (std::fabs(d) > std::numeric_limits<float>::max()) {
+      return InvalidArgument("signature space: '{}' holds {} which is not a finite float", what, d);
+    }
     out.push_back(static_cast<float>(d));
   }
   return out;
+}
+
+Result<std::vector<std::vector<float>>> GetRows(const json::value& v, std::string_view what) {
+  if (!v.is_array()) {
+    return InvalidArgument("signature space: '{}' must be an array of rows", what);
+  }
+  std::vector<std::vector<float>> rows;
+  rows.reserve(v.get_array().size());
+  for (const auto& row : v.get_array()) {
+    ELDR_ASSIGN_OR_RETURN(auto r, GetFloats(row, what));
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+// How far a centroid row read from a file may be from unit L2 norm.
+constexpr double kUnitNormTolerance = 1e-3;
+
+// Refuses the fields that ask for a signature transform eldr does not implement (see the list in
+// signature_space.h). Scoring such a file with eldr's transform would route by a different
+// geometry than the one the centroids were fitted in, silently.
+Status RefuseUnimplemented(const json::object& o) {
+  for (std::string_view key : {"sig_mean", "_mean"}) {
+    if (const auto* v = o.if_contains(key); v && !v->is_null()) {
+      return InvalidArgument(
+                 "signature space: field '{}' (mean-centring of signatures) is not implemented "
+                 "by eldr; refusing the file rather than scoring it without centring",
+                 key)
+          .error();
+    }
+  }
+  for (std::string_view key : {"sig_per_layer_norm", "_per_layer_norm"}) {
+    if (const auto* v = o.if_contains(key);
+        v && !v->is_null() && !(v->is_bool() && !v->get_bool())) {
+      return InvalidArgument(
+                 "signature space: field '{}' (per-layer normalisation) is not implemented by "
+                 "eldr; refusing the file rather than scoring it without that normalisation",
+                 key)
+          .error();
+    }
+  }
+  for (const auto& kv : o) {
+    const std::string_view key(kv.key().data(), kv.key().size());
+    if (key.starts_with("sig_") && key != "sig_idf" && key != "sig_dtype" && key != "sig_mean" &&
+        key != "sig_per_layer_norm") {
+      return InvalidArgument(
+                 "signature space: field '{}' is not understood by eldr; sig_* fields describe "
+                 "the signature transform, so the file is refused",
+                 key)
+          .error();
+    }
+  }
+  if (const auto* v = o.if_contains("sig_dtype")) {
+    if (!v->is_string() || v->get_string() != "<i2") {
+      return InvalidArgument(
+                 "signature space: sig_dtype {} is not supported: eldr builds signatures from "
+                 "integer expert counts, sig_dtype \"<i2\" (\"<f4\" is the artifact's "
+                 "gate-probability signature)",
+                 json::serialize(*v))
+          .error();
+    }
+  }
+  return Status::Ok();
 }
 
 }  // namespace
@@ -324,6 +413,7 @@ Result<std::shared_ptr<const SignatureSpace>> SignatureSpace::FromJson(
           kSignatureSpaceVersion);
     }
   }
+  if (Status s = RefuseUnimplemented(o); !s.ok()) return tl::unexpected<Status>(s);
   SignatureSpaceSpec spec;
   if (const auto* m = o.if_contains("model"); m && m->is_string()) {
     spec.model = std::string(m->get_string());
@@ -342,41 +432,146 @@ Result<std::shared_ptr<const SignatureSpace>> SignatureSpace::FromJson(
   }
   if (o.contains("n_fit")) {
     ELDR_ASSIGN_OR_RETURN(int64_t n, GetInt(o, "n_fit"));
+    if (n < 0 || n > std::numeric_limits<int>::max()) {
+      return InvalidArgument("signature space: n_fit = {} out of range", n);
+    }
     spec.n_fit = static_cast<int>(n);
   }
-  if (o.contains("seed")) {
-    ELDR_ASSIGN_OR_RETURN(int64_t s, GetInt(o, "seed"));
-    spec.seed = static_cast<uint64_t>(s);
+  if (const auto* s = o.if_contains("seed")) {
+    // Seeds are uint64 (ToJson writes them as such), so the full unsigned range is read back.
+    if (s->is_uint64()) {
+      spec.seed = s->get_uint64();
+    } else {
+      ELDR_ASSIGN_OR_RETURN(int64_t v, GetInt(o, "seed"));
+      if (v < 0) return InvalidArgument("signature space: seed must be >= 0, got {}", v);
+      spec.seed = static_cast<uint64_t>(v);
+    }
   }
   if (const auto* r = o.if_contains("fit_peak_rho"); r && !r->is_null()) {
     ELDR_ASSIGN_OR_RETURN(spec.fit_peak_rho, AsNumber(*r, "fit_peak_rho"));
   }
-  if (const auto* v = o.if_contains("variant"); v && v->is_string()) {
-    ELDR_ASSIGN_OR_RETURN(spec.transform, ParseTransform(std::string_view(v->get_string())));
-  }
-  const auto* mask = o.if_contains("layer_mask");
-  if (!mask || !mask->is_array()) return InvalidArgument("signature space: missing 'layer_mask'");
-  for (const auto& x : mask->get_array()) {
-    if (!x.is_int64()) return InvalidArgument("signature space: layer_mask must hold integers");
-    if (x.get_int64() < 0 || x.get_int64() >= L) {
-      return OutOfRange("signature space: layer_mask entry {} outside [0, {})", x.get_int64(), L);
+  if (const auto* h = o.if_contains("training_sha256"); h && !h->is_null()) {
+    if (!h->is_string() || !IsSha256Hex(std::string_view(h->get_string()))) {
+      return InvalidArgument(
+          "signature space: 'training_sha256' must be 64 lowercase hex digits (the SHA-256 of "
+          "the calibration input)");
     }
-    spec.layer_mask.push_back(static_cast<int>(x.get_int64()));
+    spec.training_sha256 = std::string(h->get_string());
   }
-  if (const auto* idf = o.if_contains("sig_idf")) {
+  // The artifact's default variant is "count".
+  std::string variant = "count";
+  if (const auto* v = o.if_contains("variant")) {
+    if (!v->is_string())
+      return InvalidArgument("signature space: field 'variant' must be a string");
+    variant = std::string(v->get_string());
+  }
+  if (variant == "gate_prob_all") {
+    return InvalidArgument(
+        "signature space: variant 'gate_prob_all' (gate-probability signatures) is not "
+        "implemented by eldr (count_idf, count, binary)");
+  }
+  if (auto t = ParseTransform(variant); t) {
+    spec.transform = *t;
+  } else {
+    return InvalidArgument("signature space: field 'variant': {}", t.error().message());
+  }
+  std::string layer_select;
+  if (const auto* v = o.if_contains("layer_select")) {
+    if (!v->is_string()) {
+      return InvalidArgument("signature space: field 'layer_select' must be a string");
+    }
+    layer_select = std::string(v->get_string());
+  }
+  const bool all_layers = layer_select == "all";
+  if (const auto* mask = o.if_contains("layer_mask")) {
+    if (!mask->is_array()) {
+      return InvalidArgument("signature space: 'layer_mask' must be an array of layer indices");
+    }
+    for (const auto& x : mask->get_array()) {
+      if (!x.is_int64()) return InvalidArgument("signature space: layer_mask must hold integers");
+      if (x.get_int64() < 0 || x.get_int64() >= L) {
+        return OutOfRange("signature space: layer_mask entry {} outside [0, {})", x.get_int64(), L);
+      }
+      spec.layer_mask.push_back(static_cast<int>(x.get_int64()));
+    }
+    if (all_layers && !IsEveryLayer(spec.layer_mask, spec.layers)) {
+      return InvalidArgument(
+          "signature space: layer_select is 'all' but layer_mask is not every layer 0..{}", L - 1);
+    }
+  } else if (spec.transform != SignatureTransform::kCountIdf || all_layers) {
+    // The artifact's count files may leave the mask out: every layer.
+    spec.layer_mask.resize(spec.layers);
+    std::iota(spec.layer_mask.begin(), spec.layer_mask.end(), 0);
+  } else {
+    return InvalidArgument(
+        "signature space: missing 'layer_mask' (a count_idf space needs one unless layer_select "
+        "is 'all')");
+  }
+  if (const auto* idf = o.if_contains("sig_idf"); idf && !idf->is_null()) {
     ELDR_ASSIGN_OR_RETURN(spec.idf, GetFloats(*idf, "sig_idf"));
   }
+  if (spec.transform == SignatureTransform::kCountIdf) {
+    if (!o.contains("sig_idf")) {
+      return InvalidArgument("signature space: variant 'count_idf' needs 'sig_idf'");
+    }
+    if (!spec.idf.empty() &&
+        std::all_of(spec.idf.begin(), spec.idf.end(), [](float w) { return w == 0.0f; })) {
+      return InvalidArgument(
+          "signature space: sig_idf is all zero, so no request would have a signature");
+    }
+  } else if (!spec.idf.empty()) {
+    // Ambiguous: count_idf was probably meant. (An empty array, which eldr wrote before, is
+    // accepted.)
+    return InvalidArgument(
+        "signature space: variant '{}' takes no 'sig_idf' (IDF weights belong to count_idf); "
+        "refusing a file that has both",
+        variant);
+  }
   const auto* cs = o.if_contains("centroids");
-  if (!cs || !cs->is_array()) return InvalidArgument("signature space: missing 'centroids'");
-  for (const auto& row : cs->get_array()) {
-    ELDR_ASSIGN_OR_RETURN(auto c, GetFloats(row, "centroids"));
-    spec.centroids.push_back(std::move(c));
+  const auto* micro = o.if_contains("micro_centroids");
+  if (!cs && !micro) {
+    return InvalidArgument("signature space: missing 'centroids' (or 'micro_centroids')");
+  }
+  ELDR_ASSIGN_OR_RETURN(spec.centroids,
+                        GetRows(cs ? *cs : *micro, cs ? "centroids" : "micro_centroids"));
+  if (cs && micro) {
+    ELDR_ASSIGN_OR_RETURN(auto other, GetRows(*micro, "micro_centroids"));
+    if (other != spec.centroids) {
+      return InvalidArgument(
+          "signature space: 'centroids' and 'micro_centroids' are both present and differ");
+    }
+  }
+  const size_t dims = spec.layer_mask.size() * spec.experts;
+  for (size_t k = 0; k < spec.centroids.size(); ++k) {
+    const auto& c = spec.centroids[k];
+    if (c.size() != dims) {
+      return InvalidArgument("signature space: centroid {} has {} dims, expected {}", k, c.size(),
+                             dims);
+    }
+    double n2 = 0;
+    for (float v : c) n2 += double{v} * v;
+    const double norm = std::sqrt(n2);
+    if (!(std::fabs(norm - 1.0) <= kUnitNormTolerance)) {
+      return InvalidArgument(
+          "signature space: centroid {} has L2 norm {:.6g}, not 1 (tolerance {}); centroids read "
+          "from a file are not renormalised",
+          k, norm, kUnitNormTolerance);
+    }
   }
   if (o.contains("k")) {
     ELDR_ASSIGN_OR_RETURN(int64_t k, GetInt(o, "k"));
     if (k != static_cast<int64_t>(spec.centroids.size())) {
       return InvalidArgument("signature space: k = {} but {} centroids are present", k,
                              spec.centroids.size());
+    }
+  }
+  if (o.contains("m")) {
+    ELDR_ASSIGN_OR_RETURN(int64_t m, GetInt(o, "m"));
+    if (m != static_cast<int64_t>(spec.centroids.size())) {
+      return InvalidArgument(
+          "signature space: m = {} but {} centroids are present; mapping micro-centroids onto "
+          "decoders is not implemented by eldr (centroid j is decoder j)",
+          m, spec.centroids.size());
     }
   }
   ELDR_ASSIGN_OR_RETURN(auto space, Build(std::move(spec)));

@@ -4,6 +4,7 @@
 #include "commands.h"
 #include "eldr/calibration.h"
 #include "eldr/fit.h"
+#include "eldr/sha256.h"
 
 namespace eldr::cli {
 
@@ -54,6 +55,7 @@ Status RunFit(const FitArgs& a) {
   o.rho_pairs = a.pairs;
   o.seed = a.seed;
   o.max_iters = a.max_iters;
+  o.training_sha256 = Sha256Hex(*text);  // the bytes read, so `sha256sum INPUT` matches
   Progress progress(!a.quiet);
   o.progress = [&](std::string_view stage, double f) { progress.Update(stage, f); };
   if (!a.quiet) {
