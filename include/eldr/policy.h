@@ -10,20 +10,20 @@
 //   p2c     two distinct decoders sampled uniformly; the less loaded wins, a tie goes to the
 //           first sampled
 //   domain  oracle label pools (the ELDR paper, arXiv 2607.00466): labels with share >= 1/K get
-//   floor(K*share)
-//           decoders, rarer labels share a "misc" pool (at least one decoder), leftover decoders
-//           go by largest fractional part; JSQ with random ties inside a pool
+//           floor(K*share) decoders, rarer labels share a "misc" pool (at least one decoder),
+//           leftover decoders go by largest fractional part; JSQ with random ties inside a pool
 //   eldr    locality band (the ELDR paper, arXiv 2607.00466): scores s_k = signature . centroid_k;
 //           band = {k : s_k >= max - tau}; the decoder in the band with the fewest in-flight
 //           requests, ties to the lowest index
 //   eldr-plus  ELDR's locality under a load bound (docs/results.md, "eldr-plus"): only decoders
-//           whose in-flight count is below ceil((1 + slack) * (in flight + 1) / available) may
-//           take the request (bounded loads, Mirrokni et al. 2018); among them the band
-//           {k : s_k >= max - tau} (max over the eligible) and the least loaded in it, ties to
-//           the better score. The busiest decoder never exceeds (1 + slack) x the mean plus one.
+//           whose in-flight count with this request stays within
+//           ceil((1 + slack) * (in flight + 1) / available) may take it (bounded loads,
+//           Mirrokni et al. 2018); among them the band {k : s_k >= max - tau} (max over the
+//           eligible) and the least loaded in it, ties to the better score. The busiest
+//           decoder never exceeds (1 + slack) x the mean plus one.
 //
-// Missing inputs are normal, never errors: a policy given no usable signature (eldr) or no known
-// label (domain) falls back to jsq over the available decoders and says so in
+// Missing inputs are normal, never errors: a policy given no usable signature (eldr, eldr-plus)
+// or no known label (domain) falls back to jsq over the available decoders and says so in
 // RouteDecision::fallback. Decoders marked unavailable in the ClusterView are never chosen;
 // Unavailable is returned only when none is available.
 //

@@ -15,7 +15,8 @@ void AddFitCommand(CLI::App& app, FitArgs& a) {
   c->add_option("-i,--input", a.input, "Calibration JSONL file")->required();
   c->add_option("-o,--output", a.output, "Signature-space JSON to write")->required();
   c->add_option("-m,--model", a.model,
-                "Model preset (default: the calibration file's header); see `eldr models`");
+                "Model preset or a Hugging Face config.json (or its directory; default: the "
+                "calibration file's header); see `eldr models`");
   c->add_option("-k,--decoders", a.decoders, "Decoders = centroids (K)")->capture_default_str();
   c->add_option("--algo", a.algo, "kmbal (balanced, ELDR) or km (plain, ablation)")
       ->check(CLI::IsMember({"kmbal", "km"}))

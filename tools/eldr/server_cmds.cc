@@ -58,7 +58,8 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("-c,--config", a.config, "Config file (YAML or JSON; docs/serve.md)");
   c->add_option("--listen", a.listen, "host:port to listen on (port 0: any free port)");
   c->add_option("--backend", a.backend, "vllm or sglang");
-  c->add_option("-m,--model", a.model, "Model geometry preset");
+  c->add_option("-m,--model", a.model,
+                "Model preset or a Hugging Face config.json (or its directory)");
   c->add_option("--prefill", a.prefill, "Comma-separated prefill worker URLs");
   c->add_option("--decode", a.decode, "Comma-separated decode worker URLs");
   c->add_option("--policy", a.policy, "rr, random, jsq, p2c, eldr or eldr-plus");
@@ -154,7 +155,9 @@ void AddEmulateCommand(CLI::App& app, EmulateArgs& a) {
                                "Run an emulated vLLM/SGLang prefill or decode engine (no GPU)");
   a.cmd = c;
   c->add_option("--role", a.role, "prefill or decode")->capture_default_str();
-  c->add_option("-m,--model", a.model, "Model geometry preset")->capture_default_str();
+  c->add_option("-m,--model", a.model,
+                "Model preset or a Hugging Face config.json (or its directory)")
+      ->capture_default_str();
   c->add_option("-w,--workload", a.workload, "task or language")->capture_default_str();
   c->add_option("--seed", a.seed, "Workload seed (all emulators of a set-up must agree)")
       ->capture_default_str();

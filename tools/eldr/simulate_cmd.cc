@@ -19,7 +19,9 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
       "Simulate an xPyD cluster serving a workload under every routing policy, side "
       "by side on identical arrivals (defaults: Qwen3-30B-A3B, task, 8P16D, 60 qps, "
       "120 s)");
-  c->add_option("-m,--model", a.model, "Model preset")->capture_default_str();
+  c->add_option("-m,--model", a.model,
+                "Model preset or a Hugging Face config.json (or its directory)")
+      ->capture_default_str();
   c->add_option("-w,--workload", a.workload, "task or language")
       ->check(CLI::IsMember({"task", "language"}))
       ->capture_default_str();

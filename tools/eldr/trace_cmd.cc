@@ -26,7 +26,9 @@ void AddTraceCommand(CLI::App& app, TraceArgs& a) {
       "and x_examples.json.gz exist only the .json.gz is read) into an eldr trace file");
   imp->add_option("-i,--input", a.input, "Directory of trace files")->required();
   imp->add_option("-o,--output", a.output, "eldr trace file to write")->required();
-  imp->add_option("-m,--model", a.model, "Model preset of the traces")->capture_default_str();
+  imp->add_option("-m,--model", a.model,
+                  "Model of the traces: a preset or a Hugging Face config.json")
+      ->capture_default_str();
   imp->add_option("--max-tokens", a.max_tokens, "Routed tokens kept per request (0 = all)")
       ->capture_default_str();
   imp->add_option("--prefix-tokens", a.prefix_tokens,

@@ -14,8 +14,8 @@
 //     step lasts EngineModel::StepUs of the batch (its distinct experts set its speed) and gives
 //     every sequence one token, streamed as SSE (or returned whole).
 //
-// Engines (`engine`; T = prompt tokens; layers = geometry.total_layers with the leading dense
-// layers' rows all 0, unless noted):
+// Engines (`engine`; T = prompt tokens; layers = geometry.total_layers with the dense layers'
+// rows all 0, wherever the geometry's MoE-layer map puts them, unless noted):
 //   vllm-0.22   choices[0].routed_experts: base64 .npy, uint8 (experts <= 256) or uint16,
 //               shape [T - start, total_layers, top_k] (the prefill leg's num_tokens - 1 = T);
 //               start = routed_experts_prompt_start only with honour_prompt_start (vLLM PR
