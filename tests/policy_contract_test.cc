@@ -204,6 +204,11 @@ TEST(EldrPlusPolicyTest, GoesToTheBestCentroidWhileItHasRoomAndNeverPastTheBound
 TEST(EldrPlusPolicyTest, ValidatesItsOptions) {
   PolicyOptions o = OptionsFor("eldr-plus", 4);
   EXPECT_TRUE(o.Validate().ok());
+  o.plus.tau = 2.5;  // wider than any cosine spread
+  EXPECT_EQ(o.Validate().code(), StatusCode::kInvalidArgument);
+  o.plus.tau = 2;
+  EXPECT_TRUE(o.Validate().ok());
+  o.plus.tau = 0.1;
   for (double bad : {-0.1, std::nan(""), double{INFINITY}}) {
     o.plus.slack = bad;
     EXPECT_EQ(o.Validate().code(), StatusCode::kInvalidArgument) << bad;

@@ -194,7 +194,7 @@ TEST(PolicyOptionsTest, ValidatesNameTauSpaceAndDecoderCount) {
   o.decoders = 4;
   o.space = testing::OneHotSpace(4);
   EXPECT_TRUE(o.Validate().ok());
-  for (double bad : {-0.1, std::nan(""), double{INFINITY}}) {
+  for (double bad : {-0.1, std::nan(""), double{INFINITY}, 2.5}) {
     o.tau = bad;
     EXPECT_EQ(o.Validate().code(), StatusCode::kInvalidArgument) << bad;
   }

@@ -101,13 +101,13 @@ struct LabelShare {
 struct PolicyOptions {
   std::string name = "eldr";  // rr | random | jsq | p2c | domain | eldr | eldr-plus
   int decoders = 0;           // required, > 0
-  double tau = 0.1;           // eldr: finite, >= 0
+  double tau = 0.1;           // eldr: in [0, 2]
   // eldr: a band narrower than this is widened to the band_min best-scoring available decoders
   // (ties included). 1 = the paper's band; one revision of the authors' artifact used 2.
   int band_min = 1;
   // eldr-plus: its own band and load bound (its defaults are one configuration for every cell).
   struct Plus {
-    double tau = 0.1;     // finite, >= 0
+    double tau = 0.1;     // in [0, 2]
     double slack = 0.05;  // epsilon of the load bound: finite, >= 0
     // Research variant (docs/results.md): tau as a fraction of the eligible decoders' score
     // spread (band = {s_k >= max - tau * (max - min)}) instead of an absolute cosine width.

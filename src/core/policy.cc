@@ -337,16 +337,16 @@ Status PolicyOptions::Validate() const {
   }
   if (decoders <= 0) return InvalidArgument("policy needs at least one decoder").error();
   if (name == "eldr") {
-    if (!std::isfinite(tau) || tau < 0) {
-      return InvalidArgument("tau must be finite and >= 0 (got {})", tau).error();
+    if (!(tau >= 0 && tau <= 2)) {  // cosines lie in [-1, 1]: a band of 2 holds every decoder
+      return InvalidArgument("tau must be in [0, 2] (got {})", tau).error();
     }
     if (band_min < 1) {
       return InvalidArgument("band_min must be >= 1 (got {})", band_min).error();
     }
   }
   if (name == "eldr-plus") {
-    if (!std::isfinite(plus.tau) || plus.tau < 0) {
-      return InvalidArgument("eldr-plus tau must be finite and >= 0 (got {})", plus.tau).error();
+    if (!(plus.tau >= 0 && plus.tau <= 2)) {
+      return InvalidArgument("eldr-plus tau must be in [0, 2] (got {})", plus.tau).error();
     }
     if (!std::isfinite(plus.slack) || plus.slack < 0) {
       return InvalidArgument("eldr-plus slack must be finite and >= 0 (got {})", plus.slack)

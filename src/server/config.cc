@@ -62,13 +62,18 @@ Status ServeOptions::Validate() const {
     return InvalidArgument("policy {} needs a signature space (space: file from `eldr fit`)",
                            policy);
   }
-  if (!(plus_tau >= 0) || !std::isfinite(plus_tau)) {
-    return InvalidArgument("plus_tau must be finite and >= 0 (got {})", plus_tau);
+  if (!(plus_tau >= 0 && plus_tau <= 2)) {
+    return InvalidArgument("plus_tau must be in [0, 2] (got {})", plus_tau);
   }
   if (!(plus_slack >= 0) || !std::isfinite(plus_slack)) {
     return InvalidArgument("plus_slack must be finite and >= 0 (got {})", plus_slack);
   }
-  if (!(tau >= 0) || !std::isfinite(tau)) return InvalidArgument("tau must be finite and >= 0");
+  if (!(tau >= 0 && tau <= 2)) {
+    return InvalidArgument(
+        "tau must be in [0, 2] (got {}): cosines lie in [-1, 1], so a band of 2 already holds "
+        "every decoder",
+        tau);
+  }
   if (band_min < 1) return InvalidArgument("band_min must be >= 1");
   ELDR_RETURN_IF_ERROR(cache.Validate());
   if (!(prefill_load_factor >= 1) || !std::isfinite(prefill_load_factor)) {

@@ -42,7 +42,16 @@ expect_error "fitted for Qwen3-30B-A3B" "$ELDR" route -s "$T/other.json" -i "$DA
 head -c 300 "$T/k4.json" >"$T/trunc.json"
 expect_error "not valid JSON" "$ELDR" route -s "$T/trunc.json" -i "$DATA/heldout.jsonl"
 expect_error "unknown policy" "$ELDR" route -s "$T/k4.json" -i "$DATA/heldout.jsonl" --policies foo
-expect_error "tau must be finite" "$ELDR" route -s "$T/k4.json" -i "$DATA/heldout.jsonl" --tau -1
+expect_error "tau must be in \[0, 2\]" "$ELDR" route -s "$T/k4.json" -i "$DATA/heldout.jsonl" --tau -1
+# Serve flags are judged as the config is: no sentinel value slips through.
+expect_error "threads must be in" "$ELDR" serve --threads -1 --prefill http://127.0.0.1:1 \
+  --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "tau must be in \[0, 2\]" "$ELDR" serve --tau 5 --prefill http://127.0.0.1:1 \
+  --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "plus_slack must be" "$ELDR" serve --plus-slack -1 --prefill http://127.0.0.1:1 \
+  --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "max_in_flight must be" "$ELDR" serve --max-in-flight 0 --prefill http://127.0.0.1:1 \
+  --decode http://127.0.0.1:2 --policy jsq --check
 
 # The simulator: a short run prints every policy; bad options are refused clearly.
 "$ELDR" simulate -m gpt-oss-120b -w language -r 20 -d 5 --calibration 200 --seeds 2 \

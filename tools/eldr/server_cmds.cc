@@ -107,6 +107,12 @@ Status RunServe(const ServeArgs& a) {
     }
     o.backend = a.backend == "vllm" ? server::Backend::kVllm : server::Backend::kSglang;
   }
+  // A flag given on the command line overrides the config, whatever its value: Validate then
+  // judges it exactly as it judges the config (no sentinel can hide "--threads -1").
+  auto given = [&](const char* flag) {
+    const CLI::Option* opt = a.cmd != nullptr ? a.cmd->get_option_no_throw(flag) : nullptr;
+    return opt != nullptr && opt->count() > 0;
+  };
   if (!a.model.empty()) o.model = a.model;
   if (!a.prefill.empty()) {
     o.prefill.clear();
@@ -123,17 +129,17 @@ Status RunServe(const ServeArgs& a) {
     }
   }
   if (!a.policy.empty()) o.policy = a.policy;
-  if (a.tau >= 0) o.tau = a.tau;
-  if (a.band_min > 0) o.band_min = a.band_min;
-  if (a.plus_tau >= 0) o.plus_tau = a.plus_tau;
-  if (a.plus_slack >= 0) o.plus_slack = a.plus_slack;
+  if (given("--tau")) o.tau = a.tau;
+  if (given("--band-min")) o.band_min = a.band_min;
+  if (given("--plus-tau")) o.plus_tau = a.plus_tau;
+  if (given("--plus-slack")) o.plus_slack = a.plus_slack;
   if (!a.space.empty()) o.space = a.space;
-  if (a.threads >= 0) o.threads = a.threads;
-  if (a.busy_poll_us >= 0) o.busy_poll_us = a.busy_poll_us;
+  if (given("--threads")) o.threads = a.threads;
+  if (given("--busy-poll-us")) o.busy_poll_us = a.busy_poll_us;
   if (!a.admin_token.empty()) o.admin_token = a.admin_token;
-  if (a.max_in_flight > 0) o.max_in_flight = a.max_in_flight;
-  if (a.max_body_bytes > 0) o.max_body_bytes = a.max_body_bytes;
-  if (a.health_interval_ms >= 0) o.health_interval_ms = a.health_interval_ms;
+  if (given("--max-in-flight")) o.max_in_flight = a.max_in_flight;
+  if (given("--max-body-bytes")) o.max_body_bytes = a.max_body_bytes;
+  if (given("--health-interval-ms")) o.health_interval_ms = a.health_interval_ms;
   if (!a.log_level.empty()) o.log_level = a.log_level;
   if (!a.ready_file.empty()) o.ready_file = a.ready_file;
   // The key from the environment keeps it out of process lists; the flag wins over it.
