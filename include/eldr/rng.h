@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
+#include <utility>
 
 namespace eldr {
 
@@ -25,5 +27,11 @@ class Rng {
  private:
   uint64_t s_[4];
 };
+
+// Fisher-Yates: a uniform permutation of `v`, drawing Uniform(i) for i = size .. 2.
+template <class T>
+void Shuffle(std::span<T> v, Rng& rng) {
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.Uniform(i)]);
+}
 
 }  // namespace eldr

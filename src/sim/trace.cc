@@ -209,11 +209,6 @@ std::vector<int> UsableRequests(const Trace& t, int min_decode_tokens, TraceUsag
   return usable;
 }
 
-template <class T>
-void Shuffle(std::vector<T>& v, Rng& rng) {
-  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[rng.Uniform(i)]);
-}
-
 // One source request of a workload: the trace it comes from and its index there.
 struct Source {
   const Trace* trace;
@@ -282,7 +277,7 @@ Workload Assemble(const ModelGeometry& g, int patterns, const std::vector<Source
   w.requests.reserve(o.requests);
   for (int i = 0; i < o.requests; ++i) {
     const size_t k = static_cast<size_t>(i) % pool.size();
-    if (k == 0) Shuffle(pool, rng);  // a new pass: a fresh permutation of the pool
+    if (k == 0) Shuffle(std::span(pool), rng);  // a new pass: a fresh permutation of the pool
     WorkloadRequest r = MakeRequest(w, pool[k], i, false, o.output_tokens);
     time += -std::log(1 - rng.UniformDouble()) / o.rate_qps;
     r.arrival_us = static_cast<int64_t>(time * 1e6);
@@ -318,7 +313,7 @@ Result<Workload> MakeTraceWorkload(const Trace& t, const TraceWorkloadOptions& o
         usable.size(), t.requests.size(), t.prefix_tokens, o.min_decode_tokens);
   }
   Rng rng(o.seed);
-  Shuffle(usable, rng);
+  Shuffle(std::span(usable), rng);
   const size_t n_cal = std::max<size_t>(
       2, std::min(usable.size() - 2,
                   static_cast<size_t>(std::lround(usable.size() * o.calibration_fraction))));

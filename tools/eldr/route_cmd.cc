@@ -109,8 +109,7 @@ Status RunRoute(const RouteArgs& a) {
       if (deck.empty()) {
         deck.resize(reqs.size());
         std::iota(deck.begin(), deck.end(), 0);
-        for (size_t i = deck.size() - 1; i > 0; --i)
-          std::swap(deck[i], deck[order_rng.Uniform(i + 1)]);
+        Shuffle(std::span(deck), order_rng);
       }
       const auto next = std::find_if(deck.begin(), deck.end(), [&](int r) {
         return n - last[r] >= static_cast<int64_t>(window);
