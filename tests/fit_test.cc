@@ -218,6 +218,27 @@ TEST(FitTest, WithoutDecodeCountsUsesAllLayers) {
   EXPECT_TRUE(std::isnan(r->report.peak_rho));
 }
 
+TEST(FitTest, AFixedMaskIsKeptAndAnInvalidOneRefused) {
+  ModelGeometry g = *FindModel("olmoe-1b-7b");
+  auto reqs = SyntheticCalibration(g, 40, 4, 2);
+  for (auto& r : reqs) r.decode = ExpertCounts();  // a capture: no decode counts
+  FitOptions o;
+  o.k = 4;
+  o.fixed_mask = {1, 5, 9};
+  auto r = Fit(reqs, g, o);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(r->report.layer_mask, o.fixed_mask);
+  EXPECT_EQ(r->space->spec().layer_mask, o.fixed_mask);
+  EXPECT_EQ(r->space->dims(), 3 * g.experts);
+  for (std::vector<int> bad : {std::vector<int>{3, 2}, {0, 16}, {-1}, {4, 4}}) {
+    o.fixed_mask = bad;
+    auto b = Fit(reqs, g, o);
+    ASSERT_FALSE(b.has_value());
+    EXPECT_EQ(b.error().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(b.error().message().find("fixed layer mask"), std::string::npos);
+  }
+}
+
 TEST(FitTest, RejectsWrongShapesAndTooFewRequests) {
   ModelGeometry g = *FindModel("olmoe-1b-7b");
   auto reqs = SyntheticCalibration(g, 10, 4, 2);

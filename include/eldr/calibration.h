@@ -4,12 +4,16 @@
 // Calibration data for `eldr fit`: JSON Lines, one request per line (docs/formats.md):
 //   {"format":"eldr.calibration","version":1,"model":"gpt-oss-20b"}      optional header line
 //   {"id":"r1","label":"code","prefill":[[c00,c01,...],...],"decode":[[...],...]}
-// prefill / decode are [L][E] expert counts; decode and label are optional. Every problem is
-// reported with its line number; nothing is half-parsed.
+// prefill / decode are [L][E] expert counts; decode and label are optional. Records captured from
+// live traffic (`eldr serve --capture`) add prompt_tokens, output_tokens, arrival_us and decoder,
+// optional here and validated when present. Header lines may repeat (a capture file writes one
+// each time it is opened); they must all name the same model. Every problem is reported with its
+// line number; nothing is half-parsed.
 //
 // Thread-safety: pure functions.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,13 +27,26 @@ namespace eldr {
 
 inline constexpr std::string_view kCalibrationFormat = "eldr.calibration";
 
+// What a captured record adds to a calibration request; -1 / empty where the line has none.
+struct CaptureMeta {
+  int64_t prompt_tokens = -1;
+  int64_t output_tokens = -1;
+  int64_t arrival_us = -1;  // Unix time in microseconds
+  std::string decoder;      // the decode worker the router chose
+};
+
 struct CalibrationSet {
   std::string model;  // from the header, or the geometry given
   std::vector<CalibrationRequest> requests;
+  std::vector<CaptureMeta> meta;  // parallel to requests
+  // True when every request carries prompt_tokens, output_tokens and arrival_us (a capture).
+  bool HasReplayFields() const;
 };
 
 // Parses the whole text. The model comes from `geometry` if given (a header naming a different
-// model is then an error), else from the header line (an error if absent or unknown).
+// model is then an error; a header naming the given geometry's own name is accepted even when
+// that is no preset, as for a model read from its config.json), else from the header line (an
+// error if absent or unknown).
 Result<CalibrationSet> ParseCalibrationJsonl(std::string_view text,
                                              const ModelGeometry* geometry = nullptr);
 

@@ -45,7 +45,11 @@ struct FitOptions {
   ClusterAlgo algo = ClusterAlgo::kBalanced;
   SignatureTransform transform = SignatureTransform::kCountIdf;
   bool greedy_mask = true;  // false: all layers
-  int rho_pairs = 30000;    // request pairs for rho
+  // When not empty, this layer mask is used as given (no greedy selection, no rho): a refit on
+  // data without decode counts keeps the previous space's mask. Sorted, unique, in [0, L)
+  // (InvalidArgument otherwise).
+  std::vector<int> fixed_mask;
+  int rho_pairs = 30000;  // request pairs for rho
   uint64_t seed = 1;
   int max_iters = 50;
   // Provenance copied into the space as training_sha256: the SHA-256 hex of the calibration

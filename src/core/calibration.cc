@@ -78,6 +78,7 @@ Result<CalibrationSet> ParseCalibrationJsonl(std::string_view text, const ModelG
             FailedPrecondition("unsupported calibration version (this eldr reads 1)").error());
       }
       if (const auto* m = o.if_contains("model"); m && m->is_string()) {
+        if (have_geometry && m->get_string() == g.name) continue;
         auto found = FindModel(std::string_view(m->get_string()));
         if (!found) return fail(found.error());
         if (have_geometry && found->name != g.name) {
@@ -114,10 +115,32 @@ Result<CalibrationSet> ParseCalibrationJsonl(std::string_view text, const ModelG
       if (!dc) return fail(dc.error());
       r.decode = std::move(*dc);
     }
+    CaptureMeta meta;
+    for (auto [key, field] : {std::pair{"prompt_tokens", &meta.prompt_tokens},
+                              std::pair{"output_tokens", &meta.output_tokens},
+                              std::pair{"arrival_us", &meta.arrival_us}}) {
+      const auto* v = o.if_contains(key);
+      if (v == nullptr || v->is_null()) continue;
+      if (!v->is_int64() || v->get_int64() < 0) {
+        return fail(InvalidArgument("'{}' must be a non-negative integer", key).error());
+      }
+      *field = v->get_int64();
+    }
+    if (const auto* d = o.if_contains("decoder"); d && d->is_string()) {
+      meta.decoder = std::string(d->get_string());
+    }
     set.requests.push_back(std::move(r));
+    set.meta.push_back(std::move(meta));
   }
   if (set.requests.empty()) return InvalidArgument("calibration data holds no requests");
   return set;
+}
+
+bool CalibrationSet::HasReplayFields() const {
+  for (const auto& m : meta) {
+    if (m.prompt_tokens < 0 || m.output_tokens < 0 || m.arrival_us < 0) return false;
+  }
+  return !meta.empty();
 }
 
 std::vector<LabelShare> LabelMix(std::span<const CalibrationRequest> requests) {

@@ -372,6 +372,10 @@ void GreedyMask(std::span<const CalibrationRequest> reqs, std::span<const float>
     if (!reqs[i].decode.empty() && reqs[i].decode.Total() > 0) with_decode.push_back(i);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   rep->peak_rho = rep->all_layers_rho = nan;
+  if (!o.fixed_mask.empty()) {
+    rep->layer_mask = o.fixed_mask;
+    return;
+  }
   if (!o.greedy_mask || with_decode.size() < 2) {
     for (int l = 0; l < L; ++l) rep->layer_mask.push_back(l);
     return;
@@ -465,6 +469,15 @@ Result<FitResult> Fit(std::span<const CalibrationRequest> reqs, const ModelGeome
   if (Status s = o.Validate(); !s.ok()) return tl::unexpected<Status>(s);
   if (Status s = g.Validate(); !s.ok()) return tl::unexpected<Status>(s);
   const int L = g.moe_layers, E = g.experts;
+  for (size_t i = 0; i < o.fixed_mask.size(); ++i) {
+    const int l = o.fixed_mask[i];
+    if (l < 0 || l >= L || (i > 0 && l <= o.fixed_mask[i - 1])) {
+      return InvalidArgument(
+          "fit: the fixed layer mask must be sorted, unique layers in [0, {}) ({} has {} MoE "
+          "layers); entry {} is {}",
+          L, g.display_name, L, i, l);
+    }
+  }
   for (size_t i = 0; i < reqs.size(); ++i) {
     const auto& r = reqs[i];
     if (r.prefill.layers() != L || r.prefill.experts() != E) {

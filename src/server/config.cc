@@ -91,6 +91,7 @@ Status ServeOptions::Validate() const {
   if (health_interval_ms < 0) return InvalidArgument("health_interval_ms must be >= 0");
   if (failure_threshold < 1) return InvalidArgument("failure_threshold must be >= 1");
   if (drain_timeout_ms < 0) return InvalidArgument("drain_timeout_ms must be >= 0");
+  if (!capture.path.empty()) ELDR_RETURN_IF_ERROR(capture.Validate());
   if (auto pin = ParseSignatureSourcePin(signature_source); !pin) return pin.error();
   if (upstream_api_key.find_first_of("\r\n") != std::string::npos) {
     return InvalidArgument("upstream_api_key must not contain line breaks");
@@ -234,6 +235,12 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "log_level") return Get(v, k, &o->log_level);
   if (k == "ready_file") return Get(v, k, &o->ready_file);
   if (k == "drain_timeout_ms") return num(&o->drain_timeout_ms);
+  if (k == "capture") return Get(v, k, &o->capture.path);
+  if (k == "capture_fraction") return num(&o->capture.fraction);
+  if (k == "capture_max_file_bytes") return num(&o->capture.max_file_bytes);
+  if (k == "capture_max_files") return num(&o->capture.max_files);
+  if (k == "capture_queue_records") return num(&o->capture.queue_records);
+  if (k == "capture_flush_interval_ms") return num(&o->capture.flush_interval_ms);
   return InvalidArgument("config key '{}' is unknown (see docs/serve.md)", k);
 }
 

@@ -31,6 +31,8 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
   // Both legs at once (the rendezvous needs both); the client sees the decode leg.
   RequestCtx pctx;
   Ticket pt(s.prefill[p]);
+  std::optional<ExpertCounts> captured;  // the prompt's counts, when the capture is on
+  int64_t captured_tokens = -1;
   auto prefill = [&]() -> awaitable<void> {
     Worker& w = *s.prefill[p];
     UpResult up =
@@ -54,12 +56,33 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
     }
     RecordSignature(w, *parsed);
     signal_->Learn(prompt, *parsed);
+    if (capture_) {
+      if (parsed->counts) {
+        captured = std::move(parsed->counts);
+      } else if (parsed->picks && parsed->picks_first_token == 0 && !parsed->partial) {
+        captured = parsed->picks->Counts();
+      }
+      captured_tokens = parsed->prompt_tokens;
+    }
   };
+  OutputTokenCounter tokens;
   auto decode = [&]() -> awaitable<void> {
     co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b), rid, req.stream,
-                   ctx, true);
+                   ctx, true, capture_ ? &tokens : nullptr);
   };
   co_await (prefill() && decode());
+  if (capture_ && ctx.response_complete && !ctx.client_gone) {
+    if (captured) {
+      const int64_t n =
+          captured_tokens >= 0
+              ? captured_tokens
+              : static_cast<int64_t>(captured->Total() /
+                                     std::max(1, geometry_.moe_layers * geometry_.top_k));
+      Capture(ts, req, rid, *captured, n, *s.decode[d.decoder], tokens);
+    } else {
+      capture_no_signature_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
 }
 
 }  // namespace proxy_internal

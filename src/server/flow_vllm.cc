@@ -91,10 +91,27 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     spdlog::debug("event=route request_id={} decode={} band={} fallback={} source={}", rid,
                   s.decode[d.decoder]->spec.url, d.band, d.fallback,
                   SignatureSourceName(pr->source));
+    OutputTokenCounter tokens;
     const RelayOutcome out =
         co_await Relay(client, s.decode[d.decoder], path, dbody, rid, req.stream, ctx,
-                       /*last_try=*/attempt == 1);
-    if (out != RelayOutcome::kUnreachable) co_return;
+                       /*last_try=*/attempt == 1, capture_ ? &tokens : nullptr);
+    if (out != RelayOutcome::kUnreachable) {
+      if (capture_ && ctx.response_complete && !ctx.client_gone) {
+        if (cp != nullptr && !sig.partial) {
+          const int64_t prompt_tokens =
+              !pr->prompt_token_ids.empty() ? static_cast<int64_t>(pr->prompt_token_ids.size())
+              : pr->prompt_tokens >= 0
+                  ? pr->prompt_tokens
+                  : static_cast<int64_t>(cp->Total() /
+                                         std::max(1, geometry_.moe_layers * geometry_.top_k));
+          Capture(StateOf(client.get_executor()), req, rid, *cp, prompt_tokens,
+                  *s.decode[d.decoder], tokens);
+        } else {
+          capture_no_signature_.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      co_return;
+    }
     excluded_d[d.decoder] = 1;
     decode_retries_.fetch_add(1, std::memory_order_relaxed);
   }

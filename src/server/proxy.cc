@@ -1,4 +1,5 @@
 // The proxy: sessions, routes, admin API, health checks, metrics and the self-check (proxy_impl.h).
+#include <algorithm>
 #include <csignal>
 #include <thread>
 
@@ -30,6 +31,9 @@ Status ProxyImpl::Init() {
     iocs_.push_back(std::make_unique<asio::io_context>(1));
     states_.push_back(std::make_unique<ThreadState>(
         iocs_.back().get(), static_cast<uint64_t>(NowUs()) * 0x9E3779B97F4A7C15ull + i));
+  }
+  if (!o_.capture.path.empty()) {
+    ELDR_ASSIGN_OR_RETURN(capture_, CaptureWriter::Open(o_.capture, geometry_));
   }
   acceptor_ = std::make_unique<tcp::acceptor>(*iocs_[0]);
   shutdown_timer_ = std::make_unique<asio::steady_timer>(*iocs_[0]);
@@ -68,6 +72,12 @@ Status ProxyImpl::Run() {
   });
   RunLoop(*iocs_[0]);
   for (auto& t : threads) t.join();
+  if (capture_) {
+    capture_->Close();  // what was queued is written before the process exits
+    const CaptureWriter::Counts c = capture_->counts();
+    spdlog::info("event=capture_closed path={} written={} dropped_queue={} dropped_write={}",
+                 o_.capture.path, c.written, c.dropped_queue, c.dropped_write);
+  }
   spdlog::info("event=stopped active={}", active_.load());
   return Status::Ok();
 }
@@ -299,6 +309,20 @@ awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::fl
                                       "n > 1 is not supported with PD disaggregation (one KV "
                                       "handoff has one consumer)");
   }
+  if (auto it = req.find("X-Eldr-Label"); it != req.end()) {
+    const std::string_view label(it->value().data(), it->value().size());
+    const bool printable = std::all_of(label.begin(), label.end(), [](char ch) {
+      return static_cast<unsigned char>(ch) >= 0x20 && static_cast<unsigned char>(ch) < 0x7f;
+    });
+    if (label.size() > 128 || !printable) {
+      co_return co_await WriteJsonError(
+          client, 400, "X-Eldr-Label must be at most 128 printable ASCII characters");
+    }
+    parsed->label = std::string(label);
+  }
+  parsed->arrival_unix_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                                std::chrono::system_clock::now().time_since_epoch())
+                                .count();
   std::string rid;
   if (auto it = req.find("X-Request-Id"); it != req.end() && !it->value().empty()) {
     rid = std::string(it->value());
@@ -558,6 +582,25 @@ awaitable<bool> ProxyImpl::HandleAdmin(beast::tcp_stream& client,
                                    true, false);
 }
 
+void ProxyImpl::Capture(ThreadState& ts, const ClientRequest& req, const std::string& rid,
+                        const ExpertCounts& prompt_counts, int64_t prompt_tokens,
+                        const Worker& decoder, const OutputTokenCounter& out) {
+  if (!capture_) return;
+  if (o_.capture.fraction < 1 && !(ts.rng.UniformDouble() < o_.capture.fraction)) {
+    capture_sampled_out_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  CaptureRecord r;
+  r.id = rid;
+  r.label = req.label;
+  r.prefill = prompt_counts;
+  r.prompt_tokens = prompt_tokens;
+  r.output_tokens = out.count();
+  r.arrival_us = req.arrival_unix_us;
+  r.decoder = decoder.spec.url;
+  capture_->Offer(std::move(r));  // a full queue drops and counts it: never waits
+}
+
 std::string ProxyImpl::RenderMetrics() {
   std::string out;
   out.reserve(8192);
@@ -598,6 +641,25 @@ std::string ProxyImpl::RenderMetrics() {
   }
   MetricHeader(&out, "eldr_prefix_memo_bytes", "gauge", "SGLang prediction memo");
   MetricSample(&out, "eldr_prefix_memo_bytes", "", static_cast<double>(signal_->memo().bytes()));
+  if (capture_) {
+    const CaptureWriter::Counts c = capture_->counts();
+    MetricHeader(&out, "eldr_capture_records_total", "counter",
+                 "Completed requests offered to the capture, by outcome (docs/serve.md)");
+    const std::pair<const char*, uint64_t> outcomes[] = {
+        {"written", c.written},
+        {"dropped_queue", c.dropped_queue},
+        {"dropped_write", c.dropped_write},
+        {"sampled_out", capture_sampled_out_.load()},
+        {"no_signature", capture_no_signature_.load()}};
+    for (const auto& [name, v] : outcomes) {
+      MetricSample(&out, "eldr_capture_records_total", fmt::format("outcome=\"{}\"", name),
+                   static_cast<double>(v));
+    }
+    MetricHeader(&out, "eldr_capture_bytes_total", "counter", "Compressed bytes written");
+    MetricSample(&out, "eldr_capture_bytes_total", "", static_cast<double>(c.bytes));
+    MetricHeader(&out, "eldr_capture_rotations_total", "counter", "Capture files rotated");
+    MetricSample(&out, "eldr_capture_rotations_total", "", static_cast<double>(c.rotations));
+  }
   return out;
 }
 

@@ -22,6 +22,7 @@
 #include "eldr/policy.h"
 #include "eldr/rng.h"
 #include "eldr/server/balance.h"
+#include "eldr/server/capture.h"
 #include "eldr/server/cluster.h"
 #include "eldr/server/metrics.h"
 #include "eldr/server/pd.h"
@@ -232,10 +233,17 @@ class ProxyImpl final : public Proxy {
   // client as it arrives (SSE events untouched).
   enum class RelayOutcome { kDone, kUnreachable };
 
+  // `tokens`, if not null, is fed the relayed body (capture's output length).
   awaitable<RelayOutcome> Relay(beast::tcp_stream& client, std::shared_ptr<Worker> wp,
                                 const std::string& path, const std::string& body,
-                                const std::string& rid, bool stream, RequestCtx& ctx,
-                                bool last_try);
+                                const std::string& rid, bool stream, RequestCtx& ctx, bool last_try,
+                                OutputTokenCounter* tokens = nullptr);
+
+  // Offers a completed request to the capture (sampled by capture.fraction); a no-op when the
+  // capture is off.
+  void Capture(ThreadState& ts, const ClientRequest& req, const std::string& rid,
+               const ExpertCounts& prompt_counts, int64_t prompt_tokens, const Worker& decoder,
+               const OutputTokenCounter& out);
 
   // ---- self-check ----------------------------------------------------------------------------
 
@@ -268,6 +276,7 @@ class ProxyImpl final : public Proxy {
   std::optional<SignatureSource> signature_pin_;
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<PromptSignal> signal_;
+  std::unique_ptr<CaptureWriter> capture_;  // null: capture off
   std::vector<std::unique_ptr<asio::io_context>> iocs_;
   std::vector<std::unique_ptr<ThreadState>> states_;  // after iocs_: pools destroyed first
   std::unique_ptr<tcp::acceptor> acceptor_;
@@ -277,7 +286,8 @@ class ProxyImpl final : public Proxy {
   std::atomic<int64_t> active_{0};
   std::atomic<uint64_t> responses_[std::size(kStatusCodes)];
   std::atomic<uint64_t> other_responses_{0}, prefill_retries_{0}, malformed_{0}, midstream_{0},
-      disconnects_{0}, decode_retries_{0}, partial_signatures_{0};
+      disconnects_{0}, decode_retries_{0}, partial_signatures_{0}, capture_sampled_out_{0},
+      capture_no_signature_{0};
 };
 
 }  // namespace proxy_internal

@@ -138,7 +138,8 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
                                                     std::shared_ptr<Worker> wp,
                                                     const std::string& path,
                                                     const std::string& body, const std::string& rid,
-                                                    bool stream, RequestCtx& ctx, bool last_try) {
+                                                    bool stream, RequestCtx& ctx, bool last_try,
+                                                    OutputTokenCounter* tokens) {
   Worker& w = *wp;
   Ticket ticket(wp);
   const int64_t t0 = NowUs();
@@ -219,6 +220,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
     }
     w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
     Recycle(w, *conn, parser.get().keep_alive());
+    if (tokens != nullptr && status == 200) tokens->Feed(all);
     if (co_await WriteResponse(client, status, std::move(all), content_type)) {
       ctx.response_complete = true;
     }
@@ -242,6 +244,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       }
       fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
       out.append(chunk, got);
+      if (tokens != nullptr) tokens->Feed(std::string_view(chunk, got));
       out += "\r\n";
     }
     if (rec) {

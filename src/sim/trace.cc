@@ -77,6 +77,10 @@ std::vector<uint8_t> SerializeTrace(const Trace& t) {
   return out;
 }
 
+bool IsTraceBytes(std::span<const uint8_t> bytes) {
+  return bytes.size() >= kMagic.size() && std::equal(kMagic.begin(), kMagic.end(), bytes.begin());
+}
+
 Result<Trace> ParseTrace(std::span<const uint8_t> bytes) {
   Reader rd(bytes);
   std::array<uint8_t, 8> magic{};

@@ -5,6 +5,7 @@
 #include <string_view>
 #include <vector>
 
+#include "eldr/calibration.h"
 #include "eldr/fit.h"
 #include "eldr/policy.h"
 #include "eldr/sim/simulator.h"
@@ -21,6 +22,20 @@ Result<std::string> ReadFile(const std::string& path);
 // "a,b,,c" -> {"a", "b", "c"}: the --policies lists.
 std::vector<std::string> SplitList(std::string_view list);
 Status WriteFileAtomically(const std::string& path, std::string_view data);
+
+// Calibration files as `eldr fit -i` and `eldr simulate --trace` read them: plain or gzip JSON
+// Lines (`eldr serve --capture` writes gzip, rotated into PATH, PATH.1, ...), one or several
+// files of one model merged in the order given. A gzip file whose last batch was cut short (a
+// router that died mid-write) is read up to its last complete batch, and `notes` says so; empty
+// files are skipped with a note. `sha256` is over the bytes read, files concatenated in order
+// (for one file, `sha256sum FILE` matches).
+struct CalibrationInput {
+  CalibrationSet set;
+  std::string sha256;
+  std::vector<std::string> notes;
+};
+Result<CalibrationInput> ReadCalibrationInputs(const std::vector<std::string>& paths,
+                                               const ModelGeometry* geometry);
 
 // Mean and range of one figure over seeds.
 struct Spread {
@@ -46,7 +61,8 @@ class Progress {
 };
 
 struct FitArgs {
-  std::string input, output, model, algo = "kmbal", transform = "count_idf";
+  std::vector<std::string> inputs;
+  std::string output, model, algo = "kmbal", transform = "count_idf", mask_from;
   int decoders = 16, pairs = 30000, max_iters = 50;
   uint64_t seed = 1;
   bool all_layers = false, quiet = false;
@@ -106,14 +122,17 @@ struct SimulateArgs {
   double calibration_fraction = 0.5;  // --trace without --calibration-trace
   int threads = 2;
   CLI::Option* calibration_opt = nullptr;  // to tell an explicit --calibration
+  CLI::Option* model_opt = nullptr;        // to tell an explicit --model
   double popularity = -1, domain_boost = -1, subdomain_boost = -1, request_boost = -1, drift = -1,
          domain_drift = -1;
 };
 
 struct ServeArgs {
   std::string config, listen, backend, model, prefill, decode, policy, space, admin_token,
-      log_level, ready_file, upstream_api_key, signature_source;
-  double tau = -1, plus_tau = -1, plus_slack = -1;
+      log_level, ready_file, upstream_api_key, signature_source, capture;
+  double tau = -1, plus_tau = -1, plus_slack = -1, capture_fraction = 1;
+  int64_t capture_max_file_bytes = 0;
+  int capture_max_files = 0;
   int threads = -1, max_in_flight = 0, health_interval_ms = -1, busy_poll_us = -1, band_min = 0;
   bool check = false;
   int64_t max_body_bytes = 0;

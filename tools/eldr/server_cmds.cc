@@ -83,6 +83,15 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("--signature-source", a.signature_source,
                 "Where prefill answers carry routed experts: auto, vllm, vllm-list, vllm-0.21, "
                 "sglang or eldr-hooks");
+  c->add_option("--capture", a.capture,
+                "Append one calibration record per completed request to this gzip file (input of "
+                "`eldr fit -i` and `eldr simulate --trace`; docs/serve.md)");
+  c->add_option("--capture-fraction", a.capture_fraction,
+                "Share of completed requests captured, in [0, 1]");
+  c->add_option("--capture-max-file-bytes", a.capture_max_file_bytes,
+                "Rotate the capture file past this many compressed bytes");
+  c->add_option("--capture-max-files", a.capture_max_files,
+                "Capture files kept: the active one plus rotated PATH.1, PATH.2, ...");
   c->add_flag("--check", a.check,
               "Send one request through each prefill worker, report whether a usable signature "
               "comes back, and exit (non-zero when none does)");
@@ -146,6 +155,10 @@ Status RunServe(const ServeArgs& a) {
   if (const char* k = std::getenv("ELDR_UPSTREAM_API_KEY"); k && *k) o.upstream_api_key = k;
   if (!a.upstream_api_key.empty()) o.upstream_api_key = a.upstream_api_key;
   if (!a.signature_source.empty()) o.signature_source = a.signature_source;
+  if (given("--capture")) o.capture.path = a.capture;
+  if (given("--capture-fraction")) o.capture.fraction = a.capture_fraction;
+  if (given("--capture-max-file-bytes")) o.capture.max_file_bytes = a.capture_max_file_bytes;
+  if (given("--capture-max-files")) o.capture.max_files = a.capture_max_files;
   ELDR_RETURN_IF_ERROR(o.Validate());
   SetupLogging(o.log_level);
   ELDR_ASSIGN_OR_RETURN(auto proxy, server::Proxy::Create(o));

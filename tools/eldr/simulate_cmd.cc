@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "eldr/fit.h"
+#include "eldr/sim/capture_workload.h"
 #include "eldr/sim/simulator.h"
 #include "eldr/sim/trace.h"
 
@@ -19,9 +20,9 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
       "Simulate an xPyD cluster serving a workload under every routing policy, side "
       "by side on identical arrivals (defaults: Qwen3-30B-A3B, task, 8P16D, 60 qps, "
       "120 s)");
-  c->add_option("-m,--model", a.model,
-                "Model preset or a Hugging Face config.json (or its directory)")
-      ->capture_default_str();
+  a.model_opt = c->add_option("-m,--model", a.model,
+                              "Model preset or a Hugging Face config.json (or its directory)")
+                    ->capture_default_str();
   c->add_option("-w,--workload", a.workload, "task or language")
       ->check(CLI::IsMember({"task", "language"}))
       ->capture_default_str();
@@ -56,8 +57,9 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
                 "six policies, plus the ablations (-d sets the seconds per rate)")
       ->check(CLI::IsMember({"paper"}));
   c->add_option("--trace", a.trace,
-                "Replay a recorded routing trace (`eldr trace import`) instead of a synthetic "
-                "workload; the model is the trace's");
+                "Replay a recorded routing trace (`eldr trace import`) or a capture of live "
+                "traffic (`eldr serve --capture`; several files comma-separated) instead of a "
+                "synthetic workload; the model is the file's");
   c->add_option("--calibration-trace", a.calibration_trace,
                 "With --trace: fit on this trace and evaluate every request of --trace");
   c->add_option("--calibration-fraction", a.calibration_fraction,
@@ -168,6 +170,15 @@ Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double ta
   return out;
 }
 
+// A capture (calibration JSON Lines, plain or gzip) rather than an eldr trace file.
+Result<bool> IsCapture(const std::string& paths) {
+  const auto list = SplitList(paths);
+  if (list.size() != 1) return true;  // only captures come in several files
+  ELDR_ASSIGN_OR_RETURN(std::string bytes, ReadFile(list[0]));
+  return !sim::IsTraceBytes(
+      std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+}
+
 Result<sim::Trace> LoadTrace(const std::string& path) {
   ELDR_ASSIGN_OR_RETURN(std::string bytes, ReadFile(path));
   auto t = sim::ParseTrace(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
@@ -205,7 +216,28 @@ Status RunSimulate(const SimulateArgs& a) {
   const int requests = std::max(1, static_cast<int>(std::lround(a.rate * a.duration)));
   ModelGeometry g;
   sim::Trace eval_trace, cal_trace;
+  bool capture = false;
+  CalibrationInput cap;
   if (trace) {
+    ELDR_ASSIGN_OR_RETURN(capture, IsCapture(a.trace));
+  }
+  if (capture) {
+    if (!a.calibration_trace.empty()) {
+      return InvalidArgument(
+          "--calibration-trace works with eldr trace files; a capture calibrates on its own "
+          "earliest requests (--calibration-fraction)");
+    }
+    const bool model_given = a.model_opt != nullptr && a.model_opt->count() > 0;
+    if (model_given) {
+      ELDR_ASSIGN_OR_RETURN(g, FindModel(a.model));
+    }
+    ELDR_ASSIGN_OR_RETURN(cap,
+                          ReadCalibrationInputs(SplitList(a.trace), model_given ? &g : nullptr));
+    if (!model_given) {
+      ELDR_ASSIGN_OR_RETURN(g, FindModel(cap.set.model));
+    }
+    for (const auto& n : cap.notes) fmt::print(stderr, "eldr simulate: note: {}\n", n);
+  } else if (trace) {
     ELDR_ASSIGN_OR_RETURN(eval_trace, LoadTrace(a.trace));
     if (!a.calibration_trace.empty()) {
       ELDR_ASSIGN_OR_RETURN(cal_trace, LoadTrace(a.calibration_trace));
@@ -214,8 +246,9 @@ Status RunSimulate(const SimulateArgs& a) {
   } else {
     ELDR_ASSIGN_OR_RETURN(g, FindModel(a.model));
   }
-  const std::string what =
-      trace ? "trace " + a.trace : fmt::format("{} {} workload", g.display_name, a.workload);
+  const std::string what = capture ? fmt::format("capture {} of {}", a.trace, g.display_name)
+                           : trace ? "trace " + a.trace
+                                   : fmt::format("{} {} workload", g.display_name, a.workload);
   fmt::print(stderr, "eldr simulate: {}, {}P{}D, {} qps x {} s = {} requests, {} seed{} ({}..{})\n",
              what, a.prefill, a.decode, a.rate, a.duration, requests, a.seeds,
              a.seeds > 1 ? "s" : "", a.seed, a.seed + a.seeds - 1);
@@ -226,6 +259,7 @@ Status RunSimulate(const SimulateArgs& a) {
     int64_t fallbacks = 0;
   };
   std::vector<Run> runs(policies.size());
+  double capture_rate = 0;
   std::vector<SimRecord> records;
   std::string per_request = "policy,seed,request,decoder,arrival_ms,ttft_ms,tpot_ms\n";
   int pool = 0;
@@ -234,7 +268,30 @@ Status RunSimulate(const SimulateArgs& a) {
   for (int si = 0; si < a.seeds; ++si) {
     const uint64_t seed = a.seed + static_cast<uint64_t>(si);
     Result<sim::Workload> w = sim::Workload{};
-    if (trace) {
+    if (capture) {
+      sim::CaptureReplayOptions co;
+      co.calibration_fraction = a.calibration_fraction;
+      co.seed = seed;
+      sim::CaptureReplayStats cs;
+      w = sim::MakeCaptureWorkload(g, cap.set.requests, cap.set.meta, co, &cs);
+      if (!w) return Error{w.error().WithContext(a.trace)};
+      capture_rate = cs.rate_qps;
+      if (si == 0) {
+        fmt::print(
+            stderr,
+            "  {} records: {} replayable ({} lack arrival/length fields, {} have no output "
+            "tokens), {} with decode counts\n"
+            "  the earliest {} calibrate; {} are replayed at their recorded arrivals: {:.1f} "
+            "s, {:.2f} qps (--rate and --duration do not apply)\n"
+            "  decode-token picks are drawn from each request's {} counts (an "
+            "approximation: docs/serve.md)\n",
+            cs.records, cs.usable, cs.missing_fields, cs.no_output, cs.with_decode, cs.calibrating,
+            cs.evaluated, cs.span_s, cs.rate_qps,
+            cs.with_decode == cs.usable ? "decode"
+            : cs.with_decode            ? "decode (or prompt)"
+                                        : "prompt");
+      }
+    } else if (trace) {
       sim::TraceWorkloadOptions to;
       to.requests = requests;
       to.rate_qps = a.rate;
@@ -345,10 +402,12 @@ Status RunSimulate(const SimulateArgs& a) {
         }
       }
       SimRecord rec{g.name,
-                    trace ? "trace" : a.workload,
+                    capture ? "capture"
+                    : trace ? "trace"
+                            : a.workload,
                     "single",
                     policies[i].label == policies[i].name ? "" : policies[i].label,
-                    static_cast<int>(std::lround(a.rate)),
+                    static_cast<int>(std::lround(capture ? capture_rate : a.rate)),
                     a.prefill,
                     a.decode,
                     policies[i].name,
@@ -364,7 +423,7 @@ Status RunSimulate(const SimulateArgs& a) {
     progress.Update(fmt::format("seed {}/{}", si + 1, a.seeds),
                     static_cast<double>(si + 1) / a.seeds);
   }
-  if (trace && sim::PoolTooSmall(peak_in_flight, pool)) {
+  if (trace && !capture && sim::PoolTooSmall(peak_in_flight, pool)) {
     fmt::print(stderr,
                "eldr simulate: warning: up to {} requests were in flight at once against an "
                "evaluation pool of {}: copies of one request from consecutive passes overlap and "
@@ -374,10 +433,16 @@ Status RunSimulate(const SimulateArgs& a) {
   }
   const bool lb = std::any_of(policies.begin(), policies.end(),
                               [](const PolicySpec& p) { return IsLoadBalancingPolicy(p.name); });
-  fmt::print("{}, {}P{}D, {} qps x {} s ({} requests), tau = {}, {} seed{}{}\n",
-             trace ? what : g.display_name + " " + a.workload + " workload", a.prefill, a.decode,
-             a.rate, a.duration, requests, a.tau, a.seeds, a.seeds > 1 ? "s" : "",
-             a.seeds > 1 ? ": mean [min, max]" : "");
+  if (capture) {
+    fmt::print("{}, {}P{}D, recorded arrivals ({:.2f} qps), tau = {}, {} seed{}{}\n", what,
+               a.prefill, a.decode, capture_rate, a.tau, a.seeds, a.seeds > 1 ? "s" : "",
+               a.seeds > 1 ? ": mean [min, max] (seeds vary the drawn decode picks)" : "");
+  } else {
+    fmt::print("{}, {}P{}D, {} qps x {} s ({} requests), tau = {}, {} seed{}{}\n",
+               trace ? what : g.display_name + " " + a.workload + " workload", a.prefill, a.decode,
+               a.rate, a.duration, requests, a.tau, a.seeds, a.seeds > 1 ? "s" : "",
+               a.seeds > 1 ? ": mean [min, max]" : "");
+  }
   fmt::print("{:<18} {:>24} {:>24} {:>10} {:>24} {:>24} {:>9} {:>9} {:>8}\n", "policy",
              "TPOT p50 ms", "TPOT p99 ms", "TTFT p50", "vs LB p50", "vs LB p99", "exp/step",
              "exp/req", "busiest");

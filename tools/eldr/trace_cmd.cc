@@ -1,5 +1,3 @@
-#include <zlib.h>
-
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <boost/json.hpp>
@@ -10,6 +8,7 @@
 #include <set>
 
 #include "commands.h"
+#include "eldr/gzip.h"
 #include "eldr/sim/trace.h"
 
 namespace eldr::cli {
@@ -58,61 +57,10 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
 
-// Inflates every gzip member of `in`. The stream must end exactly with a complete member
-// (header, deflate data, CRC-32 and length trailer); a truncated stream, one without its
-// trailer, a bad checksum or trailing bytes that are not another member are DataLoss.
-Result<std::string> Gunzip(std::string_view in) {
-  if (in.size() > UINT_MAX)
-    return ResourceExhausted("gzip file of {} bytes is too large", in.size());
-  z_stream zs{};
-  if (inflateInit2(&zs, 15 + 16) != Z_OK) return Internal("zlib: inflateInit2 failed");
-  zs.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  zs.avail_in = static_cast<uInt>(in.size());
-  std::string out;
-  char buf[1 << 16];
-  Status err;
-  for (;;) {
-    zs.next_out = reinterpret_cast<Bytef*>(buf);
-    zs.avail_out = sizeof(buf);
-    const int rc = inflate(&zs, Z_NO_FLUSH);
-    out.append(buf, sizeof(buf) - zs.avail_out);
-    if (out.size() > kMaxDecompressed) {
-      err = ResourceExhausted("gzip data inflates to more than {} bytes", kMaxDecompressed);
-      break;
-    }
-    if (rc == Z_OK) continue;
-    if (rc == Z_STREAM_END) {
-      if (zs.avail_in == 0) break;  // complete
-      if (zs.avail_in >= 2 && zs.next_in[0] == 0x1f && zs.next_in[1] == 0x8b) {
-        inflateReset(&zs);  // another member follows
-        continue;
-      }
-      err = DataLoss("corrupt gzip: {} trailing bytes after the end of the stream", zs.avail_in);
-      break;
-    }
-    if (rc == Z_BUF_ERROR && zs.avail_in == 0) {
-      err = DataLoss(
-          "corrupt gzip: truncated (the data ends after {} bytes, before the end of the stream "
-          "and its 8-byte trailer)",
-          in.size());
-      break;
-    }
-    if (rc == Z_MEM_ERROR) {
-      err = ResourceExhausted("zlib: out of memory");
-      break;
-    }
-    err = DataLoss("corrupt gzip: {}", zs.msg != nullptr ? zs.msg : "inflate failed");
-    break;
-  }
-  inflateEnd(&zs);
-  if (!err.ok()) return Error{err};
-  return out;
-}
-
 Result<std::string> ReadRequestFile(const fs::path& p) {
   ELDR_ASSIGN_OR_RETURN(std::string raw, ReadFile(p.string()));
   if (!EndsWith(p.filename().string(), ".gz")) return raw;
-  auto text = Gunzip(raw);
+  auto text = Gunzip(raw, {.max_output = kMaxDecompressed});
   if (!text) return Error{text.error().WithContext(p.string())};
   return text;
 }

@@ -40,6 +40,10 @@ struct ClientRequest {
   std::string model;
   std::string prompt_text;             // prompt, or chat messages' text joined with '\n'
   std::vector<int32_t> prompt_tokens;  // when the client sent token ids (completions)
+  // Set by the router, not read from the body: the X-Eldr-Label header and the arrival time
+  // (Unix microseconds), for captured records.
+  std::string label;
+  int64_t arrival_unix_us = 0;
 };
 
 // InvalidArgument (-> 400) for a body that is not a JSON object, lacks the prompt/messages, or has

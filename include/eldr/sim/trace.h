@@ -45,6 +45,8 @@ struct Trace {
 // Validates every pick (range, duplicates within a token's top-k) while parsing; a file for an
 // unknown model or another version is refused.
 Result<Trace> ParseTrace(std::span<const uint8_t> bytes);
+// True when `bytes` starts with the trace format's magic (what ParseTrace reads).
+bool IsTraceBytes(std::span<const uint8_t> bytes);
 std::vector<uint8_t> SerializeTrace(const Trace& t);
 
 struct TraceWorkloadOptions {

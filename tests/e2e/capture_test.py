@@ -1,0 +1,187 @@
+#!/usr/bin/python3
+"""The operator's loop end to end (issue: your model, your traffic): an emulated cluster behind
+`eldr serve --capture`, traffic with labels, `eldr fit` on the capture, `POST /admin/reload` of
+the fitted space, and `eldr simulate --trace` on the capture. Both PD flows (vLLM NIXL and SGLang
+bootstrap) write records; a capture path that cannot be opened refuses to start.
+
+Usage: capture_test.py path/to/eldr      (stdlib only; run by ctest)
+"""
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from harness import MODEL, TMP, check, metrics, request, wait_idle, log_of
+from harness import start as _start
+from harness import FAILURES, PROCS
+
+ELDR = os.path.abspath(sys.argv[1])
+LABELS = ["code", "math", "legal", "medical"]
+
+
+def start(args, name):
+    return _start(ELDR, args, name)
+
+
+def emulators(backend, n_decode, tag):
+    extra = ["--backend", backend, "--time-scale", "0.05"]
+    pp, dp = [], []
+    for i in range(1):
+        _, port = start(["emulate", "--role", "prefill", "--listen", "127.0.0.1:0", *extra],
+                        f"{tag}-prefill{i}")
+        pp.append(port)
+    for i in range(n_decode):
+        _, port = start(["emulate", "--role", "decode", "--listen", "127.0.0.1:0", *extra],
+                        f"{tag}-decode{i}")
+        dp.append(port)
+    return pp, dp
+
+
+def proxy(name, pp, dp, *extra):
+    return start(["serve", "--listen", "127.0.0.1:0",
+                  "--prefill", ",".join(f"http://127.0.0.1:{p}" for p in pp),
+                  "--decode", ",".join(f"http://127.0.0.1:{p}" for p in dp),
+                  "--health-interval-ms", "0", *extra], name)
+
+
+def traffic(port, n, tag):
+    ok = 0
+    for i in range(n):
+        label = LABELS[i % len(LABELS)]
+        body = {"model": MODEL, "prompt": f"{label} question {i} about {label} things",
+                "max_tokens": 4 + i % 5, "stream": i % 2 == 0}
+        st, _ = request(port, "POST", "/v1/completions", body,
+                        headers={"X-Eldr-Label": label, "X-Request-Id": f"{tag}-{i}"})
+        ok += st == 200
+    return ok
+
+
+def read_capture(path):
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=30)
+
+
+def main():
+    cap = os.path.join(TMP, "capture.jsonl.gz")
+    print("vLLM flow: serve --capture, labelled traffic")
+    pp, dp = emulators("vllm", 4, "v")
+    proc, port = proxy("proxy-capture", pp, dp, "--policy", "jsq", "--capture", cap,
+                       "--admin-token", "s3cret")
+    n = 48
+    check(traffic(port, n, "v") == n, f"{n} requests answered 200")
+    check(wait_idle(port), "idle after traffic")
+    m = metrics(port)
+    check(m.get('eldr_capture_records_total{outcome="dropped_queue"}') == 0 and
+          m.get('eldr_capture_records_total{outcome="no_signature"}') == 0,
+          "capture metrics: nothing dropped, every request had a signature")
+    # An invalid label is refused with a clear 400, and the count of good records is unchanged.
+    st, body = request(port, "POST", "/v1/completions",
+                       {"model": MODEL, "prompt": "x", "max_tokens": 1},
+                       headers={"X-Eldr-Label": "x" * 200})
+    check(st == 400 and b"X-Eldr-Label" in body, "an oversized X-Eldr-Label -> 400 naming it")
+
+    print("the fitted space goes back in by hot reload while the capture keeps running")
+    space = os.path.join(TMP, "captured-space.json")
+    # The capture is read while the router still holds it open (what a refit job does): the
+    # writer flushes a batch at least every second, so wait for the file to hold every record.
+    deadline = time.time() + 10
+    rows = []
+    while time.time() < deadline:
+        if os.path.getsize(cap) > 0:
+            try:
+                rows = [r for r in read_capture(cap) if "prefill" in r]
+            except (EOFError, OSError):
+                rows = []
+        if len(rows) >= n:
+            break
+        time.sleep(0.1)
+    check(len(rows) == n, f"the capture holds {n} records while the router runs (got {len(rows)})")
+    fit = subprocess.run([ELDR, "fit", "-i", cap, "-o", space, "-k", "4", "--seed", "3"],
+                         capture_output=True, text=True)
+    check(fit.returncode == 0, "eldr fit reads the live capture unchanged: " + fit.stderr[-300:])
+    check("no decode counts" in fit.stdout and "every layer" in fit.stdout,
+          "fit says it cannot measure rho and uses every layer")
+    st, body = request(port, "POST", "/admin/reload", {"space": space},
+                       headers={"Authorization": "Bearer s3cret"})
+    check(st == 200, f"POST /admin/reload of the fitted space -> 200 ({body[:200]!r})")
+    check(traffic(port, 8, "after") == 8, "traffic after the reload is served")
+    check(stop(proc) == 0, "the router exits cleanly on SIGTERM")
+
+    rows = read_capture(cap)
+    check(json.loads(gzip.open(cap, "rt").readline())["format"] == "eldr.calibration",
+          "the file starts with a calibration header")
+    check(len(rows) == n + 8 + 1, f"{n + 8} records and one header after shutdown (got {len(rows)})")
+    recs = [r for r in rows if "prefill" in r]
+    by_id = {r["id"]: r for r in recs}
+    check(all(f"v-{i}" in by_id for i in range(n)), "every request id is recorded once")
+    check(all(by_id[f"v-{i}"]["label"] == LABELS[i % 4] for i in range(n)),
+          "labels from X-Eldr-Label are recorded")
+    check(all(by_id[f"v-{i}"]["output_tokens"] == 4 + i % 5 for i in range(n)),
+          "output tokens match max_tokens, streaming and not")
+    check(all(r["prompt_tokens"] > 0 and r["arrival_us"] > 1.6e15 and
+              r["decoder"].startswith("http://127.0.0.1:") for r in recs),
+          "prompt length, arrival time and decoder are recorded")
+    arrivals = [by_id[f"v-{i}"]["arrival_us"] for i in range(n)]
+    check(arrivals == sorted(arrivals), "arrival times follow the order the requests were sent")
+
+    print("simulate --trace on the capture: the operator's own traffic under every policy")
+    sim = subprocess.run([ELDR, "simulate", "--trace", cap, "--decode", "4", "--prefill", "1",
+                          "--seeds", "2", "--policies", "rr,jsq,eldr,eldr-plus"],
+                         capture_output=True, text=True)
+    check(sim.returncode == 0, "simulate replays the capture: " + sim.stderr[-400:])
+    check("recorded arrivals" in sim.stdout and "eldr-plus" in sim.stdout,
+          "the table names the recorded arrivals and every policy")
+    check("drawn from each request's prompt counts" in sim.stderr,
+          "it says the decode picks are drawn from the prompt counts")
+
+    print("SGLang flow writes records too")
+    cap2 = os.path.join(TMP, "capture-sglang.jsonl.gz")
+    pp2, dp2 = emulators("sglang", 2, "s")
+    proc2, port2 = proxy("proxy-capture-sglang", pp2, dp2, "--backend", "sglang", "--policy", "rr",
+                         "--capture", cap2)
+    check(traffic(port2, 12, "s") == 12, "12 requests answered 200 (SGLang)")
+    check(wait_idle(port2), "idle after traffic (SGLang)")
+    check(stop(proc2) == 0, "the SGLang router exits cleanly")
+    recs2 = [r for r in read_capture(cap2) if "prefill" in r]
+    check(len(recs2) == 12 and all(r["output_tokens"] > 0 for r in recs2),
+          f"12 SGLang records with output lengths (got {len(recs2)})")
+
+    print("a capture path that cannot be opened is a start-up error")
+    bad = subprocess.run([ELDR, "serve", "--listen", "127.0.0.1:0", "--prefill",
+                          f"http://127.0.0.1:{pp[0]}", "--decode", f"http://127.0.0.1:{dp[0]}",
+                          "--policy", "rr", "--capture", os.path.join(TMP, "no", "dir", "c.gz")],
+                         capture_output=True, text=True, timeout=30)
+    check(bad.returncode != 0 and "capture" in bad.stderr and "no/dir" in bad.stderr,
+          "serve refuses an unopenable capture path, naming it")
+    bad = subprocess.run([ELDR, "serve", "--prefill", "http://127.0.0.1:1", "--decode",
+                          "http://127.0.0.1:2", "--policy", "rr", "--capture", cap,
+                          "--capture-fraction", "1.5"], capture_output=True, text=True, timeout=30)
+    check(bad.returncode != 0 and "capture_fraction" in bad.stderr,
+          "--capture-fraction 1.5 is refused, naming the key")
+
+    for p in PROCS:
+        if p.poll() is None:
+            p.kill()
+    if FAILURES:
+        print(f"{len(FAILURES)} FAILED")
+        for name in ("proxy-capture", "proxy-capture-sglang"):
+            print(f"--- {name} log tail ---\n" + log_of(name)[-2000:])
+        sys.exit(1)
+    print("all passed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in PROCS:
+            if p.poll() is None:
+                p.kill()
