@@ -75,7 +75,6 @@ expect_error "not a number" "$ELDR" simulate -d 1 --policies eldr:x
 expect_error "seeds must be" "$ELDR" simulate -d 1 --seeds 0
 expect_error "calibration-trace needs --trace" "$ELDR" simulate -d 1 --calibration-trace x
 expect_error "unknown model" "$ELDR" simulate -m llama-3 -d 1
-expect_error "no published baseline" "$ELDR" simulate -m mixtral-8x7b -d 1
 expect_error "rate and duration" "$ELDR" simulate -r 0 -d 1
 expect_error "cannot fill k" "$ELDR" simulate -d 1 --calibration 5
 expect_error "unknown policy" "$ELDR" simulate -d 1 --calibration 100 --policies rr,fastest
@@ -231,15 +230,13 @@ expect_error "eldr trace: INVALID_ARGUMENT: $T/cut.eldrtrace: truncated" \
   "$ELDR" trace stats "$T/cut.eldrtrace"
 
 # --model takes a Hugging Face config.json (tests/fixtures/models/, docs/models.md): a preset's
-# config simulates as the preset; a model with no published baseline is refused clearly; a model
-# that is no preset (interleaved dense layers) fits from calibration counts of its MoE layers.
+# config simulates as the preset; a model that is no preset (interleaved dense layers) fits from
+# calibration counts of its MoE layers.
 MODELS="$(cd "$(dirname "$0")/../fixtures/models" && pwd)"
 "$ELDR" simulate -m "$MODELS/gpt-oss-120b/config.json" -w language -r 20 -d 2 --calibration 200 \
   --seeds 1 --policies jsq,eldr >"$T/hf_sim" 2>&1 && ok || bad "simulate a config.json: $(cat "$T/hf_sim")"
 grep -q "^eldr " "$T/hf_sim" && grep -q "GPT-OSS-120B\|gpt-oss-120b" "$T/hf_sim" \
   && ok || bad "simulate a config.json output: $(cat "$T/hf_sim")"
-expect_error "no published baseline latencies for Llama-4-Maverick-17B-128E-Instruct" \
-  "$ELDR" simulate -m "$MODELS/Llama-4-Maverick-17B-128E-Instruct/config.json" -d 1
 expect_error "model config '$T/none/config.json' not found" \
   "$ELDR" simulate -m "$T/none/config.json" -d 1
 mkdir -p "$T/My_MoE"
@@ -279,12 +276,29 @@ grep -q '"model":"my-moe"' "$T/my_space.json" && grep -q '"L":3,"e":16' "$T/my_s
   && cmp -s "$T/my_space.json" "$T/my_space2.json" && ok || bad "fit -m DIR differs from -m DIR/config.json"
 expect_error "'prefill' must be a list of 3 layers (My_MoE has 3 MoE layers)" \
   "$ELDR" fit -m "$T/My_MoE/config.json" -i "$T/my_calib_4.jsonl" -o "$T/x.json"
-expect_error "no published baseline latencies for My_MoE" \
-  "$ELDR" simulate -m "$T/My_MoE/config.json" -d 1
 printf '{"num_hidden_layers": 8, "num_experts": 16, "num_experts_per_tok": 32}\n' >"$T/bad.json"
 expect_error "$T/bad.json: config field 'num_experts_per_tok' is 32, more than the 16 routed" \
   "$ELDR" fit -m "$T/bad.json" -i "$T/my_calib.jsonl" -o "$T/x.json"
 [ ! -e "$T/x.json" ] && ok || bad "a failed fit left an output file"
+
+# A model without published latencies simulates on parameters derived from its geometry and a
+# hardware profile, the assumptions printed with the result (docs/calibration.md, "Models without
+# published latencies"); an unknown profile is refused with the known ones named.
+"$ELDR" simulate -m "$MODELS/Llama-4-Maverick-17B-128E-Instruct/config.json" -r 20 -d 2 \
+  --calibration 200 --seeds 1 --policies rr,eldr >"$T/derived" 2>&1 \
+  && ok || bad "simulate a model without published latencies: $(cat "$T/derived")"
+grep -q "^cost model: derived for Llama-4-Maverick-17B-128E-Instruct on mi300x (AMD Instinct MI300X: 5.3 TB/s peak HBM x 60.4% = 3.20 TB/s effective)" "$T/derived" \
+  && grep -q "^cost model: t0 and t_tok = Qwen3-30B-A3B's calibration x 48/48 layers" "$T/derived" \
+  && grep -q "^eldr " "$T/derived" && ok || bad "derived cost model output: $(cat "$T/derived")"
+"$ELDR" simulate -m "$T/My_MoE" -r 20 -d 2 --calibration 200 --seeds 1 --decode 4 \
+  --policies rr,eldr --hardware h200 >"$T/derived2" 2>&1 \
+  && grep -q "^cost model: derived for My_MoE on h200 (NVIDIA H200 SXM: 4.8 TB/s" "$T/derived2" \
+  && grep -q "x 1.104 (bandwidth ratio mi300x / h200)" "$T/derived2" \
+  && ok || bad "simulate --hardware h200: $(cat "$T/derived2")"
+expect_error "--hardware: unknown hardware profile 'nope'; known profiles: mi300x, h100-sxm, h200, b200" \
+  "$ELDR" simulate -d 1 --hardware nope
+expect_error "--matrix paper reproduces the published set-up" \
+  "$ELDR" simulate --matrix paper --hardware b200
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

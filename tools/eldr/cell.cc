@@ -7,9 +7,9 @@ namespace eldr::cli {
 
 namespace {
 
-// Models without published latencies borrow a calibrated donor's cost model (docs/calibration.md,
-// docs/results.md): same expert architecture, non-MoE work scaled by layers, per-request KV work
-// divided by the tensor-parallel degree.
+// Models without published latencies but with a close published relative borrow its calibration
+// (docs/calibration.md, docs/results.md): same expert architecture, non-MoE work scaled by layers,
+// per-request KV work divided by the tensor-parallel degree. Any other model gets DeriveCost.
 struct Donor {
   const char* model;
   const char* donor;
@@ -48,21 +48,23 @@ std::string ValueSpread(const Spread& s, int decimals) {
                      decimals);
 }
 
-Result<CellSetup> PrepareCell(const ModelGeometry& g, const sim::Workload& w, uint64_t seed) {
+Result<CellSetup> PrepareCell(const ModelGeometry& g, const sim::Workload& w, uint64_t seed,
+                              const sim::HardwareProfile& hw) {
   CellSetup cell;
   ModelGeometry cost_model = g;
   int tp = 1;
+  bool derived = false;  // no published figures and no donor entry: DeriveCost
   if (!sim::PublishedBaseline(g)) {
-    for (const auto& d : kDonors) {
-      if (g.name == d.model) {
-        cost_model = *FindModel(d.donor);
-        tp = d.tp;
-        cell.cost_note = d.note;
-      }
+    const Donor* donor = std::find_if(std::begin(kDonors), std::end(kDonors),
+                                      [&](const Donor& x) { return g.name == x.model; });
+    derived = donor == std::end(kDonors);
+    ELDR_ASSIGN_OR_RETURN(cost_model, FindModel(derived ? sim::kDerivationDonor : donor->donor));
+    if (!derived) {
+      tp = donor->tp;
+      cell.cost_note = donor->note;
     }
   }
-  auto baseline = sim::PublishedBaseline(cost_model);
-  if (!baseline) return tl::unexpected<Status>(baseline.error());
+  ELDR_ASSIGN_OR_RETURN(const sim::Baseline baseline, sim::PublishedBaseline(cost_model));
   // D(B) comes from the cost model's own synthetic task workload: one set of hardware parameters
   // per model, whatever workload runs.
   Result<sim::Workload> task = sim::Workload{};
@@ -73,15 +75,27 @@ Result<CellSetup> PrepareCell(const ModelGeometry& g, const sim::Workload& w, ui
     to.requests = 1;
     to.seed = seed;
     task = sim::MakeSyntheticWorkload(cost_model, to);
-    if (!task) return tl::unexpected<Status>(task.error());
+    if (!task) return Error{task.error()};
   }
   const sim::Workload& cw = reuse ? w : *task;
-  auto cal = sim::CalibrateCost(cost_model, *baseline,
-                                [&](int b) { return sim::MeanMixedDistinct(cw, b, seed); });
-  if (!cal) return tl::unexpected<Status>(cal.error());
-  cell.calibration = *cal;
-  cell.cost = cost_model.name == g.name ? cal->params : sim::ScaleCost(cal->params, cost_model, g);
-  cell.cost.token_us /= tp;
+  ELDR_ASSIGN_OR_RETURN(cell.calibration, sim::CalibrateCost(cost_model, baseline, [&](int b) {
+                          return sim::MeanMixedDistinct(cw, b, seed);
+                        }));
+  const sim::CostParams& cal = cell.calibration.params;
+  if (derived) {
+    ELDR_ASSIGN_OR_RETURN(sim::DerivedCost derivation, sim::DeriveCost(g, hw, cal, cost_model));
+    cell.cost = derivation.params;
+    cell.cost_note = std::move(derivation.note);
+  } else {
+    cell.cost = cost_model.name == g.name ? cal : sim::ScaleCost(cal, cost_model, g);
+    cell.cost.token_us /= tp;
+    if (hw.name != sim::CalibrationHardware().name) {
+      ELDR_ASSIGN_OR_RETURN(sim::DerivedCost moved,
+                            sim::RescaleForHardware(cell.cost, g.display_name, hw));
+      cell.cost = moved.params;
+      cell.cost_note += (cell.cost_note.empty() ? "" : "\n") + moved.note;
+    }
+  }
   for (const auto& r : w.calibration)
     cell.calib.push_back({std::to_string(r.id), w.labels[r.label], r.prefill, r.decode});
   for (size_t i = 0; i < w.labels.size() && i < w.label_shares.size(); ++i)

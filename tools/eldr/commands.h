@@ -88,16 +88,19 @@ Status WriteRecords(const std::vector<SimRecord>& records, const std::string& js
                     const std::string& csv_path);
 
 // What a simulation cell needs besides its workload: the cost parameters (from the model's
-// published baseline, or a donor's scaled, with `cost_note` saying so), the calibration requests
-// for the fit and the label mix for the domain policy.
+// published baseline; a donor's scaled; or, for any other model, derived from its geometry and
+// `hw` (sim::DeriveCost); moved to `hw` when it is not the calibration hardware), with
+// `cost_note` stating every assumption, the calibration requests for the fit and the label mix
+// for the domain policy.
 struct CellSetup {
   sim::CostParams cost;
-  sim::Calibration calibration;  // of the cost model actually calibrated
-  std::string cost_note;         // empty unless the parameters are borrowed
+  sim::Calibration calibration;  // of the cost model actually calibrated (a donor's, if borrowed)
+  std::string cost_note;         // empty unless the parameters rest on assumptions; one per line
   std::vector<CalibrationRequest> calib;
   std::vector<LabelShare> mix;
 };
-Result<CellSetup> PrepareCell(const ModelGeometry& g, const sim::Workload& w, uint64_t seed);
+Result<CellSetup> PrepareCell(const ModelGeometry& g, const sim::Workload& w, uint64_t seed,
+                              const sim::HardwareProfile& hw = sim::CalibrationHardware());
 
 struct TraceArgs {
   std::string input, output, model = "gpt-oss-20b";
@@ -119,6 +122,7 @@ struct SimulateArgs {
   int seeds = 5;  // seeds seed, seed+1, ...: results as mean and range
   bool stats = false;
   std::string matrix, json, csv, trace, requests_csv, calibration_trace;
+  std::string hardware = "mi300x";    // sim::FindHardwareProfile name
   double calibration_fraction = 0.5;  // --trace without --calibration-trace
   int threads = 2;
   CLI::Option* calibration_opt = nullptr;  // to tell an explicit --calibration

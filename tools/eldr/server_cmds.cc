@@ -241,6 +241,7 @@ Status RunEmulate(const EmulateArgs& a) {
                a.decoders, g.display_name, a.workload, a.seed, a.write_space);
     return Status::Ok();
   }
+  if (!wc.second.cost_note.empty()) fmt::print(stderr, "{}\n", wc.second.cost_note);
   emu::EngineModelOptions mo;
   mo.archetypes = a.archetypes;
   ELDR_ASSIGN_OR_RETURN(auto model,

@@ -51,6 +51,14 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
                     "Synthetic workloads: calibration requests for the fit (disjoint)")
           ->capture_default_str();
   c->add_option("--seed", a.seed, "Seed of workload, fit and policies")->capture_default_str();
+  std::string profiles;
+  for (const auto& p : sim::HardwareProfiles()) profiles += (profiles.empty() ? "" : ", ") + p.name;
+  c->add_option("--hardware", a.hardware,
+                fmt::format("Decode accelerator of the cost model: {}. Models without published "
+                            "latencies derive their step cost for it; a calibrated model is "
+                            "rescaled by HBM bandwidth unless it is {} (docs/calibration.md)",
+                            profiles, sim::CalibrationHardware().name))
+      ->capture_default_str();
   c->add_flag("--stats", a.stats, "Also print the workload's routing statistics");
   c->add_option("--matrix", a.matrix,
                 "Run an experiment set instead: 'paper' = 3 models x 2 workloads x 20-100 qps x "
@@ -194,7 +202,15 @@ void PrintUsage(std::string_view path, const sim::TraceUsage& u) {
 }  // namespace
 
 Status RunSimulate(const SimulateArgs& a) {
+  auto hw = sim::FindHardwareProfile(a.hardware);
+  if (!hw) return hw.error().WithContext("--hardware");
   if (!a.matrix.empty()) {
+    if (hw->name != sim::CalibrationHardware().name) {
+      return InvalidArgument(
+          "--hardware {}: --matrix paper reproduces the published set-up, on {} (the calibration "
+          "hardware); give --hardware to single simulations",
+          hw->name, sim::CalibrationHardware().name);
+    }
     std::vector<SimRecord> records;
     if (Status s = RunMatrix(a, &records); !s.ok()) return s;
     return WriteRecords(records, a.json, a.csv);
@@ -334,8 +350,9 @@ Status RunSimulate(const SimulateArgs& a) {
       w = sim::MakeSyntheticWorkload(g, wo);
       if (!w) return w.error();
     }
-    // Cost parameters from baseline figures only (docs/calibration.md).
-    auto cell = PrepareCell(g, *w, seed);
+    // Cost parameters from baseline figures only, or assumed with cost_note saying how
+    // (docs/calibration.md).
+    auto cell = PrepareCell(g, *w, seed, *hw);
     if (!cell) return cell.error();
     const sim::CostParams& cost = cell->cost;
     if (si == 0 && !cell->cost_note.empty()) fmt::print("{}\n", cell->cost_note);

@@ -6,7 +6,9 @@
 // with D_l the distinct experts the batch's tokens select at MoE layer l, B the batch size and
 // ctx each request's context length; plus prefill and KV-transfer times. Parameters per model are
 // derived in docs/calibration.md from published geometry and *baseline* (round-robin) figures
-// only, so the ELDR-vs-baseline gap the simulator shows is a prediction.
+// only, so the ELDR-vs-baseline gap the simulator shows is a prediction. A model without published
+// figures gets parameters derived from its geometry, a calibrated donor and a HardwareProfile
+// (DeriveCost), with the assumptions stated in a note to print beside any result.
 //
 // Thread-safety: plain values.
 #pragma once
@@ -14,6 +16,8 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "eldr/geometry.h"
@@ -41,6 +45,35 @@ struct CostParams {
   Status Validate() const;
 };
 
+// Default share of the peak HBM bandwidth that decode weight loads sustain: 3.2 / 5.3 = 60.4%,
+// the effective 3.2 TB/s the calibration assumes on the MI300X's 5.3 TB/s peak (docs/calibration.md
+// calls it 60%). An assumption: small-batch grouped GEMMs rarely stream weights at peak.
+inline constexpr double kDefaultHbmEfficiency = 3.2 / 5.3;
+
+// A decode accelerator as the step cost sees it: weight loads stream from HBM at
+// peak x efficiency. Sources of the named profiles' peaks: docs/calibration.md.
+struct HardwareProfile {
+  std::string name;                               // lower-case id, e.g. "mi300x"
+  std::string display_name;                       // e.g. "AMD Instinct MI300X"
+  double peak_hbm_tb_per_s = 0;                   // datasheet peak, 10^12 bytes/s
+  double hbm_efficiency = kDefaultHbmEfficiency;  // sustained / peak, in (0, 1]
+
+  // Sustained bytes per microsecond: peak_hbm_tb_per_s * hbm_efficiency * 1e6.
+  double EffectiveBytesPerUs() const { return peak_hbm_tb_per_s * hbm_efficiency * 1e6; }
+  // OK iff name is non-empty, the peak finite and > 0 and the efficiency in (0, 1];
+  // InvalidArgument naming the field otherwise.
+  Status Validate() const;
+};
+
+// The named profiles, in a fixed order: mi300x, h100-sxm, h200, b200, each at
+// kDefaultHbmEfficiency.
+std::span<const HardwareProfile> HardwareProfiles();
+// The profile the published baseline figures are taken to be measured on (mi300x): the hardware
+// of every calibrated CostParams.
+const HardwareProfile& CalibrationHardware();
+// A named profile, matched case-insensitively on its name; NotFound listing the known names.
+Result<HardwareProfile> FindHardwareProfile(std::string_view name);
+
 // Published round-robin operating points of a model (baseline figures only; the ELDR paper (arXiv
 // 2607.00466), task workload, 8P16D, 512 output tokens).
 struct BaselinePoint {
@@ -57,7 +90,8 @@ struct Baseline {
 Result<Baseline> PublishedBaseline(const ModelGeometry& g);
 
 // Derives the cost parameters (docs/calibration.md):
-//   b  = one expert's weight bytes / 3.2 TB/s effective HBM bandwidth (MI300X: 5.3 TB/s peak);
+//   b  = one expert's weight bytes / CalibrationHardware().EffectiveBytesPerUs() (3.2 TB/s:
+//        the MI300X's 5.3 TB/s peak x kDefaultHbmEfficiency);
 //   a  = 14.27 b, from the 4.7x MoE-layer latency between 128 and 16 distinct experts;
 //   for each baseline point, Little's law gives the batch B = rate/decoders * (out-1) * TPOT,
 //   the workload gives D(B), the distinct experts of a mixed batch of B, and (t0, t_tok) are
@@ -78,5 +112,38 @@ CostParams ScaleCost(const CostParams& donor, const ModelGeometry& donor_g,
 
 Result<Calibration> CalibrateCost(const ModelGeometry& g, const Baseline& baseline,
                                   const std::function<double(int)>& mixed_distinct);
+
+// Cost parameters that rest on assumptions, with those assumptions in words: one per line,
+// starting "cost model: ", to print with every result that uses the parameters.
+struct DerivedCost {
+  CostParams params;
+  std::string note;
+};
+
+// The preset whose calibration DeriveCost starts from: Qwen3-30B-A3B (published figures, plain
+// bf16 routed experts, no shared experts).
+inline constexpr std::string_view kDerivationDonor = "qwen3-30b-a3b";
+
+// Parameters for a model without published latencies on `hw` (docs/calibration.md, "Models
+// without published latencies"), from `donor`, the CalibrateCost parameters of `donor_g`
+// (measured on CalibrationHardware()):
+//   b  = g's expert weight bytes / hw.EffectiveBytesPerUs();  a = 14.27 b (as CalibrateCost);
+//   t0, t_tok, t_ctx = the donor's x total_layers ratio x the bandwidth ratio
+//        CalibrationHardware().EffectiveBytesPerUs() / hw.EffectiveBytesPerUs();
+//   t0 += moe_layers x shared_experts x b (always-active experts, weight loads like routed ones);
+//   prefill = the donor's x total_layers ratio (compute-bound: no bandwidth ratio);
+//   KV transfer = the donor's (network-bound).
+// One device per decoder (no tensor parallelism). The note names g, hw and every assumption
+// above with its numbers. With g = donor_g (no shared experts) on CalibrationHardware() the result
+// equals `donor`.
+// InvalidArgument when g, hw or donor fails its Validate().
+Result<DerivedCost> DeriveCost(const ModelGeometry& g, const HardwareProfile& hw,
+                               const CostParams& donor, const ModelGeometry& donor_g);
+
+// Calibrated parameters (measured on CalibrationHardware()) moved to `hw` by DeriveCost's rule:
+// the decode-step terms (t0, a, b, t_tok, t_ctx) x the bandwidth ratio; prefill and KV transfer
+// unchanged. `model` names the model in the note. InvalidArgument when hw fails Validate().
+Result<DerivedCost> RescaleForHardware(const CostParams& calibrated, std::string_view model,
+                                       const HardwareProfile& hw);
 
 }  // namespace eldr::sim
