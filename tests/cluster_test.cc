@@ -3,7 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 
@@ -183,6 +185,130 @@ TEST(ClusterTest, MissingSignaturesAreWarnedAboutAtMostOnceAMinutePerWorker) {
   EXPECT_EQ(w.signatures[0].load(), 3u);
   EXPECT_EQ(w.signatures[static_cast<int>(SignatureSource::kVllm)].load(), 2u);
   EXPECT_EQ(w.signatures_partial.load(), 1u);
+}
+
+// Counts on experts j..j+3 at every layer, expert j the heaviest at layer 0 (so the test
+// space's centroid j matches it best).
+ExpertCounts Peaked(const ModelGeometry& g, int j) {
+  ExpertCounts c(g.moe_layers, g.experts);
+  for (int l = 0; l < g.moe_layers; ++l) {
+    for (int e = j; e < j + 4; ++e) c.at(l, e) = 10;
+  }
+  c.at(0, j) = 100;
+  return c;
+}
+
+double Metric(const std::string& text, const std::string& sample) {
+  const std::string key = "\n" + sample + " ";  // a sample line, not its # HELP
+  const size_t at = ("\n" + text).find(key);
+  if (at == std::string::npos) return NAN;
+  return std::stod(text.substr(at + key.size() - 1));
+}
+
+TEST(ClusterTest, ShadowRoutesByTheBaselineAndCountsWhatTheCandidateWouldDo) {
+  ServeOptions o = Options(3, "shadow");
+  o.shadow_of = "rr";
+  o.space = WriteSpace(3);
+  ASSERT_TRUE(o.Validate().ok()) << o.Validate().message();
+  const ModelGeometry g = *FindModel(o.model);
+  auto c = *Cluster::Create(o, g, NoResolve());
+  auto s = c->Snap();
+  ASSERT_TRUE(s->shadow.has_value()) << s->shadow_degraded;
+  EXPECT_EQ(s->policy.options.name, "rr");
+  PolicySlot slot(1);
+  const ExpertCounts req = Peaked(g, 1);
+  std::vector<ShadowTicket> tickets;
+  std::vector<int> routed;
+  for (int i = 0; i < 6; ++i) {
+    const Decision d = c->RouteDecode(*s, slot, &req, {}, 0);
+    routed.push_back(d.decoder);
+    EXPECT_EQ(d.shadow, 1) << "the candidate keeps the request on its best centroid";
+    tickets.emplace_back(*s, d, &req, g.top_k);
+  }
+  // Round-robin routes; the candidate would have put all six on decoder 1.
+  EXPECT_EQ(std::count(routed.begin(), routed.end(), 1), 2);
+  EXPECT_EQ(c->RouteDecode(*s, slot, nullptr, {}, 0).shadow, -1);  // no signature: no choice
+  std::string text;
+  c->RenderMetrics(&text, 0);
+  EXPECT_EQ(Metric(text, "eldr_shadow_decisions_total{outcome=\"agree\"}"), 2);
+  EXPECT_EQ(Metric(text, "eldr_shadow_decisions_total{outcome=\"disagree\"}"), 4);
+  EXPECT_EQ(Metric(text, "eldr_shadow_decisions_total{outcome=\"no_choice\"}"), 1);
+  EXPECT_EQ(s->decode[1]->shadow_in_flight.load(), 6);
+  EXPECT_EQ(s->decode[0]->shadow_in_flight.load(), 0);
+  // Identical requests: ~4 experts per layer per step wherever they run, so the shadow routing
+  // (one decoder) loads a third of what the real one (three) does.
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_NEAR(s->decode[k]->actual_experts->ExpectedDistinct(), 4.0, 0.1);
+  }
+  EXPECT_NEAR(s->decode[1]->shadow_experts->ExpectedDistinct(), 4.0, 0.1);
+  EXPECT_EQ(s->decode[0]->shadow_experts->ExpectedDistinct(), 0);
+  EXPECT_NEAR(Metric(text, "eldr_shadow_predicted_change_ratio"), -2.0 / 3, 0.02);
+  tickets.clear();
+  text.clear();
+  c->RenderMetrics(&text, 0);
+  EXPECT_EQ(Metric(text, "eldr_shadow_predicted_change_ratio"), 0);
+  for (const auto& w : s->decode) {
+    EXPECT_EQ(w->shadow_in_flight.load(), 0);
+    EXPECT_EQ(w->actual_experts->requests(), 0);
+    EXPECT_EQ(w->shadow_experts->ExpectedDistinct(), 0);
+  }
+}
+
+TEST(ClusterTest, ShadowWithoutAFittingSpaceRoutesAndSaysWhy) {
+  ServeOptions o = Options(3, "shadow");
+  o.space = WriteSpace(3);
+  auto c = *Cluster::Create(o, *FindModel(o.model), NoResolve());
+  ASSERT_TRUE(c->RemoveWorker("decode", "http://d:12").ok());
+  auto s = c->Snap();
+  EXPECT_FALSE(s->shadow.has_value());
+  EXPECT_NE(s->shadow_degraded.find("space k=3 != 2 decoders"), std::string::npos);
+  PolicySlot slot(1);
+  const ExpertCounts req = Peaked(*FindModel(o.model), 1);
+  const Decision d = c->RouteDecode(*s, slot, &req, {}, 0);
+  EXPECT_GE(d.decoder, 0);  // jsq still routes
+  EXPECT_EQ(d.shadow, -1);
+}
+
+TEST(ClusterTest, ShadowOptionsAreValidated) {
+  ServeOptions o = Options(2, "shadow");
+  EXPECT_NE(o.Validate().message().find("needs a signature space"), std::string::npos);
+  o.space = "x.json";
+  o.shadow_of = "eldr";
+  EXPECT_NE(o.Validate().message().find("shadow_of must be a load policy"), std::string::npos);
+  o.shadow_of = "p2c";
+  o.shadow_candidate = "jsq";
+  EXPECT_NE(o.Validate().message().find("shadow_candidate must be eldr or eldr-plus"),
+            std::string::npos);
+  o.shadow_candidate = "eldr-plus";
+  EXPECT_TRUE(o.Validate().ok());
+}
+
+TEST(ShadowFootprintTest, ExpectedDistinctOfDisjointAndIdenticalRequests) {
+  const ModelGeometry g = *FindModel("gpt-oss-20b");
+  ExpertLoad load(g.moe_layers, g.experts);
+  EXPECT_EQ(load.ExpectedDistinct(), 0);
+  const auto a = ShadowFootprint::FromCounts(Peaked(g, 0), g.top_k);
+  const auto b = ShadowFootprint::FromCounts(Peaked(g, 8), g.top_k);
+  load.Add(a);
+  const double one = load.ExpectedDistinct();
+  EXPECT_GT(one, 3.5);
+  EXPECT_LE(one, 4.0);
+  load.Add(a);
+  EXPECT_NEAR(load.ExpectedDistinct(), one, 0.1);  // the same experts again
+  load.Add(b);
+  EXPECT_NEAR(load.ExpectedDistinct(), 2 * one, 0.2);  // disjoint experts add up
+  load.Remove(b);
+  load.Remove(a);
+  EXPECT_NEAR(load.ExpectedDistinct(), one, 1e-9);
+  load.Remove(a);
+  EXPECT_EQ(load.ExpectedDistinct(), 0);
+  EXPECT_EQ(load.requests(), 0);
+  // Spread counts: a prompt touching all 32 experts evenly selects each with q = top_k / 32.
+  ExpertCounts even(g.moe_layers, g.experts);
+  for (int l = 0; l < g.moe_layers; ++l)
+    for (int e = 0; e < g.experts; ++e) even.at(l, e) = 1;
+  load.Add(ShadowFootprint::FromCounts(even, g.top_k));
+  EXPECT_NEAR(load.ExpectedDistinct(), g.top_k, 1e-9);
 }
 
 }  // namespace

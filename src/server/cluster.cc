@@ -94,7 +94,12 @@ Result<std::shared_ptr<Worker>> Cluster::MakeWorker(const WorkerSpec& spec,
                                                     const std::string& role) {
   ELDR_RETURN_IF_ERROR(spec.Validate());
   ELDR_ASSIGN_OR_RETURN(auto address, resolve_(spec));
-  return std::make_shared<Worker>(spec, role, std::move(address), o_);
+  auto w = std::make_shared<Worker>(spec, role, std::move(address), o_);
+  if (role == "decode" && o_.policy == "shadow") {
+    w->actual_experts = std::make_unique<ExpertLoad>(geometry_.moe_layers, geometry_.experts);
+    w->shadow_experts = std::make_unique<ExpertLoad>(geometry_.moe_layers, geometry_.experts);
+  }
+  return w;
 }
 
 Result<std::shared_ptr<const SignatureSpace>> Cluster::LoadSpace(const std::string& path,
@@ -125,7 +130,8 @@ std::shared_ptr<const Snapshot> Cluster::Snap() const {
 void Cluster::Publish(std::shared_ptr<Snapshot> s) {
   EffectivePolicy& e = s->policy;
   e = EffectivePolicy{};
-  e.options.name = o_.policy;
+  const bool shadow = o_.policy == "shadow";
+  e.options.name = shadow ? o_.shadow_of : o_.policy;
   e.options.decoders = static_cast<int>(s->decode.size());
   e.options.tau = o_.tau;
   e.options.band_min = o_.band_min;
@@ -143,6 +149,27 @@ void Cluster::Publish(std::shared_ptr<Snapshot> s) {
                  o_.policy, e.degraded);
     e.options.name = "jsq";
     e.options.space = nullptr;
+  }
+  s->shadow.reset();
+  s->shadow_degraded.clear();
+  if (shadow) {
+    PolicyOptions c = e.options;
+    c.name = o_.shadow_candidate;
+    c.space = s->space;
+    if (!s->space || s->space->k() != c.decoders) {
+      s->shadow_degraded =
+          fmt::format("space k={} != {} decoders", s->space ? s->space->k() : 0, c.decoders);
+    } else if (Status v = c.Validate(); !v.ok()) {
+      s->shadow_degraded = v.message();
+    }
+    if (s->shadow_degraded.empty()) {
+      s->shadow = std::move(c);
+    } else {
+      spdlog::warn(
+          "event=shadow_degraded candidate={} reason=\"{}\" action=\"no shadow choice "
+          "until reload\"",
+          o_.shadow_candidate, s->shadow_degraded);
+    }
   }
   std::lock_guard lock(snap_mu_);
   s->version = snap_ ? snap_->version + 1 : 0;
@@ -162,6 +189,11 @@ Decision Cluster::RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertC
       return d;
     }
     slot.policy = std::move(*p);
+    slot.shadow_policy.reset();
+    if (s.shadow) {
+      auto sp = MakePolicy(*s.shadow);
+      if (sp) slot.shadow_policy = std::move(*sp);
+    }
     slot.version = s.version;
     slot.rng = Rng(slot.seed ^ s.version);
   }
@@ -190,7 +222,51 @@ Decision Cluster::RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertC
   d.band = r->band_size;
   if (d.fallback) fallbacks_.fetch_add(1, std::memory_order_relaxed);
   if (d.band > 0) band_.Observe(d.band);
+  if (o_.policy == "shadow") {
+    // The candidate sees the loads its own (virtual) routing would have made.
+    if (slot.shadow_policy && counts != nullptr) {
+      slot.shadow_loads.resize(s.decode.size());
+      for (size_t i = 0; i < s.decode.size(); ++i) {
+        slot.shadow_loads[i] = s.decode[i]->shadow_in_flight.load(std::memory_order_relaxed);
+      }
+      auto c = slot.shadow_policy->Route(rr, ClusterView{slot.shadow_loads, slot.avail}, slot.rng);
+      if (c && !c->fallback) d.shadow = c->decoder;
+    }
+    if (d.shadow < 0) {
+      shadow_unknown_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      (d.shadow == d.decoder ? shadow_agree_ : shadow_disagree_)
+          .fetch_add(1, std::memory_order_relaxed);
+    }
+  }
   return d;
+}
+
+ShadowTicket::ShadowTicket(const Snapshot& s, const Decision& d, const ExpertCounts* counts,
+                           int top_k) {
+  if (d.shadow < 0 || d.decoder < 0 || counts == nullptr) return;
+  if (static_cast<size_t>(d.decoder) >= s.decode.size() ||
+      static_cast<size_t>(d.shadow) >= s.decode.size()) {
+    return;
+  }
+  actual_ = s.decode[d.decoder];
+  shadow_ = s.decode[d.shadow];
+  if (!actual_->actual_experts || !shadow_->shadow_experts) {
+    actual_.reset();
+    shadow_.reset();
+    return;
+  }
+  footprint_ = ShadowFootprint::FromCounts(*counts, top_k);
+  actual_->actual_experts->Add(footprint_);
+  shadow_->shadow_experts->Add(footprint_);
+  shadow_->shadow_in_flight.fetch_add(1, std::memory_order_relaxed);
+}
+
+ShadowTicket::~ShadowTicket() {
+  if (!actual_) return;
+  actual_->actual_experts->Remove(footprint_);
+  shadow_->shadow_experts->Remove(footprint_);
+  shadow_->shadow_in_flight.fetch_sub(1, std::memory_order_relaxed);
 }
 
 Status Cluster::AddWorker(const std::string& role, const std::string& url) {
@@ -372,6 +448,42 @@ void Cluster::RenderMetrics(std::string* out, int64_t now) const {
   MetricHeader(out, "eldr_policy_fallbacks_total", "counter",
                "Decode decisions without a usable signature (load balancing instead)");
   MetricSample(out, "eldr_policy_fallbacks_total", "", static_cast<double>(fallbacks_.load()));
+  if (o_.policy != "shadow") return;
+  MetricHeader(out, "eldr_shadow_decisions_total", "counter",
+               "Shadow mode: decisions where the candidate (shadow_candidate) agrees with the "
+               "routing policy (shadow_of), disagrees, or made no choice (no signature)");
+  const std::pair<const char*, uint64_t> outcomes[] = {{"agree", shadow_agree_.load()},
+                                                       {"disagree", shadow_disagree_.load()},
+                                                       {"no_choice", shadow_unknown_.load()}};
+  for (const auto& [name, v] : outcomes) {
+    MetricSample(out, "eldr_shadow_decisions_total", fmt::format("outcome=\"{}\"", name),
+                 static_cast<double>(v));
+  }
+  MetricHeader(out, "eldr_shadow_expected_distinct_experts", "gauge",
+               "Shadow mode: expected distinct experts per MoE layer in one decode step of the "
+               "requests in flight on the worker, under the real routing (actual) and the "
+               "candidate's (shadow); docs/serve.md");
+  MetricHeader(out, "eldr_shadow_in_flight", "gauge",
+               "Shadow mode: requests the candidate would have in flight on the worker");
+  double total_actual = 0, total_shadow = 0;
+  for (const auto& w : s->decode) {
+    if (!w->actual_experts) continue;
+    const double a = w->actual_experts->ExpectedDistinct();
+    const double b = w->shadow_experts->ExpectedDistinct();
+    total_actual += a;
+    total_shadow += b;
+    MetricSample(out, "eldr_shadow_expected_distinct_experts",
+                 fmt::format("{},routing=\"actual\"", w->labels), a);
+    MetricSample(out, "eldr_shadow_expected_distinct_experts",
+                 fmt::format("{},routing=\"shadow\"", w->labels), b);
+    MetricSample(out, "eldr_shadow_in_flight", w->labels,
+                 static_cast<double>(w->shadow_in_flight.load()));
+  }
+  MetricHeader(out, "eldr_shadow_predicted_change_ratio", "gauge",
+               "Shadow mode: sum over decoders of the shadow estimate over the actual one, minus "
+               "1 (negative: the candidate would load fewer experts per step); 0 when idle");
+  MetricSample(out, "eldr_shadow_predicted_change_ratio", "",
+               total_actual > 0 ? total_shadow / total_actual - 1 : 0.0);
 }
 
 }  // namespace eldr::server

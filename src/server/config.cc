@@ -52,11 +52,24 @@ Status ServeOptions::Validate() const {
       if (!seen.insert(key).second) return InvalidArgument("worker '{}' listed twice", w.url);
     }
   }
-  bool known = false;
+  bool known = policy == "shadow";
   for (auto n : PolicyNames()) known |= n == policy;
   if (!known || policy == "domain") {
-    return InvalidArgument("policy '{}' cannot serve: use rr, random, jsq, p2c, eldr or eldr-plus",
-                           policy);
+    return InvalidArgument(
+        "policy '{}' cannot serve: use rr, random, jsq, p2c, eldr, eldr-plus or shadow", policy);
+  }
+  if (policy == "shadow") {
+    if (shadow_of != "rr" && shadow_of != "random" && shadow_of != "jsq" && shadow_of != "p2c") {
+      return InvalidArgument("shadow_of must be a load policy (rr, random, jsq or p2c), got '{}'",
+                             shadow_of);
+    }
+    if (shadow_candidate != "eldr" && shadow_candidate != "eldr-plus") {
+      return InvalidArgument("shadow_candidate must be eldr or eldr-plus, got '{}'",
+                             shadow_candidate);
+    }
+    if (space.empty()) {
+      return InvalidArgument("policy shadow needs a signature space (space: file from `eldr fit`)");
+    }
   }
   if ((policy == "eldr" || policy == "eldr-plus") && space.empty()) {
     return InvalidArgument("policy {} needs a signature space (space: file from `eldr fit`)",
@@ -188,6 +201,8 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
     return Status::Ok();
   }
   if (k == "policy") return Get(v, k, &o->policy);
+  if (k == "shadow_of") return Get(v, k, &o->shadow_of);
+  if (k == "shadow_candidate") return Get(v, k, &o->shadow_candidate);
   if (k == "tau") return num(&o->tau);
   if (k == "band_min") return num(&o->band_min);
   if (k == "plus_tau") return num(&o->plus_tau);

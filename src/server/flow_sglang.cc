@@ -18,6 +18,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
     co_await WriteJsonError(client, 503, "no decode worker is available");
     co_return;
   }
+  const ShadowTicket shadow(s, d, predicted ? &*predicted : nullptr, geometry_.top_k);
   const uint64_t key = PrefixHash(prompt.key, static_cast<size_t>(o_.prefix_bytes));
   const int p =
       s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), {}, o_.prefill_load_factor);

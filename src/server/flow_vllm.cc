@@ -91,6 +91,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     spdlog::debug("event=route request_id={} decode={} band={} fallback={} source={}", rid,
                   s.decode[d.decoder]->spec.url, d.band, d.fallback,
                   SignatureSourceName(pr->source));
+    const ShadowTicket shadow(s, d, cp, geometry_.top_k);
     OutputTokenCounter tokens;
     const RelayOutcome out =
         co_await Relay(client, s.decode[d.decoder], path, dbody, rid, req.stream, ctx,

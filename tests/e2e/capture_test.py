@@ -115,6 +115,23 @@ def main():
     check(traffic(port, 8, "after") == 8, "traffic after the reload is served")
     check(stop(proc) == 0, "the router exits cleanly on SIGTERM")
 
+    print("shadow mode: route by jsq, report what ELDR on the fitted space would do")
+    _, sport = proxy("proxy-shadow", pp, dp, "--policy", "shadow", "--shadow-of", "jsq",
+                     "--space", space)
+    ns = 24
+    check(traffic(sport, ns, "shadow") == ns, f"{ns} requests answered 200 in shadow mode")
+    check(wait_idle(sport), "idle after shadow traffic")
+    m = metrics(sport)
+    agree = m.get('eldr_shadow_decisions_total{outcome="agree"}', -1)
+    disagree = m.get('eldr_shadow_decisions_total{outcome="disagree"}', -1)
+    none = m.get('eldr_shadow_decisions_total{outcome="no_choice"}', -1)
+    check(agree >= 0 and disagree >= 0 and agree + disagree == ns and none == 0,
+          f"every decision has a shadow choice: agree {agree}, disagree {disagree}, none {none}")
+    check(m.get("eldr_shadow_predicted_change_ratio") == 0 and
+          all(v == 0 for k, v in m.items() if k.startswith("eldr_shadow_in_flight")),
+          "the shadow estimate and shadow in-flight counts are back at zero when idle")
+    check(m.get("eldr_policy_fallbacks_total") == 0, "jsq routed every request (no fallback)")
+
     rows = read_capture(cap)
     check(json.loads(gzip.open(cap, "rt").readline())["format"] == "eldr.calibration",
           "the file starts with a calibration header")
@@ -172,7 +189,7 @@ def main():
             p.kill()
     if FAILURES:
         print(f"{len(FAILURES)} FAILED")
-        for name in ("proxy-capture", "proxy-capture-sglang"):
+        for name in ("proxy-capture", "proxy-shadow", "proxy-capture-sglang"):
             print(f"--- {name} log tail ---\n" + log_of(name)[-2000:])
         sys.exit(1)
     print("all passed")

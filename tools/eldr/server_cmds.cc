@@ -62,7 +62,12 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
                 "Model preset or a Hugging Face config.json (or its directory)");
   c->add_option("--prefill", a.prefill, "Comma-separated prefill worker URLs");
   c->add_option("--decode", a.decode, "Comma-separated decode worker URLs");
-  c->add_option("--policy", a.policy, "rr, random, jsq, p2c, eldr or eldr-plus");
+  c->add_option("--policy", a.policy,
+                "rr, random, jsq, p2c, eldr, eldr-plus, or shadow (route by --shadow-of, report "
+                "what --shadow-candidate would do)");
+  c->add_option("--shadow-of", a.shadow_of, "Shadow mode: the load policy that routes");
+  c->add_option("--shadow-candidate", a.shadow_candidate,
+                "Shadow mode: eldr or eldr-plus, computed beside it");
   c->add_option("--tau", a.tau, "ELDR locality band");
   c->add_option("--band-min", a.band_min, "ELDR: widen a band to at least this many decoders");
   c->add_option("--plus-tau", a.plus_tau, "eldr-plus: locality band inside the load bound");
@@ -138,6 +143,8 @@ Status RunServe(const ServeArgs& a) {
     }
   }
   if (!a.policy.empty()) o.policy = a.policy;
+  if (!a.shadow_of.empty()) o.shadow_of = a.shadow_of;
+  if (!a.shadow_candidate.empty()) o.shadow_candidate = a.shadow_candidate;
   if (given("--tau")) o.tau = a.tau;
   if (given("--band-min")) o.band_min = a.band_min;
   if (given("--plus-tau")) o.plus_tau = a.plus_tau;

@@ -25,6 +25,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -36,6 +37,7 @@
 #include "eldr/server/config.h"
 #include "eldr/server/metrics.h"
 #include "eldr/server/pd.h"
+#include "eldr/server/shadow.h"
 #include "eldr/signature_space.h"
 
 namespace eldr::server {
@@ -60,6 +62,11 @@ struct Worker {
   std::atomic<int64_t> last_signature_warning_us{std::numeric_limits<int64_t>::min() / 2};
   CircuitBreaker breaker;
   Histogram latency;
+  // Shadow mode (decode workers only, null otherwise): the requests in flight here under the real
+  // routing and under the shadow one, for the expected-distinct-experts estimate (shadow.h); and
+  // the shadow routing's in-flight count, the load the shadow policy sees.
+  std::unique_ptr<ExpertLoad> actual_experts, shadow_experts;
+  std::atomic<int64_t> shadow_in_flight{0};
   std::string labels;  // role="...",worker="..."
 
   bool Available(int64_t now_us) const {
@@ -102,6 +109,10 @@ struct Snapshot {
   std::shared_ptr<const PrefillRing> ring;
   std::shared_ptr<const SignatureSpace> space;
   EffectivePolicy policy;
+  // policy: shadow: the candidate computed beside the routing policy; nullopt when off or when
+  // it cannot run (shadow_degraded then says why, e.g. a space for another decoder count).
+  std::optional<PolicyOptions> shadow;
+  std::string shadow_degraded;
 };
 
 // One thread's policy instance for the current snapshot (policies keep cursors and are not
@@ -114,12 +125,30 @@ struct PolicySlot {
   uint64_t seed;
   std::vector<int64_t> loads;
   std::vector<uint8_t> avail;
+  std::unique_ptr<RoutingPolicy> shadow_policy;  // shadow mode's candidate
+  std::vector<int64_t> shadow_loads;
 };
 
 struct Decision {
   int decoder = -1;  // -1: no decode worker available
   bool fallback = false;
   int band = 0;
+  int shadow = -1;  // shadow mode: the candidate's choice (-1: none, e.g. no signature)
+};
+
+// Shadow mode: while it lives, a request counts on its real decoder's actual_experts and on its
+// shadow decoder's shadow_experts and shadow_in_flight (a no-op without a shadow choice).
+class ShadowTicket {
+ public:
+  ShadowTicket() = default;
+  ShadowTicket(const Snapshot& s, const Decision& d, const ExpertCounts* counts, int top_k);
+  ShadowTicket(ShadowTicket&& o) noexcept = default;
+  ShadowTicket& operator=(ShadowTicket&&) = delete;
+  ~ShadowTicket();
+
+ private:
+  std::shared_ptr<Worker> actual_, shadow_;
+  ShadowFootprint footprint_;
 };
 
 class Cluster {
@@ -166,6 +195,7 @@ class Cluster {
   std::mutex admin_mu_;  // serialises read-modify-publish of the admin operations
   std::shared_ptr<const Snapshot> snap_;
   std::atomic<uint64_t> fallbacks_{0};
+  std::atomic<uint64_t> shadow_agree_{0}, shadow_disagree_{0}, shadow_unknown_{0};
   Histogram decision_us_{{0.5, 1, 2, 3, 5, 7.5, 10, 20, 50, 100, 1000}};
   Histogram band_{{1, 2, 3, 4, 6, 8, 12, 16, 32, 64}};
 };

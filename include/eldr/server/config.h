@@ -58,7 +58,11 @@ struct ServeOptions {
   std::string model = "qwen3-30b-a3b";  // geometry preset, also the advertised model id
   std::vector<WorkerSpec> prefill, decode;
 
-  std::string policy = "eldr";  // any core policy name (policy.h)
+  std::string policy = "eldr";  // any core policy name (policy.h), or "shadow"
+  // policy: shadow routes by `shadow_of` (rr, random, jsq or p2c) and computes, beside it, the
+  // choice of `shadow_candidate` (eldr or eldr-plus, with `space`) for the shadow metrics.
+  std::string shadow_of = "jsq";
+  std::string shadow_candidate = "eldr";
   double tau = 0.1;
   int band_min = 1;  // eldr: widen a narrower band to the band_min best decoders (policy.h)
   // eldr-plus: its band and load bound (config keys plus_tau, plus_slack; policy.h).
