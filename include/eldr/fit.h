@@ -105,8 +105,9 @@ struct Clustering {
 };
 
 // Spherical k-means over unit rows x (n x d). Balanced: exact capacitated assignment with
-// cap = ceil(n/k). REQUIRES (checked): 1 <= k <= n.
+// cap = ceil(n/k). REQUIRES (checked): 1 <= k <= n. `init` (k x d unit rows), when given, is the
+// starting centroids (a warm start: online refitting) instead of k-means++ seeding.
 Result<Clustering> SphericalKMeans(std::span<const float> x, int n, int d, int k, ClusterAlgo algo,
-                                   uint64_t seed, int max_iters);
+                                   uint64_t seed, int max_iters, std::span<const float> init = {});
 
 }  // namespace eldr

@@ -260,7 +260,7 @@ Result<std::vector<int>> CapacitatedAssign(std::span<const double> cost, int n, 
 // ---- spherical k-means -----------------------------------------------------------------------
 
 Result<Clustering> SphericalKMeans(std::span<const float> x, int n, int d, int k, ClusterAlgo algo,
-                                   uint64_t seed, int max_iters) {
+                                   uint64_t seed, int max_iters, std::span<const float> init) {
   if (k < 1 || n < k) return InvalidArgument("k-means: need 1 <= k <= n (k = {}, n = {})", k, n);
   if (d < 1 || x.size() != static_cast<size_t>(n) * d) {
     return InvalidArgument("k-means: data has {} values, n*d = {}", x.size(),
@@ -271,8 +271,14 @@ Result<Clustering> SphericalKMeans(std::span<const float> x, int n, int d, int k
   out.centroids.assign(static_cast<size_t>(k) * d, 0.0f);
   auto row = [&](int i) { return x.data() + static_cast<size_t>(i) * d; };
   auto cen = [&](int j) { return out.centroids.data() + static_cast<size_t>(j) * d; };
-  // k-means++ with squared Euclidean D^2 sampling on unit vectors (|x - c|^2 = 2 - 2 x.c).
-  {
+  if (!init.empty() && init.size() != static_cast<size_t>(k) * d) {
+    return InvalidArgument("k-means: initial centroids have {} values, k*d = {}", init.size(),
+                           static_cast<size_t>(k) * d);
+  }
+  if (!init.empty()) {
+    std::copy(init.begin(), init.end(), out.centroids.begin());
+  } else {
+    // k-means++ with squared Euclidean D^2 sampling on unit vectors (|x - c|^2 = 2 - 2 x.c).
     std::vector<double> d2(n, std::numeric_limits<double>::infinity());
     int pick = static_cast<int>(rng.Uniform(n));
     for (int j = 0; j < k; ++j) {
