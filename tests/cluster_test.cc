@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "eldr/geometry.h"
+#include "eldr/server/refit_loop.h"
 
 namespace eldr::server {
 namespace {
@@ -309,6 +310,70 @@ TEST(ShadowFootprintTest, ExpectedDistinctOfDisjointAndIdenticalRequests) {
     for (int e = 0; e < g.experts; ++e) even.at(l, e) = 1;
   load.Add(ShadowFootprint::FromCounts(even, g.top_k));
   EXPECT_NEAR(load.ExpectedDistinct(), g.top_k, 1e-9);
+}
+
+TEST(OnlineRefitterTest, RefitsSwapTheSpaceAndEveryFailureKeepsIt) {
+  ServeOptions o = Options(3, "eldr");
+  o.space = WriteSpace(3);
+  const ModelGeometry g = *FindModel(o.model);
+  auto c = *Cluster::Create(o, g, NoResolve());
+  RefitConfig rc;
+  rc.window_s = 10;
+  rc.min_requests = 30;
+  OnlineRefitter refit(c.get(), rc);
+  const auto before = c->Snap();
+  // Too few requests: skipped, space kept.
+  for (int i = 0; i < 10; ++i) refit.Observe(1'000'000, Peaked(g, i % 3));
+  Status s = refit.RunOnce(2'000'000);
+  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("10 requests"), std::string::npos) << s.message();
+  EXPECT_EQ(c->Snap()->space, before->space);
+  EXPECT_EQ(refit.counts().skipped, 1u);
+  // Enough, drifted onto experts 1..3 + 4: swapped, a new space with the same k and mask.
+  for (int i = 0; i < 60; ++i) refit.Observe(3'000'000, Peaked(g, 1 + i % 3));
+  s = refit.RunOnce(4'000'000);
+  ASSERT_TRUE(s.ok()) << s.message();
+  auto after = c->Snap();
+  EXPECT_NE(after->space, before->space);
+  EXPECT_GT(after->version, before->version);
+  EXPECT_EQ(after->space->k(), 3);
+  EXPECT_EQ(after->space->spec().layer_mask, before->space->spec().layer_mask);
+  EXPECT_EQ(after->policy.options.name, "eldr");
+  EXPECT_EQ(refit.counts().swapped, 1u);
+  EXPECT_EQ(refit.counts().window, 70);
+  // Paused: nothing happens.
+  refit.Pause(true);
+  EXPECT_EQ(refit.RunOnce(5'000'000).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c->Snap()->space, after->space);
+  refit.Pause(false);
+  // The window forgets what is older than window_s: 70 requests at t <= 3 s are gone by 14 s.
+  EXPECT_EQ(refit.RunOnce(14'000'000).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refit.counts().window, 0);
+  EXPECT_EQ(refit.counts().skipped, 2u);
+  // A swap against a space that changed meanwhile (a reload) is refused.
+  EXPECT_EQ(c->SwapSpace(before->space, after->space).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(c->Snap()->space, after->space);
+}
+
+TEST(OnlineRefitterTest, ConfigIsValidatedAndNeedsASpacePolicy) {
+  RefitConfig rc;
+  rc.interval_s = 0;
+  EXPECT_NE(rc.Validate().message().find("refit.interval_s"), std::string::npos);
+  rc = {};
+  rc.max_window = 10;
+  EXPECT_NE(rc.Validate().message().find("refit.max_window"), std::string::npos);
+  ServeOptions o = Options(2, "jsq");
+  o.refit = RefitConfig{};
+  EXPECT_NE(o.Validate().message().find("refit needs a policy with a signature space"),
+            std::string::npos);
+  auto parsed = ParseServeConfig("refit: {interval_s: 2, window_s: 4, min_requests: 8}\n");
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().message();
+  ASSERT_TRUE(parsed->refit.has_value());
+  EXPECT_EQ(parsed->refit->interval_s, 2);
+  EXPECT_EQ(parsed->refit->min_requests, 8);
+  auto bad = ParseServeConfig("refit: {every: 2}\n");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_NE(bad.error().message().find("refit.every"), std::string::npos);
 }
 
 }  // namespace

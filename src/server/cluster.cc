@@ -334,6 +334,23 @@ Status Cluster::Reload(const std::string& path_in) {
   return Status::Ok();
 }
 
+Status Cluster::SwapSpace(const std::shared_ptr<const SignatureSpace>& expected,
+                          std::shared_ptr<const SignatureSpace> next) {
+  std::lock_guard admin(admin_mu_);
+  auto cur = Snap();
+  if (cur->space != expected) {
+    return FailedPrecondition("the space changed while refitting (reload or another refit)");
+  }
+  if (!next || static_cast<size_t>(next->k()) != cur->decode.size()) {
+    return FailedPrecondition("refitted space has k={}, the cluster {} decoders",
+                              next ? next->k() : 0, cur->decode.size());
+  }
+  auto s = std::make_shared<Snapshot>(*cur);
+  s->space = std::move(next);
+  Publish(std::move(s));
+  return Status::Ok();
+}
+
 std::string Cluster::WorkersJson(int64_t now) const {
   auto s = Snap();
   json::array ws;

@@ -105,6 +105,15 @@ Status ServeOptions::Validate() const {
   if (failure_threshold < 1) return InvalidArgument("failure_threshold must be >= 1");
   if (drain_timeout_ms < 0) return InvalidArgument("drain_timeout_ms must be >= 0");
   if (!capture.path.empty()) ELDR_RETURN_IF_ERROR(capture.Validate());
+  if (refit) {
+    ELDR_RETURN_IF_ERROR(refit->Validate());
+    if (policy != "eldr" && policy != "eldr-plus" && policy != "shadow") {
+      return InvalidArgument(
+          "refit needs a policy with a signature space (eldr, eldr-plus or "
+          "shadow), not {}",
+          policy);
+    }
+  }
   if (auto pin = ParseSignatureSourcePin(signature_source); !pin) return pin.error();
   if (upstream_api_key.find_first_of("\r\n") != std::string::npos) {
     return InvalidArgument("upstream_api_key must not contain line breaks");
@@ -250,6 +259,29 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "log_level") return Get(v, k, &o->log_level);
   if (k == "ready_file") return Get(v, k, &o->ready_file);
   if (k == "drain_timeout_ms") return num(&o->drain_timeout_ms);
+  if (k == "refit") {
+    if (!v.IsMap())
+      return InvalidArgument("config key 'refit': expected a map ({{}} for defaults)");
+    RefitConfig r = o->refit.value_or(RefitConfig{});
+    for (const auto& kv : v) {
+      const std::string rk = kv.first.as<std::string>();
+      const std::string where = "refit." + rk;
+      if (rk == "interval_s") {
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where, &r.interval_s));
+      } else if (rk == "window_s") {
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where, &r.window_s));
+      } else if (rk == "min_requests") {
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where, &r.min_requests));
+      } else if (rk == "max_window") {
+        ELDR_RETURN_IF_ERROR(Get(kv.second, where, &r.max_window));
+      } else {
+        return InvalidArgument(
+            "config key '{}': unknown (interval_s, window_s, min_requests, max_window)", where);
+      }
+    }
+    o->refit = r;
+    return Status::Ok();
+  }
   if (k == "capture") return Get(v, k, &o->capture.path);
   if (k == "capture_fraction") return num(&o->capture.fraction);
   if (k == "capture_max_file_bytes") return num(&o->capture.max_file_bytes);

@@ -57,7 +57,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
     }
     RecordSignature(w, *parsed);
     signal_->Learn(prompt, *parsed);
-    if (capture_) {
+    if (capture_ || refitter_) {
       if (parsed->counts) {
         captured = std::move(parsed->counts);
       } else if (parsed->picks && parsed->picks_first_token == 0 && !parsed->partial) {
@@ -72,6 +72,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
                    ctx, true, capture_ ? &tokens : nullptr);
   };
   co_await (prefill() && decode());
+  if (refitter_ && captured) refitter_->Observe(NowUs(), *captured);
   if (capture_ && ctx.response_complete && !ctx.client_gone) {
     if (captured) {
       const int64_t n =

@@ -77,6 +77,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   const PromptSignal::Signal sig = signal_->FromPrefill(prompt, *pr);
   if (sig.partial) partial_signatures_.fetch_add(1, std::memory_order_relaxed);
   const ExpertCounts* cp = sig.counts ? &*sig.counts : nullptr;
+  if (refitter_ && cp != nullptr && !sig.partial) refitter_->Observe(NowUs(), *cp);
   // The decode leg reuses the prompt's token ids (completions), so it never re-tokenizes.
   const std::string dbody = VllmDecodeBody(req, pr->kv_transfer_params, pr->prompt_token_ids);
   // A decode worker that cannot be reached before it saw the request is skipped for another

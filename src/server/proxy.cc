@@ -3,6 +3,7 @@
 #include <csignal>
 #include <thread>
 
+#include "eldr/file.h"
 #include "proxy_impl.h"
 
 namespace eldr::server {
@@ -35,6 +36,7 @@ Status ProxyImpl::Init() {
   if (!o_.capture.path.empty()) {
     ELDR_ASSIGN_OR_RETURN(capture_, CaptureWriter::Open(o_.capture, geometry_));
   }
+  if (o_.refit) refitter_ = std::make_unique<OnlineRefitter>(cluster_.get(), *o_.refit);
   acceptor_ = std::make_unique<tcp::acceptor>(*iocs_[0]);
   shutdown_timer_ = std::make_unique<asio::steady_timer>(*iocs_[0]);
   ELDR_ASSIGN_OR_RETURN(tcp::endpoint listen, Resolve(o_.host, o_.port));
@@ -57,6 +59,7 @@ Status ProxyImpl::Run() {
     }
   });
   asio::co_spawn(*iocs_[0], Accept(), asio::detached);
+  if (refitter_) refitter_->Start([] { return NowUs(); });
   if (o_.health_interval_ms > 0) asio::co_spawn(*iocs_[0], HealthLoop(), asio::detached);
   std::vector<std::thread> threads;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
@@ -72,6 +75,7 @@ Status ProxyImpl::Run() {
   });
   RunLoop(*iocs_[0]);
   for (auto& t : threads) t.join();
+  if (refitter_) refitter_->Stop();
   if (capture_) {
     capture_->Close();  // what was queued is written before the process exits
     const CaptureWriter::Counts c = capture_->counts();
@@ -564,10 +568,38 @@ awaitable<bool> ProxyImpl::HandleAdmin(beast::tcp_stream& client,
     st = cluster_->Drain(str("role"), str("url"), !dv || !dv->is_bool() || dv->get_bool());
   } else if (target == "/admin/reload" && m == http::verb::post) {
     st = cluster_->Reload(str("space"));
+  } else if (target == "/admin/refit" && m == http::verb::post) {
+    if (!refitter_) co_return co_await AdminError(client, 409, "refit is off (config key refit)");
+    const auto* pv = o.if_contains("pause");
+    const auto* nv = o.if_contains("now");
+    if ((pv && !pv->is_bool()) || (nv && !nv->is_bool())) {
+      co_return co_await AdminError(client, 400, "'pause' and 'now' must be booleans");
+    }
+    if (pv) refitter_->Pause(pv->get_bool());
+    Status run;
+    if (nv && nv->get_bool()) run = refitter_->RunOnce(NowUs());
+    const OnlineRefitter::Counts c = refitter_->counts();
+    json::object out{{"paused", refitter_->paused()},
+                     {"swapped", c.swapped},
+                     {"failed", c.failed},
+                     {"skipped", c.skipped},
+                     {"window", c.window}};
+    if (nv && nv->get_bool()) out["result"] = run.ok() ? "swapped" : run.message();
+    co_return co_await WriteResponse(client, 200, json::serialize(out), "application/json", true,
+                                     false);
+  } else if (target == "/admin/space" && m == http::verb::post) {
+    const std::string path = str("save");
+    if (path.empty()) co_return co_await AdminError(client, 400, "give {\"save\": PATH}");
+    auto snap = Snap();
+    if (!snap->space) co_return co_await AdminError(client, 409, "no signature space loaded");
+    st = WriteFileAtomically(path, snap->space->ToJson());
+    if (st.ok()) spdlog::info("event=space_saved path={}", path);
   } else {
     const std::string_view allow = target == "/admin/workers"  ? "GET, POST, DELETE"
                                    : target == "/admin/drain"  ? "POST"
                                    : target == "/admin/reload" ? "POST"
+                                   : target == "/admin/refit"  ? "POST"
+                                   : target == "/admin/space"  ? "POST"
                                                                : "";
     if (!allow.empty()) co_return co_await WriteMethodNotAllowed(client, target, allow, false);
     co_return co_await AdminError(client, 404, fmt::format("no admin route {}", target));
@@ -641,6 +673,32 @@ std::string ProxyImpl::RenderMetrics() {
   }
   MetricHeader(&out, "eldr_prefix_memo_bytes", "gauge", "SGLang prediction memo");
   MetricSample(&out, "eldr_prefix_memo_bytes", "", static_cast<double>(signal_->memo().bytes()));
+  if (refitter_) {
+    const OnlineRefitter::Counts c = refitter_->counts();
+    MetricHeader(&out, "eldr_refits_total", "counter",
+                 "Online refits by outcome: swapped in, failed or degenerate (old space kept), "
+                 "skipped (too few requests in the window)");
+    MetricSample(&out, "eldr_refits_total", "outcome=\"swapped\"", static_cast<double>(c.swapped));
+    MetricSample(&out, "eldr_refits_total", "outcome=\"failed\"", static_cast<double>(c.failed));
+    MetricSample(&out, "eldr_refits_total", "outcome=\"skipped\"", static_cast<double>(c.skipped));
+    const std::tuple<const char*, const char*, double> gauges[] = {
+        {"eldr_refit_last_fit_seconds", "Wall time of the last refit", c.last_seconds},
+        {"eldr_refit_centroid_movement", "Last swap: mean 1 - cos(old, new) centroid",
+         c.last_movement},
+        {"eldr_refit_assignment_churn", "Last swap: share of the window whose best decoder changed",
+         c.last_churn},
+        {"eldr_refit_mean_best_score",
+         "Last refit: the window's mean best cosine under the live space (the drift signal)",
+         c.last_score},
+        {"eldr_refit_window_requests", "Requests in the refit window",
+         static_cast<double>(c.window)},
+        {"eldr_refit_paused", "1 while refitting is paused (POST /admin/refit)",
+         refitter_->paused() ? 1.0 : 0.0}};
+    for (const auto& [name, help, v] : gauges) {
+      MetricHeader(&out, name, "gauge", help);
+      MetricSample(&out, name, "", v);
+    }
+  }
   if (capture_) {
     const CaptureWriter::Counts c = capture_->counts();
     MetricHeader(&out, "eldr_capture_records_total", "counter",

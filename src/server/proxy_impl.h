@@ -23,6 +23,7 @@
 #include "eldr/rng.h"
 #include "eldr/server/balance.h"
 #include "eldr/server/capture.h"
+#include "eldr/server/refit_loop.h"
 #include "eldr/server/cluster.h"
 #include "eldr/server/metrics.h"
 #include "eldr/server/pd.h"
@@ -276,7 +277,8 @@ class ProxyImpl final : public Proxy {
   std::optional<SignatureSource> signature_pin_;
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<PromptSignal> signal_;
-  std::unique_ptr<CaptureWriter> capture_;  // null: capture off
+  std::unique_ptr<CaptureWriter> capture_;       // null: capture off
+  std::unique_ptr<OnlineRefitter> refitter_;     // null: refit off
   std::vector<std::unique_ptr<asio::io_context>> iocs_;
   std::vector<std::unique_ptr<ThreadState>> states_;  // after iocs_: pools destroyed first
   std::unique_ptr<tcp::acceptor> acceptor_;

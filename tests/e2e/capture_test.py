@@ -132,6 +132,53 @@ def main():
           "the shadow estimate and shadow in-flight counts are back at zero when idle")
     check(m.get("eldr_policy_fallbacks_total") == 0, "jsq routed every request (no fallback)")
 
+    print("online refit: runs, swaps and keeps serving; a refit that cannot run keeps the space")
+    auth = {"Authorization": "Bearer s3cret"}
+    _, rport = proxy("proxy-refit", pp, dp, "--policy", "eldr", "--space", space, "--refit",
+                     "--refit-interval-s", "3600", "--refit-min-requests", "16",
+                     "--admin-token", "s3cret")
+    version = lambda: json.loads(request(rport, "GET", "/admin/workers", headers=auth)[1])["version"]
+    v0 = version()
+    check(traffic(rport, 8, "refit-a") == 8, "8 requests served")
+    st, body = request(rport, "POST", "/admin/refit", {"now": True}, headers=auth)
+    out = json.loads(body)
+    check(st == 200 and "need 16" in out.get("result", "") and version() == v0,
+          f"too few requests: the refit is skipped and the space kept ({out.get('result')})")
+    check(traffic(rport, 24, "refit-b") == 24, "24 more requests served")
+    st, body = request(rport, "POST", "/admin/refit", {"now": True}, headers=auth)
+    out = json.loads(body)
+    check(st == 200 and out.get("result") == "swapped" and version() == v0 + 1,
+          f"a refit on 32 requests swaps the space in ({out})")
+    check(traffic(rport, 8, "refit-c") == 8, "traffic after the swap is served")
+    m = metrics(rport)
+    check(m.get('eldr_refits_total{outcome="swapped"}') == 1 and
+          m.get('eldr_refits_total{outcome="skipped"}') == 1 and
+          m.get("eldr_policy_fallbacks_total") == 0,
+          "refit metrics count one swap and one skip; ELDR never fell back")
+    st, body = request(rport, "POST", "/admin/refit", {"pause": True, "now": True}, headers=auth)
+    check(st == 200 and json.loads(body)["paused"] and "paused" in json.loads(body)["result"] and
+          version() == v0 + 1, "paused: no refit runs")
+    st, _ = request(rport, "POST", "/admin/refit", {"pause": "yes"}, headers=auth)
+    check(st == 400, "a non-boolean pause -> 400")
+    saved = os.path.join(TMP, "refitted-space.json")
+    st, _ = request(rport, "POST", "/admin/space", {"save": saved}, headers=auth)
+    with open(saved) as f:
+        sj = json.load(f)
+    check(st == 200 and sj["format"] == "eldr.signature_space" and len(sj["centroids"]) == 4,
+          "POST /admin/space saves the live (refitted) space")
+    st, _ = request(rport, "POST", "/admin/reload", {"space": saved}, headers=auth)
+    check(st == 200, "the saved space reloads")
+    _, aport = proxy("proxy-refit-auto", pp, dp, "--policy", "eldr-plus", "--space", space,
+                     "--refit", "--refit-interval-s", "0.3", "--refit-min-requests", "16")
+    check(traffic(aport, 24, "auto") == 24, "24 requests served with the refit loop running")
+    deadline = time.time() + 10
+    while time.time() < deadline and metrics(aport).get('eldr_refits_total{outcome="swapped"}',
+                                                        0) < 1:
+        time.sleep(0.1)
+    check(metrics(aport).get('eldr_refits_total{outcome="swapped"}', 0) >= 1,
+          "the background loop refits on its own interval")
+    check(traffic(aport, 8, "auto2") == 8, "and the router keeps serving")
+
     rows = read_capture(cap)
     check(json.loads(gzip.open(cap, "rt").readline())["format"] == "eldr.calibration",
           "the file starts with a calibration header")
@@ -189,7 +236,7 @@ def main():
             p.kill()
     if FAILURES:
         print(f"{len(FAILURES)} FAILED")
-        for name in ("proxy-capture", "proxy-shadow", "proxy-capture-sglang"):
+        for name in ("proxy-capture", "proxy-shadow", "proxy-refit", "proxy-capture-sglang"):
             print(f"--- {name} log tail ---\n" + log_of(name)[-2000:])
         sys.exit(1)
     print("all passed")

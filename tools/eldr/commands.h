@@ -6,8 +6,10 @@
 #include <vector>
 
 #include "eldr/calibration.h"
+#include "eldr/file.h"
 #include "eldr/fit.h"
 #include "eldr/policy.h"
+#include "eldr/server/refit_loop.h"
 #include "eldr/sim/simulator.h"
 #include "eldr/status.h"
 
@@ -18,10 +20,10 @@ class Option;
 
 namespace eldr::cli {
 
-Result<std::string> ReadFile(const std::string& path);
+using ::eldr::ReadFile;  // eldr/file.h
 // "a,b,,c" -> {"a", "b", "c"}: the --policies lists.
 std::vector<std::string> SplitList(std::string_view list);
-Status WriteFileAtomically(const std::string& path, std::string_view data);
+using ::eldr::WriteFileAtomically;
 
 // Calibration files as `eldr fit -i` and `eldr simulate --trace` read them: plain or gzip JSON
 // Lines (`eldr serve --capture` writes gzip, rotated into PATH, PATH.1, ...), one or several
@@ -138,6 +140,8 @@ struct ServeArgs {
   double tau = -1, plus_tau = -1, plus_slack = -1, capture_fraction = 1;
   int64_t capture_max_file_bytes = 0;
   int capture_max_files = 0;
+  bool refit = false;
+  server::RefitConfig refit_config;  // the --refit-* flags bind straight onto it
   int threads = -1, max_in_flight = 0, health_interval_ms = -1, busy_poll_us = -1, band_min = 0;
   bool check = false;
   int64_t max_body_bytes = 0;

@@ -97,6 +97,17 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
                 "Rotate the capture file past this many compressed bytes");
   c->add_option("--capture-max-files", a.capture_max_files,
                 "Capture files kept: the active one plus rotated PATH.1, PATH.2, ...");
+  c->add_flag("--refit", a.refit,
+              "Refit the signature space online on recent traffic (config key refit; "
+              "docs/serve.md)");
+  c->add_option("--refit-interval-s", a.refit_config.interval_s, "Seconds between refits")
+      ->capture_default_str();
+  c->add_option("--refit-window-s", a.refit_config.window_s,
+                "Refit on the requests routed in the last this many seconds")
+      ->capture_default_str();
+  c->add_option("--refit-min-requests", a.refit_config.min_requests,
+                "Skip a refit with fewer requests in the window")
+      ->capture_default_str();
   c->add_flag("--check", a.check,
               "Send one request through each prefill worker, report whether a usable signature "
               "comes back, and exit (non-zero when none does)");
@@ -162,6 +173,14 @@ Status RunServe(const ServeArgs& a) {
   if (const char* k = std::getenv("ELDR_UPSTREAM_API_KEY"); k && *k) o.upstream_api_key = k;
   if (!a.upstream_api_key.empty()) o.upstream_api_key = a.upstream_api_key;
   if (!a.signature_source.empty()) o.signature_source = a.signature_source;
+  if (a.refit || given("--refit-interval-s") || given("--refit-window-s") ||
+      given("--refit-min-requests")) {
+    server::RefitConfig r = o.refit.value_or(server::RefitConfig{});
+    if (given("--refit-interval-s")) r.interval_s = a.refit_config.interval_s;
+    if (given("--refit-window-s")) r.window_s = a.refit_config.window_s;
+    if (given("--refit-min-requests")) r.min_requests = a.refit_config.min_requests;
+    o.refit = r;
+  }
   if (given("--capture")) o.capture.path = a.capture;
   if (given("--capture-fraction")) o.capture.fraction = a.capture_fraction;
   if (given("--capture-max-file-bytes")) o.capture.max_file_bytes = a.capture_max_file_bytes;

@@ -173,6 +173,11 @@ class Cluster {
   Status Drain(const std::string& role, const std::string& url, bool drain);
   // Loads `path` (or the configured space when empty) and swaps it in atomically.
   Status Reload(const std::string& path);
+  // Swaps in `next` (an online refit of `expected`) unless the live space is no longer
+  // `expected` (reloaded or refitted meanwhile: FailedPrecondition, nothing changed) or next's k
+  // differs from the decoders.
+  Status SwapSpace(const std::shared_ptr<const SignatureSpace>& expected,
+                   std::shared_ptr<const SignatureSpace> next);
 
   // {"workers":[...], "policy", "space_k", "version"}.
   std::string WorkersJson(int64_t now_us) const;

@@ -19,12 +19,14 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "eldr/policy.h"
 #include "eldr/server/capture.h"
+#include "eldr/server/refit_loop.h"
 #include "eldr/signature_cache.h"
 #include "eldr/status.h"
 
@@ -108,6 +110,10 @@ struct ServeOptions {
   // capture_fraction, capture_max_file_bytes, capture_max_files, capture_queue_records,
   // capture_flush_interval_ms. Off while the path is empty.
   CaptureOptions capture;
+  // Online refitting of the signature space (refit_loop.h): config key `refit` (a map of
+  // interval_s, window_s, min_requests, max_window; `refit: {}` for the defaults), flag --refit.
+  // Off when absent. Needs a policy with a space (eldr, eldr-plus, shadow).
+  std::optional<RefitConfig> refit;
 
   Status Validate() const;
 };
