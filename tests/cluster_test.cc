@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <set>
 
 #include "eldr/geometry.h"
 #include "eldr/server/refit_loop.h"
@@ -374,6 +375,35 @@ TEST(OnlineRefitterTest, ConfigIsValidatedAndNeedsASpacePolicy) {
   auto bad = ParseServeConfig("refit: {every: 2}\n");
   ASSERT_FALSE(bad.has_value());
   EXPECT_NE(bad.error().message().find("refit.every"), std::string::npos);
+}
+
+TEST(ClusterTest, DomainRoutesByTheLabelAndFallsBackWithoutOne) {
+  ServeOptions o = Options(4, "domain");
+  EXPECT_NE(o.Validate().message().find("needs label_shares"), std::string::npos);
+  o.label_shares = {{"code", 0.5}, {"math", 0.5}};
+  ASSERT_TRUE(o.Validate().ok());
+  auto c = *Cluster::Create(o, *FindModel(o.model), NoResolve());
+  auto s = c->Snap();
+  EXPECT_TRUE(s->policy.degraded.empty()) << s->policy.degraded;
+  PolicySlot slot(1);
+  std::set<int> code, math;
+  for (int i = 0; i < 20; ++i) {
+    const Decision a = c->RouteDecode(*s, slot, nullptr, {}, 0, "code");
+    const Decision b = c->RouteDecode(*s, slot, nullptr, {}, 0, "math");
+    EXPECT_FALSE(a.fallback);
+    code.insert(a.decoder);
+    math.insert(b.decoder);
+  }
+  for (int d : code) EXPECT_EQ(math.count(d), 0u) << "label pools are disjoint";
+  EXPECT_TRUE(c->RouteDecode(*s, slot, nullptr, {}, 0, "").fallback);
+  EXPECT_TRUE(c->RouteDecode(*s, slot, nullptr, {}, 0, "legal").fallback);
+  o.label_shares = {{"code", -1}};
+  EXPECT_NE(o.Validate().message().find("share > 0"), std::string::npos);
+  auto parsed = ParseServeConfig("policy: domain\nlabel_shares: {code: 0.25, math: 0.75}\n");
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().message();
+  ASSERT_EQ(parsed->label_shares.size(), 2u);
+  EXPECT_EQ(parsed->label_shares[1].label, "math");
+  EXPECT_EQ(parsed->label_shares[1].share, 0.75);
 }
 
 }  // namespace

@@ -137,6 +137,7 @@ void Cluster::Publish(std::shared_ptr<Snapshot> s) {
   e.options.band_min = o_.band_min;
   e.options.plus = {.tau = o_.plus_tau, .slack = o_.plus_slack};
   e.options.space = s->space;
+  e.options.label_shares = o_.label_shares;
   if ((e.options.name == "eldr" || e.options.name == "eldr-plus") &&
       (!s->space || s->space->k() != e.options.decoders)) {
     e.degraded =
@@ -177,7 +178,8 @@ void Cluster::Publish(std::shared_ptr<Snapshot> s) {
 }
 
 Decision Cluster::RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertCounts* counts,
-                              std::span<const uint8_t> excluded, int64_t now_us) {
+                              std::span<const uint8_t> excluded, int64_t now_us,
+                              std::string_view label) {
   Decision d;
   if (s.decode.empty()) return d;
   if (slot.version != s.version || !slot.policy) {
@@ -205,6 +207,7 @@ Decision Cluster::RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertC
   }
   RouteRequest rr;
   rr.counts = counts;
+  rr.label = label;
   const auto t0 = std::chrono::steady_clock::now();
   auto r = slot.policy->Route(rr, ClusterView{slot.loads, slot.avail}, slot.rng);
   decision_us_.Observe(

@@ -54,9 +54,21 @@ Status ServeOptions::Validate() const {
   }
   bool known = policy == "shadow";
   for (auto n : PolicyNames()) known |= n == policy;
-  if (!known || policy == "domain") {
+  if (!known) {
     return InvalidArgument(
-        "policy '{}' cannot serve: use rr, random, jsq, p2c, eldr, eldr-plus or shadow", policy);
+        "policy '{}' cannot serve: use rr, random, jsq, p2c, domain, eldr, eldr-plus or shadow",
+        policy);
+  }
+  if (policy == "domain" && label_shares.empty()) {
+    return InvalidArgument(
+        "policy domain needs label_shares (a map label -> share, or --label-shares-from a "
+        "calibration file) and requests labelled by the X-Eldr-Label header");
+  }
+  for (const auto& ls : label_shares) {
+    if (ls.label.empty() || !(ls.share > 0) || !std::isfinite(ls.share)) {
+      return InvalidArgument("label_shares: '{}' needs a non-empty label and a share > 0 (got {})",
+                             ls.label, ls.share);
+    }
   }
   if (policy == "shadow") {
     if (shadow_of != "rr" && shadow_of != "random" && shadow_of != "jsq" && shadow_of != "p2c") {
@@ -210,6 +222,18 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
     return Status::Ok();
   }
   if (k == "policy") return Get(v, k, &o->policy);
+  if (k == "label_shares") {
+    if (!v.IsMap())
+      return InvalidArgument("config key 'label_shares': expected a map label: share");
+    o->label_shares.clear();
+    for (const auto& kv : v) {
+      LabelShare ls;
+      ls.label = kv.first.as<std::string>();
+      ELDR_RETURN_IF_ERROR(Get(kv.second, "label_shares." + ls.label, &ls.share));
+      o->label_shares.push_back(std::move(ls));
+    }
+    return Status::Ok();
+  }
   if (k == "shadow_of") return Get(v, k, &o->shadow_of);
   if (k == "shadow_candidate") return Get(v, k, &o->shadow_candidate);
   if (k == "tau") return num(&o->tau);

@@ -13,7 +13,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
   const PromptSignal::Prompt prompt = signal_->Begin(req);
   const std::optional<ExpertCounts> predicted = signal_->Predict(prompt);
   ThreadState& ts = StateOf(client.get_executor());
-  const Decision d = RouteDecode(ts, s, predicted ? &*predicted : nullptr);
+  const Decision d = RouteDecode(ts, s, predicted ? &*predicted : nullptr, {}, req.label);
   if (d.decoder < 0) {
     co_await WriteJsonError(client, 503, "no decode worker is available");
     co_return;

@@ -84,7 +84,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   // (the prefill's KV stays pullable by any decoder); after that, no retry.
   std::vector<uint8_t> excluded_d(s.decode.size());
   for (int attempt = 0; attempt < 2; ++attempt) {
-    const Decision d = RouteDecode(StateOf(client.get_executor()), s, cp, excluded_d);
+    const Decision d = RouteDecode(StateOf(client.get_executor()), s, cp, excluded_d, req.label);
     if (d.decoder < 0) {
       co_await WriteJsonError(client, 503, "no decode worker is available");
       co_return;

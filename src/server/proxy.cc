@@ -128,8 +128,8 @@ ProxyImpl::ThreadState& ProxyImpl::StateOf(const asio::any_io_executor& ex) {
 }
 
 Decision ProxyImpl::RouteDecode(ThreadState& ts, const Snapshot& s, const ExpertCounts* counts,
-                                std::span<const uint8_t> excluded) {
-  return cluster_->RouteDecode(s, ts.policy, counts, excluded, NowUs());
+                                std::span<const uint8_t> excluded, std::string_view label) {
+  return cluster_->RouteDecode(s, ts.policy, counts, excluded, NowUs(), label);
 }
 
 void ProxyImpl::RecordSignature(Worker& w, const PrefillResult& pr) {

@@ -135,7 +135,7 @@ class ProxyImpl final : public Proxy {
   std::shared_ptr<const Snapshot> Snap() const { return cluster_->Snap(); }
 
   Decision RouteDecode(ThreadState& ts, const Snapshot& s, const ExpertCounts* counts,
-                       std::span<const uint8_t> excluded = {});
+                       std::span<const uint8_t> excluded = {}, std::string_view label = {});
 
   // Counts what a prefill answer carried (Worker::CountSignature) and, when a warning is due,
   // says why ELDR has no signature from it.

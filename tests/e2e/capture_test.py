@@ -132,6 +132,15 @@ def main():
           "the shadow estimate and shadow in-flight counts are back at zero when idle")
     check(m.get("eldr_policy_fallbacks_total") == 0, "jsq routed every request (no fallback)")
 
+    print("the live domain baseline: label pools sized by the capture's label mix")
+    _, dport = proxy("proxy-domain", pp, dp, "--policy", "domain", "--label-shares-from", cap)
+    check(traffic(dport, 8, "domain") == 8, "8 labelled requests served by the domain policy")
+    check(metrics(dport).get("eldr_policy_fallbacks_total") == 0, "no fallback for known labels")
+    st, _ = request(dport, "POST", "/v1/completions", {"model": MODEL, "prompt": "x",
+                                                       "max_tokens": 1})
+    check(st == 200 and metrics(dport).get("eldr_policy_fallbacks_total") == 1,
+          "an unlabelled request is balanced and counted as a fallback")
+
     print("online refit: runs, swaps and keeps serving; a refit that cannot run keeps the space")
     auth = {"Authorization": "Bearer s3cret"}
     _, rport = proxy("proxy-refit", pp, dp, "--policy", "eldr", "--space", space, "--refit",
@@ -236,7 +245,7 @@ def main():
             p.kill()
     if FAILURES:
         print(f"{len(FAILURES)} FAILED")
-        for name in ("proxy-capture", "proxy-shadow", "proxy-refit", "proxy-capture-sglang"):
+        for name in ("proxy-capture", "proxy-shadow", "proxy-domain", "proxy-refit", "proxy-capture-sglang"):
             print(f"--- {name} log tail ---\n" + log_of(name)[-2000:])
         sys.exit(1)
     print("all passed")

@@ -66,6 +66,11 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
                 "rr, random, jsq, p2c, eldr, eldr-plus, or shadow (route by --shadow-of, report "
                 "what --shadow-candidate would do)");
   c->add_option("--shadow-of", a.shadow_of, "Shadow mode: the load policy that routes");
+  c->add_option("--label-shares", a.label_shares,
+                "Policy domain: the label mix its pools are sized by, e.g. code=0.4,math=0.6 "
+                "(requests carry X-Eldr-Label)");
+  c->add_option("--label-shares-from", a.label_shares_from,
+                "Policy domain: take the label mix from a calibration file or capture");
   c->add_option("--shadow-candidate", a.shadow_candidate,
                 "Shadow mode: eldr or eldr-plus, computed beside it");
   c->add_option("--tau", a.tau, "ELDR locality band");
@@ -155,6 +160,31 @@ Status RunServe(const ServeArgs& a) {
   }
   if (!a.policy.empty()) o.policy = a.policy;
   if (!a.shadow_of.empty()) o.shadow_of = a.shadow_of;
+  if (!a.label_shares.empty() && !a.label_shares_from.empty()) {
+    return InvalidArgument("--label-shares and --label-shares-from both set the label mix");
+  }
+  if (!a.label_shares.empty()) {
+    o.label_shares.clear();
+    for (const auto& item : SplitList(a.label_shares)) {
+      const size_t eq = item.find('=');
+      char* end = nullptr;
+      const std::string num = eq == std::string::npos ? "" : item.substr(eq + 1);
+      const double v = std::strtod(num.c_str(), &end);
+      if (eq == std::string::npos || num.empty() || end != num.c_str() + num.size()) {
+        return InvalidArgument("--label-shares: '{}' is not LABEL=SHARE", item);
+      }
+      o.label_shares.push_back({item.substr(0, eq), v});
+    }
+  }
+  if (!a.label_shares_from.empty()) {
+    ELDR_ASSIGN_OR_RETURN(ModelGeometry g, FindModel(o.model));
+    ELDR_ASSIGN_OR_RETURN(CalibrationInput in, ReadCalibrationInputs({a.label_shares_from}, &g));
+    o.label_shares = LabelMix(in.set.requests);
+    if (o.label_shares.empty()) {
+      return InvalidArgument("--label-shares-from {}: no request there has a label",
+                             a.label_shares_from);
+    }
+  }
   if (!a.shadow_candidate.empty()) o.shadow_candidate = a.shadow_candidate;
   if (given("--tau")) o.tau = a.tau;
   if (given("--band-min")) o.band_min = a.band_min;

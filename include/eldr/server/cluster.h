@@ -164,8 +164,10 @@ class Cluster {
 
   // The decode worker for a request with prompt counts `counts` (null: unknown), among the
   // available decoders not `excluded`. Counts the decision in the metrics below.
+  // `label`: the request's X-Eldr-Label (policy domain).
   Decision RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertCounts* counts,
-                       std::span<const uint8_t> excluded, int64_t now_us);
+                       std::span<const uint8_t> excluded, int64_t now_us,
+                       std::string_view label = {});
 
   // Admin operations; each publishes a new snapshot (in-flight requests keep theirs).
   Status AddWorker(const std::string& role, const std::string& url);

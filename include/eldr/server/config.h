@@ -65,6 +65,12 @@ struct ServeOptions {
   // choice of `shadow_candidate` (eldr or eldr-plus, with `space`) for the shadow metrics.
   std::string shadow_of = "jsq";
   std::string shadow_candidate = "eldr";
+  // policy: domain (the paper's oracle label pools, as a live A/B baseline): the label mix the
+  // pools are sized by (config key label_shares, a map label -> share; flag --label-shares
+  // a=0.5,b=0.5, or eldr serve --label-shares-from CALIBRATION). Requests carry their label in
+  // the X-Eldr-Label header; one without a known label is balanced by jsq and counted as a
+  // fallback.
+  std::vector<LabelShare> label_shares;
   double tau = 0.1;
   int band_min = 1;  // eldr: widen a narrower band to the band_min best decoders (policy.h)
   // eldr-plus: its band and load bound (config keys plus_tau, plus_slack; policy.h).
