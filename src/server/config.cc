@@ -127,6 +127,9 @@ Status ServeOptions::Validate() const {
     }
   }
   if (auto pin = ParseSignatureSourcePin(signature_source); !pin) return pin.error();
+  if (served_model_name.find_first_of("\r\n\"\\") != std::string::npos) {
+    return InvalidArgument("served_model_name must not contain quotes, backslashes or line breaks");
+  }
   if (upstream_api_key.find_first_of("\r\n") != std::string::npos) {
     return InvalidArgument("upstream_api_key must not contain line breaks");
   }
@@ -216,6 +219,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
     return Status::Ok();
   }
   if (k == "model") return Get(v, k, &o->model);
+  if (k == "served_model_name") return Get(v, k, &o->served_model_name);
   if (k == "prefill" || k == "decode") {
     ELDR_ASSIGN_OR_RETURN(auto ws, GetWorkers(v, k));
     (k == "prefill" ? o->prefill : o->decode) = std::move(ws);

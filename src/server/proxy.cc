@@ -12,6 +12,10 @@ namespace proxy_internal {
 Status ProxyImpl::Init() {
   ELDR_RETURN_IF_ERROR(o_.Validate());
   ELDR_ASSIGN_OR_RETURN(geometry_, FindModel(o_.model));
+  served_model_ = !o_.served_model_name.empty() ? o_.served_model_name
+                  : o_.model.find('/') == std::string::npos && !o_.model.ends_with(".json")
+                      ? o_.model
+                      : geometry_.display_name;
   payload_opts_.max_decoded_bytes = static_cast<size_t>(o_.max_payload_bytes);
   ELDR_ASSIGN_OR_RETURN(signature_pin_, ParseSignatureSourcePin(o_.signature_source));
   ELDR_ASSIGN_OR_RETURN(
@@ -253,7 +257,8 @@ awaitable<bool> ProxyImpl::Handle(beast::tcp_stream& client, beast::flat_buffer&
         client, buf, req, target == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChat);
   }
   const bool get_route = target == "/health" || target == "/readiness" || target == "/liveness" ||
-                         target == "/metrics" || target == "/v1/models";
+                         target == "/metrics" || target == "/v1/models" ||
+                         target.starts_with("/v1/models/");
   if (get_route && method != http::verb::get) {
     co_return co_await WriteMethodNotAllowed(client, target, "GET", false);
   }
@@ -267,8 +272,21 @@ awaitable<bool> ProxyImpl::Handle(beast::tcp_stream& client, beast::flat_buffer&
     co_return co_await WriteResponse(client, 200, RenderMetrics(),
                                      "text/plain; version=0.0.4; charset=utf-8", true, false);
   }
-  if (target == "/v1/models") {
-    json::object m{{"id", o_.model}, {"object", "model"}, {"owned_by", "eldr"}, {"created", 0}};
+  if (target == "/v1/models" || target.starts_with("/v1/models/")) {
+    json::object m{
+        {"id", served_model_}, {"object", "model"}, {"owned_by", "eldr"}, {"created", 0}};
+    if (target != "/v1/models") {
+      // GET /v1/models/{id}, as the OpenAI API and vLLM answer it.
+      if (target.substr(std::string_view("/v1/models/").size()) != served_model_) {
+        co_return co_await WriteJsonError(
+            client, 404,
+            fmt::format("The model `{}` does not exist.",
+                        target.substr(std::string_view("/v1/models/").size())),
+            true, false);
+      }
+      co_return co_await WriteResponse(client, 200, json::serialize(m), "application/json", true,
+                                       false);
+    }
     json::object res{{"object", "list"}, {"data", json::array{m}}};
     co_return co_await WriteResponse(client, 200, json::serialize(res), "application/json", true,
                                      false);

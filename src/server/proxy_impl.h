@@ -273,6 +273,7 @@ class ProxyImpl final : public Proxy {
 
   ServeOptions o_;
   ModelGeometry geometry_;
+  std::string served_model_;  // what /v1/models lists
   PayloadOptions payload_opts_;
   std::optional<SignatureSource> signature_pin_;
   std::unique_ptr<Cluster> cluster_;

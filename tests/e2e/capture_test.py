@@ -141,6 +141,20 @@ def main():
     check(st == 200 and metrics(dport).get("eldr_policy_fallbacks_total") == 1,
           "an unlabelled request is balanced and counted as a fallback")
 
+    print("/v1/models: the served model name, and GET /v1/models/{id}")
+    st, body = request(dport, "GET", "/v1/models")
+    check(st == 200 and json.loads(body)["data"][0]["id"] == MODEL, "a preset model lists as is")
+    _, nport = proxy("proxy-named", pp, dp, "--policy", "rr", "--served-model-name", "my-moe")
+    st, body = request(nport, "GET", "/v1/models")
+    check(st == 200 and json.loads(body)["data"][0]["id"] == "my-moe",
+          "--served-model-name is what /v1/models lists")
+    st, body = request(nport, "GET", "/v1/models/my-moe")
+    check(st == 200 and json.loads(body)["id"] == "my-moe", "GET /v1/models/my-moe -> 200")
+    st, body = request(nport, "GET", "/v1/models/other")
+    check(st == 404 and b"does not exist" in body, "GET /v1/models/other -> 404")
+    st, _ = request(nport, "POST", "/v1/models/my-moe", {})
+    check(st == 405, "POST /v1/models/{id} -> 405")
+
     print("online refit: runs, swaps and keeps serving; a refit that cannot run keeps the space")
     auth = {"Authorization": "Bearer s3cret"}
     _, rport = proxy("proxy-refit", pp, dp, "--policy", "eldr", "--space", space, "--refit",

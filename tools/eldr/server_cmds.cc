@@ -60,6 +60,8 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("--backend", a.backend, "vllm or sglang");
   c->add_option("-m,--model", a.model,
                 "Model preset or a Hugging Face config.json (or its directory)");
+  c->add_option("--served-model-name", a.served_model_name,
+                "Model id /v1/models lists (the engines' --served-model-name)");
   c->add_option("--prefill", a.prefill, "Comma-separated prefill worker URLs");
   c->add_option("--decode", a.decode, "Comma-separated decode worker URLs");
   c->add_option("--policy", a.policy,
@@ -144,6 +146,7 @@ Status RunServe(const ServeArgs& a) {
     return opt != nullptr && opt->count() > 0;
   };
   if (!a.model.empty()) o.model = a.model;
+  if (!a.served_model_name.empty()) o.served_model_name = a.served_model_name;
   if (!a.prefill.empty()) {
     o.prefill.clear();
     for (const auto& u : SplitList(a.prefill)) {

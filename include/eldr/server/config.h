@@ -57,7 +57,10 @@ struct ServeOptions {
   // cost of a busy core. 0 = always block (the default).
   int busy_poll_us = 0;
   Backend backend = Backend::kVllm;
-  std::string model = "qwen3-30b-a3b";  // geometry preset, also the advertised model id
+  std::string model = "qwen3-30b-a3b";  // geometry: a preset or a Hugging Face config.json path
+  // The model id /v1/models lists (set it to the engines' --served-model-name). Empty: `model`
+  // when it is a preset name, else the name read from the config.json's directory.
+  std::string served_model_name;
   std::vector<WorkerSpec> prefill, decode;
 
   std::string policy = "eldr";  // any core policy name (policy.h), or "shadow"
