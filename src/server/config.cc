@@ -107,6 +107,10 @@ Status ServeOptions::Validate() const {
   if (prefix_bytes < 1) return InvalidArgument("prefix_bytes must be >= 1");
   if (prefill_attempts < 1) return InvalidArgument("prefill_attempts must be >= 1");
   if (max_body_bytes < 1) return InvalidArgument("max_body_bytes must be >= 1");
+  if (max_header_bytes < 1024 || max_header_bytes > (16 << 20)) {
+    return InvalidArgument("max_header_bytes must be in [1024, 16777216], got {}",
+                           max_header_bytes);
+  }
   if (max_in_flight < 1) return InvalidArgument("max_in_flight must be >= 1");
   if (max_payload_bytes < 1024) return InvalidArgument("max_payload_bytes must be >= 1024");
   for (int t : {connect_timeout_ms, prefill_timeout_ms, first_byte_timeout_ms, idle_timeout_ms,
@@ -270,6 +274,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "prefix_bytes") return num(&o->prefix_bytes);
   if (k == "prefill_attempts") return num(&o->prefill_attempts);
   if (k == "max_body_bytes") return num(&o->max_body_bytes);
+  if (k == "max_header_bytes") return num(&o->max_header_bytes);
   if (k == "max_in_flight") return num(&o->max_in_flight);
   if (k == "max_payload_bytes") return num(&o->max_payload_bytes);
   if (k == "connect_timeout_ms") return num(&o->connect_timeout_ms);

@@ -15,7 +15,8 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
   ThreadState& ts = StateOf(client.get_executor());
   const Decision d = RouteDecode(ts, s, predicted ? &*predicted : nullptr, {}, req.label);
   if (d.decoder < 0) {
-    co_await WriteJsonError(client, 503, "no decode worker is available");
+    co_await WriteJsonError(client, 503, "no decode worker is available", true, true,
+                            ctx.rid_header);
     co_return;
   }
   const ShadowTicket shadow(s, d, predicted ? &*predicted : nullptr, geometry_.top_k);
@@ -23,7 +24,8 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
   const int p =
       s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), {}, o_.prefill_load_factor);
   if (p < 0) {
-    co_await WriteJsonError(client, 503, "no prefill worker is available");
+    co_await WriteJsonError(client, 503, "no prefill worker is available", true, true,
+                            ctx.rid_header);
     co_return;
   }
   Bootstrap b{s.prefill[p]->spec.host,

@@ -12,7 +12,8 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   const int64_t start = signal_->KnownTokens(prompt);
   // With no decoder to take the KV, a NIXL prefill would only strand blocks on the engine.
   if (!AnyAvailable(s.decode, NowUs())) {
-    co_await WriteJsonError(client, 503, "no decode worker is available");
+    co_await WriteJsonError(client, 503, "no decode worker is available", true, true,
+                            ctx.rid_header);
     co_return;
   }
   const std::string pbody = VllmPrefillBody(req, start);
@@ -33,7 +34,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     if (up.error == LegError::kBodyLimit) {
       // Another worker would send as much: not retried.
       w.errors.fetch_add(1, std::memory_order_relaxed);
-      co_await WriteJsonError(client, 502, up.detail);
+      co_await WriteJsonError(client, 502, up.detail, true, true, ctx.rid_header);
       co_return;
     }
     if (!up.ok() || up.status >= 500) {
@@ -53,7 +54,8 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
       // The content type is a named value: GCC 12 destroys a temporary std::string made by a
       // conditional expression inside a co_await twice (the double free of a relayed 4xx).
       const std::string type = up.content_type.empty() ? "application/json" : up.content_type;
-      co_await WriteResponse(client, up.status, std::move(up.body), type);
+      co_await WriteResponse(client, up.status, std::move(up.body), type, true, true,
+                             ctx.rid_header);
       co_return;
     }
     auto parsed = ParsePrefill(up.body, req, start);
@@ -64,14 +66,14 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
       const std::string msg = fmt::format("prefill worker {} returned a malformed response: {}",
                                           w.spec.url, parsed.error().message());
       spdlog::warn("event=malformed_prefill request_id={} error=\"{}\"", rid, msg);
-      co_await WriteJsonError(client, 502, msg);
+      co_await WriteJsonError(client, 502, msg, true, true, ctx.rid_header);
       co_return;
     }
     RecordSignature(w, *parsed);
     pr = std::move(*parsed);
   }
   if (!pr) {
-    co_await WriteJsonError(client, 503, last_error);
+    co_await WriteJsonError(client, 503, last_error, true, true, ctx.rid_header);
     co_return;
   }
   const PromptSignal::Signal sig = signal_->FromPrefill(prompt, *pr);
@@ -86,7 +88,8 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   for (int attempt = 0; attempt < 2; ++attempt) {
     const Decision d = RouteDecode(StateOf(client.get_executor()), s, cp, excluded_d, req.label);
     if (d.decoder < 0) {
-      co_await WriteJsonError(client, 503, "no decode worker is available");
+      co_await WriteJsonError(client, 503, "no decode worker is available", true, true,
+                              ctx.rid_header);
       co_return;
     }
     spdlog::debug("event=route request_id={} decode={} band={} fallback={} source={}", rid,

@@ -9,6 +9,27 @@
 namespace eldr::server {
 namespace proxy_internal {
 
+namespace {
+
+// "Bearer <token>" with the scheme case-insensitive (RFC 9110 section 11.1) and the token
+// compared in constant time, so its bytes cannot be found by timing.
+bool BearerMatches(std::string_view header, std::string_view token) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (header.size() < kScheme.size() ||
+      !beast::iequals(header.substr(0, kScheme.size()), kScheme)) {
+    return false;
+  }
+  std::string_view given = header.substr(kScheme.size());
+  while (!given.empty() && given.front() == ' ') given.remove_prefix(1);
+  unsigned char diff = given.size() == token.size() ? 0 : 1;
+  for (size_t i = 0; i < token.size(); ++i) {
+    diff |= static_cast<unsigned char>(token[i] ^ (i < given.size() ? given[i] : 0));
+  }
+  return diff == 0;
+}
+
+}  // namespace
+
 Status ProxyImpl::Init() {
   ELDR_RETURN_IF_ERROR(o_.Validate());
   ELDR_ASSIGN_OR_RETURN(geometry_, FindModel(o_.model));
@@ -212,9 +233,17 @@ awaitable<void> ProxyImpl::Session(tcp::socket sock) {
   while (!stopping_) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(static_cast<uint64_t>(o_.max_body_bytes));
+    parser.header_limit(static_cast<uint32_t>(o_.max_header_bytes));
     client.expires_after(std::chrono::seconds(300));
     auto [hec, hn] = co_await http::async_read_header(client, buf, parser, kTuple);
     boost::system::error_code ec = hec;
+    if (!ec && parser.get().count(http::field::content_length) > 0 &&
+        parser.get().count(http::field::transfer_encoding) > 0) {
+      // RFC 9112 section 6.1: a request with both may be an attempt at request smuggling.
+      co_await WriteJsonError(client, 400, "both Content-Length and Transfer-Encoding are set",
+                              false, false);
+      break;
+    }
     if (!ec) {
       // curl and others wait up to a second for "100 Continue" before sending a large body.
       const auto expect = parser.get()[http::field::expect];
@@ -231,6 +260,19 @@ awaitable<void> ProxyImpl::Session(tcp::socket sock) {
     if (ec == http::error::body_limit) {
       co_await WriteJsonError(
           client, 413, fmt::format("request body exceeds {} bytes", o_.max_body_bytes), false);
+      break;
+    }
+    if (ec == http::error::header_limit) {
+      co_await WriteJsonError(client, 431,
+                              fmt::format("request headers exceed {} bytes", o_.max_header_bytes),
+                              false, false);
+      break;
+    }
+    if (ec && ec.category() == http::make_error_code(http::error::bad_method).category() &&
+        ec != http::error::end_of_stream && ec != http::error::partial_message) {
+      // A malformed request line, header or chunk: an answer, not a silent close.
+      const std::string why = fmt::format("malformed HTTP request: {}", ec.message());
+      co_await WriteJsonError(client, 400, why, false, false);
       break;
     }
     if (ec) break;
@@ -313,23 +355,40 @@ awaitable<bool> ProxyImpl::HandleHealth(beast::tcp_stream& client) {
 
 awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::flat_buffer& buf,
                                             http::request<http::string_body>& req, Endpoint ep) {
-  if (stopping_) co_return co_await WriteJsonError(client, 503, "the router is shutting down");
+  // The request id first, so that every answer, errors included, carries it. A client id that
+  // could not travel in a header line (or is absurdly long) is replaced by a minted one.
+  std::string rid;
+  if (auto it = req.find("X-Request-Id"); it != req.end() && !it->value().empty()) {
+    const std::string_view v(it->value().data(), it->value().size());
+    const bool printable =
+        v.size() <= 256 && std::all_of(v.begin(), v.end(), [](char ch) {
+          return static_cast<unsigned char>(ch) >= 0x20 && static_cast<unsigned char>(ch) < 0x7f;
+        });
+    if (printable) rid = std::string(v);
+  }
+  if (rid.empty()) rid = fmt::format("eldr-{:016x}", StateOf(client.get_executor()).rng.Next());
+  RequestCtx ctx;
+  ctx.rid_header = fmt::format("X-Request-Id: {}\r\n", rid);
+  ctx.http10 = req.version() < 11;
+  auto fail = [&](int status, std::string_view message) {
+    return WriteJsonError(client, status, message, true, true, ctx.rid_header);
+  };
+  if (stopping_) co_return co_await fail(503, "the router is shutting down");
   if (active_.fetch_add(1) >= o_.max_in_flight) {
     active_.fetch_sub(1);
-    co_return co_await WriteJsonError(
-        client, 429,
-        fmt::format("too many requests in flight (max_in_flight={})", o_.max_in_flight));
+    co_return co_await fail(
+        429, fmt::format("too many requests in flight (max_in_flight={})", o_.max_in_flight));
   }
   struct Guard {
     std::atomic<int64_t>& a;
     ~Guard() { a.fetch_sub(1); }
   } guard{active_};
   auto parsed = ParseClientRequest(ep, req.body());
-  if (!parsed) co_return co_await WriteJsonError(client, 400, parsed.error().message());
+  if (!parsed) co_return co_await fail(400, parsed.error().message());
   if (parsed->n > 1) {
-    co_return co_await WriteJsonError(client, 400,
-                                      "n > 1 is not supported with PD disaggregation (one KV "
-                                      "handoff has one consumer)");
+    co_return co_await fail(400,
+                            "n > 1 is not supported with PD disaggregation (one KV handoff has "
+                            "one consumer)");
   }
   if (auto it = req.find("X-Eldr-Label"); it != req.end()) {
     const std::string_view label(it->value().data(), it->value().size());
@@ -337,22 +396,14 @@ awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::fl
       return static_cast<unsigned char>(ch) >= 0x20 && static_cast<unsigned char>(ch) < 0x7f;
     });
     if (label.size() > 128 || !printable) {
-      co_return co_await WriteJsonError(
-          client, 400, "X-Eldr-Label must be at most 128 printable ASCII characters");
+      co_return co_await fail(400, "X-Eldr-Label must be at most 128 printable ASCII characters");
     }
     parsed->label = std::string(label);
   }
   parsed->arrival_unix_us = std::chrono::duration_cast<std::chrono::microseconds>(
                                 std::chrono::system_clock::now().time_since_epoch())
                                 .count();
-  std::string rid;
-  if (auto it = req.find("X-Request-Id"); it != req.end() && !it->value().empty()) {
-    rid = std::string(it->value());
-  } else {
-    rid = fmt::format("eldr-{:016x}", StateOf(client.get_executor()).rng.Next());
-  }
   const std::string path(req.target().data(), req.target().size());
-  RequestCtx ctx;
   auto snap = Snap();
   co_await (Proxied(client, *parsed, rid, path, snap, ctx) || WatchClient(client, buf, ctx));
   if (ctx.client_gone) {
@@ -360,7 +411,8 @@ awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::fl
     CountResponse(499);
     spdlog::debug("event=client_disconnect request_id={}", rid);
   }
-  co_return !ctx.client_gone;
+  // A close-delimited stream (HTTP/1.0) ends the connection.
+  co_return !ctx.client_gone && !(ctx.http10 && parsed->stream);
 }
 
 awaitable<void> ProxyImpl::WatchClient(beast::tcp_stream& client, beast::flat_buffer& buf,
@@ -556,8 +608,9 @@ awaitable<bool> ProxyImpl::HandleAdmin(beast::tcp_stream& client,
                                   "admin calls are accepted from loopback only (set admin_remote)");
   }
   auto auth = req.find(http::field::authorization);
-  const std::string want = "Bearer " + o_.admin_token;
-  if (auth == req.end() || std::string_view(auth->value().data(), auth->value().size()) != want) {
+  if (auth == req.end() ||
+      !BearerMatches(std::string_view(auth->value().data(), auth->value().size()),
+                     o_.admin_token)) {
     co_return co_await AdminError(client, 401, "missing or wrong admin token");
   }
   std::string_view target(req.target().data(), req.target().size());
@@ -573,6 +626,17 @@ awaitable<bool> ProxyImpl::HandleAdmin(beast::tcp_stream& client,
     co_return co_await AdminError(client, 400, "admin body must be a JSON object");
   }
   const json::object& o = body.get_object();
+  // Every field is checked against its type, as POST /admin/workers's role and url always were:
+  // a string where a boolean belongs (or the reverse) is a 400, never a silent default.
+  for (const auto& [key, value] : o) {
+    const bool is_bool = key == "drain" || key == "pause" || key == "now";
+    if (is_bool ? !value.is_bool() : !value.is_string()) {
+      co_return co_await AdminError(
+          client, 400,
+          fmt::format("admin field '{}' must be a {}", std::string_view(key),
+                      is_bool ? "boolean" : "string"));
+    }
+  }
   auto str = [&](const char* k) -> std::string {
     const auto* v = o.if_contains(k);
     return v && v->is_string() ? std::string(v->get_string()) : std::string();
@@ -583,16 +647,13 @@ awaitable<bool> ProxyImpl::HandleAdmin(beast::tcp_stream& client,
                                : cluster_->RemoveWorker(str("role"), str("url"));
   } else if (target == "/admin/drain" && m == http::verb::post) {
     const auto* dv = o.if_contains("drain");
-    st = cluster_->Drain(str("role"), str("url"), !dv || !dv->is_bool() || dv->get_bool());
+    st = cluster_->Drain(str("role"), str("url"), !dv || dv->get_bool());
   } else if (target == "/admin/reload" && m == http::verb::post) {
     st = cluster_->Reload(str("space"));
   } else if (target == "/admin/refit" && m == http::verb::post) {
     if (!refitter_) co_return co_await AdminError(client, 409, "refit is off (config key refit)");
     const auto* pv = o.if_contains("pause");
     const auto* nv = o.if_contains("now");
-    if ((pv && !pv->is_bool()) || (nv && !nv->is_bool())) {
-      co_return co_await AdminError(client, 400, "'pause' and 'now' must be booleans");
-    }
     if (pv) refitter_->Pause(pv->get_bool());
     Status run;
     if (nv && nv->get_bool()) run = refitter_->RunOnce(NowUs());

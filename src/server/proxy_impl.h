@@ -23,12 +23,12 @@
 #include "eldr/rng.h"
 #include "eldr/server/balance.h"
 #include "eldr/server/capture.h"
-#include "eldr/server/refit_loop.h"
 #include "eldr/server/cluster.h"
 #include "eldr/server/metrics.h"
 #include "eldr/server/pd.h"
 #include "eldr/server/prompt_signal.h"
 #include "eldr/server/proxy.h"
+#include "eldr/server/refit_loop.h"
 #include "eldr/signature_cache.h"
 #include "eldr/signature_space.h"
 
@@ -52,6 +52,8 @@ struct RequestCtx {
   bool finished = false;
   bool response_complete = false;  // the client has its whole answer (background legs may run)
   std::optional<asio::steady_timer> done;  // set while a pipelined request waits for this one
+  std::string rid_header;  // "X-Request-Id: ...\r\n", echoed on every response to the request
+  bool http10 = false;     // the client spoke HTTP/1.0: no chunked encoding, close after
   void CancelUpstream() {
     if (upstream) {
       boost::system::error_code ec;
@@ -278,8 +280,8 @@ class ProxyImpl final : public Proxy {
   std::optional<SignatureSource> signature_pin_;
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<PromptSignal> signal_;
-  std::unique_ptr<CaptureWriter> capture_;       // null: capture off
-  std::unique_ptr<OnlineRefitter> refitter_;     // null: refit off
+  std::unique_ptr<CaptureWriter> capture_;    // null: capture off
+  std::unique_ptr<OnlineRefitter> refitter_;  // null: refit off
   std::vector<std::unique_ptr<asio::io_context>> iocs_;
   std::vector<std::unique_ptr<ThreadState>> states_;  // after iocs_: pools destroyed first
   std::unique_ptr<tcp::acceptor> acceptor_;

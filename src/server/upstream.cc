@@ -181,7 +181,8 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
     if (unreachable && !last_try) co_return RelayOutcome::kUnreachable;
     co_await WriteJsonError(
         client, 502,
-        fmt::format("decode worker {} failed before responding: {}", w.spec.url, ec.message()));
+        fmt::format("decode worker {} failed before responding: {}", w.spec.url, ec.message()),
+        true, true, ctx.rid_header);
     co_return RelayOutcome::kDone;
   }
   const int status = parser.get().result_int();
@@ -207,7 +208,8 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       w.breaker.OnFailure(NowUs());
       co_await WriteJsonError(
           client, 502,
-          fmt::format("decode worker {} failed mid-response: {}", w.spec.url, ec.message()));
+          fmt::format("decode worker {} failed mid-response: {}", w.spec.url, ec.message()), true,
+          true, ctx.rid_header);
       co_return RelayOutcome::kDone;
     }
     // A decoder answering 5xx looks idle to load-based policies and would attract traffic:
@@ -221,17 +223,22 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
     w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
     Recycle(w, *conn, parser.get().keep_alive());
     if (tokens != nullptr && status == 200) tokens->Feed(all);
-    if (co_await WriteResponse(client, status, std::move(all), content_type)) {
+    if (co_await WriteResponse(client, status, std::move(all), content_type, true, true,
+                               ctx.rid_header)) {
       ctx.response_complete = true;
     }
     co_return RelayOutcome::kDone;
   }
   // Streaming: every piece the engine sends is relayed as it arrives, in one write per read
   // (the response head travels with the first piece, the terminating chunk with the last).
+  // An HTTP/1.0 client cannot read chunked encoding: its stream is delimited by the close
+  // (RFC 9112 section 6.3).
+  const bool chunked = !ctx.http10;
   std::string out = fmt::format(
       "HTTP/1.1 200 OK\r\nServer: eldr\r\nContent-Type: {}\r\nCache-Control: no-cache\r\n"
-      "Transfer-Encoding: chunked\r\n{}\r\n",
-      content_type, stopping_ ? "Connection: close\r\n" : "");
+      "{}{}{}\r\n",
+      content_type, chunked ? "Transfer-Encoding: chunked\r\n" : "",
+      stopping_ || !chunked ? "Connection: close\r\n" : "", ctx.rid_header);
   bool first_byte = false;
   CountResponse(200);
   while (!parser.is_done()) {
@@ -242,10 +249,10 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
         w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
         first_byte = true;
       }
-      fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
+      if (chunked) fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
       out.append(chunk, got);
       if (tokens != nullptr) tokens->Feed(std::string_view(chunk, got));
-      out += "\r\n";
+      if (chunked) out += "\r\n";
     }
     if (rec) {
       // The engine died or stalled after the client got its first byte: no retry is possible;
@@ -259,11 +266,15 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       const std::string ev = SseErrorEvent(
           502, fmt::format("decode worker {} failed mid-stream: {}", w.spec.url, rec.message()),
           "upstream_error");
-      fmt::format_to(std::back_inserter(out), "{:x}\r\n{}\r\n0\r\n\r\n", ev.size(), ev);
+      if (chunked) {
+        fmt::format_to(std::back_inserter(out), "{:x}\r\n{}\r\n0\r\n\r\n", ev.size(), ev);
+      } else {
+        out += ev;
+      }
       co_await asio::async_write(client, asio::buffer(out), kTuple);
       co_return RelayOutcome::kDone;
     }
-    if (parser.is_done()) out += "0\r\n\r\n";
+    if (parser.is_done() && chunked) out += "0\r\n\r\n";
     // A read may yield only framing (a chunk-size line): nothing to send, not even the head.
     if (got == 0 && !parser.is_done()) continue;
     auto [cec, cn] = co_await asio::async_write(client, asio::buffer(out), kTuple);

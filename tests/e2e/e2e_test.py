@@ -261,6 +261,46 @@ def main():
     st, _ = request(port, "GET", "/nope")
     check(st == 404, "unknown path -> 404")
 
+    print("HTTP correctness: request ids, HTTP/1.0 streams, malformed requests")
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("POST", "/v1/completions", json.dumps({"model": MODEL, "prompt": "id please",
+                                                     "max_tokens": 2}),
+              {"Content-Type": "application/json", "X-Request-Id": "client-id-7"})
+    r = c.getresponse()
+    r.read()
+    check(r.status == 200 and r.getheader("X-Request-Id") == "client-id-7",
+          "the client's X-Request-Id is echoed")
+    c.request("POST", "/v1/completions", b"{not json", {"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    check(r.status == 400 and (r.getheader("X-Request-Id") or "").startswith("eldr-"),
+          "an error carries a minted X-Request-Id")
+    c.close()
+    body = json.dumps({"model": MODEL, "prompt": "old client", "max_tokens": 3,
+                       "stream": True}).encode()
+    _, resp = raw_exchange(port, b"POST /v1/completions HTTP/1.0\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\nX-Request-Id: s-1\r\n"
+                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    head, _, rest = resp.partition(b"\r\n\r\n")
+    check(b" 200 " in head.split(b"\r\n")[0] and b"chunked" not in head.lower() and
+          b"connection: close" in head.lower() and b"X-Request-Id: s-1" in head,
+          "HTTP/1.0 stream: not chunked, Connection: close, id echoed")
+    check(rest.startswith(b"data: ") and b"data: [DONE]" in rest,
+          "HTTP/1.0 stream: the SSE events arrive raw and end with the close")
+    _, resp = raw_exchange(port, b"GARBAGE\r\n\r\n")
+    check(resp.startswith(b"HTTP/1.1 400"), "a malformed request line -> 400, not a silent close")
+    _, resp = raw_exchange(port, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                           b"a" * 70000 + b"\r\n\r\n")
+    check(resp.startswith(b"HTTP/1.1 431"), "headers over 60 KiB -> 431")
+    _, resp = raw_exchange(port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"0\r\n\r\n")
+    check(resp.startswith(b"HTTP/1.1 400") and b"Transfer-Encoding" in resp,
+          "Content-Length with Transfer-Encoding -> 400")
+    _, resp = raw_exchange(port, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
+    check(resp.startswith(b"HTTP/1.1 400"), "a bad chunk size -> 400")
+
     print("admin API")
     st, _ = request(port, "GET", "/admin/workers")
     check(st == 401, "admin without token -> 401")
@@ -269,6 +309,15 @@ def main():
     auth = {"Authorization": "Bearer s3cret"}
     st, body = request(port, "GET", "/admin/workers", headers=auth)
     check(st == 200 and len(json.loads(body)["workers"]) == 6, "admin lists 6 workers")
+    st, _ = request(port, "GET", "/admin/workers", headers={"Authorization": "bEaReR s3cret"})
+    check(st == 200, "the Bearer scheme is case-insensitive")
+    st, body = request(port, "POST", "/admin/drain",
+                       {"role": "decode", "url": f"http://127.0.0.1:{dp[0]}", "drain": "false"},
+                       headers=auth)
+    check(st == 400 and b"'drain' must be a boolean" in body,
+          "a string where a boolean belongs -> 400, nothing drained")
+    st, body = request(port, "POST", "/admin/drain", {"role": 7, "url": "x"}, headers=auth)
+    check(st == 400 and b"'role' must be a string" in body, "a number where a string belongs -> 400")
 
     print("admin: drain, remove and add a decode worker")
     d0 = f"http://127.0.0.1:{dp[0]}"

@@ -87,6 +87,7 @@ struct ServeOptions {
   int prefill_attempts = 2;           // prefill tries on distinct workers (>= 1)
 
   int64_t max_body_bytes = int64_t{8} << 20;       // client request body (413 beyond)
+  int max_header_bytes = 60 << 10;                 // request line + headers (431 beyond; Envoy's)
   int max_in_flight = 4096;                        // proxied requests at once (429 beyond)
   int64_t max_payload_bytes = int64_t{256} << 20;  // prefill response body (502 beyond)
 
