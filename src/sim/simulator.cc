@@ -22,6 +22,19 @@ Status ClusterOptions::Validate() const {
   return Status::Ok();
 }
 
+Status SimRefitOptions::Validate() const {
+  if (interval_us < 1 || window_us < 1) {
+    return InvalidArgument("refit: interval and window must be >= 1 us").error();
+  }
+  ELDR_RETURN_IF_ERROR(fit.Validate());
+  if (max_window < fit.min_requests) {
+    return InvalidArgument("refit: max_window {} is below min_requests {}: every refit would fail",
+                           max_window, fit.min_requests)
+        .error();
+  }
+  return Status::Ok();
+}
+
 namespace {
 
 uint64_t Mix64(uint64_t x) {
@@ -33,11 +46,13 @@ uint64_t Mix64(uint64_t x) {
 
 class Cluster {
  public:
-  Cluster(const Workload& w, const SimOptions& o, RoutingPolicy& policy, EventQueue& q)
+  Cluster(const Workload& w, const SimOptions& o, PolicyOptions po,
+          std::unique_ptr<RoutingPolicy> policy, EventQueue& q)
       : w_(w),
         o_(o),
         c_(o.cluster),
-        policy_(policy),
+        po_(std::move(po)),
+        policy_(std::move(policy)),
         q_(q),
         rng_(o.seed),
         req_(o.max_requests > 0 ? std::min<size_t>(w.requests.size(), o.max_requests)
@@ -49,6 +64,9 @@ class Cluster {
         scratch_(w.words) {
     if (o.ep_ranks > 1 && o.placement.empty())
       contiguous_ = ContiguousPlacement(w.geometry, o.ep_ranks);
+    refit_ =
+        o.refit.enabled && po_.space != nullptr && (po_.name == "eldr" || po_.name == "eldr-plus");
+    next_refit_us_ = o.refit.interval_us;
   }
 
   Result<SimResult> Run() {
@@ -56,6 +74,12 @@ class Cluster {
       q_.Push({Arrival(static_cast<int>(id)), EventKind::kArrival, static_cast<int>(id)});
     }
     while (auto e = q_.Pop()) {
+      // Refits due by this event run first, each at its own scheduled time.
+      while (refit_ && e->time_us >= next_refit_us_ && routed_ < req_.size()) {
+        now_ = next_refit_us_;
+        ELDR_RETURN_IF_ERROR(RefitNow());
+        next_refit_us_ += o_.refit.interval_us;
+      }
       now_ = e->time_us;
       Status s;
       switch (e->kind) {
@@ -138,8 +162,10 @@ class Cluster {
     r.first_token_us = now_;
     r.generated = 1;
     RouteRequest rq{.counts = &R(id).prefill, .label = w_.labels[R(id).label]};
-    auto d = policy_.Route(rq, {in_flight_}, rng_);
+    auto d = policy_->Route(rq, {in_flight_}, rng_);
     if (!d) return d.error();
+    ++routed_;
+    if (refit_) routed_ids_.push_back(id);
     fallbacks_ += d->fallback;
     r.decoder = d->decoder;
     ++in_flight_[r.decoder];  // in flight from dispatch to completion, as in the paper
@@ -230,6 +256,46 @@ class Cluster {
     q_.Push({now_ + Us(us), EventKind::kStepDone, di});
   }
 
+  Status RefitNow() {
+    const int64_t from = now_ - o_.refit.window_us;  // the window is (from, now]
+    // Dispatch order is close to arrival order: dropping expired ids from the front keeps the
+    // deque short, and the filter below is exact.
+    while (!routed_ids_.empty() && Arrival(routed_ids_.front()) <= from) routed_ids_.pop_front();
+    std::vector<int> ids;
+    for (int id : routed_ids_) {
+      if (Arrival(id) > from) ids.push_back(id);
+    }
+    auto by_arrival = [&](int a, int b) {
+      return std::pair{Arrival(a), a} < std::pair{Arrival(b), b};
+    };
+    std::sort(ids.begin(), ids.end(), by_arrival);
+    if (ids.size() > static_cast<size_t>(o_.refit.max_window)) {
+      ids.erase(ids.begin(), ids.end() - o_.refit.max_window);
+    }
+    std::vector<ExpertCounts> window;
+    window.reserve(ids.size());
+    for (int id : ids) window.push_back(R(id).prefill);
+    SimRefit ev{.time_us = now_, .window = static_cast<int>(window.size())};
+    auto r = Refit(*po_.space, window, o_.refit.fit);
+    if (r) {
+      po_.space = r->space;
+      ELDR_ASSIGN_OR_RETURN(policy_, MakePolicy(po_));
+      ev.swapped = true;
+      ev.movement = r->report.centroid_movement;
+      ev.churn = r->report.churn;
+      ev.old_score = r->report.old_score;
+      ev.new_score = r->report.new_score;
+      ++refits_swapped_;
+    } else if (r.error().code() == StatusCode::kFailedPrecondition) {
+      ++refits_failed_;  // too few requests or a degenerate fit: keep the current space
+      ev.refused = r.error().message();
+    } else {
+      return r.error().WithContext(fmt::format("refit at {} us", now_));
+    }
+    refits_.push_back(ev);
+    return Status::Ok();
+  }
+
   const uint64_t* Placement(int d) const {
     return o_.placement.empty() ? contiguous_.data() : o_.placement[d].data();
   }
@@ -265,13 +331,17 @@ class Cluster {
     res.peak_in_flight = peak_in_flight_;
     res.end_us = end_us_;
     for (const auto& d : decoder_) res.decoder_requests.push_back(d.served);
+    res.refits = std::move(refits_);
+    res.refits_swapped = refits_swapped_;
+    res.refits_failed = refits_failed_;
     return res;
   }
 
   const Workload& w_;
   const SimOptions& o_;
   const ClusterOptions& c_;
-  RoutingPolicy& policy_;
+  PolicyOptions po_;  // the policy's options; refits replace the space
+  std::unique_ptr<RoutingPolicy> policy_;
   EventQueue& q_;
   Rng rng_;
   std::vector<Req> req_;
@@ -284,6 +354,11 @@ class Cluster {
   int64_t total_in_flight_ = 0, peak_in_flight_ = 0;
   double distinct_sum_ = 0, batch_sum_ = 0, busiest_sum_ = 0;
   std::vector<uint64_t> contiguous_;
+  bool refit_ = false;
+  int64_t next_refit_us_ = 0, refits_swapped_ = 0, refits_failed_ = 0;
+  size_t routed_ = 0;
+  std::deque<int> routed_ids_;  // refit: routed requests, in dispatch order, not yet expired
+  std::vector<SimRefit> refits_;
 };
 
 double Percentile(std::vector<double> v, double p) {
@@ -333,6 +408,7 @@ Result<SimResult> SimulateWithQueue(const Workload& w, const SimOptions& o, Even
   if (!(o.time_scale > 0) || !std::isfinite(o.time_scale) || o.max_requests < 0) {
     return InvalidArgument("time_scale must be > 0 and max_requests >= 0");
   }
+  ELDR_RETURN_IF_ERROR(o.refit.Validate());
   if (o.ep_ranks < 1 || o.ep_ranks > w.geometry.experts) {
     return InvalidArgument("ep_ranks must be in [1, experts]");
   }
@@ -354,7 +430,7 @@ Result<SimResult> SimulateWithQueue(const Workload& w, const SimOptions& o, Even
   PolicyOptions po = o.policy;
   po.decoders = o.cluster.decode_workers;
   ELDR_ASSIGN_OR_RETURN(auto policy, MakePolicy(po));
-  Cluster c(w, o, *policy, queue);
+  Cluster c(w, o, std::move(po), std::move(policy), queue);
   return c.Run();
 }
 

@@ -169,6 +169,14 @@ class Generator {
     for (double s : mix.shares) cum_share_.push_back(acc += s / total);
   }
 
+  // The label mix of the following Make calls (normalised shares); the constructor sets the
+  // calibrated mix.
+  void SetShares(const std::vector<double>& shares) {
+    cum_share_.clear();
+    double acc = 0;
+    for (double s : shares) cum_share_.push_back(acc += s);
+  }
+
   // `with_decode`: also draw whole-output decode counts (calibration requests only: the fit's
   // rho and the workload statistics use them; the simulator uses the per-token picks).
   WorkloadRequest Make(int id, bool with_decode) {
@@ -278,6 +286,9 @@ Status WorkloadOptions::Validate() const {
   if (min_prompt < 1 || max_prompt < min_prompt || !(mean_prompt > 0)) {
     return InvalidArgument("bad prompt length bounds").error();
   }
+  if (!(mix_drift >= 0 && mix_drift <= 1)) {
+    return InvalidArgument("mix_drift must be in [0, 1], not {}", mix_drift).error();
+  }
   return Status::Ok();
 }
 
@@ -297,12 +308,30 @@ Result<Workload> MakeSyntheticWorkload(const ModelGeometry& g, const WorkloadOpt
   for (int i = 0; i < o.calibration; ++i) w.calibration.push_back(gen.Make(-1 - i, true));
   double t = 0;
   for (int i = 0; i < o.requests; ++i) {
+    // Without drift the generator keeps the cumulative shares it was built with, so that the
+    // workload is bit for bit the one from before the option existed.
+    if (o.mix_drift > 0) {
+      const double progress = o.requests > 1 ? static_cast<double>(i) / (o.requests - 1) : 0;
+      gen.SetShares(DriftedShares(w.label_shares, o.mix_drift, progress));
+    }
     WorkloadRequest r = gen.Make(i, false);
     t += -std::log(1 - gen.rng().UniformDouble()) / o.rate_qps;  // Poisson arrivals
     r.arrival_us = static_cast<int64_t>(t * 1e6);
     w.requests.push_back(std::move(r));
   }
   return w;
+}
+
+std::vector<double> DriftedShares(const std::vector<double>& shares, double mix_drift,
+                                  double progress) {
+  std::vector<double> out = shares;
+  const double a = mix_drift * progress;
+  if (a == 0 || out.empty()) return out;
+  const double first = shares[0] + a * (1 - shares[0]);
+  const double scale = shares[0] < 1 ? (1 - first) / (1 - shares[0]) : 0;
+  out[0] = first;
+  for (size_t i = 1; i < out.size(); ++i) out[i] = shares[i] * scale;
+  return out;
 }
 
 WorkloadStats MeasureWorkload(const Workload& w, int batch, uint64_t seed) {

@@ -78,6 +78,30 @@ expect_error "unknown model" "$ELDR" simulate -m llama-3 -d 1
 expect_error "rate and duration" "$ELDR" simulate -r 0 -d 1
 expect_error "cannot fill k" "$ELDR" simulate -d 1 --calibration 5
 expect_error "unknown policy" "$ELDR" simulate -d 1 --calibration 100 --policies rr,fastest
+# --refit: each eldr / eldr-plus policy also runs refitted, on the same run; --mix-drift drifts the mix.
+"$ELDR" simulate -m gpt-oss-20b -r 20 -d 12 --calibration 200 --seeds 1 --policies jsq,eldr:0.2,eldr-plus \
+  --refit --refit-interval 4 --refit-window 4 --refit-min 32 --mix-drift 0.5 --json "$T/refit.json" \
+  >"$T/refit" 2>&1 && ok || bad "simulate --refit failed: $(cat "$T/refit")"
+for p in jsq eldr:0.2 eldr:0.2+refit eldr-plus eldr-plus+refit; do
+  grep -q "^$p " "$T/refit" && ok || bad "simulate --refit output lacks $p"
+done
+grep -q "^  eldr-plus+refit  *[0-9]* refits swapped, [0-9]* refused" "$T/refit" && ok \
+  || bad "simulate --refit lacks the refit counts: $(cat "$T/refit")"
+grep -q "domain mix drifts by 0.5: legal" "$T/refit" && ok || bad "simulate lacks the drift line"
+/usr/bin/python3 - "$T/refit.json" <<'PY' && ok || bad "simulate --refit --json rows"
+import json, sys
+rows = json.load(open(sys.argv[1]))
+v = {(r["policy"], r["variant"]) for r in rows}
+assert v == {("jsq", ""), ("eldr", "eldr:0.2"), ("eldr", "eldr:0.2+refit"), ("eldr-plus", ""),
+             ("eldr-plus", "eldr-plus+refit")}, v
+PY
+expect_error "no eldr or eldr-plus" "$ELDR" simulate -d 1 --policies rr,jsq --refit
+expect_error "refit-interval" "$ELDR" simulate -d 1 --refit --refit-interval 0
+expect_error "min_requests must be" "$ELDR" simulate -d 1 --refit --refit-min 1
+expect_error "mix_drift must be in" "$ELDR" simulate -d 1 --calibration 100 --mix-drift 1.5
+expect_error "single simulations" "$ELDR" simulate --matrix paper --refit
+expect_error "a trace has its own mix" "$ELDR" simulate --trace "$DATA/trace-96.eldrtrace" -d 1 \
+  --mix-drift 0.3
 
 # Trace import from files shaped like the ExpertFingerprinting traces (one gzipped), stats, replay.
 mkdir -p "$T/tr/a" "$T/tr/b"

@@ -86,6 +86,24 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
   c->add_option("--request-boost", a.request_boost, "Workload model: request affinity");
   c->add_option("--drift", a.drift, "Workload model: per-request decode drift");
   c->add_option("--domain-drift", a.domain_drift, "Workload model: per-domain decode drift");
+  c->add_option("--mix-drift", a.mix_drift,
+                "Synthetic workloads: the domain mix drifts over the run, the first domain's share "
+                "growing linearly from its calibrated s0 to s0 + X (1 - s0) at the last arrival "
+                "(0..1); calibration keeps the initial mix")
+      ->capture_default_str();
+  c->add_flag("--refit", a.refit,
+              "Also run every eldr / eldr-plus policy refitted online in simulated time "
+              "(label +refit): eldr::Refit on the recent prompt counts, as eldr serve's refit");
+  c->add_option("--refit-interval", a.refit_interval,
+                "With --refit: seconds of simulated time between refits")
+      ->capture_default_str();
+  c->add_option("--refit-window", a.refit_window,
+                "With --refit: each refit fits the routed requests that arrived in the last this "
+                "many seconds")
+      ->capture_default_str();
+  c->add_option("--refit-min", a.refit_min,
+                "With --refit: a window with fewer usable requests keeps the current space")
+      ->capture_default_str();
 }
 
 Status WriteRecords(const std::vector<SimRecord>& records, const std::string& json_path,
@@ -135,6 +153,7 @@ struct PolicySpec {
   std::string label, name;
   double tau = 0;
   PolicyOptions::Plus plus;
+  bool refit = false;  // --refit: the "+refit" copy of an eldr / eldr-plus entry
 };
 
 Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double tau,
@@ -178,6 +197,37 @@ Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double ta
   return out;
 }
 
+// --refit: each eldr / eldr-plus entry followed by its refitted copy, so that one run (same
+// workload, fit and arrivals) compares them.
+Result<std::vector<PolicySpec>> WithRefitCopies(std::vector<PolicySpec> in) {
+  std::vector<PolicySpec> out;
+  for (auto& p : in) {
+    const bool space = p.name == "eldr" || p.name == "eldr-plus";
+    out.push_back(p);
+    if (!space) continue;
+    p.label += "+refit";
+    p.refit = true;
+    out.push_back(std::move(p));
+  }
+  if (out.size() == in.size()) {
+    return InvalidArgument("--refit: --policies has no eldr or eldr-plus policy to refit");
+  }
+  return out;
+}
+
+Result<sim::SimRefitOptions> RefitOptionsOf(const SimulateArgs& a) {
+  sim::SimRefitOptions r;
+  if (!(a.refit_interval > 0) || !(a.refit_window > 0) || !std::isfinite(a.refit_interval) ||
+      !std::isfinite(a.refit_window)) {
+    return InvalidArgument("--refit-interval and --refit-window must be positive seconds");
+  }
+  r.interval_us = std::llround(a.refit_interval * 1e6);
+  r.window_us = std::llround(a.refit_window * 1e6);
+  r.fit.min_requests = a.refit_min;
+  ELDR_RETURN_IF_ERROR(r.Validate());
+  return r;
+}
+
 // A capture (calibration JSON Lines, plain or gzip) rather than an eldr trace file.
 Result<bool> IsCapture(const std::string& paths) {
   const auto list = SplitList(paths);
@@ -205,6 +255,9 @@ Status RunSimulate(const SimulateArgs& a) {
   auto hw = sim::FindHardwareProfile(a.hardware);
   if (!hw) return hw.error().WithContext("--hardware");
   if (!a.matrix.empty()) {
+    if (a.refit || a.mix_drift != 0) {
+      return InvalidArgument("--refit and --mix-drift apply to single simulations, not --matrix");
+    }
     if (hw->name != sim::CalibrationHardware().name) {
       return InvalidArgument(
           "--hardware {}: --matrix paper reproduces the published set-up, on {} (the calibration "
@@ -228,7 +281,15 @@ Status RunSimulate(const SimulateArgs& a) {
         "--calibration sets the synthetic workload's calibration requests; with --trace use "
         "--calibration-fraction or --calibration-trace");
   }
+  if (trace && a.mix_drift != 0) {
+    return InvalidArgument("--mix-drift changes the synthetic workload; a trace has its own mix");
+  }
   ELDR_ASSIGN_OR_RETURN(std::vector<PolicySpec> policies, ParsePolicies(a.policies, a.tau, a.plus));
+  sim::SimRefitOptions refit;
+  if (a.refit) {
+    ELDR_ASSIGN_OR_RETURN(policies, WithRefitCopies(std::move(policies)));
+    ELDR_ASSIGN_OR_RETURN(refit, RefitOptionsOf(a));
+  }
   const int requests = std::max(1, static_cast<int>(std::lround(a.rate * a.duration)));
   ModelGeometry g;
   sim::Trace eval_trace, cal_trace;
@@ -273,6 +334,8 @@ Status RunSimulate(const SimulateArgs& a) {
     std::vector<sim::SimSummary> s;  // per seed
     std::vector<double> vs50, vs99;  // per seed, against that seed's best load balancer
     int64_t fallbacks = 0;
+    int64_t refits_swapped = 0, refits_failed = 0;
+    double churn = 0;  // summed over swaps
   };
   std::vector<Run> runs(policies.size());
   double capture_rate = 0;
@@ -280,6 +343,8 @@ Status RunSimulate(const SimulateArgs& a) {
   std::string per_request = "policy,seed,request,decoder,arrival_ms,ttft_ms,tpot_ms\n";
   int pool = 0;
   int64_t peak_in_flight = 0;
+  std::vector<std::string> labels;  // the workload's, with its calibrated shares
+  std::vector<double> shares;
   Progress progress(a.seeds > 1);
   for (int si = 0; si < a.seeds; ++si) {
     const uint64_t seed = a.seed + static_cast<uint64_t>(si);
@@ -347,8 +412,11 @@ Status RunSimulate(const SimulateArgs& a) {
       wo.request_boost = a.request_boost;
       wo.drift_sigma = a.drift;
       wo.domain_drift = a.domain_drift;
+      wo.mix_drift = a.mix_drift;
       w = sim::MakeSyntheticWorkload(g, wo);
       if (!w) return w.error();
+      labels = w->labels;
+      shares = w->label_shares;
     }
     // Cost parameters from baseline figures only, or assumed with cost_note saying how
     // (docs/calibration.md).
@@ -393,6 +461,10 @@ Status RunSimulate(const SimulateArgs& a) {
         so.policy.label_shares = cell->mix;
         so.seed = seed;
         so.warmup_us = static_cast<int64_t>(a.warmup * 1e6);
+        if (policies[i].refit) {
+          so.refit = refit;
+          so.refit.enabled = true;
+        }
         results[i] = sim::Simulate(*w, so);
       }
     };
@@ -407,6 +479,9 @@ Status RunSimulate(const SimulateArgs& a) {
       const sim::SimResult& r = *results[i];
       runs[i].s.push_back(sim::Summarize(r));
       runs[i].fallbacks += r.fallbacks;
+      runs[i].refits_swapped += r.refits_swapped;
+      runs[i].refits_failed += r.refits_failed;
+      for (const auto& ev : r.refits) runs[i].churn += ev.churn;
       peak_in_flight = std::max(peak_in_flight, r.peak_in_flight);
       if (IsLoadBalancingPolicy(policies[i].name)) {
         best50 = std::min(best50, runs[i].s.back().tpot_p50);
@@ -460,6 +535,13 @@ Status RunSimulate(const SimulateArgs& a) {
                a.rate, a.duration, requests, a.tau, a.seeds, a.seeds > 1 ? "s" : "",
                a.seeds > 1 ? ": mean [min, max]" : "");
   }
+  if (a.mix_drift > 0) {
+    const std::vector<double> end = sim::DriftedShares(shares, a.mix_drift, 1);
+    fmt::print(
+        "domain mix drifts by {}: {} is {:.1f}% of the calibration and the first arrivals, "
+        "{:.1f}% of the last; the other domains shrink in proportion\n",
+        a.mix_drift, labels[0], 100 * shares[0], 100 * end[0]);
+  }
   fmt::print("{:<18} {:>24} {:>24} {:>10} {:>24} {:>24} {:>9} {:>9} {:>8}\n", "policy",
              "TPOT p50 ms", "TPOT p99 ms", "TTFT p50", "vs LB p50", "vs LB p99", "exp/step",
              "exp/req", "busiest");
@@ -486,6 +568,22 @@ Status RunSimulate(const SimulateArgs& a) {
       "averaged per request over the steps it took part in. busiest: the busiest decoder's share "
       "of requests (fair: {:.1f}%).\n",
       g.experts, 100.0 / a.decode);
+  if (a.refit) {
+    fmt::print(
+        "+refit: eldr::Refit every {} s of simulated time on the prompt counts of the routed "
+        "requests that arrived in the last {} s (at most {}); taken when the window has >= {} "
+        "usable requests and the fit is not degenerate, else the space is kept. Same workload, "
+        "fit and seeds as the static rows.\n",
+        a.refit_interval, a.refit_window, refit.max_window, refit.fit.min_requests);
+    for (size_t i = 0; i < policies.size(); ++i) {
+      const Run& r = runs[i];
+      if (!policies[i].refit) continue;
+      fmt::print("  {:<18} {} refits swapped, {} refused over {} seed{}; mean churn {:.1f}%\n",
+                 policies[i].label, r.refits_swapped, r.refits_failed, a.seeds,
+                 a.seeds > 1 ? "s" : "",
+                 r.refits_swapped ? 100 * r.churn / static_cast<double>(r.refits_swapped) : 0.0);
+    }
+  }
   fmt::print(stderr, "eldr simulate: done in {:.1f} s\n",
              std::chrono::duration<double>(Clock::now() - t_start).count());
   if (!a.requests_csv.empty()) {

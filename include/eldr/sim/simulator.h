@@ -11,6 +11,9 @@
 //   -> continuous batching: each step emits one token per batched request and lasts
 //      CostParams::StepUs of the batch, whose distinct experts per layer are computed exactly
 //      from every batched request's current decode-token picks (bitsets).
+// With SimOptions::refit, eldr and eldr-plus follow the traffic with the eldr::Refit that
+// `eldr serve` runs (refit.h): at fixed points of simulated time the decode policy is rebuilt on
+// a space refitted to a window of recent requests' prompt counts.
 // Times are integer microseconds, so runs are exactly reproducible for a seed and comparable
 // with the reference stepper in tests/reference/.
 //
@@ -23,6 +26,7 @@
 #include <vector>
 
 #include "eldr/policy.h"
+#include "eldr/refit.h"
 #include "eldr/sim/cost_model.h"
 #include "eldr/sim/event_queue.h"
 #include "eldr/sim/workload.h"
@@ -36,6 +40,26 @@ struct ClusterOptions {
   int max_batch = 256;                  // requests per decode step
   int64_t kv_capacity_tokens = 400000;  // per decoder: context tokens it can hold
   double prefill_load_bound = 1.25;     // keep the hash choice while load <= bound * mean
+  Status Validate() const;
+};
+
+// Online refitting in simulated time (the wall clock is never read). At t = interval_us,
+// 2 * interval_us, ... for as long as requests remain to be routed, eldr::Refit runs on the
+// prompt counts (WorkloadRequest::prefill) of the requests already routed whose arrival lies in
+// (t - window_us, t], at most the `max_window` latest arrivals: the requests whose counts a
+// router has seen by then. A refit that succeeds replaces the policy's space (the policy is
+// rebuilt with MakePolicy on it); one that fails (too few requests, a degenerate fit) keeps the
+// current space. Only policies that route on a space (eldr, eldr-plus) are refitted; others run
+// exactly as without it. Refits are deterministic: same workload and options, same refits.
+struct SimRefitOptions {
+  bool enabled = false;
+  int64_t interval_us = 5'000'000;
+  int64_t window_us = 10'000'000;
+  int max_window = 2048;  // most requests per refit (the latest arrivals)
+  RefitOptions fit;       // min_requests, iterations, algorithm, degeneracy bound
+  // InvalidArgument unless interval_us, window_us >= 1, max_window >= fit.min_requests (a
+  // smaller cap would refuse every refit) and fit is valid. Simulate checks it even when
+  // `enabled` is false.
   Status Validate() const;
 };
 
@@ -55,6 +79,7 @@ struct SimOptions {
   // [L][ep_ranks][words] (see ContiguousPlacement / BalancedPlacement); empty = contiguous.
   int ep_ranks = 1;
   std::vector<std::vector<uint64_t>> placement;
+  SimRefitOptions refit;  // eldr, eldr-plus: online refitting (off by default)
 };
 
 // Expert e of every layer on rank e * ranks / E (the default layout).
@@ -82,6 +107,17 @@ struct RequestResult {
   }
 };
 
+// One scheduled refit of a run.
+struct SimRefit {
+  int64_t time_us = 0;   // simulated time of the refit
+  int window = 0;        // requests in its window
+  bool swapped = false;  // the new space was taken; false: refused, the old space kept
+  // Of a swap (zeros when refused): RefitReport's centroid movement, churn and mean best
+  // cosines on the window, old space and new.
+  double movement = 0, churn = 0, old_score = 0, new_score = 0;
+  std::string refused;  // of a refusal: why (Refit's FailedPrecondition message)
+};
+
 struct SimResult {
   std::vector<RequestResult> requests;  // reported (post-warm-up) requests, by id
   int64_t steps = 0;
@@ -92,6 +128,9 @@ struct SimResult {
   int64_t peak_in_flight = 0;    // most requests dispatched to decoders and not finished at once
   int64_t end_us = 0;            // when the last request finished
   std::vector<int64_t> decoder_requests;  // requests served per decoder
+  // SimOptions::refit: every scheduled refit in time order, and how many swapped / were refused.
+  std::vector<SimRefit> refits;
+  int64_t refits_swapped = 0, refits_failed = 0;
 };
 
 Result<SimResult> Simulate(const Workload& w, const SimOptions& options);

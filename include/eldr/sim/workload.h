@@ -42,6 +42,13 @@ struct WorkloadOptions {
   double request_boost = -1;     // logit boost of a request's own preferred experts
   double drift_sigma = -1;       // decode-phase logit drift of each request
   double domain_drift = -1;      // decode-phase logit drift shared by a domain
+  // A domain mix that changes over the run, in [0, 1] (0: the fixed mix). Evaluated request i of
+  // n draws its label from DriftedShares(label_shares, mix_drift, i / (n - 1)): the first label
+  // (legal for task, en for language) grows linearly from its calibrated share s0 to
+  // s0 + mix_drift * (1 - s0) at the last arrival, the others shrink in proportion. Calibration
+  // requests keep the calibrated mix, so a space fitted on them is stale by the end of the run.
+  // At 0 the workload is exactly the one without the option.
+  double mix_drift = 0;
   Status Validate() const;
 };
 
@@ -61,8 +68,8 @@ struct Workload {
   ModelGeometry geometry;
   std::string kind;
   std::vector<std::string> labels;
-  std::vector<double> label_shares;
-  int words = 0;  // 64-bit words per layer bitset
+  std::vector<double> label_shares;  // the calibrated mix (the calibration requests' shares)
+  int words = 0;                     // 64-bit words per layer bitset
   int token_patterns = 0;
   std::vector<WorkloadRequest> requests;     // by arrival
   std::vector<WorkloadRequest> calibration;  // disjoint, same distribution
@@ -75,6 +82,13 @@ struct Workload {
 };
 
 Result<Workload> MakeSyntheticWorkload(const ModelGeometry& g, const WorkloadOptions& options);
+
+// The label mix at fraction `progress` in [0, 1] of a run drifting by `mix_drift` from `shares`
+// (normalised, WorkloadOptions::mix_drift): shares[0] + progress * mix_drift * (1 - shares[0])
+// for the first label, the others scaled by the same factor so that the mix sums to 1.
+// REQUIRES: shares non-empty, normalised, shares[0] < 1 unless mix_drift * progress == 0.
+std::vector<double> DriftedShares(const std::vector<double>& shares, double mix_drift,
+                                  double progress);
 
 // Statistics of a workload, the ones the paper reports (the ELDR paper, arXiv 2607.00466).
 struct WorkloadStats {
