@@ -124,11 +124,12 @@ TEST(RefitTest, TooFewSignaturesOrWrongShapesAreRefused) {
   EXPECT_EQ(shape.error().code(), StatusCode::kInvalidArgument);
 }
 
-TEST(RefitTest, ARefitWorseThanTheCurrentSpaceIsRefused) {
+TEST(RefitTest, ARebalanceIsNotMistakenForADegenerateFit) {
   const ModelGeometry g = *FindModel("gpt-oss-20b");
   auto space = Space(g);
-  // 85% of the window in cluster 0: the balanced fit must spread it over every decoder and fits
-  // the window worse than the current space, which already has a centroid per cluster.
+  // 85% of the window in cluster 0: the balanced fit spreads it over more decoders. Its mean
+  // best cosine falls (the grown domain is split), but the balanced objective it optimises
+  // rises, and that is what the guard judges.
   std::vector<ExpertCounts> w;
   const auto all = Window(g, 800, 0, 3);
   for (size_t i = 0; i < all.size(); ++i) {
@@ -137,11 +138,32 @@ TEST(RefitTest, ARefitWorseThanTheCurrentSpaceIsRefused) {
   RefitOptions o;
   o.max_score_loss = 0;
   auto r = Refit(*space, w, o);
-  ASSERT_FALSE(r.has_value()) << "new " << r->report.new_score << " old " << r->report.old_score;
-  EXPECT_EQ(r.error().code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(r.error().message().find("degenerate"), std::string::npos);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_GE(r->report.new_balanced, r->report.old_balanced);
+  EXPECT_LT(r->report.new_score, r->report.old_score);
   o.max_score_loss = -1;
   EXPECT_EQ(Refit(*space, w, o).error().code(), StatusCode::kInvalidArgument);
+}
+
+// Warm-started balanced k-means never lowers its own objective: on random windows the guard
+// (max_score_loss = 0) never fires.
+TEST(RefitTest, TheBalancedObjectiveNeverFallsSoTheGuardStaysQuiet) {
+  const ModelGeometry g = *FindModel("gpt-oss-20b");
+  auto space = Space(g);
+  Rng rng(5);
+  for (int trial = 0; trial < 20; ++trial) {
+    std::vector<ExpertCounts> w;
+    for (int i = 0; i < 120; ++i) {
+      ExpertCounts c(g.moe_layers, g.experts);
+      for (int e = 0; e < 6; ++e) c.at(0, rng.Uniform(g.experts)) += 1 + rng.Uniform(4);
+      w.push_back(std::move(c));
+    }
+    RefitOptions o;
+    o.max_score_loss = 0;
+    auto r = Refit(*space, w, o);
+    ASSERT_TRUE(r.has_value()) << "trial " << trial << ": " << r.error().message();
+    EXPECT_GE(r->report.new_balanced, r->report.old_balanced - 1e-9);
+  }
 }
 
 }  // namespace

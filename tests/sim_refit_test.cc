@@ -158,25 +158,36 @@ TEST(SimRefitTest, TooSmallAWindowKeepsTheSpaceAndOtherPoliciesAreUntouched) {
   }
 }
 
-// Few decoders and a mix drifting towards one domain: a balanced refit has to split that domain
-// by request noise, its mean best cosine on the window falls below the stale space's, and
-// Refit's degeneracy guard refuses it (docs/results.md, "Online refitting on a drifting
-// workload"). The simulator counts the refusal, says why, and keeps routing on the old space.
-TEST(SimRefitTest, DegenerateRefitUnderStrongDriftIsRefusedAndCounted) {
+// Few decoders and a mix drifting towards one domain: a balanced refit splits that domain over
+// more decoders. Its mean best cosine on the window falls, but the balanced objective it
+// optimises does not, so Refit's guard lets it through (refit.h) and the refitted router spreads
+// the late traffic more evenly than the stale space.
+TEST(SimRefitTest, UnderStrongDriftRefitsRebalanceInsteadOfBeingRefused) {
   const Workload w = MakeWorkload(600, 50, 0.6);
   auto r = Simulate(w, Options(w, "eldr", true));
+  auto s = Simulate(w, Options(w, "eldr", false));
   ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  ASSERT_TRUE(s.has_value());
   EXPECT_GT(r->refits_swapped, 0);
-  EXPECT_GT(r->refits_failed, 0);
-  EXPECT_EQ(r->refits_swapped + r->refits_failed, static_cast<int64_t>(r->refits.size()));
+  EXPECT_EQ(r->refits_failed, 0);
+  bool split = false;
   for (const auto& ev : r->refits) {
-    if (ev.swapped) {
-      EXPECT_TRUE(ev.refused.empty());
-    } else {
-      EXPECT_NE(ev.refused.find("degenerate"), std::string::npos) << ev.refused;
-      EXPECT_EQ(ev.churn, 0);
-    }
+    EXPECT_TRUE(ev.swapped) << ev.refused;
+    split |= ev.new_score < ev.old_score;
   }
+  EXPECT_TRUE(split) << "some refit lowered the mean best cosine to rebalance";
+  // The busiest decoder's share of the last third of arrivals.
+  auto busiest = [&](const SimResult& res) {
+    std::vector<int> n(4);
+    int total = 0;
+    for (const auto& q : res.requests) {
+      if (q.id < 400) continue;
+      ++n[q.decoder];
+      ++total;
+    }
+    return static_cast<double>(*std::max_element(n.begin(), n.end())) / total;
+  };
+  EXPECT_LT(busiest(*r), busiest(*s));
 }
 
 // Without drift the calibration already describes the traffic: refitting moves centroids only

@@ -33,8 +33,12 @@ struct RefitOptions {
   int min_requests = 64;  // fewer usable signatures in the window: FailedPrecondition (kept)
   int max_iters = 20;     // k-means iterations from the warm start
   ClusterAlgo algo = ClusterAlgo::kBalanced;
-  // A refit whose mean best cosine on the window falls below the old space's by more than this
-  // is degenerate (FailedPrecondition): the old space fits the window better.
+  // A refit whose balanced objective on the window (the mean cosine of each request to its
+  // centroid under the capacitated assignment the fit optimises) falls below the old
+  // centroids' by more than this is degenerate (FailedPrecondition): the old space serves the
+  // window better. Warm-started balanced k-means never lowers that objective, so this is a
+  // guard against numerical failure, not a judgement on rebalancing: the mean *best* cosine does
+  // fall when a rebalance splits a grown domain over more decoders, which is the point of it.
   double max_score_loss = 0.02;
   Status Validate() const;
 };
@@ -50,6 +54,8 @@ struct RefitReport {
   // Mean best cosine of the window under the old space (the drift signal: it falls as traffic
   // moves away from the fit) and under the new one.
   double old_score = 0, new_score = 0;
+  // The balanced objective (see max_score_loss) of the old and the new centroids.
+  double old_balanced = 0, new_balanced = 0;
   std::vector<int> decoder_of_cluster;  // the matching: new cluster j -> decoder
 };
 

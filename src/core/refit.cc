@@ -38,6 +38,34 @@ double MeanBest(std::span<const float> x, int n, int d, std::span<const float> c
   return n > 0 ? sum / n : 0;
 }
 
+// Mean cosine of the rows to their centroid under the assignment `algo` makes (capacitated with
+// cap = ceil(n/k) when balanced, nearest otherwise).
+Result<double> BalancedObjective(std::span<const float> x, int n, int d, std::span<const float> c,
+                                 int k, ClusterAlgo algo) {
+  std::vector<double> cost(static_cast<size_t>(n) * k);
+  for (int i = 0; i < n; ++i) {
+    const float* xi = x.data() + static_cast<size_t>(i) * d;
+    for (int j = 0; j < k; ++j) {
+      const float* cj = c.data() + static_cast<size_t>(j) * d;
+      double dot = 0;
+      for (int t = 0; t < d; ++t) dot += static_cast<double>(xi[t]) * cj[t];
+      cost[static_cast<size_t>(i) * k + j] = -dot;
+    }
+  }
+  std::vector<int> a(n);
+  if (algo == ClusterAlgo::kBalanced) {
+    ELDR_ASSIGN_OR_RETURN(a, CapacitatedAssign(cost, n, k, (n + k - 1) / k));
+  } else {
+    for (int i = 0; i < n; ++i) {
+      const double* ci = &cost[static_cast<size_t>(i) * k];
+      a[i] = static_cast<int>(std::min_element(ci, ci + k) - ci);
+    }
+  }
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum -= cost[static_cast<size_t>(i) * k + a[i]];
+  return sum / n;
+}
+
 }  // namespace
 
 Result<RefitResult> Refit(const SignatureSpace& current, std::span<const ExpertCounts> window,
@@ -108,10 +136,13 @@ Result<RefitResult> Refit(const SignatureSpace& current, std::span<const ExpertC
   int changed = 0;
   for (int i = 0; i < rep.n; ++i) changed += best_old[i] != best_new[i];
   rep.churn = static_cast<double>(changed) / rep.n;
-  if (rep.new_score < rep.old_score - o.max_score_loss) {
+  ELDR_ASSIGN_OR_RETURN(rep.old_balanced, BalancedObjective(x, rep.n, d, old_c, k, o.algo));
+  ELDR_ASSIGN_OR_RETURN(rep.new_balanced, BalancedObjective(x, rep.n, d, new_c, k, o.algo));
+  if (rep.new_balanced < rep.old_balanced - o.max_score_loss) {
     return FailedPrecondition(
-        "refit: degenerate (mean best cosine {:.4f} on the window, {:.4f} with the current space)",
-        rep.new_score, rep.old_score);
+        "refit: degenerate (balanced objective {:.4f} on the window, {:.4f} with the current "
+        "space)",
+        rep.new_balanced, rep.old_balanced);
   }
   next.n_fit = rep.n;
   ELDR_ASSIGN_OR_RETURN(auto space, SignatureSpace::Build(std::move(next)));
