@@ -9,7 +9,9 @@ PKGS=(
   libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev librapidcheck-dev
   python3-numpy python3-matplotlib
+  prometheus
 )
+# prometheus: only its promtool, with which the end-to-end tests check every /metrics page.
 # `make perf` (docs/perf.md proxy figures) also needs nginx and wrk: ELDR_PERF_DEPS=1
 if [ "${ELDR_PERF_DEPS:-0}" = 1 ]; then PKGS+=(nginx-light wrk); fi
 # `make fuzz` also needs clang and its fuzzer runtime: ELDR_FUZZ_DEPS=1 scripts/install-deps.sh

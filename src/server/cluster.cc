@@ -210,8 +210,7 @@ Decision Cluster::RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertC
   rr.label = label;
   const auto t0 = std::chrono::steady_clock::now();
   auto r = slot.policy->Route(rr, ClusterView{slot.loads, slot.avail}, slot.rng);
-  decision_us_.Observe(
-      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
+  decision_s_.Observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   if (!r) {
     // No available decoder is the expected failure; anything else is a policy bug worth a log.
     if (r.error().code() != StatusCode::kUnavailable) {
@@ -460,9 +459,9 @@ void Cluster::RenderMetrics(std::string* out, int64_t now) const {
     MetricSample(out, "eldr_prefill_signatures_partial_total", w->labels,
                  static_cast<double>(w->signatures_partial.load()));
   }
-  MetricHeader(out, "eldr_decision_latency_microseconds", "histogram",
+  MetricHeader(out, "eldr_decision_latency_seconds", "histogram",
                "Decode routing decision (embed, score, band, pick)");
-  decision_us_.Render(out, "eldr_decision_latency_microseconds", "");
+  decision_s_.Render(out, "eldr_decision_latency_seconds", "");
   MetricHeader(out, "eldr_band_size", "histogram", "Decoders in the ELDR locality band");
   band_.Render(out, "eldr_band_size", "");
   MetricHeader(out, "eldr_policy_fallbacks_total", "counter",

@@ -1,8 +1,15 @@
 #include "eldr/server/metrics.h"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <vector>
 
 namespace eldr::server {
 
@@ -75,6 +82,63 @@ std::string LabelValue(std::string_view v) {
     out.push_back(c);
   }
   return out;
+}
+
+}  // namespace eldr::server
+
+namespace eldr::server {
+
+void RenderProcessMetrics(std::string* out, double start_unix_s) {
+  // /proc/self/stat: the command name may hold spaces, so fields are counted after its ')'.
+  std::FILE* f = std::fopen("/proc/self/stat", "r");
+  if (f != nullptr) {
+    char buf[4096];
+    const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = '\0';
+    const char* p = std::strrchr(buf, ')');
+    std::vector<double> fields;  // fields[0] is field 3 (state) of proc(5)
+    if (p != nullptr) {
+      for (const char* q = p + 2; *q != '\0';) {
+        char* end = nullptr;
+        const double v = std::strtod(q, &end);
+        fields.push_back(end == q ? 0 : v);
+        q = end == q ? q + 1 : end;
+        while (*q == ' ') ++q;
+      }
+    }
+    const long tick = sysconf(_SC_CLK_TCK);
+    const long page = sysconf(_SC_PAGESIZE);
+    if (fields.size() > 21 && tick > 0 && page > 0) {
+      MetricHeader(out, "process_cpu_seconds_total", "counter",
+                   "User and system CPU time spent, in seconds");
+      MetricSample(out, "process_cpu_seconds_total", "",
+                   (fields[11] + fields[12]) / static_cast<double>(tick));
+      MetricHeader(out, "process_threads", "gauge", "Threads of the process");
+      MetricSample(out, "process_threads", "", fields[17]);
+      MetricHeader(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes");
+      MetricSample(out, "process_virtual_memory_bytes", "", fields[20]);
+      MetricHeader(out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes");
+      MetricSample(out, "process_resident_memory_bytes", "", fields[21] * page);
+    }
+  }
+  std::error_code ec;
+  size_t fds = 0;
+  for (auto it = std::filesystem::directory_iterator("/proc/self/fd", ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    ++fds;
+  }
+  if (!ec) {
+    MetricHeader(out, "process_open_fds", "gauge", "Open file descriptors");
+    MetricSample(out, "process_open_fds", "", static_cast<double>(fds));
+  }
+  if (rlimit rl{}; getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+    MetricHeader(out, "process_max_fds", "gauge", "Maximum open file descriptors");
+    MetricSample(out, "process_max_fds", "", static_cast<double>(rl.rlim_cur));
+  }
+  MetricHeader(out, "process_start_time_seconds", "gauge",
+               "Start time of the process since the Unix epoch, in seconds");
+  MetricSample(out, "process_start_time_seconds", "", start_unix_s);
 }
 
 }  // namespace eldr::server

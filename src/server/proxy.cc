@@ -715,6 +715,13 @@ void ProxyImpl::Capture(ThreadState& ts, const ClientRequest& req, const std::st
 std::string ProxyImpl::RenderMetrics() {
   std::string out;
   out.reserve(8192);
+  MetricHeader(&out, "eldr_build_info", "gauge",
+               "Always 1; the labels name the build, the policy and the model served");
+  MetricSample(&out, "eldr_build_info",
+               fmt::format("version=\"{}\",policy=\"{}\",model=\"{}\"", kEldrVersion,
+                           LabelValue(o_.policy), LabelValue(served_model_)),
+               1);
+  RenderProcessMetrics(&out, process_start_unix_s_);
   MetricHeader(&out, "eldr_responses_total", "counter", "Client responses by HTTP status");
   for (size_t i = 0; i < std::size(kStatusCodes); ++i) {
     MetricSample(&out, "eldr_responses_total", fmt::format("code=\"{}\"", kStatusCodes[i]),
@@ -725,15 +732,21 @@ std::string ProxyImpl::RenderMetrics() {
   MetricHeader(&out, "eldr_active_requests", "gauge", "Proxied requests in progress");
   MetricSample(&out, "eldr_active_requests", "", static_cast<double>(active_.load()));
   cluster_->RenderMetrics(&out, NowUs());
-  const std::pair<const char*, const std::atomic<uint64_t>*> counters[] = {
-      {"eldr_prefill_retries_total", &prefill_retries_},
-      {"eldr_decode_retries_total", &decode_retries_},
-      {"eldr_malformed_payloads_total", &malformed_},
-      {"eldr_midstream_failures_total", &midstream_},
-      {"eldr_client_disconnects_total", &disconnects_},
-      {"eldr_partial_signatures_total", &partial_signatures_}};
-  for (const auto& [name, c] : counters) {
-    MetricHeader(&out, name, "counter", "see docs/serve.md");
+  const std::tuple<const char*, const char*, const std::atomic<uint64_t>*> counters[] = {
+      {"eldr_prefill_retries_total", "Prefill legs retried on another worker", &prefill_retries_},
+      {"eldr_decode_retries_total", "Decode legs retried on another worker (unreachable first)",
+       &decode_retries_},
+      {"eldr_malformed_payloads_total", "Prefill answers that could not be parsed (502)",
+       &malformed_},
+      {"eldr_midstream_failures_total",
+       "Streams whose decode worker failed after the first byte (ended with an SSE error)",
+       &midstream_},
+      {"eldr_client_disconnects_total", "Clients that went away before their answer (499)",
+       &disconnects_},
+      {"eldr_partial_signatures_total",
+       "Requests routed on a signature covering part of the prompt", &partial_signatures_}};
+  for (const auto& [name, help, c] : counters) {
+    MetricHeader(&out, name, "counter", help);
     MetricSample(&out, name, "", static_cast<double>(c->load()));
   }
   const SignatureCacheStats cs = signal_->cache().Stats();

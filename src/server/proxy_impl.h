@@ -276,6 +276,8 @@ class ProxyImpl final : public Proxy {
   ServeOptions o_;
   ModelGeometry geometry_;
   std::string served_model_;  // what /v1/models lists
+  const double process_start_unix_s_ =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   PayloadOptions payload_opts_;
   std::optional<SignatureSource> signature_pin_;
   std::unique_ptr<Cluster> cluster_;

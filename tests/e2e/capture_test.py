@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from harness import MODEL, TMP, check, metrics, request, wait_idle, log_of
+from harness import MODEL, TMP, check, metrics, promtool_check, request, wait_idle, log_of
 from harness import start as _start
 from harness import FAILURES, PROCS
 
@@ -79,6 +79,7 @@ def main():
     check(traffic(port, n, "v") == n, f"{n} requests answered 200")
     check(wait_idle(port), "idle after traffic")
     m = metrics(port)
+    promtool_check(port, "capture's /metrics")
     check(m.get('eldr_capture_records_total{outcome="dropped_queue"}') == 0 and
           m.get('eldr_capture_records_total{outcome="no_signature"}') == 0,
           "capture metrics: nothing dropped, every request had a signature")
@@ -131,6 +132,7 @@ def main():
           all(v == 0 for k, v in m.items() if k.startswith("eldr_shadow_in_flight")),
           "the shadow estimate and shadow in-flight counts are back at zero when idle")
     check(m.get("eldr_policy_fallbacks_total") == 0, "jsq routed every request (no fallback)")
+    promtool_check(sport, "shadow mode's /metrics")
 
     print("the live domain baseline: label pools sized by the capture's label mix")
     _, dport = proxy("proxy-domain", pp, dp, "--policy", "domain", "--label-shares-from", cap)
@@ -200,6 +202,7 @@ def main():
         time.sleep(0.1)
     check(metrics(aport).get('eldr_refits_total{outcome="swapped"}', 0) >= 1,
           "the background loop refits on its own interval")
+    promtool_check(aport, "refit's /metrics")
     check(traffic(aport, 8, "auto2") == 8, "and the router keeps serving")
 
     rows = read_capture(cap)

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from harness import MODEL, TMP, check, metrics, request, run, wait_idle
+from harness import MODEL, TMP, check, metrics, promtool_check, request, run, wait_idle
 from harness import start as _start
 
 ELDR = os.path.abspath(sys.argv[1])
@@ -205,7 +205,12 @@ def main():
            for role in ("prefill", "decode")}
     check(lat["prefill"] == 48 and lat["decode"] == 48,
           f"upstream latency observed once per leg ({lat})")
-    check(m["eldr_decision_latency_microseconds_count"] == 48, "48 routing decisions timed")
+    check(m["eldr_decision_latency_seconds_count"] == 48, "48 routing decisions timed")
+    promtool_check(port, "the router's /metrics")
+    check(m.get('eldr_build_info{version="0.2.0",policy="eldr",model="qwen3-30b-a3b"}') == 1 and
+          m.get("process_resident_memory_bytes", 0) > 1e6 and m.get("process_open_fds", 0) > 3 and
+          m.get("process_start_time_seconds", 0) > 1.6e9,
+          "build info and process metrics are exported")
     check(m["eldr_policy_fallbacks_total"] == 0, "eldr used its signal (no fallback)")
     check(m["eldr_band_size_count"] == 48, "band sizes recorded")
 
@@ -434,7 +439,7 @@ def main():
             ok += intact(s, 5)
         m = metrics(xport)
         check(ok == 6 and m["eldr_policy_fallbacks_total"] == 0 and
-              m["eldr_decision_latency_microseconds_count"] == 6,
+              m["eldr_decision_latency_seconds_count"] == 6,
               f"{fmt}, {policy}: all requests complete, none fell back to load balancing")
 
     print("SGLang bootstrap flow (decode chosen first, signature predicted from the prefix)")

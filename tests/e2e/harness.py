@@ -67,6 +67,19 @@ def metrics(port):
     return out
 
 
+def promtool_check(port, what):
+    """`promtool check metrics` on the /metrics page: clean, or the problems it names."""
+    import shutil
+    tool = shutil.which("promtool")
+    if tool is None:
+        return check(False, f"{what}: promtool not found (scripts/install-deps.sh installs it)")
+    _, body = request(port, "GET", "/metrics")
+    r = subprocess.run([tool, "check", "metrics"], input=body, capture_output=True)
+    problems = (r.stdout + r.stderr).decode().strip()
+    return check(r.returncode == 0 and not problems, f"{what}: promtool check metrics is clean" +
+                 (f" ({problems[:400]})" if problems else ""))
+
+
 def wait_idle(port, timeout=20):
     """True once no request is active and every worker's in-flight count is zero."""
     deadline = time.time() + timeout

@@ -203,7 +203,8 @@ class Cluster {
   std::shared_ptr<const Snapshot> snap_;
   std::atomic<uint64_t> fallbacks_{0};
   std::atomic<uint64_t> shadow_agree_{0}, shadow_disagree_{0}, shadow_unknown_{0};
-  Histogram decision_us_{{0.5, 1, 2, 3, 5, 7.5, 10, 20, 50, 100, 1000}};
+  Histogram decision_s_{
+      {0.5e-6, 1e-6, 2e-6, 3e-6, 5e-6, 7.5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 1000e-6}};
   Histogram band_{{1, 2, 3, 4, 6, 8, 12, 16, 32, 64}};
 };
 

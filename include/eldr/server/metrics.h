@@ -46,4 +46,13 @@ void MetricSample(std::string* out, std::string_view name, std::string_view labe
 // Escapes a label value (backslash, quote, newline).
 std::string LabelValue(std::string_view v);
 
+// The standard process_* families of the Prometheus client libraries, read from /proc/self:
+// process_cpu_seconds_total, process_resident_memory_bytes, process_virtual_memory_bytes,
+// process_open_fds, process_max_fds, process_start_time_seconds (`start_unix_s`), and
+// process_threads. A family whose /proc file cannot be read is left out.
+void RenderProcessMetrics(std::string* out, double start_unix_s);
+
+// eldr's version, as eldr_build_info reports it.
+inline constexpr std::string_view kEldrVersion = "0.2.0";
+
 }  // namespace eldr::server
