@@ -134,6 +134,11 @@ Status ServeOptions::Validate() const {
   if (served_model_name.find_first_of("\r\n\"\\") != std::string::npos) {
     return InvalidArgument("served_model_name must not contain quotes, backslashes or line breaks");
   }
+  for (const auto& key : api_keys) {
+    if (key.empty() || key.find_first_of(" \t\r\n") != std::string::npos) {
+      return InvalidArgument("api_keys: a key must be non-empty and hold no whitespace");
+    }
+  }
   if (upstream_api_key.find_first_of("\r\n") != std::string::npos) {
     return InvalidArgument("upstream_api_key must not contain line breaks");
   }
@@ -286,6 +291,17 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "failure_threshold") return num(&o->failure_threshold);
   if (k == "open_ms") return num(&o->open_ms);
   if (k == "upstream_api_key") return Get(v, k, &o->upstream_api_key);
+  if (k == "api_keys") {
+    if (!v.IsSequence()) return InvalidArgument("config key 'api_keys': expected a list of keys");
+    o->api_keys.clear();
+    for (size_t i = 0; i < v.size(); ++i) {
+      std::string key;
+      ELDR_RETURN_IF_ERROR(Get(v[i], fmt::format("api_keys[{}]", i), &key));
+      o->api_keys.push_back(std::move(key));
+    }
+    return Status::Ok();
+  }
+  if (k == "api_keys_file") return Get(v, k, &o->api_keys_file);
   if (k == "signature_source") return Get(v, k, &o->signature_source);
   if (k == "admin_token") return Get(v, k, &o->admin_token);
   if (k == "admin_remote") return Get(v, k, &o->admin_remote);

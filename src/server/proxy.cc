@@ -33,6 +33,24 @@ bool BearerMatches(std::string_view header, std::string_view token) {
 Status ProxyImpl::Init() {
   ELDR_RETURN_IF_ERROR(o_.Validate());
   ELDR_ASSIGN_OR_RETURN(geometry_, FindModel(o_.model));
+  api_keys_ = o_.api_keys;
+  if (!o_.api_keys_file.empty()) {
+    ELDR_ASSIGN_OR_RETURN(std::string text, ReadFile(o_.api_keys_file));
+    std::string_view rest = text;
+    while (!rest.empty()) {
+      const size_t nl = rest.find('\n');
+      std::string_view line = rest.substr(0, nl);
+      rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+      while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
+      if (line.empty() || line.front() == '#') continue;
+      api_keys_.emplace_back(line);
+    }
+    if (api_keys_.empty()) {
+      return InvalidArgument("api_keys_file {} holds no key (one per line; # comments)",
+                             o_.api_keys_file);
+    }
+  }
   served_model_ = !o_.served_model_name.empty() ? o_.served_model_name
                   : o_.model.find('/') == std::string::npos && !o_.model.ends_with(".json")
                       ? o_.model
@@ -291,6 +309,22 @@ awaitable<bool> ProxyImpl::Handle(beast::tcp_stream& client, beast::flat_buffer&
   std::string_view target(req.target().data(), req.target().size());
   target = target.substr(0, target.find('?'));
   const auto method = req.method();
+  if (target.starts_with("/v1/") && !api_keys_.empty()) {
+    auto auth = req.find(http::field::authorization);
+    const std::string_view given =
+        auth == req.end() ? std::string_view()
+                          : std::string_view(auth->value().data(), auth->value().size());
+    bool ok = false;
+    for (const auto& key : api_keys_) ok |= BearerMatches(given, key);  // every key: no early out
+    if (!ok) {
+      const std::string_view why = auth == req.end()
+                                       ? "missing API key: send Authorization: Bearer <key>"
+                                       : "invalid API key";
+      const bool completion = target == "/v1/completions" || target == "/v1/chat/completions";
+      co_return co_await WriteJsonError(client, 401, why, true, completion,
+                                        "WWW-Authenticate: Bearer realm=\"eldr\"\r\n");
+    }
+  }
   if (target == "/v1/completions" || target == "/v1/chat/completions") {
     if (method != http::verb::post) {
       co_return co_await WriteMethodNotAllowed(client, target, "POST", true);

@@ -276,6 +276,7 @@ class ProxyImpl final : public Proxy {
   ServeOptions o_;
   ModelGeometry geometry_;
   std::string served_model_;  // what /v1/models lists
+  std::vector<std::string> api_keys_;  // client keys (api_keys + api_keys_file); empty: open
   const double process_start_unix_s_ =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   PayloadOptions payload_opts_;

@@ -7,6 +7,7 @@ bootstrap) write records; a capture path that cannot be opened refuses to start.
 Usage: capture_test.py path/to/eldr      (stdlib only; run by ctest)
 """
 import gzip
+import http.client
 import json
 import os
 import signal
@@ -133,6 +134,30 @@ def main():
           "the shadow estimate and shadow in-flight counts are back at zero when idle")
     check(m.get("eldr_policy_fallbacks_total") == 0, "jsq routed every request (no fallback)")
     promtool_check(sport, "shadow mode's /metrics")
+
+    print("client API keys")
+    keys = os.path.join(TMP, "keys.txt")
+    with open(keys, "w") as f:
+        f.write("# team a\nkey-one\n\n  key-two  \n")
+    _, kport = proxy("proxy-keys", pp, dp, "--policy", "rr", "--api-keys-file", keys)
+    body = {"model": MODEL, "prompt": "auth", "max_tokens": 1}
+    c = http.client.HTTPConnection("127.0.0.1", kport, timeout=30)
+    c.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    check(r.status == 401 and "Bearer" in (r.getheader("WWW-Authenticate") or "") and
+          b"missing API key" in r.read(), "no key -> 401 with WWW-Authenticate")
+    c.close()
+    st, _ = request(kport, "POST", "/v1/completions", body,
+                    headers={"Authorization": "Bearer key-three"})
+    check(st == 401, "an unknown key -> 401")
+    st, _ = request(kport, "POST", "/v1/completions", body,
+                    headers={"Authorization": "bearer key-two"})
+    check(st == 200, "a listed key (any case of Bearer) -> 200")
+    st, _ = request(kport, "GET", "/v1/models", headers={"Authorization": "Bearer key-one"})
+    check(st == 200, "/v1/models with a key -> 200")
+    check(request(kport, "GET", "/v1/models")[0] == 401, "/v1/models without a key -> 401")
+    check(request(kport, "GET", "/liveness")[0] == 200 and request(kport, "GET", "/metrics")[0] == 200,
+          "probes and /metrics stay open")
 
     print("the live domain baseline: label pools sized by the capture's label mix")
     _, dport = proxy("proxy-domain", pp, dp, "--policy", "domain", "--label-shares-from", cap)

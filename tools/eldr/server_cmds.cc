@@ -90,6 +90,9 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("--health-interval-ms", a.health_interval_ms, "Active health checks (0: off)");
   c->add_option("--log-level", a.log_level, "trace, debug, info, warn, error, off");
   c->add_option("--ready-file", a.ready_file, "Write {\"port\":N} here once listening");
+  c->add_option("--api-keys-file", a.api_keys_file,
+                "Require Authorization: Bearer <key> on /v1/* with a key from this file (one per "
+                "line)");
   c->add_option("--upstream-api-key", a.upstream_api_key,
                 "Bearer key for engines started with --api-key (or ELDR_UPSTREAM_API_KEY)");
   c->add_option("--signature-source", a.signature_source,
@@ -206,6 +209,7 @@ Status RunServe(const ServeArgs& a) {
   if (const char* k = std::getenv("ELDR_UPSTREAM_API_KEY"); k && *k) o.upstream_api_key = k;
   if (!a.upstream_api_key.empty()) o.upstream_api_key = a.upstream_api_key;
   if (!a.signature_source.empty()) o.signature_source = a.signature_source;
+  if (!a.api_keys_file.empty()) o.api_keys_file = a.api_keys_file;
   if (a.refit || given("--refit-interval-s") || given("--refit-window-s") ||
       given("--refit-min-requests")) {
     server::RefitConfig r = o.refit.value_or(server::RefitConfig{});

@@ -104,6 +104,12 @@ struct ServeOptions {
   // Engines started with --api-key: sent as "Authorization: Bearer <key>" on every leg and health
   // probe. tools/ also reads it from ELDR_UPSTREAM_API_KEY, so it stays out of process lists.
   std::string upstream_api_key;
+  // Client authentication on /v1/*: off while both are empty. A request must send
+  // "Authorization: Bearer <key>" with one of `api_keys` or of the keys in `api_keys_file` (one
+  // per line, # comments; keeps keys out of the config and process lists); else 401 with
+  // WWW-Authenticate. Probes and /metrics stay open.
+  std::vector<std::string> api_keys;
+  std::string api_keys_file;
   // Where prefill responses carry the prompt's routed experts: "auto" (detected per response) or
   // one of vllm, vllm-list, vllm-0.21, sglang, eldr-hooks to read only that place (pd.h).
   std::string signature_source = "auto";
