@@ -31,6 +31,9 @@ Worker::Worker(WorkerSpec s, std::string r, std::shared_ptr<const UpstreamAddres
       address(std::move(a)),
       breaker(o.failure_threshold, int64_t{o.open_ms} * 1000),
       latency(kLatencyBounds),
+      ttft({0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}),
+      tpot({0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5}),
+      duration({0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}),
       labels(fmt::format("role=\"{}\",worker=\"{}\"", role, LabelValue(spec.url))) {}
 
 bool Worker::CountSignature(const PrefillResult& pr, int64_t now_us) {
@@ -436,6 +439,21 @@ void Cluster::RenderMetrics(std::string* out, int64_t now) const {
                "Prefill leg time; decode leg time to first body byte");
   for (const auto* list : {&s->prefill, &s->decode}) {
     for (const auto& w : *list) w->latency.Render(out, "eldr_upstream_latency_seconds", w->labels);
+  }
+  const std::tuple<const char*, const char*, Histogram Worker::*> client_side[] = {
+      {"eldr_decode_ttft_seconds",
+       "Streams answered by the decode worker: time from the request's arrival to its first "
+       "relayed byte",
+       &Worker::ttft},
+      {"eldr_decode_tpot_seconds",
+       "Streams answered by the decode worker: time per output token after the first",
+       &Worker::tpot},
+      {"eldr_request_duration_seconds",
+       "Requests answered by the decode worker: arrival to the last relayed byte",
+       &Worker::duration}};
+  for (const auto& [name, help, field] : client_side) {
+    MetricHeader(out, name, "histogram", help);
+    for (const auto& w : s->decode) ((*w).*field).Render(out, name, w->labels);
   }
   MetricHeader(out, "eldr_prefill_signatures_total", "counter",
                "Prefill answers by where their routed experts came from (none: no usable ones)");

@@ -144,6 +144,9 @@ Status ServeOptions::Validate() const {
   }
   static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn", "error", "off"};
   if (!kLevels.count(log_level)) return InvalidArgument("unknown log_level '{}'", log_level);
+  if (access_log != "off" && access_log != "kv" && access_log != "json") {
+    return InvalidArgument("access_log must be off, kv or json, got '{}'", access_log);
+  }
   return Status::Ok();
 }
 
@@ -306,6 +309,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "admin_token") return Get(v, k, &o->admin_token);
   if (k == "admin_remote") return Get(v, k, &o->admin_remote);
   if (k == "log_level") return Get(v, k, &o->log_level);
+  if (k == "access_log") return Get(v, k, &o->access_log);
   if (k == "ready_file") return Get(v, k, &o->ready_file);
   if (k == "drain_timeout_ms") return num(&o->drain_timeout_ms);
   if (k == "refit") {

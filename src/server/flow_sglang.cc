@@ -16,7 +16,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
   const Decision d = RouteDecode(ts, s, predicted ? &*predicted : nullptr, {}, req.label);
   if (d.decoder < 0) {
     co_await WriteJsonError(client, 503, "no decode worker is available", true, true,
-                            ctx.rid_header);
+                            ctx.rid_header, &ctx);
     co_return;
   }
   const ShadowTicket shadow(s, d, predicted ? &*predicted : nullptr, geometry_.top_k);
@@ -25,7 +25,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
       s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), {}, o_.prefill_load_factor);
   if (p < 0) {
     co_await WriteJsonError(client, 503, "no prefill worker is available", true, true,
-                            ctx.rid_header);
+                            ctx.rid_header, &ctx);
     co_return;
   }
   Bootstrap b{s.prefill[p]->spec.host,
@@ -68,10 +68,13 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
       captured_tokens = parsed->prompt_tokens;
     }
   };
-  OutputTokenCounter tokens;
+  ctx.prefill_url = s.prefill[p]->spec.url;
+  ctx.band = d.band;
+  ctx.fallback = d.fallback;
+  ctx.source = predicted ? "predicted" : "none";
   auto decode = [&]() -> awaitable<void> {
     co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b), rid, req.stream,
-                   ctx, true, capture_ ? &tokens : nullptr);
+                   ctx, true, &ctx.tokens);
   };
   co_await (prefill() && decode());
   if (refitter_ && captured) refitter_->Observe(NowUs(), *captured);
@@ -82,7 +85,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
               ? captured_tokens
               : static_cast<int64_t>(captured->Total() /
                                      std::max(1, geometry_.moe_layers * geometry_.top_k));
-      Capture(ts, req, rid, *captured, n, *s.decode[d.decoder], tokens);
+      Capture(ts, req, rid, *captured, n, *s.decode[d.decoder], ctx.tokens);
     } else {
       capture_no_signature_.fetch_add(1, std::memory_order_relaxed);
     }

@@ -13,7 +13,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   // With no decoder to take the KV, a NIXL prefill would only strand blocks on the engine.
   if (!AnyAvailable(s.decode, NowUs())) {
     co_await WriteJsonError(client, 503, "no decode worker is available", true, true,
-                            ctx.rid_header);
+                            ctx.rid_header, &ctx);
     co_return;
   }
   const std::string pbody = VllmPrefillBody(req, start);
@@ -34,7 +34,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     if (up.error == LegError::kBodyLimit) {
       // Another worker would send as much: not retried.
       w.errors.fetch_add(1, std::memory_order_relaxed);
-      co_await WriteJsonError(client, 502, up.detail, true, true, ctx.rid_header);
+      co_await WriteJsonError(client, 502, up.detail, true, true, ctx.rid_header, &ctx);
       co_return;
     }
     if (!up.ok() || up.status >= 500) {
@@ -55,7 +55,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
       // conditional expression inside a co_await twice (the double free of a relayed 4xx).
       const std::string type = up.content_type.empty() ? "application/json" : up.content_type;
       co_await WriteResponse(client, up.status, std::move(up.body), type, true, true,
-                             ctx.rid_header);
+                             ctx.rid_header, &ctx);
       co_return;
     }
     auto parsed = ParsePrefill(up.body, req, start);
@@ -66,14 +66,16 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
       const std::string msg = fmt::format("prefill worker {} returned a malformed response: {}",
                                           w.spec.url, parsed.error().message());
       spdlog::warn("event=malformed_prefill request_id={} error=\"{}\"", rid, msg);
-      co_await WriteJsonError(client, 502, msg, true, true, ctx.rid_header);
+      co_await WriteJsonError(client, 502, msg, true, true, ctx.rid_header, &ctx);
       co_return;
     }
     RecordSignature(w, *parsed);
+    ctx.prefill_url = w.spec.url;
+    ctx.source = SignatureSourceName(parsed->source);
     pr = std::move(*parsed);
   }
   if (!pr) {
-    co_await WriteJsonError(client, 503, last_error, true, true, ctx.rid_header);
+    co_await WriteJsonError(client, 503, last_error, true, true, ctx.rid_header, &ctx);
     co_return;
   }
   const PromptSignal::Signal sig = signal_->FromPrefill(prompt, *pr);
@@ -89,17 +91,19 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     const Decision d = RouteDecode(StateOf(client.get_executor()), s, cp, excluded_d, req.label);
     if (d.decoder < 0) {
       co_await WriteJsonError(client, 503, "no decode worker is available", true, true,
-                              ctx.rid_header);
+                              ctx.rid_header, &ctx);
       co_return;
     }
     spdlog::debug("event=route request_id={} decode={} band={} fallback={} source={}", rid,
                   s.decode[d.decoder]->spec.url, d.band, d.fallback,
                   SignatureSourceName(pr->source));
     const ShadowTicket shadow(s, d, cp, geometry_.top_k);
-    OutputTokenCounter tokens;
+    ctx.band = d.band;
+    ctx.fallback = d.fallback;
+    ctx.tokens = OutputTokenCounter();
     const RelayOutcome out =
         co_await Relay(client, s.decode[d.decoder], path, dbody, rid, req.stream, ctx,
-                       /*last_try=*/attempt == 1, capture_ ? &tokens : nullptr);
+                       /*last_try=*/attempt == 1, &ctx.tokens);
     if (out != RelayOutcome::kUnreachable) {
       if (capture_ && ctx.response_complete && !ctx.client_gone) {
         if (cp != nullptr && !sig.partial) {
@@ -110,7 +114,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
                   : static_cast<int64_t>(cp->Total() /
                                          std::max(1, geometry_.moe_layers * geometry_.top_k));
           Capture(StateOf(client.get_executor()), req, rid, *cp, prompt_tokens,
-                  *s.decode[d.decoder], tokens);
+                  *s.decode[d.decoder], ctx.tokens);
         } else {
           capture_no_signature_.fetch_add(1, std::memory_order_relaxed);
         }

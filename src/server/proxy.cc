@@ -1,6 +1,10 @@
 // The proxy: sessions, routes, admin API, health checks, metrics and the self-check (proxy_impl.h).
+#include <fmt/chrono.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
 #include <algorithm>
 #include <csignal>
+#include <ctime>
 #include <thread>
 
 #include "eldr/file.h"
@@ -78,6 +82,15 @@ Status ProxyImpl::Init() {
   }
   if (!o_.capture.path.empty()) {
     ELDR_ASSIGN_OR_RETURN(capture_, CaptureWriter::Open(o_.capture, geometry_));
+  }
+  if (o_.access_log != "off") {
+    // Its own logger on stdout with a bare pattern: the line is the record (a JSON object or
+    // key=value pairs), apart from the diagnostics on stderr.
+    access_log_ = std::make_shared<spdlog::logger>(
+        "eldr-access", std::make_shared<spdlog::sinks::stdout_sink_mt>());
+    access_log_->set_pattern("%v");
+    access_log_->set_level(spdlog::level::info);
+    access_log_->flush_on(spdlog::level::info);
   }
   if (o_.refit) refitter_ = std::make_unique<OnlineRefitter>(cluster_.get(), *o_.refit);
   acceptor_ = std::make_unique<tcp::acceptor>(*iocs_[0]);
@@ -402,10 +415,16 @@ awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::fl
   }
   if (rid.empty()) rid = fmt::format("eldr-{:016x}", StateOf(client.get_executor()).rng.Next());
   RequestCtx ctx;
+  ctx.start_us = NowUs();
   ctx.rid_header = fmt::format("X-Request-Id: {}\r\n", rid);
   ctx.http10 = req.version() < 11;
-  auto fail = [&](int status, std::string_view message) {
-    return WriteJsonError(client, status, message, true, true, ctx.rid_header);
+  const std::string_view route = ep == Endpoint::kCompletions ? "completions" : "chat";
+  // A request refused before it is proxied is answered, accounted and logged like any other.
+  auto fail = [&](int status, std::string_view message) -> awaitable<bool> {
+    const bool ok =
+        co_await WriteJsonError(client, status, message, true, true, ctx.rid_header, &ctx);
+    FinishAccounting(ctx, rid, route, false);
+    co_return ok;
   };
   if (stopping_) co_return co_await fail(503, "the router is shutting down");
   if (active_.fetch_add(1) >= o_.max_in_flight) {
@@ -445,6 +464,7 @@ awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::fl
     CountResponse(499);
     spdlog::debug("event=client_disconnect request_id={}", rid);
   }
+  FinishAccounting(ctx, rid, route, parsed->stream);
   // A close-delimited stream (HTTP/1.0) ends the connection.
   co_return !ctx.client_gone && !(ctx.http10 && parsed->stream);
 }
@@ -725,6 +745,54 @@ awaitable<bool> ProxyImpl::HandleAdmin(beast::tcp_stream& client,
   }
   co_return co_await WriteResponse(client, 200, cluster_->WorkersJson(NowUs()), "application/json",
                                    true, false);
+}
+
+void ProxyImpl::FinishAccounting(const RequestCtx& ctx, const std::string& rid,
+                                 std::string_view route, bool stream) {
+  const int64_t tokens = ctx.tokens.count();
+  const bool answered = ctx.status == 200 && ctx.response_complete && !ctx.client_gone;
+  const double ttft_s = (ctx.first_byte_us - ctx.start_us) * 1e-6;
+  const double duration_s = (ctx.end_us - ctx.start_us) * 1e-6;
+  const double tpot_s =
+      stream && tokens > 1 ? (ctx.end_us - ctx.first_byte_us) * 1e-6 / (tokens - 1) : -1;
+  if (answered && ctx.decoder) {
+    if (stream) ctx.decoder->ttft.Observe(ttft_s);
+    if (tpot_s >= 0) ctx.decoder->tpot.Observe(tpot_s);
+    ctx.decoder->duration.Observe(duration_s);
+  }
+  if (!access_log_) return;
+  const int status = ctx.client_gone ? 499 : ctx.status;
+  auto ms = [](double s) { return s >= 0 ? fmt::format("{:.3f}", s * 1e3) : std::string("-"); };
+  const std::string ttft = ctx.first_byte_us > 0 ? ms(ttft_s) : "-";
+  const std::string total = ctx.end_us > 0 ? ms(duration_s) : "-";
+  const std::string tpot = ms(tpot_s);
+  if (o_.access_log == "json") {
+    json::object o{{"ts", fmt::format("{:%FT%T%z}", fmt::localtime(std::time(nullptr)))},
+                   {"id", rid},
+                   {"route", route},
+                   {"status", status},
+                   {"stream", stream},
+                   {"prefill", ctx.prefill_url},
+                   {"decode", ctx.decode_url},
+                   {"policy", o_.policy},
+                   {"band", ctx.band},
+                   {"fallback", ctx.fallback},
+                   {"source", ctx.source},
+                   {"ttft_ms", ttft},
+                   {"tpot_ms", tpot},
+                   {"duration_ms", total},
+                   {"output_tokens", tokens},
+                   {"bytes", ctx.bytes_out}};
+    access_log_->info(json::serialize(o));
+    return;
+  }
+  access_log_->info(
+      "ts={:%FT%T%z} id={} route={} status={} stream={} prefill={} decode={} policy={} band={} "
+      "fallback={} source={} ttft_ms={} tpot_ms={} duration_ms={} output_tokens={} bytes={}",
+      fmt::localtime(std::time(nullptr)), rid, route, status, stream,
+      ctx.prefill_url.empty() ? "-" : ctx.prefill_url,
+      ctx.decode_url.empty() ? "-" : ctx.decode_url, o_.policy, ctx.band, ctx.fallback, ctx.source,
+      ttft, tpot, total, tokens, ctx.bytes_out);
 }
 
 void ProxyImpl::Capture(ThreadState& ts, const ClientRequest& req, const std::string& rid,

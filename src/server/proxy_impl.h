@@ -54,6 +54,18 @@ struct RequestCtx {
   std::optional<asio::steady_timer> done;  // set while a pipelined request waits for this one
   std::string rid_header;  // "X-Request-Id: ...\r\n", echoed on every response to the request
   bool http10 = false;     // the client spoke HTTP/1.0: no chunked encoding, close after
+  // What the access log and the per-decoder histograms report (set along the flow).
+  int status = 0;                  // sent to the client; 0: none (the client went away first)
+  int64_t start_us = 0;            // NowUs() when the request was read
+  int64_t first_byte_us = 0;       // first response byte written to the client
+  int64_t end_us = 0;              // last byte written
+  int64_t bytes_out = 0;           // response body bytes written
+  std::string prefill_url, decode_url;
+  std::shared_ptr<Worker> decoder;  // the decode worker that answered (histograms)
+  int band = 0;
+  bool fallback = false;
+  std::string_view source = "none";  // signature source of the prefill answer
+  OutputTokenCounter tokens;          // output tokens relayed
   void CancelUpstream() {
     if (upstream) {
       boost::system::error_code ec;
@@ -168,14 +180,16 @@ class ProxyImpl final : public Proxy {
   awaitable<void> Session(tcp::socket sock);
 
   // `count`: a response to a completion request (eldr_responses_total). `extra_headers`: complete
-  // header lines added to the head (net::ResponseHead).
+  // header lines added to the head (net::ResponseHead). `ctx`, if given, records the status,
+  // bytes and times for the access log and the per-decoder histograms.
   awaitable<bool> WriteResponse(beast::tcp_stream& client, int status, std::string body,
                                 std::string_view content_type, bool keep_alive = true,
-                                bool count = true, std::string_view extra_headers = {});
+                                bool count = true, std::string_view extra_headers = {},
+                                RequestCtx* ctx = nullptr);
 
   awaitable<bool> WriteJsonError(beast::tcp_stream& client, int status, std::string_view message,
                                  bool keep_alive = true, bool count = true,
-                                 std::string_view extra_headers = {});
+                                 std::string_view extra_headers = {}, RequestCtx* ctx = nullptr);
 
   // 405 naming the allowed method in `Allow` (RFC 9110 §15.5.6).
   awaitable<bool> WriteMethodNotAllowed(beast::tcp_stream& client, std::string_view target,
@@ -276,6 +290,10 @@ class ProxyImpl final : public Proxy {
   ServeOptions o_;
   ModelGeometry geometry_;
   std::string served_model_;  // what /v1/models lists
+  std::shared_ptr<spdlog::logger> access_log_;  // null: access_log off
+  // The request's histograms on its decode worker and its access-log line.
+  void FinishAccounting(const RequestCtx& ctx, const std::string& rid, std::string_view route,
+                        bool stream);
   std::vector<std::string> api_keys_;  // client keys (api_keys + api_keys_file); empty: open
   const double process_start_unix_s_ =
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();

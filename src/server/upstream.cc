@@ -6,21 +6,26 @@ namespace proxy_internal {
 
 awaitable<bool> ProxyImpl::WriteResponse(beast::tcp_stream& client, int status, std::string body,
                                          std::string_view content_type, bool keep_alive, bool count,
-                                         std::string_view extra_headers) {
+                                         std::string_view extra_headers, RequestCtx* ctx) {
   const std::string head = ResponseHead(status, content_type, body.size(), keep_alive && !stopping_,
                                         "eldr", extra_headers);
   if (count) CountResponse(status);
   const std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(body)};
   auto [ec, n] = co_await asio::async_write(client, bufs, kTuple);
+  if (ctx != nullptr && !ec) {
+    ctx->status = status;
+    ctx->bytes_out += static_cast<int64_t>(body.size());
+    ctx->first_byte_us = ctx->end_us = NowUs();
+  }
   co_return !ec;
 }
 
 awaitable<bool> ProxyImpl::WriteJsonError(beast::tcp_stream& client, int status,
                                           std::string_view message, bool keep_alive, bool count,
-                                          std::string_view extra_headers) {
+                                          std::string_view extra_headers, RequestCtx* ctx) {
   co_return co_await WriteResponse(client, status,
                                    OpenAiErrorBody(status, message, ErrorTypeFor(status)),
-                                   "application/json", keep_alive, count, extra_headers);
+                                   "application/json", keep_alive, count, extra_headers, ctx);
 }
 
 awaitable<bool> ProxyImpl::WriteMethodNotAllowed(beast::tcp_stream& client, std::string_view target,
@@ -143,6 +148,8 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
   Worker& w = *wp;
   Ticket ticket(wp);
   const int64_t t0 = NowUs();
+  ctx.decoder = wp;
+  ctx.decode_url = w.spec.url;
   std::optional<beast::tcp_stream> conn;
   beast::flat_buffer b;
   b.reserve(16 * 1024);
@@ -182,7 +189,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
     co_await WriteJsonError(
         client, 502,
         fmt::format("decode worker {} failed before responding: {}", w.spec.url, ec.message()),
-        true, true, ctx.rid_header);
+        true, true, ctx.rid_header, &ctx);
     co_return RelayOutcome::kDone;
   }
   const int status = parser.get().result_int();
@@ -209,7 +216,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       co_await WriteJsonError(
           client, 502,
           fmt::format("decode worker {} failed mid-response: {}", w.spec.url, ec.message()), true,
-          true, ctx.rid_header);
+          true, ctx.rid_header, &ctx);
       co_return RelayOutcome::kDone;
     }
     // A decoder answering 5xx looks idle to load-based policies and would attract traffic:
@@ -224,7 +231,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
     Recycle(w, *conn, parser.get().keep_alive());
     if (tokens != nullptr && status == 200) tokens->Feed(all);
     if (co_await WriteResponse(client, status, std::move(all), content_type, true, true,
-                               ctx.rid_header)) {
+                               ctx.rid_header, &ctx)) {
       ctx.response_complete = true;
     }
     co_return RelayOutcome::kDone;
@@ -251,6 +258,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       }
       if (chunked) fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
       out.append(chunk, got);
+      ctx.bytes_out += static_cast<int64_t>(got);
       if (tokens != nullptr) tokens->Feed(std::string_view(chunk, got));
       if (chunked) out += "\r\n";
     }
@@ -283,6 +291,11 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       ctx.CancelUpstream();
       co_return RelayOutcome::kDone;
     }
+    if (ctx.status == 0) {
+      ctx.status = 200;
+      ctx.first_byte_us = NowUs();
+    }
+    ctx.end_us = NowUs();
     out.clear();
   }
   ctx.upstream = nullptr;

@@ -135,6 +135,28 @@ def main():
     check(m.get("eldr_policy_fallbacks_total") == 0, "jsq routed every request (no fallback)")
     promtool_check(sport, "shadow mode's /metrics")
 
+    print("access log and per-decoder client-side histograms")
+    _, lport = proxy("proxy-access", pp, dp, "--policy", "rr", "--access-log", "json")
+    check(traffic(lport, 6, "acc") == 6, "6 requests (3 streaming) served")
+    request(lport, "POST", "/v1/completions", b"{bad", headers={"X-Request-Id": "acc-bad"})
+    check(wait_idle(lport), "idle")
+    lines = [json.loads(l) for l in log_of("proxy-access").splitlines() if l.startswith("{")]
+    by = {l["id"]: l for l in lines}
+    ok = len(lines) == 7 and all(
+        by[f"acc-{i}"]["status"] == 200 and by[f"acc-{i}"]["decode"].startswith("http://") and
+        by[f"acc-{i}"]["output_tokens"] == 4 + i % 5 and by[f"acc-{i}"]["stream"] == (i % 2 == 0) and
+        by[f"acc-{i}"]["source"] == "vllm" and by[f"acc-{i}"]["ts"][-5] in "+-"
+        for i in range(6))
+    check(ok, f"one JSON access-log line per request with its fields ({lines[:1]})")
+    check(by.get("acc-bad", {}).get("status") == 400, "a rejected request is logged with its 400")
+    m = metrics(lport)
+    ttft = sum(v for k, v in m.items() if k.startswith("eldr_decode_ttft_seconds_count"))
+    tpot = sum(v for k, v in m.items() if k.startswith("eldr_decode_tpot_seconds_count"))
+    dur = sum(v for k, v in m.items() if k.startswith("eldr_request_duration_seconds_count"))
+    check(ttft == 3 and tpot == 3 and dur == 6,
+          f"per-decoder TTFT/TPOT for the 3 streams, duration for all 6 ({ttft}, {tpot}, {dur})")
+    promtool_check(lport, "the access-log router's /metrics")
+
     print("client API keys")
     keys = os.path.join(TMP, "keys.txt")
     with open(keys, "w") as f:
@@ -287,7 +309,7 @@ def main():
             p.kill()
     if FAILURES:
         print(f"{len(FAILURES)} FAILED")
-        for name in ("proxy-capture", "proxy-shadow", "proxy-domain", "proxy-refit", "proxy-capture-sglang"):
+        for name in ("proxy-capture", "proxy-shadow", "proxy-access", "proxy-domain", "proxy-refit", "proxy-capture-sglang"):
             print(f"--- {name} log tail ---\n" + log_of(name)[-2000:])
         sys.exit(1)
     print("all passed")

@@ -22,7 +22,7 @@ namespace {
 void SetupLogging(const std::string& level) {
   auto logger = spdlog::stderr_color_mt("eldr");
   spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e level=%l %v");
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z level=%l %v");
   spdlog::set_level(spdlog::level::from_str(level));
 }
 
@@ -90,6 +90,8 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("--health-interval-ms", a.health_interval_ms, "Active health checks (0: off)");
   c->add_option("--log-level", a.log_level, "trace, debug, info, warn, error, off");
   c->add_option("--ready-file", a.ready_file, "Write {\"port\":N} here once listening");
+  c->add_option("--access-log", a.access_log,
+                "One line per request on stdout: off, kv (key=value) or json");
   c->add_option("--api-keys-file", a.api_keys_file,
                 "Require Authorization: Bearer <key> on /v1/* with a key from this file (one per "
                 "line)");
@@ -204,6 +206,7 @@ Status RunServe(const ServeArgs& a) {
   if (given("--max-body-bytes")) o.max_body_bytes = a.max_body_bytes;
   if (given("--health-interval-ms")) o.health_interval_ms = a.health_interval_ms;
   if (!a.log_level.empty()) o.log_level = a.log_level;
+  if (!a.access_log.empty()) o.access_log = a.access_log;
   if (!a.ready_file.empty()) o.ready_file = a.ready_file;
   // The key from the environment keeps it out of process lists; the flag wins over it.
   if (const char* k = std::getenv("ELDR_UPSTREAM_API_KEY"); k && *k) o.upstream_api_key = k;

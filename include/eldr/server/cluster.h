@@ -62,6 +62,9 @@ struct Worker {
   std::atomic<int64_t> last_signature_warning_us{std::numeric_limits<int64_t>::min() / 2};
   CircuitBreaker breaker;
   Histogram latency;
+  // Decode workers: what clients saw of the requests this worker answered, measured on the
+  // relayed stream (time to first token, time per output token, whole request).
+  Histogram ttft, tpot, duration;
   // Shadow mode (decode workers only, null otherwise): the requests in flight here under the real
   // routing and under the shadow one, for the expected-distinct-experts estimate (shadow.h); and
   // the shadow routing's in-flight count, the load the shadow policy sees.

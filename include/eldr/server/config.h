@@ -120,8 +120,10 @@ struct ServeOptions {
   std::string admin_token;
   bool admin_remote = false;
   std::string log_level = "info";  // trace, debug, info, warn, error, off
-  std::string ready_file;          // if set, {"port":N} is written there once listening
-  int drain_timeout_ms = 30000;    // graceful shutdown: wait at most this long for in-flight
+  // One line per completion request on stdout: "off", "kv" (key=value) or "json" (docs/serve.md).
+  std::string access_log = "off";
+  std::string ready_file;        // if set, {"port":N} is written there once listening
+  int drain_timeout_ms = 30000;  // graceful shutdown: wait at most this long for in-flight
   // Calibration capture from live traffic (capture.h): config key `capture` (the path) and
   // capture_fraction, capture_max_file_bytes, capture_max_files, capture_queue_records,
   // capture_flush_interval_ms. Off while the path is empty.
