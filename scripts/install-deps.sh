@@ -12,6 +12,16 @@ PKGS=(
   prometheus
 )
 # prometheus: only its promtool, with which the end-to-end tests check every /metrics page.
+# Node.js for the OpenAI Node SDK test (tests/sdk): Debian's, unless a node is already installed.
+if ! command -v node >/dev/null 2>&1; then PKGS+=(nodejs npm); fi
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# The SDK test's one npm package, pinned by tests/sdk/package-lock.json.
+install_sdk() {
+  if [ ! -d "$ROOT/tests/sdk/node_modules/openai" ]; then
+    echo "install-deps: npm ci in tests/sdk (the OpenAI Node SDK for the SDK test)"
+    npm ci --prefix "$ROOT/tests/sdk" --no-audit --no-fund --loglevel=error
+  fi
+}
 # `make perf` (docs/perf.md proxy figures) also needs nginx and wrk: ELDR_PERF_DEPS=1
 if [ "${ELDR_PERF_DEPS:-0}" = 1 ]; then PKGS+=(nginx-light wrk); fi
 # `make fuzz` also needs clang and its fuzzer runtime: ELDR_FUZZ_DEPS=1 scripts/install-deps.sh
@@ -22,6 +32,7 @@ for p in "${PKGS[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PKGS[@]} packages present"
+  install_sdk
   exit 0
 fi
 SUDO=""
@@ -36,3 +47,4 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+install_sdk
