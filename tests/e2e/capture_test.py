@@ -65,6 +65,36 @@ def read_capture(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+SEEN = set()  # sample names seen on any router's /metrics in this test
+
+
+def checked_metrics(port, what):
+    """promtool on the page, and its sample names remembered for the dashboard check."""
+    SEEN.update(k.split("{")[0] for k in metrics(port))
+    return promtool_check(port, what)
+
+
+def check_dashboard():
+    """Every metric the shipped Grafana dashboard queries exists on some router page."""
+    import re
+    mon = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "monitoring")
+    with open(os.path.join(mon, "grafana-eldr.json")) as f:
+        dash = json.load(f)
+    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+    exprs += [v.get("query", "") for v in dash["templating"]["list"]]
+    used = set(re.findall(r"\b((?:eldr|process)_[a-z_]+)\b", " ".join(exprs)))
+    missing = sorted(used - SEEN)
+    check(len(used) > 20 and not missing,
+          f"the Grafana dashboard's {len(used)} metrics all exist" +
+          (f"; missing: {missing}" if missing else ""))
+    import shutil
+    tool = shutil.which("promtool")
+    if tool:
+        r = subprocess.run([tool, "check", "config", os.path.join(mon, "prometheus.yml")],
+                           capture_output=True, text=True)
+        check(r.returncode == 0, "docs/monitoring/prometheus.yml passes promtool check config")
+
+
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=30)
@@ -80,7 +110,7 @@ def main():
     check(traffic(port, n, "v") == n, f"{n} requests answered 200")
     check(wait_idle(port), "idle after traffic")
     m = metrics(port)
-    promtool_check(port, "capture's /metrics")
+    checked_metrics(port, "capture's /metrics")
     check(m.get('eldr_capture_records_total{outcome="dropped_queue"}') == 0 and
           m.get('eldr_capture_records_total{outcome="no_signature"}') == 0,
           "capture metrics: nothing dropped, every request had a signature")
@@ -133,7 +163,7 @@ def main():
           all(v == 0 for k, v in m.items() if k.startswith("eldr_shadow_in_flight")),
           "the shadow estimate and shadow in-flight counts are back at zero when idle")
     check(m.get("eldr_policy_fallbacks_total") == 0, "jsq routed every request (no fallback)")
-    promtool_check(sport, "shadow mode's /metrics")
+    checked_metrics(sport, "shadow mode's /metrics")
 
     print("access log and per-decoder client-side histograms")
     _, lport = proxy("proxy-access", pp, dp, "--policy", "rr", "--access-log", "json")
@@ -155,7 +185,7 @@ def main():
     dur = sum(v for k, v in m.items() if k.startswith("eldr_request_duration_seconds_count"))
     check(ttft == 3 and tpot == 3 and dur == 6,
           f"per-decoder TTFT/TPOT for the 3 streams, duration for all 6 ({ttft}, {tpot}, {dur})")
-    promtool_check(lport, "the access-log router's /metrics")
+    checked_metrics(lport, "the access-log router's /metrics")
 
     print("client API keys")
     keys = os.path.join(TMP, "keys.txt")
@@ -249,7 +279,7 @@ def main():
         time.sleep(0.1)
     check(metrics(aport).get('eldr_refits_total{outcome="swapped"}', 0) >= 1,
           "the background loop refits on its own interval")
-    promtool_check(aport, "refit's /metrics")
+    checked_metrics(aport, "refit's /metrics")
     check(traffic(aport, 8, "auto2") == 8, "and the router keeps serving")
 
     rows = read_capture(cap)
@@ -304,6 +334,7 @@ def main():
     check(bad.returncode != 0 and "capture_fraction" in bad.stderr,
           "--capture-fraction 1.5 is refused, naming the key")
 
+    check_dashboard()
     for p in PROCS:
         if p.poll() is None:
             p.kill()
