@@ -41,7 +41,8 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
     UpResult up =
         co_await Post(w, path, SglangPrefillBody(req, b), rid, o_.prefill_timeout_ms, pctx);
     pt.Release();
-    if (ctx.client_gone) co_return;  // cancelled with the client, not the worker's fault
+    // Cancelled with the client or by the drain deadline: not the worker's fault.
+    if (ctx.client_gone || ctx.drain_expired) co_return;
     if (!up.ok() || up.status >= 500) {
       w.errors.fetch_add(1, std::memory_order_relaxed);
       w.breaker.OnFailure(NowUs());

@@ -31,6 +31,10 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     const int64_t t0 = NowUs();
     UpResult up = co_await Post(w, path, pbody, rid, o_.prefill_timeout_ms, ctx);
     if (ctx.client_gone) co_return;
+    if (ctx.drain_expired) {
+      co_await WriteJsonError(client, 503, DrainMessage(), true, true, ctx.rid_header, &ctx);
+      co_return;
+    }
     if (up.error == LegError::kBodyLimit) {
       // Another worker would send as much: not retried.
       w.errors.fetch_add(1, std::memory_order_relaxed);

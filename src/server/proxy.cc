@@ -108,11 +108,17 @@ Status ProxyImpl::Init() {
 
 Status ProxyImpl::Run() {
   asio::signal_set signals(*iocs_[0], SIGINT, SIGTERM);
-  signals.async_wait([this](boost::system::error_code ec, int sig) {
-    if (!ec) {
-      spdlog::info("event=signal signal={} action=drain", sig);
-      Shutdown();
-    }
+  signals.async_wait([this, &signals](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    spdlog::info("event=signal signal={} action=drain", sig);
+    Shutdown();
+    // A second signal while draining: the operator wants out now.
+    signals.async_wait([](boost::system::error_code ec2, int sig2) {
+      if (ec2) return;
+      spdlog::warn("event=signal signal={} action=exit_now", sig2);
+      spdlog::default_logger()->flush();
+      std::_Exit(128 + sig2);
+    });
   });
   asio::co_spawn(*iocs_[0], Accept(), asio::detached);
   if (refitter_) refitter_->Start([] { return NowUs(); });
@@ -250,7 +256,25 @@ awaitable<void> ProxyImpl::WaitForShutdown() {
     co_await t.async_wait(kTuple);
   }
   if (active_.load() > 0) {
-    spdlog::warn("event=drain_timeout abandoned={}", active_.load());
+    // Streams still open end with an SSE error event and a proper end of the body, answers not
+    // yet begun with a 503: cancel every upstream leg on its own thread, then give the flows a
+    // moment to write those endings.
+    spdlog::warn("event=drain_timeout ending={}", active_.load());
+    {
+      std::lock_guard lock(active_mu_);
+      for (auto& [ctx, ex] : active_ctx_) {
+        asio::post(ex, [ctx = ctx] {
+          ctx->drain_expired = true;
+          ctx->CancelUpstream();
+        });
+      }
+    }
+    const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (active_.load() > 0 && std::chrono::steady_clock::now() < grace) {
+      t.expires_after(std::chrono::milliseconds(10));
+      co_await t.async_wait(kTuple);
+    }
+    if (active_.load() > 0) spdlog::warn("event=drain_abandoned active={}", active_.load());
   }
 }
 
@@ -458,7 +482,15 @@ awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::fl
                                 .count();
   const std::string path(req.target().data(), req.target().size());
   auto snap = Snap();
+  {
+    std::lock_guard lock(active_mu_);
+    active_ctx_.emplace_back(&ctx, client.get_executor());
+  }
   co_await (Proxied(client, *parsed, rid, path, snap, ctx) || WatchClient(client, buf, ctx));
+  {
+    std::lock_guard lock(active_mu_);
+    std::erase_if(active_ctx_, [&](const auto& e) { return e.first == &ctx; });
+  }
   if (ctx.client_gone) {
     disconnects_.fetch_add(1, std::memory_order_relaxed);
     CountResponse(499);

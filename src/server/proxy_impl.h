@@ -50,22 +50,23 @@ struct RequestCtx {
   beast::tcp_stream* upstream = nullptr;
   bool client_gone = false;
   bool finished = false;
+  bool drain_expired = false;      // the router's drain_timeout_ms passed: end the answer now
   bool response_complete = false;  // the client has its whole answer (background legs may run)
   std::optional<asio::steady_timer> done;  // set while a pipelined request waits for this one
   std::string rid_header;  // "X-Request-Id: ...\r\n", echoed on every response to the request
   bool http10 = false;     // the client spoke HTTP/1.0: no chunked encoding, close after
   // What the access log and the per-decoder histograms report (set along the flow).
-  int status = 0;                  // sent to the client; 0: none (the client went away first)
-  int64_t start_us = 0;            // NowUs() when the request was read
-  int64_t first_byte_us = 0;       // first response byte written to the client
-  int64_t end_us = 0;              // last byte written
-  int64_t bytes_out = 0;           // response body bytes written
+  int status = 0;             // sent to the client; 0: none (the client went away first)
+  int64_t start_us = 0;       // NowUs() when the request was read
+  int64_t first_byte_us = 0;  // first response byte written to the client
+  int64_t end_us = 0;         // last byte written
+  int64_t bytes_out = 0;      // response body bytes written
   std::string prefill_url, decode_url;
   std::shared_ptr<Worker> decoder;  // the decode worker that answered (histograms)
   int band = 0;
   bool fallback = false;
   std::string_view source = "none";  // signature source of the prefill answer
-  OutputTokenCounter tokens;          // output tokens relayed
+  OutputTokenCounter tokens;         // output tokens relayed
   void CancelUpstream() {
     if (upstream) {
       boost::system::error_code ec;
@@ -170,6 +171,13 @@ class ProxyImpl final : public Proxy {
   }
 
   void CountResponse(int status);
+
+  // What a request still in flight when drain_timeout_ms passes is told.
+  std::string DrainMessage() const {
+    return fmt::format(
+        "the router is shutting down: drain_timeout_ms ({}) passed before the answer ended",
+        o_.drain_timeout_ms);
+  }
 
   // ---- accept / session ---------------------------------------------------------------------
 
@@ -289,7 +297,7 @@ class ProxyImpl final : public Proxy {
 
   ServeOptions o_;
   ModelGeometry geometry_;
-  std::string served_model_;  // what /v1/models lists
+  std::string served_model_;                    // what /v1/models lists
   std::shared_ptr<spdlog::logger> access_log_;  // null: access_log off
   // The request's histograms on its decode worker and its access-log line.
   void FinishAccounting(const RequestCtx& ctx, const std::string& rid, std::string_view route,
@@ -301,8 +309,12 @@ class ProxyImpl final : public Proxy {
   std::optional<SignatureSource> signature_pin_;
   std::unique_ptr<Cluster> cluster_;
   std::unique_ptr<PromptSignal> signal_;
-  std::unique_ptr<CaptureWriter> capture_;    // null: capture off
-  std::unique_ptr<OnlineRefitter> refitter_;  // null: refit off
+  // Requests being proxied, with the executor that owns each (drain: their upstream legs are
+  // cancelled on their own thread when drain_timeout_ms passes).
+  std::mutex active_mu_;
+  std::vector<std::pair<RequestCtx*, asio::any_io_executor>> active_ctx_;  // guarded
+  std::unique_ptr<CaptureWriter> capture_;                                 // null: capture off
+  std::unique_ptr<OnlineRefitter> refitter_;                               // null: refit off
   std::vector<std::unique_ptr<asio::io_context>> iocs_;
   std::vector<std::unique_ptr<ThreadState>> states_;  // after iocs_: pools destroyed first
   std::unique_ptr<tcp::acceptor> acceptor_;

@@ -180,6 +180,10 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
     break;
   }
   auto& parser = *pp;
+  if ((ec || !conn) && ctx.drain_expired) {
+    co_await WriteJsonError(client, 503, DrainMessage(), true, true, ctx.rid_header, &ctx);
+    co_return RelayOutcome::kDone;
+  }
   if (ec || !conn) {
     w.errors.fetch_add(1, std::memory_order_relaxed);
     w.breaker.OnFailure(NowUs());
@@ -210,6 +214,10 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       all.append(chunk, got);
     }
     ctx.upstream = nullptr;
+    if (ec && ctx.drain_expired) {
+      co_await WriteJsonError(client, 503, DrainMessage(), true, true, ctx.rid_header, &ctx);
+      co_return RelayOutcome::kDone;
+    }
     if (ec) {
       w.errors.fetch_add(1, std::memory_order_relaxed);
       w.breaker.OnFailure(NowUs());
@@ -263,17 +271,25 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       if (chunked) out += "\r\n";
     }
     if (rec) {
-      // The engine died or stalled after the client got its first byte: no retry is possible;
-      // end the stream with an error event the client can see.
+      // The engine died or stalled after the client got its first byte (or the drain deadline
+      // cancelled the leg): no retry is possible; end the stream with an error event the client
+      // can see and a proper end of the body.
       ctx.upstream = nullptr;
-      w.errors.fetch_add(1, std::memory_order_relaxed);
-      w.breaker.OnFailure(NowUs());
-      midstream_.fetch_add(1, std::memory_order_relaxed);
-      spdlog::warn("event=decode_midstream_failure request_id={} worker={} error=\"{}\"", rid,
-                   w.spec.url, rec.message());
-      const std::string ev = SseErrorEvent(
-          502, fmt::format("decode worker {} failed mid-stream: {}", w.spec.url, rec.message()),
-          "upstream_error");
+      const std::string ev =
+          ctx.drain_expired ? SseErrorEvent(503, DrainMessage(), "server_shutdown")
+                            : SseErrorEvent(502,
+                                            fmt::format("decode worker {} failed mid-stream: {}",
+                                                        w.spec.url, rec.message()),
+                                            "upstream_error");
+      if (ctx.drain_expired) {
+        spdlog::warn("event=stream_ended_by_drain request_id={} worker={}", rid, w.spec.url);
+      } else {
+        w.errors.fetch_add(1, std::memory_order_relaxed);
+        w.breaker.OnFailure(NowUs());
+        midstream_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("event=decode_midstream_failure request_id={} worker={} error=\"{}\"", rid,
+                     w.spec.url, rec.message());
+      }
       if (chunked) {
         fmt::format_to(std::back_inserter(out), "{:x}\r\n{}\r\n0\r\n\r\n", ev.size(), ev);
       } else {

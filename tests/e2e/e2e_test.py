@@ -475,6 +475,37 @@ def main():
     proc3.send_signal(signal.SIGTERM)
     check(proc3.wait(timeout=20) == 0, "the busy-polling proxy exits 0 on SIGTERM")
 
+    print("drain deadline: a stream still open ends with an SSE error and a proper end")
+    _, eport = emulator("decode", "slow-decode")  # 0.25 time scale: ~tens of ms per token
+    proc4, dport4 = proxy("proxy-drain", pp, [eport], "--policy", "rr", "--drain-timeout-ms",
+                          "300")
+    s = Stream(dport4, 4000, "a long answer")
+    s.read_events(2)
+    t0 = time.time()
+    proc4.send_signal(signal.SIGTERM)
+    try:
+        s.read_events()
+    except EOFError:
+        pass
+    s.close()
+    last = s.events[-1] if s.events else ""
+    check(s.done and '"code":503' in last and "shutting down" in last,
+          f"the stream ends with a 503 SSE error event and the terminating chunk ({last[:120]})")
+    check(proc4.wait(timeout=20) == 0 and time.time() - t0 < 5,
+          "the proxy exits 0 soon after drain_timeout_ms")
+    proc5, dport5 = proxy("proxy-drain2", pp, [eport], "--policy", "rr", "--drain-timeout-ms",
+                          "30000")
+    s = Stream(dport5, 4000, "another long answer")
+    s.read_events(2)
+    proc5.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    t0 = time.time()
+    proc5.send_signal(signal.SIGTERM)
+    rc = proc5.wait(timeout=10)
+    check(rc == 128 + signal.SIGTERM and time.time() - t0 < 2,
+          f"a second SIGTERM while draining exits at once (rc {rc})")
+    s.close()
+
     print("graceful shutdown drains in-flight requests")
     s = Stream(port, 60, "draining")
     s.read_events(2)

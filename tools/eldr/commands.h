@@ -9,6 +9,7 @@
 #include "eldr/file.h"
 #include "eldr/fit.h"
 #include "eldr/policy.h"
+#include "eldr/server/config.h"
 #include "eldr/server/refit_loop.h"
 #include "eldr/sim/simulator.h"
 #include "eldr/status.h"
@@ -149,6 +150,7 @@ struct ServeArgs {
   int capture_max_files = 0;
   bool refit = false;
   server::RefitConfig refit_config;  // the --refit-* flags bind straight onto it
+  server::ServeOptions timeouts;     // the timeout flags bind straight onto its fields
   int threads = -1, max_in_flight = 0, health_interval_ms = -1, busy_poll_us = -1, band_min = 0;
   bool check = false;
   int64_t max_body_bytes = 0;

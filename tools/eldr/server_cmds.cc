@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cstdlib>
 
@@ -50,6 +51,16 @@ Status PrintSelfCheck(const std::vector<server::WorkerCheck>& checks) {
 }
 
 }  // namespace
+
+// Every timeout as a flag named like its config key (docs/serve.md).
+constexpr std::pair<const char*, int server::ServeOptions::*> kTimeoutFlags[] = {
+    {"--connect-timeout-ms", &server::ServeOptions::connect_timeout_ms},
+    {"--prefill-timeout-ms", &server::ServeOptions::prefill_timeout_ms},
+    {"--first-byte-timeout-ms", &server::ServeOptions::first_byte_timeout_ms},
+    {"--idle-timeout-ms", &server::ServeOptions::idle_timeout_ms},
+    {"--health-timeout-ms", &server::ServeOptions::health_timeout_ms},
+    {"--open-ms", &server::ServeOptions::open_ms},
+    {"--drain-timeout-ms", &server::ServeOptions::drain_timeout_ms}};
 
 void AddServeCommand(CLI::App& app, ServeArgs& a) {
   auto* c = app.add_subcommand(
@@ -109,6 +120,12 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
                 "Rotate the capture file past this many compressed bytes");
   c->add_option("--capture-max-files", a.capture_max_files,
                 "Capture files kept: the active one plus rotated PATH.1, PATH.2, ...");
+  for (const auto& [flag, field] : kTimeoutFlags) {
+    std::string key = std::string(flag + 2);
+    std::replace(key.begin(), key.end(), '-', '_');
+    c->add_option(flag, a.timeouts.*field, "Config key " + key + " (docs/serve.md)")
+        ->capture_default_str();
+  }
   c->add_flag("--refit", a.refit,
               "Refit the signature space online on recent traffic (config key refit; "
               "docs/serve.md)");
@@ -220,6 +237,9 @@ Status RunServe(const ServeArgs& a) {
     if (given("--refit-window-s")) r.window_s = a.refit_config.window_s;
     if (given("--refit-min-requests")) r.min_requests = a.refit_config.min_requests;
     o.refit = r;
+  }
+  for (const auto& [flag, field] : kTimeoutFlags) {
+    if (given(flag)) o.*field = a.timeouts.*field;
   }
   if (given("--capture")) o.capture.path = a.capture;
   if (given("--capture-fraction")) o.capture.fraction = a.capture_fraction;
