@@ -112,6 +112,8 @@ Status ServeOptions::Validate() const {
                            max_header_bytes);
   }
   if (max_in_flight < 1) return InvalidArgument("max_in_flight must be >= 1");
+  if (admission_queue < 0) return InvalidArgument("admission_queue must be >= 0");
+  if (admission_timeout_ms < 1) return InvalidArgument("admission_timeout_ms must be >= 1");
   if (max_payload_bytes < 1024) return InvalidArgument("max_payload_bytes must be >= 1024");
   for (int t : {connect_timeout_ms, prefill_timeout_ms, first_byte_timeout_ms, idle_timeout_ms,
                 health_timeout_ms, open_ms}) {
@@ -284,6 +286,8 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "max_body_bytes") return num(&o->max_body_bytes);
   if (k == "max_header_bytes") return num(&o->max_header_bytes);
   if (k == "max_in_flight") return num(&o->max_in_flight);
+  if (k == "admission_queue") return num(&o->admission_queue);
+  if (k == "admission_timeout_ms") return num(&o->admission_timeout_ms);
   if (k == "max_payload_bytes") return num(&o->max_payload_bytes);
   if (k == "connect_timeout_ms") return num(&o->connect_timeout_ms);
   if (k == "prefill_timeout_ms") return num(&o->prefill_timeout_ms);

@@ -172,9 +172,60 @@ std::vector<WorkerCheck> ProxyImpl::SelfCheck() {
   return out;
 }
 
+awaitable<ProxyImpl::Admission> ProxyImpl::Admit(asio::any_io_executor ex) {
+  if (active_.fetch_add(1) < o_.max_in_flight) co_return Admission::kAdmitted;
+  active_.fetch_sub(1);
+  auto w = std::make_shared<AdmissionWaiter>(ex);
+  {
+    std::lock_guard lock(admit_mu_);
+    // Re-checked under the lock: a slot freed since has no waiter to hand it to.
+    if (active_.fetch_add(1) < o_.max_in_flight) co_return Admission::kAdmitted;
+    active_.fetch_sub(1);
+    if (static_cast<int>(admit_queue_.size()) >= o_.admission_queue || stopping_) {
+      admission_rejected_[0].fetch_add(1, std::memory_order_relaxed);
+      co_return Admission::kQueueFull;
+    }
+    admit_queue_.push_back(w);
+  }
+  const int64_t t0 = NowUs();
+  w->timer.expires_after(std::chrono::milliseconds(o_.admission_timeout_ms));
+  co_await w->timer.async_wait(kTuple);
+  std::lock_guard lock(admit_mu_);
+  admission_wait_.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+  if (w->granted) co_return Admission::kAdmitted;  // ReleaseSlot handed its slot over
+  std::erase(admit_queue_, w);
+  if (stopping_) co_return Admission::kShutdown;
+  admission_rejected_[1].fetch_add(1, std::memory_order_relaxed);
+  co_return Admission::kTimedOut;
+}
+
+void ProxyImpl::ReleaseSlot() {
+  std::shared_ptr<AdmissionWaiter> next;
+  {
+    std::lock_guard lock(admit_mu_);
+    if (!admit_queue_.empty() && !stopping_) {
+      next = std::move(admit_queue_.front());
+      admit_queue_.pop_front();
+      next->granted = true;  // the slot passes to it: active_ stays as it is
+    } else {
+      active_.fetch_sub(1);
+    }
+  }
+  if (next) {
+    asio::post(next->timer.get_executor(), [next] { next->timer.cancel(); });
+  }
+}
+
 void ProxyImpl::Shutdown() {
   asio::post(*iocs_[0], [this] {
     if (stopping_.exchange(true)) return;
+    {
+      // Waiting requests are answered (503) rather than left to their timeout.
+      std::lock_guard lock(admit_mu_);
+      for (auto& w : admit_queue_) {
+        asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
+      }
+    }
     boost::system::error_code ec;
     acceptor_->close(ec);
     shutdown_timer_->cancel();
@@ -451,15 +502,30 @@ awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::fl
     co_return ok;
   };
   if (stopping_) co_return co_await fail(503, "the router is shutting down");
-  if (active_.fetch_add(1) >= o_.max_in_flight) {
-    active_.fetch_sub(1);
-    co_return co_await fail(
-        429, fmt::format("too many requests in flight (max_in_flight={})", o_.max_in_flight));
+  if (const Admission a = co_await Admit(client.get_executor()); a != Admission::kAdmitted) {
+    // Retry-After: about when a slot may be free again (RFC 9110 section 10.2.3).
+    const std::string headers =
+        fmt::format("{}Retry-After: {}\r\n", ctx.rid_header,
+                    std::max<int64_t>(1, (o_.admission_timeout_ms + 999) / 1000));
+    const int status = a == Admission::kQueueFull ? 429 : 503;
+    const std::string message =
+        a == Admission::kQueueFull
+            ? fmt::format(
+                  "too many requests: {} in flight (max_in_flight) and {} waiting "
+                  "(admission_queue)",
+                  o_.max_in_flight, o_.admission_queue)
+        : a == Admission::kTimedOut
+            ? fmt::format("no request slot freed within admission_timeout_ms ({})",
+                          o_.admission_timeout_ms)
+            : std::string("the router is shutting down");
+    const bool ok = co_await WriteJsonError(client, status, message, true, true, headers, &ctx);
+    FinishAccounting(ctx, rid, route, false);
+    co_return ok;
   }
   struct Guard {
-    std::atomic<int64_t>& a;
-    ~Guard() { a.fetch_sub(1); }
-  } guard{active_};
+    ProxyImpl* p;
+    ~Guard() { p->ReleaseSlot(); }
+  } guard{this};
   auto parsed = ParseClientRequest(ep, req.body());
   if (!parsed) co_return co_await fail(400, parsed.error().message());
   if (parsed->n > 1) {
@@ -865,6 +931,21 @@ std::string ProxyImpl::RenderMetrics() {
                static_cast<double>(other_responses_.load()));
   MetricHeader(&out, "eldr_active_requests", "gauge", "Proxied requests in progress");
   MetricSample(&out, "eldr_active_requests", "", static_cast<double>(active_.load()));
+  {
+    std::lock_guard lock(admit_mu_);
+    MetricHeader(&out, "eldr_admission_queue_length", "gauge",
+                 "Requests waiting for a slot (max_in_flight reached)");
+    MetricSample(&out, "eldr_admission_queue_length", "", static_cast<double>(admit_queue_.size()));
+  }
+  MetricHeader(&out, "eldr_admission_rejected_total", "counter",
+               "Requests refused for want of a slot: queue_full (429) or timeout (503)");
+  MetricSample(&out, "eldr_admission_rejected_total", "reason=\"queue_full\"",
+               static_cast<double>(admission_rejected_[0].load()));
+  MetricSample(&out, "eldr_admission_rejected_total", "reason=\"timeout\"",
+               static_cast<double>(admission_rejected_[1].load()));
+  MetricHeader(&out, "eldr_admission_wait_seconds", "histogram",
+               "Time queued requests waited for a slot");
+  admission_wait_.Render(&out, "eldr_admission_wait_seconds", "");
   cluster_->RenderMetrics(&out, NowUs());
   const std::tuple<const char*, const char*, const std::atomic<uint64_t>*> counters[] = {
       {"eldr_prefill_retries_total", "Prefill legs retried on another worker", &prefill_retries_},

@@ -12,6 +12,7 @@
 
 #include <boost/json.hpp>
 #include <csignal>
+#include <deque>
 #include <limits>
 #include <thread>
 
@@ -172,6 +173,17 @@ class ProxyImpl final : public Proxy {
 
   void CountResponse(int status);
 
+  // Admission in front of max_in_flight: a slot at once, or a wait in a bounded FIFO queue for
+  // one that a finishing request hands over (ReleaseSlot), up to admission_timeout_ms.
+  enum class Admission { kAdmitted, kQueueFull, kTimedOut, kShutdown };
+  struct AdmissionWaiter {
+    explicit AdmissionWaiter(asio::any_io_executor ex) : timer(std::move(ex)) {}
+    asio::steady_timer timer;
+    bool granted = false;  // guarded by admit_mu_
+  };
+  awaitable<Admission> Admit(asio::any_io_executor ex);
+  void ReleaseSlot();
+
   // What a request still in flight when drain_timeout_ms passes is told.
   std::string DrainMessage() const {
     return fmt::format(
@@ -322,6 +334,10 @@ class ProxyImpl final : public Proxy {
   int port_ = 0;
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> active_{0};
+  std::mutex admit_mu_;
+  std::deque<std::shared_ptr<AdmissionWaiter>> admit_queue_;  // guarded by admit_mu_, FIFO
+  std::atomic<uint64_t> admission_rejected_[2] = {};          // queue full, timed out
+  Histogram admission_wait_{{0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30}};
   std::atomic<uint64_t> responses_[std::size(kStatusCodes)];
   std::atomic<uint64_t> other_responses_{0}, prefill_retries_{0}, malformed_{0}, midstream_{0},
       disconnects_{0}, decode_retries_{0}, partial_signatures_{0}, capture_sampled_out_{0},

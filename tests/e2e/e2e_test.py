@@ -465,7 +465,7 @@ def main():
     print("concurrency limit")
     # This proxy also runs the busy-polling event loop.
     proc3, port3 = proxy("proxy3", pp[1:], dp[1:], "--policy", "jsq", "--max-in-flight", "1",
-                         "--busy-poll-us", "200")
+                         "--admission-queue", "0", "--busy-poll-us", "200")
     s = Stream(port3, 300, "holding the only slot")
     s.read_events(1)
     st, body = request(port3, "POST", "/v1/completions", {"model": MODEL, "prompt": "a"})
@@ -474,6 +474,48 @@ def main():
     check(wait_idle(port3), "busy-polling proxy: in-flight zero after the stream")
     proc3.send_signal(signal.SIGTERM)
     check(proc3.wait(timeout=20) == 0, "the busy-polling proxy exits 0 on SIGTERM")
+
+    print("admission: a bounded FIFO queue in front of max_in_flight")
+    _, qport = proxy("proxy-queue", pp[1:], dp[1:], "--policy", "jsq", "--max-in-flight", "1",
+                     "--admission-queue", "1", "--admission-timeout-ms", "4000")
+    s = Stream(qport, 40, "holding the slot")
+    s.read_events(1)
+    result = {}
+
+    def waiter():
+        result["b"] = request(qport, "POST", "/v1/completions",
+                              {"model": MODEL, "prompt": "queued", "max_tokens": 2})
+    t = threading.Thread(target=waiter)
+    t.start()
+    deadline = time.time() + 5
+    while time.time() < deadline and metrics(qport).get("eldr_admission_queue_length") != 1:
+        time.sleep(0.02)
+    c = http.client.HTTPConnection("127.0.0.1", qport, timeout=30)
+    c.request("POST", "/v1/completions", json.dumps({"model": MODEL, "prompt": "c",
+                                                     "max_tokens": 1}),
+              {"Content-Type": "application/json"})
+    r = c.getresponse()
+    r.read()
+    check(r.status == 429 and r.getheader("Retry-After") == "4",
+          "queue full -> 429 with Retry-After")
+    c.close()
+    s.read_events()
+    s.close()
+    t.join(timeout=20)
+    check(result.get("b", (0,))[0] == 200, "the queued request gets the freed slot -> 200")
+    s = Stream(qport, 4000, "holding the slot for long")
+    s.read_events(1)
+    t0 = time.time()
+    st, body = request(qport, "POST", "/v1/completions",
+                       {"model": MODEL, "prompt": "too late", "max_tokens": 1})
+    check(st == 503 and b"admission_timeout_ms" in body and 3.5 < time.time() - t0 < 8,
+          "a wait beyond admission_timeout_ms -> 503")
+    s.close()
+    check(wait_idle(qport), "admission: idle again, nothing leaked")
+    m = metrics(qport)
+    check(m.get('eldr_admission_rejected_total{reason="queue_full"}') == 1 and
+          m.get('eldr_admission_rejected_total{reason="timeout"}') == 1 and
+          m.get("eldr_admission_queue_length") == 0, "admission metrics count both refusals")
 
     print("drain deadline: a stream still open ends with an SSE error and a proper end")
     _, eport = emulator("decode", "slow-decode")  # 0.25 time scale: ~tens of ms per token

@@ -60,7 +60,8 @@ constexpr std::pair<const char*, int server::ServeOptions::*> kTimeoutFlags[] = 
     {"--idle-timeout-ms", &server::ServeOptions::idle_timeout_ms},
     {"--health-timeout-ms", &server::ServeOptions::health_timeout_ms},
     {"--open-ms", &server::ServeOptions::open_ms},
-    {"--drain-timeout-ms", &server::ServeOptions::drain_timeout_ms}};
+    {"--drain-timeout-ms", &server::ServeOptions::drain_timeout_ms},
+    {"--admission-timeout-ms", &server::ServeOptions::admission_timeout_ms}};
 
 void AddServeCommand(CLI::App& app, ServeArgs& a) {
   auto* c = app.add_subcommand(
@@ -96,7 +97,11 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("--busy-poll-us", a.busy_poll_us,
                 "Poll without sleeping this long after each event (0: off)");
   c->add_option("--admin-token", a.admin_token, "Enables the admin API with this bearer token");
-  c->add_option("--max-in-flight", a.max_in_flight, "Proxied requests at once (429 beyond)");
+  c->add_option("--max-in-flight", a.max_in_flight,
+                "Proxied requests at once (beyond, requests queue for a slot)");
+  c->add_option("--admission-queue", a.timeouts.admission_queue,
+                "Requests waiting for a slot at most (429 beyond; 0: refuse at once)")
+      ->capture_default_str();
   c->add_option("--max-body-bytes", a.max_body_bytes, "Largest request body (413 beyond)");
   c->add_option("--health-interval-ms", a.health_interval_ms, "Active health checks (0: off)");
   c->add_option("--log-level", a.log_level, "trace, debug, info, warn, error, off");
@@ -241,6 +246,7 @@ Status RunServe(const ServeArgs& a) {
   for (const auto& [flag, field] : kTimeoutFlags) {
     if (given(flag)) o.*field = a.timeouts.*field;
   }
+  if (given("--admission-queue")) o.admission_queue = a.timeouts.admission_queue;
   if (given("--capture")) o.capture.path = a.capture;
   if (given("--capture-fraction")) o.capture.fraction = a.capture_fraction;
   if (given("--capture-max-file-bytes")) o.capture.max_file_bytes = a.capture_max_file_bytes;

@@ -86,9 +86,11 @@ struct ServeOptions {
   int prefix_bytes = 256;             // prompt prefix bytes hashed to pick the prefill worker
   int prefill_attempts = 2;           // prefill tries on distinct workers (>= 1)
 
-  int64_t max_body_bytes = int64_t{8} << 20;       // client request body (413 beyond)
-  int max_header_bytes = 60 << 10;                 // request line + headers (431 beyond; Envoy's)
-  int max_in_flight = 4096;                        // proxied requests at once (429 beyond)
+  int64_t max_body_bytes = int64_t{8} << 20;  // client request body (413 beyond)
+  int max_header_bytes = 60 << 10;            // request line + headers (431 beyond; Envoy's)
+  int max_in_flight = 4096;         // proxied requests at once; beyond, requests queue for a slot
+  int admission_queue = 1024;       // requests waiting for a slot at most (429 beyond)
+  int admission_timeout_ms = 5000;  // longest wait for a slot (503 beyond)
   int64_t max_payload_bytes = int64_t{256} << 20;  // prefill response body (502 beyond)
 
   int connect_timeout_ms = 2000;
