@@ -17,7 +17,7 @@ import time
 
 from harness import MODEL, TMP, check, metrics, promtool_check, request, wait_idle, log_of
 from harness import start as _start
-from harness import FAILURES, PROCS
+from harness import run
 
 ELDR = os.path.abspath(sys.argv[1])
 LABELS = ["code", "math", "legal", "medical"]
@@ -335,21 +335,7 @@ def main():
           "--capture-fraction 1.5 is refused, naming the key")
 
     check_dashboard()
-    for p in PROCS:
-        if p.poll() is None:
-            p.kill()
-    if FAILURES:
-        print(f"{len(FAILURES)} FAILED")
-        for name in ("proxy-capture", "proxy-shadow", "proxy-access", "proxy-domain", "proxy-refit", "proxy-capture-sglang"):
-            print(f"--- {name} log tail ---\n" + log_of(name)[-2000:])
-        sys.exit(1)
-    print("all passed")
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for p in PROCS:
-            if p.poll() is None:
-                p.kill()
+    run(main, "capture, shadow, refit and operator")

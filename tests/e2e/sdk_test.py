@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 
-from harness import MODEL, PROCS, check, FAILURES
+from harness import MODEL, check, run
 from harness import start as _start
 
 ELDR = os.path.abspath(sys.argv[1])
@@ -43,13 +43,4 @@ def main():
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    finally:
-        for p in PROCS:
-            if p.poll() is None:
-                p.kill()
-    if FAILURES:
-        print(f"{len(FAILURES)} FAILED")
-        sys.exit(1)
-    print("all passed")
+    run(main, "OpenAI Node SDK")
