@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "eldr/net/wire.h"
 #include "eldr/payload.h"
 #include "eldr/rng.h"
 #include "eldr/server/balance.h"
@@ -585,6 +586,20 @@ TEST(PrefixMemoTest, PredictsFromTheLongestSharedPrefixWithinBudget) {
   PrefixMemo tiny(200);
   for (int i = 0; i < 10; ++i) tiny.Observe(std::string(70, static_cast<char>('a' + i)), a);
   EXPECT_LE(tiny.bytes(), 200u);
+}
+
+TEST(BearerMatchesTest, SchemeAnyCaseTokenExact) {
+  using net::BearerMatches;
+  EXPECT_TRUE(BearerMatches("Bearer s3cret", "s3cret"));
+  EXPECT_TRUE(BearerMatches("bearer s3cret", "s3cret"));
+  EXPECT_TRUE(BearerMatches("BEARER   s3cret", "s3cret"));
+  EXPECT_FALSE(BearerMatches("Bearer s3cre", "s3cret"));    // a prefix
+  EXPECT_FALSE(BearerMatches("Bearer s3crets", "s3cret"));  // longer
+  EXPECT_FALSE(BearerMatches("Bearer S3CRET", "s3cret"));   // the token is case-sensitive
+  EXPECT_FALSE(BearerMatches("Basic s3cret", "s3cret"));
+  EXPECT_FALSE(BearerMatches("s3cret", "s3cret"));
+  EXPECT_FALSE(BearerMatches("Bearer ", ""));  // an empty token never matches
+  EXPECT_FALSE(BearerMatches("", "s3cret"));
 }
 
 }  // namespace

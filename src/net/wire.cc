@@ -114,4 +114,19 @@ std::string_view BearerToken(std::string_view v) {
   return v;
 }
 
+bool BearerMatches(std::string_view header, std::string_view token) {
+  constexpr std::string_view kScheme = "bearer ";
+  if (token.empty() || header.size() < kScheme.size() ||
+      !boost::beast::iequals(header.substr(0, kScheme.size()), kScheme)) {
+    return false;
+  }
+  std::string_view given = header.substr(kScheme.size());
+  while (!given.empty() && given.front() == ' ') given.remove_prefix(1);
+  unsigned char diff = given.size() == token.size() ? 0 : 1;
+  for (size_t i = 0; i < token.size(); ++i) {
+    diff |= static_cast<unsigned char>(token[i] ^ (i < given.size() ? given[i] : 0));
+  }
+  return diff == 0;
+}
+
 }  // namespace eldr::net

@@ -1,6 +1,9 @@
 // Private to src/server: the proxy's implementation, one class split over the translation units
 // that include Boost.Beast, along the request path:
-//   proxy.cc        accept, sessions, routes, admin API, health checks, metrics, self-check
+//   proxy.cc        start-up, accept, sessions, routes, admission, drain, health checks,
+//                   self-check
+//   admin.cc        the admin API, /metrics, per-request accounting (histograms, access log),
+//                   the capture of completed requests
 //   upstream.cc     the upstream client (connect, pooled POST exchanges, typed leg errors), the
 //                   decode relay and the client-side writer
 //   flow_vllm.cc    the vLLM NIXL flow (prefill, then the decode choice), one coroutine

@@ -55,4 +55,10 @@ bool SecretEquals(std::string_view a, std::string_view b);
 // 6750), or an empty view when the value is not a Bearer credential.
 std::string_view BearerToken(std::string_view authorization);
 
+// True when an Authorization header value is "Bearer <token>": the scheme matched
+// case-insensitively (RFC 9110 section 11.1), the token compared in constant time (no early exit
+// on the first differing byte, so its bytes cannot be found by timing). An empty token never
+// matches.
+bool BearerMatches(std::string_view header, std::string_view token);
+
 }  // namespace eldr::net
