@@ -5,9 +5,30 @@
 #include "eldr/geometry.h"
 #include "eldr/rng.h"
 #include "eldr/status.h"
+#include "status_matchers.h"
 
 namespace eldr {
 namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// The matchers the tests use to state a Status (status_matchers.h) fail when they should.
+TEST(StatusMatchersTest, MatchWhatTheyNameAndNothingElse) {
+  EXPECT_THAT(Status::Ok(), IsOk());
+  EXPECT_THAT(InvalidArgument("bad port {}", 7), Not(IsOk()));
+  EXPECT_THAT(InvalidArgument("bad port {}", 7),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("port 7")));
+  EXPECT_THAT(InvalidArgument("bad port"), Not(StatusIs(StatusCode::kNotFound, HasSubstr("port"))));
+  EXPECT_THAT(InvalidArgument("bad port"),
+              Not(StatusIs(StatusCode::kInvalidArgument, HasSubstr("host"))));
+  EXPECT_THAT(Result<int>(3), IsOkAndHolds(3));
+  EXPECT_THAT(Result<int>(3), Not(IsOkAndHolds(4)));
+  const Result<int> bad = NotFound("no such file");
+  EXPECT_THAT(bad, Not(IsOkAndHolds(3)));
+  EXPECT_THAT(bad, StatusIs(StatusCode::kNotFound, HasSubstr("file")));
+  EXPECT_THAT(Result<int>(3), Not(StatusIs(StatusCode::kNotFound, HasSubstr(""))));
+}
 
 Result<int> Half(int x) {
   if (x % 2) return InvalidArgument("{} is odd", x);

@@ -6,6 +6,7 @@
 
 #include "eldr/rng.h"
 #include "eldr/sim/capture_workload.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace eldr::sim {
@@ -45,7 +46,7 @@ TEST(CaptureReplayTest, ReplaysRecordedArrivalsSplitByTime) {
   o.smoothing = 0;
   CaptureReplayStats st;
   auto w = MakeCaptureWorkload(g, c.reqs, c.meta, o, &st);
-  ASSERT_TRUE(w.has_value()) << w.error().message();
+  ASSERT_THAT(w, IsOk());
   EXPECT_EQ(st.usable, 20);
   EXPECT_EQ(st.calibrating, 10);
   EXPECT_EQ(st.evaluated, 10);

@@ -12,10 +12,13 @@
 #include "eldr/calibration.h"
 #include "eldr/gzip.h"
 #include "eldr/rng.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace eldr::server {
 namespace {
+
+using ::testing::HasSubstr;
 
 namespace fs = std::filesystem;
 
@@ -70,12 +73,12 @@ TEST_F(CaptureTest, RecordsReadBackAsCalibrationWithTheirReplayFields) {
   CaptureOptions o;
   o.path = (dir_ / "cap.jsonl.gz").string();
   auto w = CaptureWriter::Open(o, g_, /*background=*/false);
-  ASSERT_TRUE(w.has_value()) << w.error().message();
+  ASSERT_THAT(w, IsOk());
   for (int i = 0; i < 7; ++i) ASSERT_TRUE((*w)->Offer(Record(i)));
   ASSERT_TRUE((*w)->Flush().ok());
   EXPECT_EQ((*w)->counts().written, 7u);
   auto set = ReadBack(o.path);
-  ASSERT_TRUE(set.has_value()) << set.error().message();
+  ASSERT_THAT(set, IsOk());
   EXPECT_EQ(set->model, g_.name);  // from the header line the writer wrote
   ASSERT_EQ(set->requests.size(), 7u);
   EXPECT_TRUE(set->HasReplayFields());
@@ -97,7 +100,7 @@ TEST_F(CaptureTest, StringsAreEscaped) {
   r.id = "a\"b\\c\nd";
   r.label = "x\"y";
   auto set = ParseCalibrationJsonl(CaptureRecordJson(r), &g_);
-  ASSERT_TRUE(set.has_value()) << set.error().message();
+  ASSERT_THAT(set, IsOk());
   EXPECT_EQ(set->requests[0].id, r.id);
   EXPECT_EQ(set->requests[0].label, r.label);
 }
@@ -163,7 +166,7 @@ TEST_F(CaptureTest, AFailingDiskDropsAndCountsAndTheWriterCarriesOn) {
   CaptureOptions o;
   o.path = "/dev/full";
   auto w = CaptureWriter::Open(o, g_, false);
-  ASSERT_TRUE(w.has_value()) << w.error().message();  // opening works; every write fails (ENOSPC)
+  ASSERT_THAT(w, IsOk());  // opening works; every write fails (ENOSPC)
   for (int i = 0; i < 3; ++i) ASSERT_TRUE((*w)->Offer(Record(i)));
   const Status s = (*w)->Flush();
   EXPECT_EQ(s.code(), StatusCode::kUnavailable);
@@ -179,9 +182,7 @@ TEST_F(CaptureTest, AnUnopenablePathIsAStartUpError) {
   CaptureOptions o;
   o.path = (dir_ / "no" / "such" / "dir" / "cap.gz").string();
   auto w = CaptureWriter::Open(o, g_, false);
-  ASSERT_FALSE(w.has_value());
-  EXPECT_EQ(w.error().code(), StatusCode::kUnavailable);
-  EXPECT_NE(w.error().message().find("no/such/dir"), std::string::npos);
+  EXPECT_THAT(w, StatusIs(StatusCode::kUnavailable, HasSubstr("no/such/dir")));
 }
 
 TEST_F(CaptureTest, AFileCutMidBatchKeepsEveryCompleteBatch) {
@@ -202,7 +203,7 @@ TEST_F(CaptureTest, AFileCutMidBatchKeepsEveryCompleteBatch) {
   // ... tolerant reading keeps the complete batches and says what it dropped.
   GunzipInfo info;
   auto set = ReadBack(cut, &info);
-  ASSERT_TRUE(set.has_value()) << set.error().message();
+  ASSERT_THAT(set, IsOk());
   EXPECT_EQ(set->requests.size(), 6u);
   EXPECT_EQ(info.members, 2);
   EXPECT_GT(info.truncated_bytes, 0u);

@@ -12,9 +12,12 @@
 
 #include "eldr/geometry.h"
 #include "eldr/server/refit_loop.h"
+#include "status_matchers.h"
 
 namespace eldr::server {
 namespace {
+
+using ::testing::HasSubstr;
 
 namespace json = boost::json;
 
@@ -326,14 +329,13 @@ TEST(OnlineRefitterTest, RefitsSwapTheSpaceAndEveryFailureKeepsIt) {
   // Too few requests: skipped, space kept.
   for (int i = 0; i < 10; ++i) refit.Observe(1'000'000, Peaked(g, i % 3));
   Status s = refit.RunOnce(2'000'000);
-  EXPECT_EQ(s.code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(s.message().find("10 requests"), std::string::npos) << s.message();
+  EXPECT_THAT(s, StatusIs(StatusCode::kFailedPrecondition, HasSubstr("10 requests")));
   EXPECT_EQ(c->Snap()->space, before->space);
   EXPECT_EQ(refit.counts().skipped, 1u);
   // Enough, drifted onto experts 1..3 + 4: swapped, a new space with the same k and mask.
   for (int i = 0; i < 60; ++i) refit.Observe(3'000'000, Peaked(g, 1 + i % 3));
   s = refit.RunOnce(4'000'000);
-  ASSERT_TRUE(s.ok()) << s.message();
+  ASSERT_THAT(s, IsOk());
   auto after = c->Snap();
   EXPECT_NE(after->space, before->space);
   EXPECT_GT(after->version, before->version);
@@ -368,7 +370,7 @@ TEST(OnlineRefitterTest, ConfigIsValidatedAndNeedsASpacePolicy) {
   EXPECT_NE(o.Validate().message().find("refit needs a policy with a signature space"),
             std::string::npos);
   auto parsed = ParseServeConfig("refit: {interval_s: 2, window_s: 4, min_requests: 8}\n");
-  ASSERT_TRUE(parsed.has_value()) << parsed.error().message();
+  ASSERT_THAT(parsed, IsOk());
   ASSERT_TRUE(parsed->refit.has_value());
   EXPECT_EQ(parsed->refit->interval_s, 2);
   EXPECT_EQ(parsed->refit->min_requests, 8);
@@ -400,7 +402,7 @@ TEST(ClusterTest, DomainRoutesByTheLabelAndFallsBackWithoutOne) {
   o.label_shares = {{"code", -1}};
   EXPECT_NE(o.Validate().message().find("share > 0"), std::string::npos);
   auto parsed = ParseServeConfig("policy: domain\nlabel_shares: {code: 0.25, math: 0.75}\n");
-  ASSERT_TRUE(parsed.has_value()) << parsed.error().message();
+  ASSERT_THAT(parsed, IsOk());
   ASSERT_EQ(parsed->label_shares.size(), 2u);
   EXPECT_EQ(parsed->label_shares[1].label, "math");
   EXPECT_EQ(parsed->label_shares[1].share, 0.75);

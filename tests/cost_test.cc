@@ -7,6 +7,7 @@
 
 #include "eldr/fit.h"
 #include "eldr/sim/simulator.h"
+#include "status_matchers.h"
 
 namespace eldr::sim {
 namespace {
@@ -98,7 +99,7 @@ TEST(DeriveCostTest, Mi300xReproducesTheCalibratedExpertCost) {
     const ModelGeometry g = *FindModel(model);
     const CostParams cal = Calibrated(g);
     auto d = DeriveCost(g, CalibrationHardware(), DonorCost(), Donor());
-    ASSERT_TRUE(d.has_value()) << d.error().ToString();
+    ASSERT_THAT(d, IsOk());
     EXPECT_EQ(d->params.expert_us, cal.expert_us) << model;
     EXPECT_EQ(d->params.layer_us, cal.layer_us) << model;
   }
@@ -193,7 +194,7 @@ TEST(DeriveCostTest, DerivedParametersValidateForEveryModelAndProfile) {
   std::vector<ModelGeometry> models(ModelPresets().begin(), ModelPresets().end());
   for (const char* dir : {"DeepSeek-V3", "Llama-4-Maverick-17B-128E-Instruct", "Mixtral-8x7B"}) {
     auto g = ModelFromHfConfigFile(kModels + "/" + dir + "/config.json");
-    ASSERT_TRUE(g.has_value()) << g.error().ToString();
+    ASSERT_THAT(g, IsOk());
     models.push_back(*g);
   }
   for (const auto& g : models) {
@@ -226,11 +227,11 @@ TEST(DeriveCostTest, DerivedParametersValidateForEveryModelAndProfile) {
 // parameters imply.
 TEST(DeriveCostTest, NonPresetConfigModelSimulatesEndToEnd) {
   auto g = ModelFromHfConfigFile(kModels + "/Llama-4-Maverick-17B-128E-Instruct/config.json");
-  ASSERT_TRUE(g.has_value()) << g.error().ToString();
+  ASSERT_THAT(g, IsOk());
   ASSERT_FALSE(PublishedBaseline(*g).has_value());
   const HardwareProfile hw = Profile("h200");
   auto d = DeriveCost(*g, hw, DonorCost(), Donor());
-  ASSERT_TRUE(d.has_value()) << d.error().ToString();
+  ASSERT_THAT(d, IsOk());
   EXPECT_NE(d->note.find("on h200 (NVIDIA H200 SXM: 4.8 TB/s peak HBM"), std::string::npos)
       << d->note;
   WorkloadOptions wo;
@@ -239,7 +240,7 @@ TEST(DeriveCostTest, NonPresetConfigModelSimulatesEndToEnd) {
   wo.rate_qps = 20;
   wo.output_tokens = 64;
   auto w = MakeSyntheticWorkload(*g, wo);
-  ASSERT_TRUE(w.has_value()) << w.error().ToString();
+  ASSERT_THAT(w, IsOk());
   std::vector<CalibrationRequest> calib;
   for (const auto& r : w->calibration)
     calib.push_back({"", w->labels[r.label], r.prefill, r.decode});
@@ -247,7 +248,7 @@ TEST(DeriveCostTest, NonPresetConfigModelSimulatesEndToEnd) {
   fo.k = 4;
   fo.rho_pairs = 2000;
   auto fit = Fit(calib, *g, fo);
-  ASSERT_TRUE(fit.has_value()) << fit.error().ToString();
+  ASSERT_THAT(fit, IsOk());
   for (const char* policy : {"rr", "eldr"}) {
     SimOptions o;
     o.cluster.prefill_workers = 2;

@@ -10,9 +10,12 @@
 #include "eldr/rng.h"
 #include "eldr/sha256.h"
 #include "reference/hungarian.h"
+#include "status_matchers.h"
 
 namespace eldr {
 namespace {
+
+using ::testing::HasSubstr;
 
 double Objective(const std::vector<double>& cost, const std::vector<int>& a, int k) {
   double s = 0;
@@ -33,7 +36,7 @@ TEST(CapacitatedAssignTest, MatchesHungarianReferenceOnRandomInstances) {
     for (double& c : cost)
       c = coarse ? static_cast<double>(rng.Uniform(4)) : rng.UniformDouble() * 2 - 1;
     auto got = CapacitatedAssign(cost, n, k, cap);
-    ASSERT_TRUE(got.has_value()) << got.error().ToString();
+    ASSERT_THAT(got, IsOk());
     std::vector<int> size(k, 0);
     for (int a : *got) {
       ASSERT_GE(a, 0);
@@ -191,7 +194,7 @@ TEST(FitTest, GreedyMaskKeepsInformativeLayersAndPeaksBeforeAll) {
   o.k = 4;
   o.rho_pairs = 4000;
   auto r = Fit(reqs, g, o);
-  ASSERT_TRUE(r.has_value()) << r.error().ToString();
+  ASSERT_THAT(r, IsOk());
   const auto& rep = r->report;
   ASSERT_EQ(rep.rho_path.size(), 16u);
   EXPECT_GT(rep.peak_rho, rep.all_layers_rho);
@@ -226,16 +229,14 @@ TEST(FitTest, AFixedMaskIsKeptAndAnInvalidOneRefused) {
   o.k = 4;
   o.fixed_mask = {1, 5, 9};
   auto r = Fit(reqs, g, o);
-  ASSERT_TRUE(r.has_value()) << r.error().message();
+  ASSERT_THAT(r, IsOk());
   EXPECT_EQ(r->report.layer_mask, o.fixed_mask);
   EXPECT_EQ(r->space->spec().layer_mask, o.fixed_mask);
   EXPECT_EQ(r->space->dims(), 3 * g.experts);
   for (std::vector<int> bad : {std::vector<int>{3, 2}, {0, 16}, {-1}, {4, 4}}) {
     o.fixed_mask = bad;
     auto b = Fit(reqs, g, o);
-    ASSERT_FALSE(b.has_value());
-    EXPECT_EQ(b.error().code(), StatusCode::kInvalidArgument);
-    EXPECT_NE(b.error().message().find("fixed layer mask"), std::string::npos);
+    EXPECT_THAT(b, StatusIs(StatusCode::kInvalidArgument, HasSubstr("fixed layer mask")));
   }
 }
 
@@ -319,7 +320,7 @@ TEST(FitProvenanceTest, WrittenFileCarriesTheCalibrationSha256AndLoadsBack) {
   const std::string known = "2e86e8d51d43f878249235c7acb80c8defd4d620381f43088e47ba22cae1b5ee";
   ASSERT_EQ(Sha256Hex(text), known);
   auto set = ParseCalibrationJsonl(text);
-  ASSERT_TRUE(set.has_value()) << set.error().ToString();
+  ASSERT_THAT(set, IsOk());
   ModelGeometry g = *FindModel("mixtral-8x7b");
   for (auto t :
        {SignatureTransform::kCountIdf, SignatureTransform::kCount, SignatureTransform::kBinary}) {
@@ -329,7 +330,7 @@ TEST(FitProvenanceTest, WrittenFileCarriesTheCalibrationSha256AndLoadsBack) {
     o.greedy_mask = false;                // eldr fit --all-layers
     o.training_sha256 = Sha256Hex(text);  // what eldr fit passes
     auto fit = Fit(set->requests, g, o);
-    ASSERT_TRUE(fit.has_value()) << fit.error().ToString();
+    ASSERT_THAT(fit, IsOk());
     const std::string json = fit->space->ToJson();
     EXPECT_NE(json.find("\"training_sha256\":\"" + known + "\""), std::string::npos) << json;
     EXPECT_NE(json.find("\"layer_select\":\"all\""), std::string::npos);

@@ -8,9 +8,12 @@
 #include <numeric>
 
 #include "eldr/rng.h"
+#include "status_matchers.h"
 
 namespace eldr {
 namespace {
+
+using ::testing::HasSubstr;
 
 constexpr int kK = 4;
 
@@ -60,7 +63,7 @@ TEST(RefitTest, CentroidsFollowTheDriftAndDecodersKeepTheirRegion) {
   const ModelGeometry g = *FindModel("gpt-oss-20b");
   auto space = Space(g);
   auto r = Refit(*space, Window(g, 200, 2, 7));
-  ASSERT_TRUE(r.has_value()) << r.error().message();
+  ASSERT_THAT(r, IsOk());
   const RefitReport& rep = r->report;
   EXPECT_EQ(rep.n, 200);
   EXPECT_EQ(r->space->k(), kK);
@@ -104,9 +107,7 @@ TEST(RefitTest, TooFewSignaturesOrWrongShapesAreRefused) {
   RefitOptions o;
   o.min_requests = 64;
   auto few = Refit(*space, Window(g, 40, 0, 1), o);
-  ASSERT_FALSE(few.has_value());
-  EXPECT_EQ(few.error().code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(few.error().message().find("40 usable"), std::string::npos);
+  EXPECT_THAT(few, StatusIs(StatusCode::kFailedPrecondition, HasSubstr("40 usable")));
   // Requests without a pick on the masked layer do not count.
   std::vector<ExpertCounts> w = Window(g, 60, 0, 1);
   for (int i = 0; i < 10; ++i) {
@@ -138,7 +139,7 @@ TEST(RefitTest, ARebalanceIsNotMistakenForADegenerateFit) {
   RefitOptions o;
   o.max_score_loss = 0;
   auto r = Refit(*space, w, o);
-  ASSERT_TRUE(r.has_value()) << r.error().message();
+  ASSERT_THAT(r, IsOk());
   EXPECT_GE(r->report.new_balanced, r->report.old_balanced);
   EXPECT_LT(r->report.new_score, r->report.old_score);
   o.max_score_loss = -1;
