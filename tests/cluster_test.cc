@@ -259,6 +259,31 @@ TEST(ClusterTest, ShadowRoutesByTheBaselineAndCountsWhatTheCandidateWouldDo) {
   }
 }
 
+TEST(ClusterTest, ExpertEstimateOutsideShadowModeFollowsTheInFlightRequests) {
+  ServeOptions o = Options(2, "jsq");
+  o.expert_estimate = true;
+  const ModelGeometry g = *FindModel(o.model);
+  auto c = *Cluster::Create(o, g, NoResolve());
+  auto s = c->Snap();
+  PolicySlot slot(1);
+  const ExpertCounts a = Peaked(g, 0), b = Peaked(g, 8);
+  std::vector<ShadowTicket> tickets;
+  for (const ExpertCounts* req : {&a, &b, &a}) {
+    const Decision d = c->RouteDecode(*s, slot, req, {}, 0);
+    EXPECT_EQ(d.shadow, -1);
+    tickets.emplace_back(*s, d, req, g.top_k);
+  }
+  std::string text;
+  c->RenderMetrics(&text, 0);
+  double total = 0;
+  for (const auto& w : s->decode) total += w->actual_experts->ExpectedDistinct();
+  EXPECT_GT(total, 7.5);  // two decoders, ~4 experts per layer each at least
+  EXPECT_NE(text.find("eldr_decode_expected_distinct_experts{"), std::string::npos);
+  EXPECT_EQ(text.find("eldr_shadow_"), std::string::npos);
+  tickets.clear();
+  for (const auto& w : s->decode) EXPECT_EQ(w->actual_experts->ExpectedDistinct(), 0);
+}
+
 TEST(ClusterTest, ShadowWithoutAFittingSpaceRoutesAndSaysWhy) {
   ServeOptions o = Options(3, "shadow");
   o.space = WriteSpace(3);

@@ -98,8 +98,10 @@ Result<std::shared_ptr<Worker>> Cluster::MakeWorker(const WorkerSpec& spec,
   ELDR_RETURN_IF_ERROR(spec.Validate());
   ELDR_ASSIGN_OR_RETURN(auto address, resolve_(spec));
   auto w = std::make_shared<Worker>(spec, role, std::move(address), o_);
-  if (role == "decode" && o_.policy == "shadow") {
+  if (role == "decode" && (o_.policy == "shadow" || o_.expert_estimate)) {
     w->actual_experts = std::make_unique<ExpertLoad>(geometry_.moe_layers, geometry_.experts);
+  }
+  if (role == "decode" && o_.policy == "shadow") {
     w->shadow_experts = std::make_unique<ExpertLoad>(geometry_.moe_layers, geometry_.experts);
   }
   return w;
@@ -249,29 +251,34 @@ Decision Cluster::RouteDecode(const Snapshot& s, PolicySlot& slot, const ExpertC
 
 ShadowTicket::ShadowTicket(const Snapshot& s, const Decision& d, const ExpertCounts* counts,
                            int top_k) {
-  if (d.shadow < 0 || d.decoder < 0 || counts == nullptr) return;
-  if (static_cast<size_t>(d.decoder) >= s.decode.size() ||
-      static_cast<size_t>(d.shadow) >= s.decode.size()) {
-    return;
-  }
+  const size_t n = s.decode.size();
+  if (d.decoder < 0 || static_cast<size_t>(d.decoder) >= n || counts == nullptr) return;
+  if (!s.decode[d.decoder]->actual_experts) return;  // the estimate is off
   actual_ = s.decode[d.decoder];
-  shadow_ = s.decode[d.shadow];
-  if (!actual_->actual_experts || !shadow_->shadow_experts) {
+  if (d.shadow >= 0 && static_cast<size_t>(d.shadow) < n && s.decode[d.shadow]->shadow_experts) {
+    shadow_ = s.decode[d.shadow];
+  }
+  if (shadow_ || !s.shadow) {
+    // Outside shadow mode the real routing's estimate alone; in shadow mode a request without a
+    // shadow choice is left out of both, so the two sums compare the same requests.
+    footprint_ = ShadowFootprint::FromCounts(*counts, top_k);
+    actual_->actual_experts->Add(footprint_);
+  } else {
     actual_.reset();
-    shadow_.reset();
     return;
   }
-  footprint_ = ShadowFootprint::FromCounts(*counts, top_k);
-  actual_->actual_experts->Add(footprint_);
-  shadow_->shadow_experts->Add(footprint_);
-  shadow_->shadow_in_flight.fetch_add(1, std::memory_order_relaxed);
+  if (shadow_) {
+    shadow_->shadow_experts->Add(footprint_);
+    shadow_->shadow_in_flight.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 ShadowTicket::~ShadowTicket() {
-  if (!actual_) return;
-  actual_->actual_experts->Remove(footprint_);
-  shadow_->shadow_experts->Remove(footprint_);
-  shadow_->shadow_in_flight.fetch_sub(1, std::memory_order_relaxed);
+  if (actual_) actual_->actual_experts->Remove(footprint_);
+  if (shadow_) {
+    shadow_->shadow_experts->Remove(footprint_);
+    shadow_->shadow_in_flight.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 Status Cluster::AddWorker(const std::string& role, const std::string& url) {
@@ -485,6 +492,17 @@ void Cluster::RenderMetrics(std::string* out, int64_t now) const {
   MetricHeader(out, "eldr_policy_fallbacks_total", "counter",
                "Decode decisions without a usable signature (load balancing instead)");
   MetricSample(out, "eldr_policy_fallbacks_total", "", static_cast<double>(fallbacks_.load()));
+  if (o_.expert_estimate && o_.policy != "shadow") {
+    MetricHeader(out, "eldr_decode_expected_distinct_experts", "gauge",
+                 "Expected distinct experts per MoE layer in one decode step of the requests in "
+                 "flight on the decode worker, from their prompt signatures (docs/serve.md)");
+    for (const auto& w : s->decode) {
+      if (w->actual_experts) {
+        MetricSample(out, "eldr_decode_expected_distinct_experts", w->labels,
+                     w->actual_experts->ExpectedDistinct());
+      }
+    }
+  }
   if (o_.policy != "shadow") return;
   MetricHeader(out, "eldr_shadow_decisions_total", "counter",
                "Shadow mode: decisions where the candidate (shadow_candidate) agrees with the "

@@ -240,6 +240,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
     return Status::Ok();
   }
   if (k == "policy") return Get(v, k, &o->policy);
+  if (k == "expert_estimate") return Get(v, k, &o->expert_estimate);
   if (k == "label_shares") {
     if (!v.IsMap())
       return InvalidArgument("config key 'label_shares': expected a map label: share");

@@ -166,7 +166,8 @@ def main():
     checked_metrics(sport, "shadow mode's /metrics")
 
     print("access log and per-decoder client-side histograms")
-    _, lport = proxy("proxy-access", pp, dp, "--policy", "rr", "--access-log", "json")
+    _, lport = proxy("proxy-access", pp, dp, "--policy", "rr", "--access-log", "json",
+                     "--expert-estimate")
     check(traffic(lport, 6, "acc") == 6, "6 requests (3 streaming) served")
     request(lport, "POST", "/v1/completions", b"{bad", headers={"X-Request-Id": "acc-bad"})
     check(wait_idle(lport), "idle")
@@ -183,6 +184,8 @@ def main():
     ttft = sum(v for k, v in m.items() if k.startswith("eldr_decode_ttft_seconds_count"))
     tpot = sum(v for k, v in m.items() if k.startswith("eldr_decode_tpot_seconds_count"))
     dur = sum(v for k, v in m.items() if k.startswith("eldr_request_duration_seconds_count"))
+    check(any(k.startswith("eldr_decode_expected_distinct_experts{") for k in m),
+          "--expert-estimate exports each decode worker's estimate")
     check(ttft == 3 and tpot == 3 and dur == 6,
           f"per-decoder TTFT/TPOT for the 3 streams, duration for all 6 ({ttft}, {tpot}, {dur})")
     checked_metrics(lport, "the access-log router's /metrics")

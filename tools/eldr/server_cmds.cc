@@ -131,6 +131,9 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
     c->add_option(flag, a.timeouts.*field, "Config key " + key + " (docs/serve.md)")
         ->capture_default_str();
   }
+  c->add_flag("--expert-estimate", a.expert_estimate,
+              "Export each decode worker's expected distinct experts per step "
+              "(eldr_decode_expected_distinct_experts)");
   c->add_flag("--refit", a.refit,
               "Refit the signature space online on recent traffic (config key refit; "
               "docs/serve.md)");
@@ -247,6 +250,7 @@ Status RunServe(const ServeArgs& a) {
     if (given(flag)) o.*field = a.timeouts.*field;
   }
   if (given("--admission-queue")) o.admission_queue = a.timeouts.admission_queue;
+  if (a.expert_estimate) o.expert_estimate = true;
   if (given("--capture")) o.capture.path = a.capture;
   if (given("--capture-fraction")) o.capture.fraction = a.capture_fraction;
   if (given("--capture-max-file-bytes")) o.capture.max_file_bytes = a.capture_max_file_bytes;

@@ -139,8 +139,9 @@ struct Decision {
   int shadow = -1;  // shadow mode: the candidate's choice (-1: none, e.g. no signature)
 };
 
-// Shadow mode: while it lives, a request counts on its real decoder's actual_experts and on its
-// shadow decoder's shadow_experts and shadow_in_flight (a no-op without a shadow choice).
+// While it lives, a request counts on its real decoder's actual_experts (when the estimate is on:
+// expert_estimate or shadow mode) and, in shadow mode, on its shadow decoder's shadow_experts and
+// shadow_in_flight. In shadow mode a request without a shadow choice counts on neither.
 class ShadowTicket {
  public:
   ShadowTicket() = default;

@@ -74,6 +74,10 @@ struct ServeOptions {
   // the X-Eldr-Label header; one without a known label is balanced by jsq and counted as a
   // fallback.
   std::vector<LabelShare> label_shares;
+  // Per decode worker, the expected distinct experts per step of its in-flight requests
+  // (eldr_decode_expected_distinct_experts; shadow.h): always on with policy shadow, opt-in for
+  // the others, as it costs one pass over each routed request's non-zero prompt counts.
+  bool expert_estimate = false;
   double tau = 0.1;
   int band_min = 1;  // eldr: widen a narrower band to the band_min best decoders (policy.h)
   // eldr-plus: its band and load bound (config keys plus_tau, plus_slack; policy.h).
