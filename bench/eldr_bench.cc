@@ -11,6 +11,8 @@
 #include "eldr/fit.h"
 #include "eldr/payload.h"
 #include "eldr/policy.h"
+#include "eldr/server/capture.h"
+#include "eldr/server/shadow.h"
 #include "eldr/signature_cache.h"
 #include "test_util.h"
 
@@ -143,6 +145,39 @@ void BM_JsqDecision(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_JsqDecision);
+
+// What shadow mode and expert_estimate add to a routed request (docs/serve.md): the footprint of
+// its prompt counts (one log1p per non-zero count) and its add and remove on a decoder's
+// ExpertLoad. Qwen3-30B-A3B, the prompt lengths of BM_EldrDecision.
+void BM_ShadowFootprint(benchmark::State& state) {
+  const auto& g = Qwen();
+  auto table = *MakePickTable(Picks(g, state.range(0), 1), g);
+  const ExpertCounts counts = table.Counts();
+  server::ExpertLoad load(g.moe_layers, g.experts);
+  load.Add(server::ShadowFootprint::FromCounts(counts, g.top_k));  // never empty: no reset path
+  for (auto _ : state) {
+    auto f = server::ShadowFootprint::FromCounts(counts, g.top_k);
+    load.Add(f);
+    load.Remove(f);
+    benchmark::DoNotOptimize(f);
+  }
+  state.SetLabel(fmt::format("prompt {} tokens", state.range(0)));
+}
+BENCHMARK(BM_ShadowFootprint)->Arg(64)->Arg(512)->Arg(4096);
+
+// A captured record's JSON line (the capture writer's thread, off the request path).
+void BM_CaptureRecordJson(benchmark::State& state) {
+  const auto& g = Qwen();
+  server::CaptureRecord r;
+  r.id = "eldr-0123456789abcdef";
+  r.prefill = MakePickTable(Picks(g, 512, 1), g)->Counts();
+  r.decoder = "http://10.0.0.1:8200";
+  for (auto _ : state) {
+    std::string line = server::CaptureRecordJson(r);
+    benchmark::DoNotOptimize(line);
+  }
+}
+BENCHMARK(BM_CaptureRecordJson);
 
 // Payload -> validated counts, in bytes of base64 payload per second. 2,048-token prompt.
 void BM_DecodeVllm(benchmark::State& state) {
