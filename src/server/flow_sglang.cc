@@ -75,7 +75,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
   ctx.source = predicted ? "predicted" : "none";
   auto decode = [&]() -> awaitable<void> {
     co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b), rid, req.stream,
-                   ctx, true, &ctx.tokens);
+                   ctx, true);
   };
   co_await (prefill() && decode());
   if (refitter_ && captured) refitter_->Observe(NowUs(), *captured);

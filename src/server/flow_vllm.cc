@@ -107,7 +107,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     ctx.tokens = OutputTokenCounter();
     const RelayOutcome out =
         co_await Relay(client, s.decode[d.decoder], path, dbody, rid, req.stream, ctx,
-                       /*last_try=*/attempt == 1, &ctx.tokens);
+                       /*last_try=*/attempt == 1);
     if (out != RelayOutcome::kUnreachable) {
       if (capture_ && ctx.response_complete && !ctx.client_gone) {
         if (cp != nullptr && !sig.partial) {

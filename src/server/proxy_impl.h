@@ -273,11 +273,11 @@ class ProxyImpl final : public Proxy {
   // client as it arrives (SSE events untouched).
   enum class RelayOutcome { kDone, kUnreachable };
 
-  // `tokens`, if not null, is fed the relayed body (capture's output length).
+  // The relayed body feeds ctx.tokens (output length, for the capture and the accounting).
   awaitable<RelayOutcome> Relay(beast::tcp_stream& client, std::shared_ptr<Worker> wp,
                                 const std::string& path, const std::string& body,
-                                const std::string& rid, bool stream, RequestCtx& ctx, bool last_try,
-                                OutputTokenCounter* tokens = nullptr);
+                                const std::string& rid, bool stream, RequestCtx& ctx,
+                                bool last_try);
 
   // Offers a completed request to the capture (sampled by capture.fraction); a no-op when the
   // capture is off.

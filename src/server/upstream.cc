@@ -143,8 +143,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
                                                     std::shared_ptr<Worker> wp,
                                                     const std::string& path,
                                                     const std::string& body, const std::string& rid,
-                                                    bool stream, RequestCtx& ctx, bool last_try,
-                                                    OutputTokenCounter* tokens) {
+                                                    bool stream, RequestCtx& ctx, bool last_try) {
   Worker& w = *wp;
   Ticket ticket(wp);
   const int64_t t0 = NowUs();
@@ -237,7 +236,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
     }
     w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
     Recycle(w, *conn, parser.get().keep_alive());
-    if (tokens != nullptr && status == 200) tokens->Feed(all);
+    if (status == 200) ctx.tokens.Feed(all);
     if (co_await WriteResponse(client, status, std::move(all), content_type, true, true,
                                ctx.rid_header, &ctx)) {
       ctx.response_complete = true;
@@ -267,7 +266,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       if (chunked) fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
       out.append(chunk, got);
       ctx.bytes_out += static_cast<int64_t>(got);
-      if (tokens != nullptr) tokens->Feed(std::string_view(chunk, got));
+      ctx.tokens.Feed(std::string_view(chunk, got));
       if (chunked) out += "\r\n";
     }
     if (rec) {
