@@ -12,6 +12,7 @@
 #include "eldr/payload.h"
 #include "eldr/policy.h"
 #include "eldr/server/capture.h"
+#include "eldr/server/decode_experts.h"
 #include "eldr/server/shadow.h"
 #include "eldr/signature_cache.h"
 #include "test_util.h"
@@ -208,6 +209,55 @@ void BM_DecodeSglang(benchmark::State& state) {
   state.SetLabel(fmt::format("SGLang int32 ({:.1f} MB base64)", payload.size() / 1e6));
 }
 BENCHMARK(BM_DecodeSglang);
+
+// A captured request's decode leg through the tap (server/decode_experts.h): an SGLang answer for
+// a 2,048-token prompt and 256 generated tokens (the prompt's rows are skipped, not validated),
+// read, stripped and counted. Arg 0: the whole body; arg 1: the same as a stream in 16 KiB reads.
+// BM_DecodeSglang above decodes a payload of the same prompt length in the same run.
+void BM_DecodeTapSglang(benchmark::State& state) {
+  const auto& g = Qwen();
+  const int prompt = 2048, generated = 256;
+  auto rows = Picks(g, prompt + generated - 1, 5);
+  const std::string b64 = Base64Encode(testing::AsBytes<int32_t>(rows));
+  const std::string usage =
+      fmt::format(R"("usage":{{"prompt_tokens":{},"completion_tokens":{},"total_tokens":{}}})",
+                  prompt, generated, prompt + generated);
+  std::string text;
+  if (state.range(0) == 0) {
+    text = R"({"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[)"
+           R"({"index":0,"text":"x","logprobs":null,"finish_reason":"length"}],)" +
+           usage + R"(,"sglext":{"routed_experts":")" + b64 + R"("}})";
+  } else {
+    for (int t = 0; t < generated; ++t) {
+      text += R"(data: {"id":"cmpl-1","object":"text_completion","created":1,"model":"m",)"
+              R"("choices":[{"index":0,"text":" w","logprobs":null,"finish_reason":null}]})"
+              "\n\n";
+    }
+    text += R"(data: {"id":"cmpl-1","choices":[],)" + usage + "}\n\n";
+    text += R"(data: {"id":"cmpl-1","choices":[],"sglext":{"routed_experts":")" + b64 +
+            "\"}}\n\ndata: [DONE]\n\n";
+  }
+  std::string sent;
+  for (auto _ : state) {
+    server::DecodeExpertsTap tap({.format = server::DecodeExpertsFormat::kSglang, .strip = true});
+    if (state.range(0) == 0) {
+      sent = tap.Body(text);
+    } else {
+      sent.clear();
+      for (size_t at = 0; at < text.size(); at += 16384) {
+        tap.Feed(std::string_view(text).substr(at, 16384), &sent);
+      }
+      tap.Finish(&sent);
+    }
+    auto c = tap.Counts(g, -1, generated, true);
+    if (!c) state.SkipWithError(c.error().message().c_str());
+    benchmark::DoNotOptimize(c);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * text.size());
+  state.SetLabel(
+      fmt::format("{} ({:.1f} MB)", state.range(0) ? "stream" : "body", text.size() / 1e6));
+}
+BENCHMARK(BM_DecodeTapSglang)->Arg(0)->Arg(1);
 
 void BM_Base64Decode(benchmark::State& state) {
   std::vector<uint8_t> raw(1 << 22);

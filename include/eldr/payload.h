@@ -97,6 +97,10 @@ struct PayloadOptions {
   int payload_layers = 0;
   // Upper bound on decoded bytes; larger payloads fail with ResourceExhausted before decoding.
   size_t max_decoded_bytes = size_t{256} << 20;
+  // Leading rows of a flat SGLang payload that are neither validated nor counted: the prompt
+  // rows a PD decode engine returns without having computed them. More rows than the payload
+  // holds is InvalidArgument.
+  int64_t skip_rows = 0;
 };
 
 Result<PickTable> DecodeVllmRoutedExperts(std::string_view base64_npy, const ModelGeometry& g,

@@ -551,8 +551,14 @@ Result<PickTable> DecodeSglangRoutedExperts(std::string_view b64, const ModelGeo
         "top-{} ({} bytes each)",
         bytes.size(), layers, g.top_k, row_bytes);
   }
-  const int64_t tokens = static_cast<int64_t>(bytes.size() / row_bytes);
-  auto r = PickTableBuilder::Build(std::move(bytes), 0, 4, true, tokens, layers, g);
+  const int64_t rows = static_cast<int64_t>(bytes.size() / row_bytes);
+  if (opts.skip_rows < 0 || opts.skip_rows > rows) {
+    return InvalidArgument("SGLang routed_experts: {} rows, fewer than the {} to skip", rows,
+                           opts.skip_rows);
+  }
+  auto r =
+      PickTableBuilder::Build(std::move(bytes), static_cast<size_t>(opts.skip_rows) * row_bytes, 4,
+                              true, rows - opts.skip_rows, layers, g);
   if (!r) return tl::unexpected<Status>(r.error().WithContext("SGLang routed_experts"));
   return r;
 }

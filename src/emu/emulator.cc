@@ -84,10 +84,7 @@ Result<std::vector<int32_t>> TokenIds(const json::array& a, std::string_view wha
 // model index, dense layers 0 (the engines' capture buffers start zeroed and only MoE layers
 // write them). The hidden-layer index of each MoE layer comes straight from the geometry's
 // fields (not from the decoders' helpers, so that this stays an independent oracle).
-std::vector<int32_t> LayeredPicks(const EngineModel& m, std::span<const int32_t> tokens,
-                                  int64_t start) {
-  const ModelGeometry& g = m.geometry();
-  const std::vector<int32_t> picks = m.PromptPicks(tokens, start);
+std::vector<int32_t> Layered(const ModelGeometry& g, const std::vector<int32_t>& picks) {
   const size_t k = static_cast<size_t>(g.top_k);
   const size_t in_row = static_cast<size_t>(g.moe_layers) * k;
   const size_t out_row = static_cast<size_t>(g.total_layers) * k;
@@ -106,6 +103,11 @@ std::vector<int32_t> LayeredPicks(const EngineModel& m, std::span<const int32_t>
   return out;
 }
 
+std::vector<int32_t> LayeredPicks(const EngineModel& m, std::span<const int32_t> tokens,
+                                  int64_t start) {
+  return Layered(m.geometry(), m.PromptPicks(tokens, start));
+}
+
 std::string NpyPayload(const EngineModel& m, std::span<const int32_t> tokens, int64_t start) {
   const ModelGeometry& g = m.geometry();
   const std::vector<int32_t> picks = LayeredPicks(m, tokens, start);
@@ -119,14 +121,54 @@ std::string NpyPayload(const EngineModel& m, std::span<const int32_t> tokens, in
   return Base64Encode(MakeNpy('u', item, shape, data));
 }
 
-std::string Int32Payload(const EngineModel& m, std::span<const int32_t> tokens, int64_t start) {
-  const std::vector<int32_t> picks = LayeredPicks(m, tokens, start);
+std::string Int32Base64(const std::vector<int32_t>& picks) {
   std::vector<uint8_t> data(picks.size() * 4);
   for (size_t i = 0; i < picks.size(); ++i) {
     const auto v = static_cast<uint32_t>(picks[i]);
     for (int b = 0; b < 4; ++b) data[i * 4 + b] = static_cast<uint8_t>(v >> (8 * b));
   }
   return Base64Encode(data);
+}
+
+std::string Int32Payload(const EngineModel& m, std::span<const int32_t> tokens, int64_t start) {
+  return Int32Base64(LayeredPicks(m, tokens, start));
+}
+
+// What a PD decode engine returns for SGLang's sglext.routed_experts: rows [start, T) of the
+// prompt, which it never computed (its capture buffer holds zeros there), then one row per
+// generated token but the last, over every hidden layer.
+std::string DecodeInt32Payload(const EngineModel& m, int archetype, int64_t T, int64_t start,
+                               int64_t generated) {
+  const ModelGeometry& g = m.geometry();
+  std::vector<int32_t> rows(static_cast<size_t>(T - start) * g.total_layers * g.top_k, 0);
+  const std::vector<int32_t> gen =
+      Layered(g, m.DecodePicks(archetype, std::max<int64_t>(generated - 1, 0)));
+  rows.insert(rows.end(), gen.begin(), gen.end());
+  return Int32Base64(rows);
+}
+
+// vLLM 0.21's choice-level routed_experts on a decode engine: nested lists of the generated
+// tokens but the last, [generated - 1][num_hidden_layers][top_k].
+std::string DecodeListPayload(const EngineModel& m, int archetype, int64_t generated) {
+  const ModelGeometry& g = m.geometry();
+  const int64_t n = std::max<int64_t>(generated - 1, 0);
+  const std::vector<int32_t> picks = Layered(g, m.DecodePicks(archetype, n));
+  const int L = g.total_layers, K = g.top_k;
+  std::string out = "[";
+  for (int64_t t = 0; t < n; ++t) {
+    out += t ? ",[" : "[";
+    for (int l = 0; l < L; ++l) {
+      out += l ? ",[" : "[";
+      for (int j = 0; j < K; ++j) {
+        if (j) out += ',';
+        out += std::to_string(picks[(t * L + l) * K + j]);
+      }
+      out += ']';
+    }
+    out += ']';
+  }
+  out += ']';
+  return out;
 }
 
 std::string EldrSigPayload(const EngineModel& m, std::span<const int32_t> tokens) {
@@ -736,6 +778,7 @@ class EmulatorImpl final : public Emulator {
     decodes_++;
     const uint64_t n = decodes_;
     const int64_t T = static_cast<int64_t>(r.tokens.size());
+    const int64_t start = std::clamp<int64_t>(r.routed_experts_start_len.value_or(0), 0, T);
     int64_t wait_us = 0;
     if (kv_from_remote) {
       // SGLang's decode leg starts with the prefill (rendezvous): its KV arrives after an
@@ -773,13 +816,28 @@ class EmulatorImpl final : public Emulator {
       if (q->cancelled) co_return false;
       std::string text;
       for (int64_t i = 0; i < q->generated; ++i) text += fmt::format(" tok{}", i);
+      json::object choice = Choice(r.chat, false, text, true);
+      std::string payload;
+      if (o_.engine == "vllm-0.21") {
+        payload = DecodeListPayload(*m_, q->archetype, q->generated);
+        choice["routed_experts"] = "@@PAYLOAD@@";
+      }
       json::object res{{"id", id},
                        {"object", r.chat ? "chat.completion" : "text_completion"},
                        {"created", created},
                        {"model", ServedName()},
-                       {"choices", json::array{Choice(r.chat, false, text, true)}},
+                       {"choices", json::array{std::move(choice)}},
                        {"usage", Usage(T, q->generated)}};
-      co_return co_await Write(s, 200, json::serialize(res));
+      if (o_.engine == "sglang" && r.return_routed_experts) {
+        payload = "\"" + DecodeInt32Payload(*m_, q->archetype, T, start, q->generated) + "\"";
+        res["sglext"] = json::object{{"routed_experts", "@@PAYLOAD@@"}};
+      }
+      std::string body = json::serialize(res);
+      if (!payload.empty()) {
+        static constexpr std::string_view kMarker = "\"@@PAYLOAD@@\"";
+        body.replace(body.find(kMarker), kMarker.size(), payload);
+      }
+      co_return co_await Write(s, 200, std::move(body));
     }
     http::response<http::empty_body> res{http::status::ok, 11};
     res.set(http::field::content_type, "text/event-stream");
@@ -812,6 +870,19 @@ class EmulatorImpl final : public Emulator {
                          {"choices", json::array{}},
                          {"usage", Usage(T, q->generated)}};
           out += "data: " + json::serialize(u) + "\n\n";
+        }
+        if (o_.engine == "sglang" && r.return_routed_experts) {
+          // SGLang streams sglext in an event of its own, with no choices.
+          json::object x{
+              {"id", id},
+              {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created},
+              {"model", ServedName()},
+              {"choices", json::array{}},
+              {"sglext",
+               json::object{{"routed_experts",
+                             DecodeInt32Payload(*m_, q->archetype, T, start, q->generated)}}}};
+          out += "data: " + json::serialize(x) + "\n\n";
         }
         out += "data: [DONE]\n\n";
       }

@@ -121,6 +121,23 @@ std::vector<int32_t> EngineModel::PromptPicks(std::span<const int32_t> tokens,
   return out;
 }
 
+std::vector<int32_t> EngineModel::DecodePicks(int archetype, int64_t rows) const {
+  const int L = w_.geometry.moe_layers, K = w_.geometry.top_k, W = w_.words;
+  std::vector<int32_t> out(static_cast<size_t>(std::max<int64_t>(rows, 0)) * L * K);
+  for (int64_t t = 0; t < rows; ++t) {
+    for (int l = 0; l < L; ++l) {
+      const uint64_t* b =
+          w_.Bits(w_.requests[archetype], static_cast<int>(t % w_.token_patterns), l);
+      int32_t* row = out.data() + (static_cast<size_t>(t) * L + l) * K;
+      int j = 0;
+      for (int i = 0; i < W && j < K; ++i) {
+        for (uint64_t x = b[i]; x && j < K; x &= x - 1) row[j++] = i * 64 + std::countr_zero(x);
+      }
+    }
+  }
+  return out;
+}
+
 void EngineModel::StepDistinct(std::span<const DecodeSeq> batch, std::span<int> distinct) const {
   const int L = w_.geometry.moe_layers, W = w_.words;
   std::vector<uint64_t> u(W);

@@ -158,14 +158,36 @@ void ProxyImpl::FinishAccounting(const RequestCtx& ctx, const std::string& rid,
       ttft, tpot, total, tokens, ctx.bytes_out);
 }
 
-void ProxyImpl::Capture(ThreadState& ts, const ClientRequest& req, const std::string& rid,
-                        const ExpertCounts& prompt_counts, int64_t prompt_tokens,
-                        const Worker& decoder, const OutputTokenCounter& out) {
-  if (!capture_) return;
+bool ProxyImpl::SampleCapture(ThreadState& ts) {
+  if (!capture_) return false;
   if (o_.capture.fraction < 1 && !(ts.rng.UniformDouble() < o_.capture.fraction)) {
     capture_sampled_out_.fetch_add(1, std::memory_order_relaxed);
-    return;
+    return false;
   }
+  return true;
+}
+
+void ProxyImpl::MaybeTapDecode(bool sampled, DecodeExpertsFormat format, const ClientRequest& req,
+                               RequestCtx& ctx) const {
+  ctx.decode_tap.reset();
+  if (!sampled || !o_.capture.decode) return;
+  DecodeExpertsTapOptions t;
+  t.format = format;
+  if (format == DecodeExpertsFormat::kSglang) {
+    // The router asks for the rows only when the client did not: then they are its to remove.
+    t.strip = !ClientAsksRoutedExperts(req);
+    if (const auto* v = req.body.if_contains("routed_experts_start_len"); v && v->is_int64()) {
+      t.start_row = v->get_int64();
+    }
+  }
+  ctx.decode_tap.emplace(t);
+}
+
+void ProxyImpl::Capture(const ClientRequest& req, const std::string& rid,
+                        const ExpertCounts& prompt_counts, int64_t prompt_tokens,
+                        const Worker& decoder, const OutputTokenCounter& out,
+                        const DecodeExpertsTap* tap) {
+  if (!capture_) return;
   CaptureRecord r;
   r.id = rid;
   r.label = req.label;
@@ -174,6 +196,19 @@ void ProxyImpl::Capture(ThreadState& ts, const ClientRequest& req, const std::st
   r.output_tokens = out.count();
   r.arrival_us = req.arrival_unix_us;
   r.decoder = decoder.spec.url;
+  if (tap) {
+    auto d = tap->Counts(geometry_, prompt_tokens, out.count(), out.exact());
+    if (d) {
+      r.decode = std::move(*d);
+      capture_decode_[0].fetch_add(1, std::memory_order_relaxed);
+    } else if (d.error().code() == StatusCode::kNotFound) {
+      capture_decode_[1].fetch_add(1, std::memory_order_relaxed);
+    } else {
+      capture_decode_[2].fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("event=capture_decode_rejected request_id={} decoder={} error=\"{}\"", rid,
+                   decoder.spec.url, d.error().message());
+    }
+  }
   capture_->Offer(std::move(r));  // a full queue drops and counts it: never waits
 }
 
@@ -284,6 +319,15 @@ std::string ProxyImpl::RenderMetrics() {
     for (const auto& [name, v] : outcomes) {
       MetricSample(&out, "eldr_capture_records_total", fmt::format("outcome=\"{}\"", name),
                    static_cast<double>(v));
+    }
+    MetricHeader(&out, "eldr_capture_decode_total", "counter",
+                 "Captured requests whose decode leg was read for routed experts, by outcome: "
+                 "recorded, absent (the engine sent none), rejected (malformed or inconsistent)");
+    const char* decode_outcomes[] = {"recorded", "absent", "rejected"};
+    for (int i = 0; i < 3; ++i) {
+      MetricSample(&out, "eldr_capture_decode_total",
+                   fmt::format("outcome=\"{}\"", decode_outcomes[i]),
+                   static_cast<double>(capture_decode_[i].load()));
     }
     MetricHeader(&out, "eldr_capture_bytes_total", "counter", "Compressed bytes written");
     MetricSample(&out, "eldr_capture_bytes_total", "", static_cast<double>(c.bytes));

@@ -346,6 +346,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "capture_max_files") return num(&o->capture.max_files);
   if (k == "capture_queue_records") return num(&o->capture.queue_records);
   if (k == "capture_flush_interval_ms") return num(&o->capture.flush_interval_ms);
+  if (k == "capture_decode") return Get(v, k, &o->capture.decode);
   return InvalidArgument("config key '{}' is unknown (see docs/serve.md)", k);
 }
 

@@ -73,20 +73,24 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
   ctx.band = d.band;
   ctx.fallback = d.fallback;
   ctx.source = predicted ? "predicted" : "none";
+  const bool sampled = SampleCapture(ts);
+  MaybeTapDecode(sampled, DecodeExpertsFormat::kSglang, req, ctx);
+  const bool ask = ctx.decode_tap && !ClientAsksRoutedExperts(req);
   auto decode = [&]() -> awaitable<void> {
-    co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b), rid, req.stream,
-                   ctx, true);
+    co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b, ask), rid,
+                   req.stream, ctx, true);
   };
   co_await (prefill() && decode());
   if (refitter_ && captured) refitter_->Observe(NowUs(), *captured);
-  if (capture_ && ctx.response_complete && !ctx.client_gone) {
+  if (sampled && ctx.response_complete && !ctx.client_gone) {
     if (captured) {
       const int64_t n =
           captured_tokens >= 0
               ? captured_tokens
               : static_cast<int64_t>(captured->Total() /
                                      std::max(1, geometry_.moe_layers * geometry_.top_k));
-      Capture(ts, req, rid, *captured, n, *s.decode[d.decoder], ctx.tokens);
+      Capture(req, rid, *captured, n, *s.decode[d.decoder], ctx.tokens,
+              ctx.decode_tap ? &*ctx.decode_tap : nullptr);
     } else {
       capture_no_signature_.fetch_add(1, std::memory_order_relaxed);
     }

@@ -91,6 +91,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   // A decode worker that cannot be reached before it saw the request is skipped for another
   // (the prefill's KV stays pullable by any decoder); after that, no retry.
   std::vector<uint8_t> excluded_d(s.decode.size());
+  const bool sampled = SampleCapture(StateOf(client.get_executor()));
   for (int attempt = 0; attempt < 2; ++attempt) {
     const Decision d = RouteDecode(StateOf(client.get_executor()), s, cp, excluded_d, req.label);
     if (d.decoder < 0) {
@@ -105,11 +106,12 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     ctx.band = d.band;
     ctx.fallback = d.fallback;
     ctx.tokens = OutputTokenCounter();
+    MaybeTapDecode(sampled, DecodeExpertsFormat::kVllmLists, req, ctx);
     const RelayOutcome out =
         co_await Relay(client, s.decode[d.decoder], path, dbody, rid, req.stream, ctx,
                        /*last_try=*/attempt == 1);
     if (out != RelayOutcome::kUnreachable) {
-      if (capture_ && ctx.response_complete && !ctx.client_gone) {
+      if (sampled && ctx.response_complete && !ctx.client_gone) {
         if (cp != nullptr && !sig.partial) {
           const int64_t prompt_tokens =
               !pr->prompt_token_ids.empty() ? static_cast<int64_t>(pr->prompt_token_ids.size())
@@ -117,8 +119,8 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
                   ? pr->prompt_tokens
                   : static_cast<int64_t>(cp->Total() /
                                          std::max(1, geometry_.moe_layers * geometry_.top_k));
-          Capture(StateOf(client.get_executor()), req, rid, *cp, prompt_tokens,
-                  *s.decode[d.decoder], ctx.tokens);
+          Capture(req, rid, *cp, prompt_tokens, *s.decode[d.decoder], ctx.tokens,
+                  ctx.decode_tap ? &*ctx.decode_tap : nullptr);
         } else {
           capture_no_signature_.fetch_add(1, std::memory_order_relaxed);
         }

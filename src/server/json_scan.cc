@@ -208,6 +208,9 @@ Result<std::string> JsonStringValue(std::string_view raw) {
   if (i >= raw.size() || raw[i] != '"') return InvalidArgument("expected a JSON string");
   Scanner sc{raw, i};
   if (!sc.String()) return tl::unexpected<Status>(sc.error);
+  // Base64 payloads have no escapes: one copy.
+  const std::string_view body = raw.substr(i + 1, sc.pos - i - 2);
+  if (body.find('\\') == std::string_view::npos) return std::string(body);
   std::string out;
   out.reserve(sc.pos - i);
   for (size_t p = i + 1; p + 1 < sc.pos; ++p) {
@@ -322,6 +325,41 @@ Status JsonMembers(std::string_view object, std::span<const std::string_view> ke
     sc.Fail("expected ',' or '}'");
     return sc.error;
   }
+}
+
+Result<std::string> JsonWithoutMember(std::string_view object, std::string_view key) {
+  // Member spans come from JsonMembers' own walk: the value of each occurrence of `key` points
+  // into `object`, and its key starts at the quote before the ':' that precedes it.
+  std::string_view v;
+  ELDR_RETURN_IF_ERROR(JsonMembers(object, {&key, 1}, {&v, 1}));
+  if (v.empty()) return std::string(object);
+  Scanner sc{object};
+  sc.pos = SkipWs(object, 0) + 1;
+  std::string out = "{";
+  bool first = true;
+  while (true) {
+    sc.pos = SkipWs(object, sc.pos);
+    if (object[sc.pos] == '}') break;
+    const size_t kstart = sc.pos;
+    if (!sc.String()) return tl::unexpected<Status>(sc.error);
+    const size_t kend = sc.pos;
+    std::string name(object.substr(kstart + 1, kend - kstart - 2));
+    if (name.find('\\') != std::string::npos) {
+      ELDR_ASSIGN_OR_RETURN(name, JsonStringValue(object.substr(kstart, kend - kstart)));
+    }
+    sc.pos = SkipWs(object, sc.pos) + 1;  // ':'
+    sc.pos = SkipWs(object, sc.pos);
+    if (!sc.Value(1)) return tl::unexpected<Status>(sc.error);
+    if (name != key) {
+      if (!first) out += ',';
+      out.append(object.substr(kstart, sc.pos - kstart));
+      first = false;
+    }
+    sc.pos = SkipWs(object, sc.pos);
+    if (object[sc.pos] == ',') ++sc.pos;
+  }
+  out += '}';
+  return out;
 }
 
 Result<std::string_view> JsonElement(std::string_view array, size_t index) {

@@ -152,10 +152,17 @@ std::string SglangPrefillBody(const ClientRequest& req, const Bootstrap& b) {
   return Serialize(o);
 }
 
-std::string SglangDecodeBody(const ClientRequest& req, const Bootstrap& b) {
+std::string SglangDecodeBody(const ClientRequest& req, const Bootstrap& b,
+                             bool ask_routed_experts) {
   json::object o = req.body;
   AddBootstrap(o, b);
+  if (ask_routed_experts) o["return_routed_experts"] = true;
   return Serialize(o);
+}
+
+bool ClientAsksRoutedExperts(const ClientRequest& req) {
+  const auto* v = req.body.if_contains("return_routed_experts");
+  return v != nullptr && v->is_bool() && v->get_bool();
 }
 
 namespace {

@@ -28,6 +28,7 @@
 #include "eldr/server/balance.h"
 #include "eldr/server/capture.h"
 #include "eldr/server/cluster.h"
+#include "eldr/server/decode_experts.h"
 #include "eldr/server/metrics.h"
 #include "eldr/server/pd.h"
 #include "eldr/server/prompt_signal.h"
@@ -71,6 +72,9 @@ struct RequestCtx {
   bool fallback = false;
   std::string_view source = "none";  // signature source of the prefill answer
   OutputTokenCounter tokens;         // output tokens relayed
+  // Set for a captured request: reads (and where the router asked, strips) the generated
+  // tokens' routed experts from the decode leg's 200 body.
+  std::optional<DecodeExpertsTap> decode_tap;
   void CancelUpstream() {
     if (upstream) {
       boost::system::error_code ec;
@@ -279,11 +283,17 @@ class ProxyImpl final : public Proxy {
                                 const std::string& rid, bool stream, RequestCtx& ctx,
                                 bool last_try);
 
-  // Offers a completed request to the capture (sampled by capture.fraction); a no-op when the
-  // capture is off.
-  void Capture(ThreadState& ts, const ClientRequest& req, const std::string& rid,
-               const ExpertCounts& prompt_counts, int64_t prompt_tokens, const Worker& decoder,
-               const OutputTokenCounter& out);
+  // Whether a request is captured, drawn when it starts (capture.fraction) so that its decode
+  // leg can be asked for routed experts; false, uncounted, when the capture is off.
+  bool SampleCapture(ThreadState& ts);
+  // Offers a completed, sampled request to the capture, with the decode counts `tap` read
+  // (null: none asked for).
+  void Capture(const ClientRequest& req, const std::string& rid, const ExpertCounts& prompt_counts,
+               int64_t prompt_tokens, const Worker& decoder, const OutputTokenCounter& out,
+               const DecodeExpertsTap* tap);
+  // A decode tap for a sampled request, or none.
+  void MaybeTapDecode(bool sampled, DecodeExpertsFormat format, const ClientRequest& req,
+                      RequestCtx& ctx) const;
 
   // ---- self-check ----------------------------------------------------------------------------
 
@@ -345,6 +355,7 @@ class ProxyImpl final : public Proxy {
   std::atomic<uint64_t> other_responses_{0}, prefill_retries_{0}, malformed_{0}, midstream_{0},
       disconnects_{0}, decode_retries_{0}, partial_signatures_{0}, capture_sampled_out_{0},
       capture_no_signature_{0};
+  std::atomic<uint64_t> capture_decode_[3] = {};  // recorded, absent, rejected
 };
 
 }  // namespace proxy_internal

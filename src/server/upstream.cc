@@ -236,6 +236,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
     }
     w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
     Recycle(w, *conn, parser.get().keep_alive());
+    if (status == 200 && ctx.decode_tap) all = ctx.decode_tap->Body(std::move(all));
     if (status == 200) ctx.tokens.Feed(all);
     if (co_await WriteResponse(client, status, std::move(all), content_type, true, true,
                                ctx.rid_header, &ctx)) {
@@ -254,19 +255,29 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       content_type, chunked ? "Transfer-Encoding: chunked\r\n" : "",
       stopping_ || !chunked ? "Connection: close\r\n" : "", ctx.rid_header);
   bool first_byte = false;
+  std::string tapped;
   CountResponse(200);
   while (!parser.is_done()) {
     auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk);
     if (ctx.client_gone) co_return RelayOutcome::kDone;
-    if (got > 0) {
-      if (!first_byte) {
-        w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
-        first_byte = true;
-      }
-      if (chunked) fmt::format_to(std::back_inserter(out), "{:x}\r\n", got);
-      out.append(chunk, got);
-      ctx.bytes_out += static_cast<int64_t>(got);
-      ctx.tokens.Feed(std::string_view(chunk, got));
+    // With a decode tap the bytes sent are what it lets through (it may hold back an
+    // incomplete SSE event, or take out the routed experts the router asked for).
+    std::string_view piece(chunk, got);
+    if (ctx.decode_tap) {
+      tapped.clear();
+      if (got > 0) ctx.decode_tap->Feed(piece, &tapped);
+      if (parser.is_done()) ctx.decode_tap->Finish(&tapped);
+      piece = tapped;
+    }
+    if (got > 0 && !first_byte) {
+      w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
+      first_byte = true;
+    }
+    if (!piece.empty()) {
+      if (chunked) fmt::format_to(std::back_inserter(out), "{:x}\r\n", piece.size());
+      out.append(piece);
+      ctx.bytes_out += static_cast<int64_t>(piece.size());
+      ctx.tokens.Feed(piece);
       if (chunked) out += "\r\n";
     }
     if (rec) {
@@ -298,8 +309,9 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       co_return RelayOutcome::kDone;
     }
     if (parser.is_done() && chunked) out += "0\r\n\r\n";
-    // A read may yield only framing (a chunk-size line): nothing to send, not even the head.
-    if (got == 0 && !parser.is_done()) continue;
+    // A read may yield only framing (a chunk-size line) or bytes the tap holds back: nothing to
+    // send, not even the head.
+    if (piece.empty() && !parser.is_done()) continue;
     auto [cec, cn] = co_await asio::async_write(client, asio::buffer(out), kTuple);
     if (cec) {
       ctx.client_gone = true;

@@ -323,6 +323,87 @@ def main():
     recs2 = [r for r in read_capture(cap2) if "prefill" in r]
     check(len(recs2) == 12 and all(r["output_tokens"] > 0 for r in recs2),
           f"12 SGLang records with output lengths (got {len(recs2)})")
+    check(all(sum(map(sum, r.get("decode", [[]]))) == (r["output_tokens"] - 1) * 48 * 8
+              for r in recs2),
+          "every SGLang record carries the generated tokens' decode counts ((out - 1) x 48 x 8)")
+
+    print("SGLang decode counts: what the client sees, and the same rows decoded here")
+    cap3 = os.path.join(TMP, "capture-sglang-decode.jsonl.gz")
+    proc3, port3 = proxy("proxy-capture-sglang-decode", pp2, dp2, "--backend", "sglang",
+                         "--policy", "rr", "--capture", cap3)
+    prompt = "code question about decode rows and what they hold"
+    plain, asked = [], []
+    for i, stream in enumerate([False, True, False, True]):
+        body = {"model": MODEL, "prompt": prompt, "max_tokens": 5, "stream": stream}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        st, out = request(port3, "POST", "/v1/completions", body,
+                          headers={"X-Request-Id": f"sd-plain-{i}"})
+        plain.append((st, out))
+        body["return_routed_experts"] = True
+        st, out = request(port3, "POST", "/v1/completions", body,
+                          headers={"X-Request-Id": f"sd-asked-{i}"})
+        asked.append((st, out, stream))
+    check(all(st == 200 and b"routed_experts" not in out for st, out in plain),
+          "a client that did not ask gets no routed experts (the router took them out again)")
+    check(all(st == 200 and b"data: [DONE]" in out for st, out in plain[1::2]),
+          "the streams the router rewrote still end with [DONE]")
+
+    def own_counts(out, stream):
+        """Decode-row counts from the client's own copy: base64 int32 [rows, 48, 8]."""
+        import array
+        import base64
+        docs = ([json.loads(l[6:]) for l in out.decode().split("\n\n")
+                 if l.startswith("data: {")] if stream else [json.loads(out)])
+        b64 = [d["sglext"]["routed_experts"] for d in docs if d.get("sglext")]
+        usage = [d["usage"] for d in docs if d.get("usage")]
+        rows = array.array("i", base64.b64decode(b64[-1]))
+        skip = usage[-1]["prompt_tokens"] * 48 * 8  # the prompt rows, never computed on decode
+        counts = [[0] * 128 for _ in range(48)]
+        for i, e in enumerate(rows[skip:]):
+            counts[(i // 8) % 48][e] += 1
+        return counts
+    check(wait_idle(port3), "idle after the decode-count traffic")
+    check(stop(proc3) == 0, "the router exits cleanly")
+    recs3 = {r["id"]: r for r in read_capture(cap3) if "prefill" in r}
+    same = [recs3.get(f"sd-asked-{i}", {}).get("decode") == own_counts(out, stream)
+            for i, (st, out, stream) in enumerate(asked)]
+    check(len(recs3) == 8 and all(same),
+          f"each record's decode counts equal the rows the client decoded itself ({same})")
+    check(all(recs3[f"sd-plain-{i}"]["decode"] == recs3[f"sd-asked-{i}"]["decode"]
+              for i in range(4)),
+          "asked by the router or by the client, the same prompt gives the same decode counts")
+    # (The 12 varied prompts of the first SGLang capture: 8 copies of one prompt would give every
+    # expert an IDF weight of 0.)
+    fit3 = subprocess.run([ELDR, "fit", "-i", cap2, "-o", os.path.join(TMP, "sd.json"), "-k", "2"],
+                          capture_output=True, text=True)
+    check(fit3.returncode == 0 and "no decode counts" not in fit3.stdout and
+          "rho         peak" in fit3.stdout,
+          "fit on a capture with decode counts measures rho and masks layers: " +
+          fit3.stdout[-300:] + fit3.stderr[-300:])
+
+    print("vLLM 0.21 decode engines return the generated rows: non-streamed records carry them")
+    cap4 = os.path.join(TMP, "capture-vllm021.jsonl.gz")
+    extra = ["--backend", "vllm", "--engine", "vllm-0.21", "--time-scale", "0.05"]
+    _, p4 = start(["emulate", "--role", "prefill", "--listen", "127.0.0.1:0", *extra], "v21-p")
+    _, d4 = start(["emulate", "--role", "decode", "--listen", "127.0.0.1:0", *extra], "v21-d")
+    proc4, port4 = proxy("proxy-capture-v21", [p4], [d4], "--policy", "rr", "--capture", cap4,
+                         "--signature-source", "vllm-0.21")
+    check(traffic(port4, 8, "v21") == 8, "8 requests (4 streamed) answered 200")
+    check(wait_idle(port4), "idle")
+    m4 = metrics(port4)
+    checked_metrics(port4, "vLLM 0.21 capture's /metrics")
+    check(stop(proc4) == 0, "the router exits cleanly")
+    recs4 = {r["id"]: r for r in read_capture(cap4) if "prefill" in r}
+    check(len(recs4) == 8 and
+          all(("decode" in recs4[f"v21-{i}"]) == (i % 2 == 1) for i in range(8)) and
+          all(sum(map(sum, recs4[f"v21-{i}"]["decode"])) ==
+              (recs4[f"v21-{i}"]["output_tokens"] - 1) * 48 * 8 for i in range(1, 8, 2)),
+          "non-streamed records carry the generated tokens' counts, streamed ones none")
+    check(m4.get('eldr_capture_decode_total{outcome="recorded"}') == 4 and
+          m4.get('eldr_capture_decode_total{outcome="absent"}') == 4 and
+          m4.get('eldr_capture_decode_total{outcome="rejected"}') == 0,
+          "eldr_capture_decode_total counts 4 recorded and 4 absent")
 
     print("a capture path that cannot be opened is a start-up error")
     bad = subprocess.run([ELDR, "serve", "--listen", "127.0.0.1:0", "--prefill",

@@ -148,7 +148,7 @@ struct ServeArgs {
   double tau = -1, plus_tau = -1, plus_slack = -1, capture_fraction = 1;
   int64_t capture_max_file_bytes = 0;
   int capture_max_files = 0;
-  bool refit = false, expert_estimate = false;
+  bool refit = false, expert_estimate = false, no_capture_decode = false;
   server::RefitConfig refit_config;  // the --refit-* flags bind straight onto it
   server::ServeOptions timeouts;     // the timeout flags bind straight onto its fields
   int threads = -1, max_in_flight = 0, health_interval_ms = -1, busy_poll_us = -1, band_min = 0;

@@ -125,6 +125,9 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
                 "Rotate the capture file past this many compressed bytes");
   c->add_option("--capture-max-files", a.capture_max_files,
                 "Capture files kept: the active one plus rotated PATH.1, PATH.2, ...");
+  c->add_flag("--no-capture-decode", a.no_capture_decode,
+              "Do not ask decode engines for the generated tokens' routed experts (config key "
+              "capture_decode: false)");
   for (const auto& [flag, field] : kTimeoutFlags) {
     std::string key = std::string(flag + 2);
     std::replace(key.begin(), key.end(), '-', '_');
@@ -255,6 +258,7 @@ Status RunServe(const ServeArgs& a) {
   if (given("--capture-fraction")) o.capture.fraction = a.capture_fraction;
   if (given("--capture-max-file-bytes")) o.capture.max_file_bytes = a.capture_max_file_bytes;
   if (given("--capture-max-files")) o.capture.max_files = a.capture_max_files;
+  if (a.no_capture_decode) o.capture.decode = false;
   ELDR_RETURN_IF_ERROR(o.Validate());
   SetupLogging(o.log_level);
   ELDR_ASSIGN_OR_RETURN(auto proxy, server::Proxy::Create(o));

@@ -66,6 +66,11 @@ class EngineModel {
   // Picks of prompt tokens [start, tokens.size()), row-major [rows][moe_layers][top_k].
   std::vector<int32_t> PromptPicks(std::span<const int32_t> tokens, int64_t start = 0) const;
 
+  // Picks of the first `rows` generated tokens of a sequence of `archetype`, row-major
+  // [rows][moe_layers][top_k], each layer's picks ascending: token j uses the archetype's decode
+  // pattern j (the one StepDistinct uses at generated = j).
+  std::vector<int32_t> DecodePicks(int archetype, int64_t rows) const;
+
   // Distinct experts per MoE layer of one step over `batch`, into `distinct` (moe_layers).
   void StepDistinct(std::span<const DecodeSeq> batch, std::span<int> distinct) const;
   // Microseconds of one decode step over `batch` (empty batch: 0).

@@ -48,6 +48,10 @@ struct CaptureOptions {
   int queue_records = 4096;                     // records waiting at most; beyond: dropped
   int batch_records = 256;                      // a batch (gzip member) at most this many
   int flush_interval_ms = 1000;                 // the writer writes at least this often
+  // Ask the decode leg of a sampled request for its generated tokens' routed experts where the
+  // engine can send them (SGLang: `return_routed_experts`, taken out again unless the client
+  // asked) and record them as `decode` (server/decode_experts.h).
+  bool decode = true;
   // InvalidArgument naming the first bad field (config key capture_<field>).
   Status Validate() const;
 };

@@ -27,6 +27,11 @@ Result<std::string_view> JsonMember(std::string_view object, std::string_view ke
 Status JsonMembers(std::string_view object, std::span<const std::string_view> keys,
                    std::span<std::string_view> values);
 
+// `object` without its member `key` (every occurrence), the other members' text unchanged and
+// in order; `object` itself when it has no such member. InvalidArgument if `object` is not a
+// well-formed object. Used to take a field the router asked for out of what the client sees.
+Result<std::string> JsonWithoutMember(std::string_view object, std::string_view key);
+
 // The raw text of element `index` of the JSON array `array`, or an empty view if it is shorter.
 // Validates the array only up to that element (use it on text already validated whole).
 Result<std::string_view> JsonElement(std::string_view array, size_t index);

@@ -69,9 +69,13 @@ struct Bootstrap {
 };
 // SGLang legs: the client's body plus bootstrap_host/port/room. The prefill leg is non-streaming
 // and asks for routed experts (return_routed_experts, rows from routed_experts_start_len); the
-// decode leg keeps the client's stream.
+// decode leg keeps the client's stream; with `ask_routed_experts` (a captured request) it also
+// asks for the generated tokens' routed experts (return_routed_experts: true).
 std::string SglangPrefillBody(const ClientRequest& req, const Bootstrap& b);
-std::string SglangDecodeBody(const ClientRequest& req, const Bootstrap& b);
+std::string SglangDecodeBody(const ClientRequest& req, const Bootstrap& b,
+                             bool ask_routed_experts = false);
+// Whether the client's own body asks for routed experts (return_routed_experts: true).
+bool ClientAsksRoutedExperts(const ClientRequest& req);
 
 // Where the prompt's routed experts came from. The engines place them differently (verified in
 // their source; docs/serve.md has the compatibility table):
