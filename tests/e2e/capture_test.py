@@ -382,6 +382,13 @@ def main():
           "fit on a capture with decode counts measures rho and masks layers: " +
           fit3.stdout[-300:] + fit3.stderr[-300:])
 
+    sim3 = subprocess.run([ELDR, "simulate", "--trace", cap2, "--decode", "2", "--prefill", "1",
+                           "--seeds", "1", "--policies", "rr,eldr"], capture_output=True, text=True)
+    check(sim3.returncode == 0 and "12 with decode counts" in sim3.stderr and
+          "drawn from each request's decode counts" in sim3.stderr,
+          "simulate --trace draws decode picks from the recorded decode counts: " +
+          sim3.stderr[-300:])
+
     print("vLLM 0.21 decode engines return the generated rows: non-streamed records carry them")
     cap4 = os.path.join(TMP, "capture-vllm021.jsonl.gz")
     extra = ["--backend", "vllm", "--engine", "vllm-0.21", "--time-scale", "0.05"]
