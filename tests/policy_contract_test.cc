@@ -1,5 +1,6 @@
 // The RoutingPolicy contract, checked once for every name in PolicyNames(), and eldr-plus's load
 // bound.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "eldr/policy.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace eldr {
@@ -16,6 +18,7 @@ namespace {
 constexpr int kDecoders = 6;
 
 using ::eldr::testing::OneHotSpace;
+using ::testing::HasSubstr;
 
 PolicyOptions OptionsFor(std::string_view name, int decoders) {
   PolicyOptions o;
@@ -199,6 +202,36 @@ TEST(EldrPlusPolicyTest, GoesToTheBestCentroidWhileItHasRoomAndNeverPastTheBound
       }
     }
   }
+}
+
+TEST(EldrPlusPolicyTest, TheSquareRootSlackGrowsLikeTheSpreadOfBalancedCounts) {
+  PolicyOptions o = OptionsFor("eldr-plus", 4);
+  o.plus.tau = 0;
+  o.plus.slack = 0;
+  o.plus.sqrt_slack = 1;
+  auto p = MakePolicy(o);
+  ASSERT_TRUE(p.has_value()) << p.error().ToString();
+  ExpertCounts c(1, 4);
+  c.at(0, 2) = 10;
+  RouteRequest req{.counts = &c};
+  Rng rng(5);
+  // Requests that never finish, all preferring decoder 2: the busiest decoder holds at most
+  // ceil(m + sqrt(m)) with m the mean after placing, so its excess over the mean grows like sqrt(m)
+  // (relative slack shrinking as 1 / sqrt(m)).
+  std::vector<int64_t> l(4, 0);
+  for (int i = 1; i <= 1600; ++i) {
+    auto r = (*p)->Route(req, {l}, rng);
+    ASSERT_TRUE(r.has_value());
+    ++l[r->decoder];
+    const double m = i / 4.0;
+    ASSERT_LE(l[2], static_cast<int64_t>(std::ceil(m + std::sqrt(m)))) << "after " << i;
+  }
+  // The bound is reached: at m = 400, 20 above the mean (5%), where slack 0 allows 0.
+  EXPECT_EQ(l[2], 420);
+  o.plus.sqrt_slack = -1;
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("sqrt_slack")));
+  o.plus.sqrt_slack = std::nan("");
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("sqrt_slack")));
 }
 
 TEST(EldrPlusPolicyTest, ValidatesItsOptions) {

@@ -255,6 +255,7 @@ class EldrPlusPolicy final : public RoutingPolicy {
         n_(n),
         tau_(static_cast<float>(o.tau)),
         slack_(o.slack),
+        sqrt_slack_(o.sqrt_slack),
         relative_(o.relative_band),
         space_(std::move(space)),
         scores_(n) {}
@@ -274,8 +275,8 @@ class EldrPlusPolicy final : public RoutingPolicy {
     if (avail == 0) return Done(-1);
     // Bounded loads: with this request placed, no decoder may hold more than the capacity. The
     // least loaded decoder always fits, so the eligible set is never empty.
-    const double capacity =
-        std::ceil((1 + slack_) * static_cast<double>(total + 1) / static_cast<double>(avail));
+    const double mean = static_cast<double>(total + 1) / static_cast<double>(avail);
+    const double capacity = std::ceil((1 + slack_) * mean + sqrt_slack_ * std::sqrt(mean));
     auto eligible = [&](int i) {
       return Avail(v, i) && static_cast<double>(v.in_flight[i]) + 1 <= capacity;
     };
@@ -297,6 +298,7 @@ class EldrPlusPolicy final : public RoutingPolicy {
   int n_;
   float tau_;
   double slack_;
+  double sqrt_slack_;
   bool relative_;
   std::shared_ptr<const SignatureSpace> space_;
   std::vector<float> scores_;
@@ -347,6 +349,11 @@ Status PolicyOptions::Validate() const {
   if (name == "eldr-plus") {
     if (!(plus.tau >= 0 && plus.tau <= 2)) {
       return InvalidArgument("eldr-plus tau must be in [0, 2] (got {})", plus.tau).error();
+    }
+    if (!std::isfinite(plus.sqrt_slack) || plus.sqrt_slack < 0) {
+      return InvalidArgument("eldr-plus sqrt_slack must be finite and >= 0 (got {})",
+                             plus.sqrt_slack)
+          .error();
     }
     if (!std::isfinite(plus.slack) || plus.slack < 0) {
       return InvalidArgument("eldr-plus slack must be finite and >= 0 (got {})", plus.slack)

@@ -140,7 +140,7 @@ void Cluster::Publish(std::shared_ptr<Snapshot> s) {
   e.options.decoders = static_cast<int>(s->decode.size());
   e.options.tau = o_.tau;
   e.options.band_min = o_.band_min;
-  e.options.plus = {.tau = o_.plus_tau, .slack = o_.plus_slack};
+  e.options.plus = {.tau = o_.plus_tau, .slack = o_.plus_slack, .sqrt_slack = o_.plus_sqrt_slack};
   e.options.space = s->space;
   e.options.label_shares = o_.label_shares;
   if ((e.options.name == "eldr" || e.options.name == "eldr-plus") &&

@@ -90,6 +90,9 @@ Status ServeOptions::Validate() const {
   if (!(plus_tau >= 0 && plus_tau <= 2)) {
     return InvalidArgument("plus_tau must be in [0, 2] (got {})", plus_tau);
   }
+  if (!(plus_sqrt_slack >= 0) || !std::isfinite(plus_sqrt_slack)) {
+    return InvalidArgument("plus_sqrt_slack must be finite and >= 0 (got {})", plus_sqrt_slack);
+  }
   if (!(plus_slack >= 0) || !std::isfinite(plus_slack)) {
     return InvalidArgument("plus_slack must be finite and >= 0 (got {})", plus_slack);
   }
@@ -259,6 +262,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "band_min") return num(&o->band_min);
   if (k == "plus_tau") return num(&o->plus_tau);
   if (k == "plus_slack") return num(&o->plus_slack);
+  if (k == "plus_sqrt_slack") return num(&o->plus_sqrt_slack);
   if (k == "space") return Get(v, k, &o->space);
   if (k == "cache") {
     if (!v.IsMap()) return InvalidArgument("config key 'cache': expected a map");

@@ -145,7 +145,7 @@ struct ServeArgs {
       log_level, ready_file, upstream_api_key, signature_source, capture, shadow_of,
       shadow_candidate, label_shares, label_shares_from, served_model_name, api_keys_file,
       access_log;
-  double tau = -1, plus_tau = -1, plus_slack = -1, capture_fraction = 1;
+  double tau = -1, plus_tau = -1, plus_slack = -1, plus_sqrt_slack = -1, capture_fraction = 1;
   int64_t capture_max_file_bytes = 0;
   int capture_max_files = 0;
   bool refit = false, expert_estimate = false, no_capture_decode = false;

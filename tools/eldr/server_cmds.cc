@@ -92,6 +92,8 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_option("--plus-tau", a.plus_tau, "eldr-plus: locality band inside the load bound");
   c->add_option("--plus-slack", a.plus_slack,
                 "eldr-plus: load bound, at most (1 + slack) x the mean in flight");
+  c->add_option("--plus-sqrt-slack", a.plus_sqrt_slack,
+                "eldr-plus: load bound grows by this x sqrt(mean in flight) (0: off)");
   c->add_option("-s,--space", a.space, "Signature-space file (from `eldr fit`)");
   c->add_option("--threads", a.threads, "I/O threads (0: all cores)");
   c->add_option("--busy-poll-us", a.busy_poll_us,
@@ -226,6 +228,7 @@ Status RunServe(const ServeArgs& a) {
   if (given("--band-min")) o.band_min = a.band_min;
   if (given("--plus-tau")) o.plus_tau = a.plus_tau;
   if (given("--plus-slack")) o.plus_slack = a.plus_slack;
+  if (given("--plus-sqrt-slack")) o.plus_sqrt_slack = a.plus_sqrt_slack;
   if (!a.space.empty()) o.space = a.space;
   if (given("--threads")) o.threads = a.threads;
   if (given("--busy-poll-us")) o.busy_poll_us = a.busy_poll_us;

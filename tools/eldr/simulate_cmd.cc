@@ -39,6 +39,9 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
   c->add_option("--plus-slack", a.plus.slack,
                 "eldr-plus: load bound, at most (1 + slack) x the mean in flight")
       ->capture_default_str();
+  c->add_option("--plus-sqrt-slack", a.plus.sqrt_slack,
+                "eldr-plus: load bound grows by this x sqrt(mean in flight) (0: off)")
+      ->capture_default_str();
   c->add_option("--seeds", a.seeds,
                 "Seeds to run (seed, seed+1, ...): every figure as mean and range over them")
       ->capture_default_str();
@@ -175,10 +178,10 @@ Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double ta
       p.name = "eldr-plus";
       p.plus.relative_band = true;
     }
-    const size_t max_params = p.name == "eldr" ? 1 : p.name == "eldr-plus" ? 2 : 0;
+    const size_t max_params = p.name == "eldr" ? 1 : p.name == "eldr-plus" ? 3 : 0;
     if (parts.size() - 1 > max_params) {
       return InvalidArgument(
-          "--policies: '{}': only eldr:TAU, eldr-plus:TAU and eldr-plus:TAU:SLACK take "
+          "--policies: '{}': only eldr:TAU and eldr-plus:TAU[:SLACK[:SQRT_SLACK]] take "
           "parameters",
           item);
     }
@@ -189,7 +192,9 @@ Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double ta
         return InvalidArgument("--policies: '{}': '{}' is not a number", item, parts[i]);
       }
       if (p.name == "eldr") p.tau = v;
-      if (p.name == "eldr-plus") (i == 1 ? p.plus.tau : p.plus.slack) = v;
+      if (p.name == "eldr-plus") {
+        (i == 1 ? p.plus.tau : i == 2 ? p.plus.slack : p.plus.sqrt_slack) = v;
+      }
     }
     out.push_back(std::move(p));
   }

@@ -83,6 +83,7 @@ struct ServeOptions {
   // eldr-plus: its band and load bound (config keys plus_tau, plus_slack; policy.h).
   double plus_tau = PolicyOptions::Plus{}.tau;
   double plus_slack = PolicyOptions::Plus{}.slack;
+  double plus_sqrt_slack = PolicyOptions::Plus{}.sqrt_slack;  // config key plus_sqrt_slack
   std::string space;  // signature-space file; required by policies eldr and eldr-plus
   SignatureCacheOptions cache;
 
