@@ -134,7 +134,7 @@ Status ServeOptions::Validate() const {
   if (admission_timeout_ms < 1) return InvalidArgument("admission_timeout_ms must be >= 1");
   if (max_payload_bytes < 1024) return InvalidArgument("max_payload_bytes must be >= 1024");
   for (int t : {connect_timeout_ms, prefill_timeout_ms, first_byte_timeout_ms, idle_timeout_ms,
-                health_timeout_ms, open_ms, breaker_window_ms}) {
+                health_timeout_ms, open_ms, breaker_window_ms, client_timeout_ms}) {
     if (t < 1) return InvalidArgument("timeouts must be >= 1 ms");
   }
   if (request_timeout_ms < 0) return InvalidArgument("request_timeout_ms must be >= 0 (0: none)");
@@ -335,6 +335,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "prefill_timeout_ms") return num(&o->prefill_timeout_ms);
   if (k == "first_byte_timeout_ms") return num(&o->first_byte_timeout_ms);
   if (k == "idle_timeout_ms") return num(&o->idle_timeout_ms);
+  if (k == "client_timeout_ms") return num(&o->client_timeout_ms);
   if (k == "health_interval_ms") return num(&o->health_interval_ms);
   if (k == "health_timeout_ms") return num(&o->health_timeout_ms);
   if (k == "failure_threshold") return num(&o->failure_threshold);

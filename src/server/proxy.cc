@@ -312,7 +312,7 @@ awaitable<void> ProxyImpl::MetricsSession(tcp::socket sock) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(64 * 1024);
     parser.header_limit(static_cast<uint32_t>(o_.max_header_bytes));
-    client.expires_after(std::chrono::seconds(60));
+    client.expires_after(std::chrono::milliseconds(o_.client_timeout_ms));
     auto [ec, n] = co_await http::async_read(client, buf, parser, kTuple);
     if (ec) break;
     client.expires_never();
@@ -380,7 +380,7 @@ awaitable<void> ProxyImpl::Session(tcp::socket sock) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(static_cast<uint64_t>(o_.max_body_bytes));
     parser.header_limit(static_cast<uint32_t>(o_.max_header_bytes));
-    client.expires_after(std::chrono::seconds(300));
+    client.expires_after(std::chrono::milliseconds(o_.client_timeout_ms));
     auto [hec, hn] = co_await http::async_read_header(client, buf, parser, kTuple);
     boost::system::error_code ec = hec;
     if (!ec && parser.get().count(http::field::content_length) > 0 &&

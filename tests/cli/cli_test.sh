@@ -52,6 +52,16 @@ expect_error "plus_slack must be" "$ELDR" serve --plus-slack -1 --prefill http:/
   --decode http://127.0.0.1:2 --policy jsq --check
 expect_error "max_in_flight must be" "$ELDR" serve --max-in-flight 0 --prefill http://127.0.0.1:1 \
   --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "max_retries must be" "$ELDR" serve --max-retries -1 --prefill http://127.0.0.1:1 \
+  --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "retry_jitter_factor must be" "$ELDR" serve --retry-jitter-factor 2 \
+  --prefill http://127.0.0.1:1 --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "request_timeout_ms must be" "$ELDR" serve --request-timeout-ms -5 \
+  --prefill http://127.0.0.1:1 --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "breaker_success_threshold must be" "$ELDR" serve --breaker-success-threshold 0 \
+  --prefill http://127.0.0.1:1 --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "timeouts must be" "$ELDR" serve --client-timeout-ms 0 \
+  --prefill http://127.0.0.1:1 --decode http://127.0.0.1:2 --policy jsq --check
 
 # The simulator: a short run prints every policy; bad options are refused clearly.
 "$ELDR" simulate -m gpt-oss-120b -w language -r 20 -d 5 --calibration 200 --seeds 2 \

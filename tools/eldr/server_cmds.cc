@@ -58,6 +58,7 @@ constexpr std::pair<const char*, int server::ServeOptions::*> kTimeoutFlags[] = 
     {"--prefill-timeout-ms", &server::ServeOptions::prefill_timeout_ms},
     {"--first-byte-timeout-ms", &server::ServeOptions::first_byte_timeout_ms},
     {"--idle-timeout-ms", &server::ServeOptions::idle_timeout_ms},
+    {"--client-timeout-ms", &server::ServeOptions::client_timeout_ms},
     {"--health-timeout-ms", &server::ServeOptions::health_timeout_ms},
     {"--open-ms", &server::ServeOptions::open_ms},
     {"--drain-timeout-ms", &server::ServeOptions::drain_timeout_ms},

@@ -102,6 +102,7 @@ struct ServeOptions {
   int prefill_timeout_ms = 120000;     // whole prefill leg
   int first_byte_timeout_ms = 120000;  // decode leg until response headers
   int idle_timeout_ms = 60000;         // between two reads of a streaming decode
+  int client_timeout_ms = 300000;      // a client connection's next request (idle keep-alive)
 
   // The whole request, from arrival to the last byte: prefill, retries, backoffs and decode
   // (0 = none). A client's X-Eldr-Deadline-Ms header may shorten it, never extend it. Past it,
