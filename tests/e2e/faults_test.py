@@ -375,8 +375,10 @@ def retries_and_deadlines():
     probe.bind(("127.0.0.1", 0))
     mport = probe.getsockname()[1]
     probe.close()
+    # idle_timeout_ms beyond the stall below, so that only the deadline can end that stream.
     proc, port = start_proxy("deadline", [pre], [dec],
-                             {"failure_threshold": 1000, "metrics_port": mport})
+                             {"failure_threshold": 1000, "metrics_port": mport,
+                              "idle_timeout_ms": 10000})
     c = http.client.HTTPConnection("127.0.0.1", mport, timeout=10)
     c.request("GET", "/metrics")
     r = c.getresponse()
@@ -409,11 +411,11 @@ def retries_and_deadlines():
     m = metrics(port)
     check(m.get(f'eldr_worker_errors_total{{role="prefill",worker="{pre.url}"}}', 0) == 0,
           "the deadline's cut is not counted against the prefill worker")
-    # After the first byte (the decode stream stalls): an SSE error event with code 504 and a
-    # proper end of the chunked body.
+    # After the first byte (the decode stream stalls for 2.5 s after it): an SSE error event
+    # with code 504 and a proper end of the chunked body.
     dec.mode = "stall"
     try:
-        st, body, _ = post_h(port, {}, {"X-Eldr-Deadline-Ms": "600"}, stream=True)
+        st, body, _ = post_h(port, {}, {"X-Eldr-Deadline-Ms": "1500"}, stream=True)
     except Exception as e:  # noqa: BLE001 - a cut body is the failure this checks for
         st, body = -1, repr(e).encode()
     dec.mode = "ok"
