@@ -68,6 +68,8 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
                                : up.error == LegError::kConnect ? FailureKind::kConnect
                                : up.error == LegError::kTimeout ? FailureKind::kTimeout
                                                                 : FailureKind::kReset;
+      // Without an untried worker left, a retry could only fail the same way: answer now.
+      if (std::find(excluded.begin(), excluded.end(), 0) == excluded.end()) break;
       const bool retryable = IsRetryable(Leg::kPrefill, kind, up.status);
       wait_us = retryable ? BackoffUs(retry_, retries, rng) : 0;
       const RetryVerdict v = DecideRetry(retry_, retryable, retries, false, wait_us, ctx.deadline);
@@ -76,11 +78,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
         co_await WriteEnded(client, ctx);
         co_return;
       }
-      // Without an untried worker left, a retry could only fail the same way: answer now.
-      if (v == RetryVerdict::kGiveUp ||
-          std::find(excluded.begin(), excluded.end(), 0) == excluded.end()) {
-        break;
-      }
+      if (v == RetryVerdict::kGiveUp) break;
       continue;
     }
     w.breaker.OnSuccess(NowUs());
