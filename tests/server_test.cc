@@ -531,25 +531,7 @@ TEST(PrefillRingTest, RespectsTheLoadBoundAvailabilityAndExclusions) {
   }
 }
 
-TEST(CircuitBreakerTest, OpensAfterThresholdAndHalfOpensAfterTheWait) {
-  CircuitBreaker b(3, 1000);
-  b.OnFailure(0);
-  b.OnFailure(1);
-  EXPECT_EQ(b.State(2), CircuitState::kClosed);
-  b.OnFailure(2);
-  EXPECT_EQ(b.State(3), CircuitState::kOpen);
-  EXPECT_FALSE(b.Available(500));
-  EXPECT_EQ(b.State(1002), CircuitState::kHalfOpen);
-  EXPECT_TRUE(b.Available(1002));
-  b.OnFailure(1003);  // a failed probe reopens at once
-  EXPECT_EQ(b.State(1500), CircuitState::kOpen);
-  EXPECT_EQ(b.opened_count(), 2u);
-  b.OnSuccess();
-  EXPECT_EQ(b.State(1500), CircuitState::kClosed);
-  EXPECT_EQ(b.consecutive_failures(), 0);
-  b.OnFailure(1600);
-  EXPECT_EQ(b.State(1601), CircuitState::kClosed);  // counting starts over
-}
+// The circuit breaker, health-probe rule, retries and deadlines: tests/resilience_test.cc.
 
 // ---- metrics, memo --------------------------------------------------------------------------
 

@@ -246,11 +246,19 @@ std::string ProxyImpl::RenderMetrics() {
   MetricHeader(&out, "eldr_admission_wait_seconds", "histogram",
                "Time queued requests waited for a slot");
   admission_wait_.Render(&out, "eldr_admission_wait_seconds", "");
+  MetricHeader(&out, "eldr_retry_backoff_seconds", "histogram",
+               "Waits before a retry on another worker (exponential backoff with jitter)");
+  retry_backoff_.Render(&out, "eldr_retry_backoff_seconds", "");
   cluster_->RenderMetrics(&out, NowUs());
   const std::tuple<const char*, const char*, const std::atomic<uint64_t>*> counters[] = {
       {"eldr_prefill_retries_total", "Prefill legs retried on another worker", &prefill_retries_},
-      {"eldr_decode_retries_total", "Decode legs retried on another worker (unreachable first)",
+      {"eldr_decode_retries_total",
+       "Decode legs retried on another worker (failed before the client's first byte)",
        &decode_retries_},
+      {"eldr_request_deadline_exceeded_total",
+       "Requests ended by their deadline (request_timeout_ms or X-Eldr-Deadline-Ms): a 504, or "
+       "an SSE error event once streaming",
+       &deadline_exceeded_},
       {"eldr_malformed_payloads_total", "Prefill answers that could not be parsed (502)",
        &malformed_},
       {"eldr_midstream_failures_total",

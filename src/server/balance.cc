@@ -61,41 +61,101 @@ std::string_view CircuitStateName(CircuitState s) {
   }
 }
 
-bool CircuitBreaker::Available(int64_t now_us) const {
-  return State(now_us) != CircuitState::kOpen;
+Status CircuitBreakerOptions::Validate() const {
+  if (failure_threshold < 1) return InvalidArgument("failure_threshold must be >= 1");
+  if (window_us < 1000) return InvalidArgument("breaker_window_ms must be >= 1");
+  if (open_us < 1000) return InvalidArgument("open_ms must be >= 1");
+  if (success_threshold < 1) return InvalidArgument("breaker_success_threshold must be >= 1");
+  if (half_open_max_in_flight < 1) {
+    return InvalidArgument("the half-open trial must admit at least one request");
+  }
+  return Status::Ok();
 }
 
-CircuitState CircuitBreaker::State(int64_t now_us) const {
-  std::lock_guard lock(mu_);
+CircuitState CircuitBreaker::StateLocked(int64_t now_us) const {
   if (!open_) return CircuitState::kClosed;
   return now_us < open_until_ ? CircuitState::kOpen : CircuitState::kHalfOpen;
 }
 
-void CircuitBreaker::OnSuccess() {
+CircuitState CircuitBreaker::State(int64_t now_us) const {
   std::lock_guard lock(mu_);
-  failures_ = 0;
-  open_ = false;
+  return StateLocked(now_us);
+}
+
+bool CircuitBreaker::Admits(int64_t now_us, int64_t in_flight) const {
+  std::lock_guard lock(mu_);
+  switch (StateLocked(now_us)) {
+    case CircuitState::kClosed:
+      return true;
+    case CircuitState::kOpen:
+      return false;
+    default:
+      return in_flight < o_.half_open_max_in_flight;
+  }
+}
+
+void CircuitBreaker::OpenLocked(int64_t now_us) {
+  open_ = true;
+  open_until_ = now_us + o_.open_us;
+  successes_ = 0;
+  failures_.clear();
+  ++opened_;
+}
+
+void CircuitBreaker::OnSuccess(int64_t now_us) {
+  std::lock_guard lock(mu_);
+  if (StateLocked(now_us) != CircuitState::kHalfOpen) return;
+  if (++successes_ >= o_.success_threshold) {
+    open_ = false;
+    successes_ = 0;
+    failures_.clear();
+  }
 }
 
 void CircuitBreaker::OnFailure(int64_t now_us) {
   std::lock_guard lock(mu_);
-  ++failures_;
-  const bool half_open = open_ && now_us >= open_until_;
-  if (half_open || (!open_ && failures_ >= threshold_)) {
-    open_ = true;
-    open_until_ = now_us + open_us_;
-    ++opened_;
+  switch (StateLocked(now_us)) {
+    case CircuitState::kOpen:
+      return;  // an outcome of a request that started before the circuit opened
+    case CircuitState::kHalfOpen:
+      OpenLocked(now_us);  // the trial failed
+      return;
+    default:
+      break;
   }
+  while (!failures_.empty() && failures_.front() <= now_us - o_.window_us) failures_.pop_front();
+  failures_.push_back(now_us);
+  if (static_cast<int>(failures_.size()) >= o_.failure_threshold) OpenLocked(now_us);
 }
 
-int CircuitBreaker::consecutive_failures() const {
+int CircuitBreaker::failures_in_window(int64_t now_us) const {
   std::lock_guard lock(mu_);
-  return failures_;
+  if (open_) return 0;
+  int n = 0;
+  for (int64_t t : failures_) n += t > now_us - o_.window_us;
+  return n;
+}
+
+int CircuitBreaker::half_open_successes() const {
+  std::lock_guard lock(mu_);
+  return successes_;
 }
 
 uint64_t CircuitBreaker::opened_count() const {
   std::lock_guard lock(mu_);
   return opened_;
+}
+
+ProbeEvent ApplyProbe(CircuitBreaker& b, bool ok, int64_t now_us) {
+  const CircuitState before = b.State(now_us);
+  if (ok) {
+    if (before != CircuitState::kHalfOpen) return ProbeEvent::kNone;
+    b.OnSuccess(now_us);
+    return b.State(now_us) == CircuitState::kClosed ? ProbeEvent::kUp : ProbeEvent::kNone;
+  }
+  if (before == CircuitState::kOpen) return ProbeEvent::kNone;
+  b.OnFailure(now_us);
+  return b.State(now_us) == CircuitState::kOpen ? ProbeEvent::kDown : ProbeEvent::kNone;
 }
 
 }  // namespace eldr::server

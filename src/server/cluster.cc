@@ -29,7 +29,7 @@ Worker::Worker(WorkerSpec s, std::string r, std::shared_ptr<const UpstreamAddres
     : spec(std::move(s)),
       role(std::move(r)),
       address(std::move(a)),
-      breaker(o.failure_threshold, int64_t{o.open_ms} * 1000),
+      breaker(BreakerOptions(o)),
       latency(kLatencyBounds),
       ttft({0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}),
       tpot({0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5}),

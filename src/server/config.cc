@@ -34,6 +34,25 @@ Result<WorkerSpec> ParseWorkerUrl(std::string_view url, bool listen) {
   return w;
 }
 
+CircuitBreakerOptions BreakerOptions(const ServeOptions& o) {
+  CircuitBreakerOptions b;
+  b.failure_threshold = o.failure_threshold;
+  b.window_us = int64_t{o.breaker_window_ms} * 1000;
+  b.open_us = int64_t{o.open_ms} * 1000;
+  b.success_threshold = o.breaker_success_threshold;
+  return b;
+}
+
+RetryOptions RetryOptionsOf(const ServeOptions& o) {
+  RetryOptions r;
+  r.max_retries = o.max_retries;
+  r.initial_backoff_us = int64_t{o.retry_initial_backoff_ms} * 1000;
+  r.max_backoff_us = int64_t{o.retry_max_backoff_ms} * 1000;
+  r.backoff_multiplier = o.retry_backoff_multiplier;
+  r.jitter_factor = o.retry_jitter_factor;
+  return r;
+}
+
 Status ServeOptions::Validate() const {
   if (host.empty()) return InvalidArgument("listen host is empty");
   if (port < 0 || port > 65535) return InvalidArgument("listen port {} out of range", port);
@@ -108,7 +127,6 @@ Status ServeOptions::Validate() const {
     return InvalidArgument("prefill_load_factor must be >= 1");
   }
   if (prefix_bytes < 1) return InvalidArgument("prefix_bytes must be >= 1");
-  if (prefill_attempts < 1) return InvalidArgument("prefill_attempts must be >= 1");
   if (max_body_bytes < 1) return InvalidArgument("max_body_bytes must be >= 1");
   if (max_header_bytes < 1024 || max_header_bytes > (16 << 20)) {
     return InvalidArgument("max_header_bytes must be in [1024, 16777216], got {}",
@@ -119,11 +137,19 @@ Status ServeOptions::Validate() const {
   if (admission_timeout_ms < 1) return InvalidArgument("admission_timeout_ms must be >= 1");
   if (max_payload_bytes < 1024) return InvalidArgument("max_payload_bytes must be >= 1024");
   for (int t : {connect_timeout_ms, prefill_timeout_ms, first_byte_timeout_ms, idle_timeout_ms,
-                health_timeout_ms, open_ms}) {
+                health_timeout_ms, open_ms, breaker_window_ms, client_timeout_ms}) {
     if (t < 1) return InvalidArgument("timeouts must be >= 1 ms");
   }
+  if (request_timeout_ms < 0) return InvalidArgument("request_timeout_ms must be >= 0 (0: none)");
   if (health_interval_ms < 0) return InvalidArgument("health_interval_ms must be >= 0");
-  if (failure_threshold < 1) return InvalidArgument("failure_threshold must be >= 1");
+  ELDR_RETURN_IF_ERROR(BreakerOptions(*this).Validate());
+  ELDR_RETURN_IF_ERROR(RetryOptionsOf(*this).Validate());
+  if (metrics_port < 0 || metrics_port > 65535) {
+    return InvalidArgument("metrics_port must be in [0, 65535] (0: /metrics on the main port)");
+  }
+  if (metrics_port > 0 && metrics_port == port) {
+    return InvalidArgument("metrics_port {} is the main port", metrics_port);
+  }
   if (drain_timeout_ms < 0) return InvalidArgument("drain_timeout_ms must be >= 0");
   if (!capture.path.empty()) ELDR_RETURN_IF_ERROR(capture.Validate());
   if (refit) {
@@ -287,7 +313,22 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   }
   if (k == "prefill_load_factor") return num(&o->prefill_load_factor);
   if (k == "prefix_bytes") return num(&o->prefix_bytes);
-  if (k == "prefill_attempts") return num(&o->prefill_attempts);
+  if (k == "prefill_attempts") {
+    int attempts = 0;
+    ELDR_RETURN_IF_ERROR(num(&attempts));
+    if (attempts < 1) return InvalidArgument("config key 'prefill_attempts' must be >= 1");
+    o->max_retries = attempts - 1;
+    return Status::Ok();
+  }
+  if (k == "max_retries") return num(&o->max_retries);
+  if (k == "retry_initial_backoff_ms") return num(&o->retry_initial_backoff_ms);
+  if (k == "retry_max_backoff_ms") return num(&o->retry_max_backoff_ms);
+  if (k == "retry_backoff_multiplier") return num(&o->retry_backoff_multiplier);
+  if (k == "retry_jitter_factor") return num(&o->retry_jitter_factor);
+  if (k == "request_timeout_ms") return num(&o->request_timeout_ms);
+  if (k == "breaker_window_ms") return num(&o->breaker_window_ms);
+  if (k == "breaker_success_threshold") return num(&o->breaker_success_threshold);
+  if (k == "metrics_port") return num(&o->metrics_port);
   if (k == "max_body_bytes") return num(&o->max_body_bytes);
   if (k == "max_header_bytes") return num(&o->max_header_bytes);
   if (k == "max_in_flight") return num(&o->max_in_flight);
@@ -298,6 +339,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "prefill_timeout_ms") return num(&o->prefill_timeout_ms);
   if (k == "first_byte_timeout_ms") return num(&o->first_byte_timeout_ms);
   if (k == "idle_timeout_ms") return num(&o->idle_timeout_ms);
+  if (k == "client_timeout_ms") return num(&o->client_timeout_ms);
   if (k == "health_interval_ms") return num(&o->health_interval_ms);
   if (k == "health_timeout_ms") return num(&o->health_timeout_ms);
   if (k == "failure_threshold") return num(&o->failure_threshold);

@@ -33,6 +33,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
               ts.rng.Next() >> 1};
   // Both legs at once (the rendezvous needs both); the client sees the decode leg.
   RequestCtx pctx;
+  pctx.deadline = ctx.deadline;
   Ticket pt(s.prefill[p]);
   std::optional<ExpertCounts> captured;  // the prompt's counts, when the capture is on
   int64_t captured_tokens = -1;
@@ -41,19 +42,21 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
     UpResult up =
         co_await Post(w, path, SglangPrefillBody(req, b), rid, o_.prefill_timeout_ms, pctx);
     pt.Release();
-    // Cancelled with the client or by the drain deadline: not the worker's fault.
-    if (ctx.client_gone || ctx.drain_expired) co_return;
+    // Cancelled with the client, by the drain or by the request deadline: not the worker's
+    // fault.
+    if (ctx.client_gone || ctx.ended() || (!up.ok() && pctx.deadline.Expired())) co_return;
     if (!up.ok() || up.status >= 500) {
       w.errors.fetch_add(1, std::memory_order_relaxed);
       w.breaker.OnFailure(NowUs());
       co_return;
     }
-    w.breaker.OnSuccess();
+    w.breaker.OnSuccess(NowUs());
     if (up.status != 200) co_return;  // the decode leg answers the client
     auto parsed = ParsePrefill(up.body, req, 0);
     if (!parsed) {
       w.errors.fetch_add(1, std::memory_order_relaxed);
       malformed_.fetch_add(1, std::memory_order_relaxed);
+      w.breaker.OnFailure(NowUs());
       spdlog::warn("event=malformed_prefill request_id={} worker={} error=\"{}\"", rid, w.spec.url,
                    parsed.error().message());
       co_return;
@@ -77,8 +80,9 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
   MaybeTapDecode(sampled, DecodeExpertsFormat::kSglang, req, ctx);
   const bool ask = ctx.decode_tap && !ClientAsksRoutedExperts(req);
   auto decode = [&]() -> awaitable<void> {
+    // No retry: this decoder's rendezvous with the prefill leg is already under way.
     co_await Relay(client, s.decode[d.decoder], path, SglangDecodeBody(req, b, ask), rid,
-                   req.stream, ctx, true);
+                   req.stream, ctx, kNoRetry);
   };
   co_await (prefill() && decode());
   if (refitter_ && captured) refitter_->Observe(NowUs(), *captured);

@@ -21,22 +21,37 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   std::vector<uint8_t> excluded(s.prefill.size());
   std::optional<PrefillResult> pr;
   std::string last_error = "no prefill worker is available";
-  for (int attempt = 0; attempt < o_.prefill_attempts && !pr; ++attempt) {
+  Rng& rng = StateOf(client.get_executor()).rng;
+  int64_t wait_us = 0;
+  for (int retries = 0; !pr; ++retries) {
+    if (retries > 0) {
+      // Retries go to prefill workers not tried yet, after a backoff (retry.h).
+      co_await Backoff(ctx, wait_us);
+      if (ctx.client_gone) co_return;
+      NoteDeadline(ctx);
+      if (ctx.ended()) {
+        co_await WriteEnded(client, ctx);
+        co_return;
+      }
+    }
     const int p = s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), excluded,
                                o_.prefill_load_factor);
     if (p < 0) break;
-    if (attempt > 0) prefill_retries_.fetch_add(1, std::memory_order_relaxed);
+    if (retries > 0) prefill_retries_.fetch_add(1, std::memory_order_relaxed);
     Worker& w = *s.prefill[p];
     Ticket ticket(s.prefill[p]);
     const int64_t t0 = NowUs();
     UpResult up = co_await Post(w, path, pbody, rid, o_.prefill_timeout_ms, ctx);
     if (ctx.client_gone) co_return;
-    if (ctx.drain_expired) {
-      co_await WriteJsonError(client, 503, DrainMessage(), true, true, ctx.rid_header, &ctx);
+    if (!up.ok()) NoteDeadline(ctx);
+    if (ctx.ended()) {
+      // Cut by the drain or the deadline, not the worker's fault: no failure counted.
+      co_await WriteEnded(client, ctx);
       co_return;
     }
     if (up.error == LegError::kBodyLimit) {
-      // Another worker would send as much: not retried.
+      // Another worker would send as much (the prompt is that long): not retried, and not held
+      // against the worker's circuit.
       w.errors.fetch_add(1, std::memory_order_relaxed);
       co_await WriteJsonError(client, 502, up.detail, true, true, ctx.rid_header, &ctx);
       co_return;
@@ -49,9 +64,24 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
                            : fmt::format("prefill {} failed: {}", w.spec.url, up.detail);
       spdlog::warn("event=prefill_failed request_id={} worker={} kind={} error=\"{}\"", rid,
                    w.spec.url, up.ok() ? "status" : LegErrorName(up.error), last_error);
+      const FailureKind kind = up.ok()                          ? FailureKind::kStatus
+                               : up.error == LegError::kConnect ? FailureKind::kConnect
+                               : up.error == LegError::kTimeout ? FailureKind::kTimeout
+                                                                : FailureKind::kReset;
+      // Without an untried worker left, a retry could only fail the same way: answer now.
+      if (std::find(excluded.begin(), excluded.end(), 0) == excluded.end()) break;
+      const bool retryable = IsRetryable(Leg::kPrefill, kind, up.status);
+      wait_us = retryable ? BackoffUs(retry_, retries, rng) : 0;
+      const RetryVerdict v = DecideRetry(retry_, retryable, retries, false, wait_us, ctx.deadline);
+      if (v == RetryVerdict::kDeadline) {
+        ctx.deadline_expired = true;
+        co_await WriteEnded(client, ctx);
+        co_return;
+      }
+      if (v == RetryVerdict::kGiveUp) break;
       continue;
     }
-    w.breaker.OnSuccess();
+    w.breaker.OnSuccess(NowUs());
     w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
     if (up.status != 200) {
       // The engine rejected the request itself (bad parameters): the client's answer.
@@ -88,11 +118,22 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   if (refitter_ && cp != nullptr && !sig.partial) refitter_->Observe(NowUs(), *cp);
   // The decode leg reuses the prompt's token ids (completions), so it never re-tokenizes.
   const std::string dbody = VllmDecodeBody(req, pr->kv_transfer_params, pr->prompt_token_ids);
-  // A decode worker that cannot be reached before it saw the request is skipped for another
-  // (the prefill's KV stays pullable by any decoder); after that, no retry.
+  // A decode leg that failed retryably before the client got a byte (a decoder that cannot be
+  // reached, a reset, 502/503/504; retry.h) is tried on another decoder after a backoff: the
+  // prefill's KV stays pullable by any decoder. Once the client has a byte, no retry.
   std::vector<uint8_t> excluded_d(s.decode.size());
   const bool sampled = SampleCapture(StateOf(client.get_executor()));
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  int64_t wait_us_d = 0;
+  for (int retries = 0;; ++retries) {
+    if (retries > 0) {
+      co_await Backoff(ctx, wait_us_d);
+      if (ctx.client_gone) co_return;
+      NoteDeadline(ctx);
+      if (ctx.ended()) {
+        co_await WriteEnded(client, ctx);
+        co_return;
+      }
+    }
     const Decision d = RouteDecode(StateOf(client.get_executor()), s, cp, excluded_d, req.label);
     if (d.decoder < 0) {
       co_await WriteJsonError(client, 503, "no decode worker is available", true, true,
@@ -107,10 +148,11 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     ctx.fallback = d.fallback;
     ctx.tokens = OutputTokenCounter();
     MaybeTapDecode(sampled, DecodeExpertsFormat::kVllmLists, req, ctx);
-    const RelayOutcome out =
-        co_await Relay(client, s.decode[d.decoder], path, dbody, rid, req.stream, ctx,
-                       /*last_try=*/attempt == 1);
-    if (out != RelayOutcome::kUnreachable) {
+    // A retry needs an untried decoder besides this one.
+    const bool others = std::count(excluded_d.begin(), excluded_d.end(), 0) > 1;
+    const RelayResult out = co_await Relay(client, s.decode[d.decoder], path, dbody, rid,
+                                           req.stream, ctx, others ? retries : kNoRetry);
+    if (out.outcome != RelayOutcome::kRetry) {
       if (sampled && ctx.response_complete && !ctx.client_gone) {
         if (cp != nullptr && !sig.partial) {
           const int64_t prompt_tokens =
@@ -129,6 +171,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     }
     excluded_d[d.decoder] = 1;
     decode_retries_.fetch_add(1, std::memory_order_relaxed);
+    wait_us_d = out.wait_us;
   }
 }
 

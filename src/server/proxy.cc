@@ -83,6 +83,18 @@ Status ProxyImpl::Init() {
   if (!ec) acceptor_->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return Unavailable("cannot listen on {}:{}: {}", o_.host, o_.port, ec.message());
   port_ = acceptor_->local_endpoint().port();
+  if (o_.metrics_port > 0) {
+    metrics_acceptor_ = std::make_unique<tcp::acceptor>(*iocs_[0]);
+    const tcp::endpoint mep(listen.address(), static_cast<uint16_t>(o_.metrics_port));
+    metrics_acceptor_->open(mep.protocol(), ec);
+    if (!ec) metrics_acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) metrics_acceptor_->bind(mep, ec);
+    if (!ec) metrics_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return Unavailable("cannot listen on {}:{} (metrics_port): {}", o_.host, o_.metrics_port,
+                         ec.message());
+    }
+  }
   return Status::Ok();
 }
 
@@ -101,7 +113,8 @@ Status ProxyImpl::Run() {
     });
   });
   asio::co_spawn(*iocs_[0], Accept(), asio::detached);
-  if (refitter_) refitter_->Start([] { return NowUs(); });
+  if (metrics_acceptor_) asio::co_spawn(*iocs_[0], AcceptMetrics(), asio::detached);
+  if (refitter_) refitter_->Start([this] { return NowUs(); });
   if (o_.health_interval_ms > 0) asio::co_spawn(*iocs_[0], HealthLoop(), asio::detached);
   std::vector<std::thread> threads;
   std::vector<asio::executor_work_guard<asio::io_context::executor_type>> guards;
@@ -112,6 +125,11 @@ Status ProxyImpl::Run() {
   spdlog::info("event=listening host={} port={} backend={} policy={} prefill={} decode={}", o_.host,
                port_, BackendName(o_.backend), o_.policy, o_.prefill.size(), o_.decode.size());
   asio::co_spawn(*iocs_[0], WaitForShutdown(), [&](std::exception_ptr) {
+    // The metrics port stays open while draining (a scrape shows the drain), closed here.
+    if (metrics_acceptor_) {
+      boost::system::error_code ec;
+      metrics_acceptor_->close(ec);
+    }
     guards.clear();
     for (auto& ioc : iocs_) ioc->stop();
   });
@@ -152,7 +170,7 @@ std::vector<WorkerCheck> ProxyImpl::SelfCheck() {
   return out;
 }
 
-awaitable<ProxyImpl::Admission> ProxyImpl::Admit(asio::any_io_executor ex) {
+awaitable<ProxyImpl::Admission> ProxyImpl::Admit(asio::any_io_executor ex, int64_t timeout_ms) {
   if (active_.fetch_add(1) < o_.max_in_flight) co_return Admission::kAdmitted;
   active_.fetch_sub(1);
   auto w = std::make_shared<AdmissionWaiter>(ex);
@@ -168,7 +186,7 @@ awaitable<ProxyImpl::Admission> ProxyImpl::Admit(asio::any_io_executor ex) {
     admit_queue_.push_back(w);
   }
   const int64_t t0 = NowUs();
-  w->timer.expires_after(std::chrono::milliseconds(o_.admission_timeout_ms));
+  w->timer.expires_after(std::chrono::milliseconds(timeout_ms));
   co_await w->timer.async_wait(kTuple);
   std::lock_guard lock(admit_mu_);
   admission_wait_.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
@@ -276,13 +294,55 @@ awaitable<void> ProxyImpl::Accept() {
   }
 }
 
+awaitable<void> ProxyImpl::AcceptMetrics() {
+  for (;;) {
+    auto [ec, sock] = co_await metrics_acceptor_->async_accept(kTuple);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !metrics_acceptor_->is_open()) break;
+      continue;
+    }
+    asio::co_spawn(*iocs_[0], MetricsSession(std::move(sock)), asio::detached);
+  }
+}
+
+awaitable<void> ProxyImpl::MetricsSession(tcp::socket sock) {
+  beast::tcp_stream client(std::move(sock));
+  beast::flat_buffer buf;
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(64 * 1024);
+    parser.header_limit(static_cast<uint32_t>(o_.max_header_bytes));
+    client.expires_after(std::chrono::milliseconds(o_.client_timeout_ms));
+    auto [ec, n] = co_await http::async_read(client, buf, parser, kTuple);
+    if (ec) break;
+    client.expires_never();
+    const auto& req = parser.get();
+    const std::string_view target(req.target().data(), req.target().size());
+    bool ok = false;
+    if (target != "/metrics" && target != "/liveness") {
+      ok = co_await WriteJsonError(
+          client, 404, fmt::format("{} is not served on metrics_port", target), true, false);
+    } else if (req.method() != http::verb::get) {
+      ok = co_await WriteMethodNotAllowed(client, target, "GET", false);
+    } else if (target == "/liveness") {
+      ok = co_await WriteResponse(client, 200, R"({"status":"alive"})", "application/json", true,
+                                  false);
+    } else {
+      ok = co_await WriteResponse(client, 200, RenderMetrics(),
+                                  "text/plain; version=0.0.4; charset=utf-8", true, false);
+    }
+    if (!ok || !req.keep_alive()) break;
+  }
+  boost::system::error_code ec;
+  client.socket().shutdown(tcp::socket::shutdown_both, ec);
+}
+
 awaitable<void> ProxyImpl::WaitForShutdown() {
   shutdown_timer_->expires_at(asio::steady_timer::time_point::max());
   co_await shutdown_timer_->async_wait(kTuple);
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(o_.drain_timeout_ms);
+  const Deadline deadline(clock_, int64_t{o_.drain_timeout_ms} * 1000);
   asio::steady_timer t(*iocs_[0]);
-  while (active_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+  while (active_.load() > 0 && !deadline.Expired()) {
     t.expires_after(std::chrono::milliseconds(20));
     co_await t.async_wait(kTuple);
   }
@@ -300,8 +360,8 @@ awaitable<void> ProxyImpl::WaitForShutdown() {
         });
       }
     }
-    const auto grace = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-    while (active_.load() > 0 && std::chrono::steady_clock::now() < grace) {
+    const Deadline grace(clock_, 2'000'000);
+    while (active_.load() > 0 && !grace.Expired()) {
       t.expires_after(std::chrono::milliseconds(10));
       co_await t.async_wait(kTuple);
     }
@@ -320,7 +380,7 @@ awaitable<void> ProxyImpl::Session(tcp::socket sock) {
     http::request_parser<http::string_body> parser;
     parser.body_limit(static_cast<uint64_t>(o_.max_body_bytes));
     parser.header_limit(static_cast<uint32_t>(o_.max_header_bytes));
-    client.expires_after(std::chrono::seconds(300));
+    client.expires_after(std::chrono::milliseconds(o_.client_timeout_ms));
     auto [hec, hn] = co_await http::async_read_header(client, buf, parser, kTuple);
     boost::system::error_code ec = hec;
     if (!ec && parser.get().count(http::field::content_length) > 0 &&
@@ -482,7 +542,24 @@ awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::fl
     co_return ok;
   };
   if (stopping_) co_return co_await fail(503, "the router is shutting down");
-  if (const Admission a = co_await Admit(client.get_executor()); a != Admission::kAdmitted) {
+  // The deadline runs from arrival: time queued for a slot counts against it.
+  int64_t header_ms = 0;
+  if (auto it = req.find("X-Eldr-Deadline-Ms"); it != req.end()) {
+    auto ms = ParseDeadlineMs(std::string_view(it->value().data(), it->value().size()));
+    if (!ms.has_value()) co_return co_await fail(400, ms.error().message());
+    header_ms = *ms;
+  }
+  ctx.budget_ms = RequestBudgetMs(o_.request_timeout_ms, header_ms);
+  if (ctx.budget_ms > 0) ctx.deadline = Deadline::At(clock_, ctx.start_us + ctx.budget_ms * 1000);
+  if (const Admission a =
+          co_await Admit(client.get_executor(), ctx.deadline.ClampMs(o_.admission_timeout_ms));
+      a != Admission::kAdmitted) {
+    if (a == Admission::kTimedOut && ctx.deadline.Expired()) {
+      ctx.deadline_expired = true;
+      co_await WriteEnded(client, ctx);
+      FinishAccounting(ctx, rid, route, false);
+      co_return true;
+    }
     // Retry-After: about when a slot may be free again (RFC 9110 section 10.2.3).
     const std::string headers =
         fmt::format("{}Retry-After: {}\r\n", ctx.rid_header,
@@ -578,7 +655,10 @@ awaitable<void> ProxyImpl::Proxied(beast::tcp_stream& client, const ClientReques
                                    std::shared_ptr<const Snapshot> snap, RequestCtx& ctx) {
   // Cancellation is handled explicitly (ctx), never by exceptions on the request path.
   co_await asio::this_coro::throw_if_cancelled(false);
-  if (o_.backend == Backend::kVllm) {
+  if (ctx.deadline.Expired()) {
+    ctx.deadline_expired = true;
+    co_await WriteEnded(client, ctx);
+  } else if (o_.backend == Backend::kVllm) {
     co_await ProxiedVllm(client, req, rid, path, *snap, ctx);
   } else {
     co_await ProxiedSglang(client, req, rid, path, *snap, ctx);
@@ -683,21 +763,17 @@ awaitable<void> ProxyImpl::HealthLoop() {
       for (const auto& w : *list) {
         if (stopping_) co_return;
         const bool ok = co_await Probe(*w);
-        if (ok) {
-          // A worker can answer /health while failing requests (5xx): a probe may close a
-          // half-open circuit, never cut short an open one.
-          const CircuitState st = w->breaker.State(NowUs());
-          if (st == CircuitState::kOpen) continue;
-          if (st != CircuitState::kClosed) {
+        // A worker can answer /health while failing requests (5xx): a probe may close a
+        // half-open circuit, never cut short an open one (ApplyProbe, balance.h).
+        switch (ApplyProbe(w->breaker, ok, NowUs())) {
+          case ProbeEvent::kUp:
             spdlog::info("event=worker_up worker={} role={}", w->spec.url, w->role);
-          }
-          w->breaker.OnSuccess();
-        } else {
-          const bool was = w->breaker.Available(NowUs());
-          w->breaker.OnFailure(NowUs());
-          if (was && !w->breaker.Available(NowUs())) {
+            break;
+          case ProbeEvent::kDown:
             spdlog::warn("event=worker_down worker={} role={}", w->spec.url, w->role);
-          }
+            break;
+          default:
+            break;
         }
       }
     }
@@ -727,8 +803,8 @@ awaitable<bool> ProxyImpl::Probe(Worker& w) {
 
 }  // namespace proxy_internal
 
-Result<std::unique_ptr<Proxy>> Proxy::Create(const ServeOptions& options) {
-  auto p = std::make_unique<proxy_internal::ProxyImpl>(options);
+Result<std::unique_ptr<Proxy>> Proxy::Create(const ServeOptions& options, const Clock& clock) {
+  auto p = std::make_unique<proxy_internal::ProxyImpl>(options, clock);
   ELDR_RETURN_IF_ERROR(p->Init());
   return std::unique_ptr<Proxy>(std::move(p));
 }

@@ -21,6 +21,7 @@
 
 #include "../net/http.h"
 #include "eldr/block_hash.h"
+#include "eldr/clock.h"
 #include "eldr/geometry.h"
 #include "eldr/net/wire.h"
 #include "eldr/policy.h"
@@ -34,6 +35,7 @@
 #include "eldr/server/prompt_signal.h"
 #include "eldr/server/proxy.h"
 #include "eldr/server/refit_loop.h"
+#include "eldr/server/retry.h"
 #include "eldr/signature_cache.h"
 #include "eldr/signature_space.h"
 
@@ -55,7 +57,13 @@ struct RequestCtx {
   beast::tcp_stream* upstream = nullptr;
   bool client_gone = false;
   bool finished = false;
-  bool drain_expired = false;      // the router's drain_timeout_ms passed: end the answer now
+  bool drain_expired = false;  // the router's drain_timeout_ms passed: end the answer now
+  // The request's deadline (request_timeout_ms, X-Eldr-Deadline-Ms): every upstream timeout and
+  // backoff is clamped to it, and a leg that failed past it sets deadline_expired.
+  Deadline deadline;
+  int64_t budget_ms = 0;  // what the deadline was, for messages (0: none)
+  bool deadline_expired = false;
+  asio::steady_timer* backoff = nullptr;  // set while the flow waits before a retry
   bool response_complete = false;  // the client has its whole answer (background legs may run)
   std::optional<asio::steady_timer> done;  // set while a pipelined request waits for this one
   std::string rid_header;  // "X-Request-Id: ...\r\n", echoed on every response to the request
@@ -75,11 +83,14 @@ struct RequestCtx {
   // Set for a captured request: reads (and where the router asked, strips) the generated
   // tokens' routed experts from the decode leg's 200 body.
   std::optional<DecodeExpertsTap> decode_tap;
+  // The answer must end now: the drain deadline or the request's own passed.
+  bool ended() const { return drain_expired || deadline_expired; }
   void CancelUpstream() {
     if (upstream) {
       boost::system::error_code ec;
       upstream->socket().cancel(ec);
     }
+    if (backoff) backoff->cancel();
   }
 };
 
@@ -119,7 +130,8 @@ inline constexpr int kStatusCodes[] = {200, 400, 401, 403, 404, 405, 413,
 
 class ProxyImpl final : public Proxy {
  public:
-  explicit ProxyImpl(ServeOptions o) : o_(std::move(o)) {
+  ProxyImpl(ServeOptions o, const Clock& clock)
+      : o_(std::move(o)), clock_(clock), retry_(RetryOptionsOf(o_)) {
     for (size_t i = 0; i < std::size(kStatusCodes); ++i) responses_[i] = 0;
   }
 
@@ -188,8 +200,31 @@ class ProxyImpl final : public Proxy {
     asio::steady_timer timer;
     bool granted = false;  // guarded by admit_mu_
   };
-  awaitable<Admission> Admit(asio::any_io_executor ex);
+  // `timeout_ms`: admission_timeout_ms, clamped to the request's deadline.
+  awaitable<Admission> Admit(asio::any_io_executor ex, int64_t timeout_ms);
   void ReleaseSlot();
+
+  // Every time the proxy reads (shadows net::NowUs in its members): the injected clock.
+  int64_t NowUs() const { return clock_.NowUs(); }
+
+  // A leg's timeout `ms` clamped to the request's deadline.
+  std::chrono::milliseconds Budget(const RequestCtx& ctx, int64_t ms) const {
+    return std::chrono::milliseconds(ctx.deadline.ClampMs(ms));
+  }
+  // After a failed upstream operation: a clamped timer that fired means the deadline passed.
+  static void NoteDeadline(RequestCtx& ctx) {
+    if (ctx.deadline.Expired()) ctx.deadline_expired = true;
+  }
+  // The answer to a request ended by the drain (503) or its deadline (504) before its first
+  // byte; and the terminal SSE event of a stream ended after it.
+  awaitable<void> WriteEnded(beast::tcp_stream& client, RequestCtx& ctx);
+  std::string EndedSseEvent(const RequestCtx& ctx) const;
+  std::string DeadlineMessage(const RequestCtx& ctx) const {
+    return fmt::format("the request deadline ({} ms) passed before the answer ended",
+                       ctx.budget_ms);
+  }
+  // Waits `us` before a retry; the client leaving, the drain or the deadline cut it short.
+  awaitable<void> Backoff(RequestCtx& ctx, int64_t us);
 
   // What a request still in flight when drain_timeout_ms passes is told.
   std::string DrainMessage() const {
@@ -203,6 +238,10 @@ class ProxyImpl final : public Proxy {
   awaitable<void> Accept();
 
   awaitable<void> WaitForShutdown();
+
+  // metrics_port: GET /metrics and /liveness only, on the first I/O thread.
+  awaitable<void> AcceptMetrics();
+  awaitable<void> MetricsSession(tcp::socket sock);
 
   awaitable<void> Session(tcp::socket sock);
 
@@ -255,13 +294,16 @@ class ProxyImpl final : public Proxy {
   // One read of a response body into `chunk`: the error and the bytes read.
   awaitable<std::pair<boost::system::error_code, size_t>> ReadPiece(
       beast::tcp_stream& conn, beast::flat_buffer& b,
-      http::response_parser<http::buffer_body>& parser, char* chunk, size_t size);
+      http::response_parser<http::buffer_body>& parser, char* chunk, size_t size,
+      const RequestCtx& ctx);
 
   // Returns a finished upstream connection to the pool when the worker keeps it alive.
   void Recycle(Worker& w, beast::tcp_stream& conn, bool keep_alive);
 
-  // Opens (or reuses) an upstream connection to `w`.
-  awaitable<std::optional<beast::tcp_stream>> Connect(Worker& w, bool* reused);
+  // Opens (or reuses) an upstream connection to `w` within connect_timeout_ms (clamped to the
+  // request's deadline).
+  awaitable<std::optional<beast::tcp_stream>> Connect(Worker& w, bool* reused,
+                                                      const RequestCtx& ctx);
 
   // Writes a POST of `body` to `w` on `conn`: one head and the body, gathered into one send.
   awaitable<boost::system::error_code> WritePost(beast::tcp_stream& conn, Worker& w,
@@ -275,13 +317,23 @@ class ProxyImpl final : public Proxy {
 
   // The decode leg: response headers within first_byte_timeout, then the body relayed to the
   // client as it arrives (SSE events untouched).
-  enum class RelayOutcome { kDone, kUnreachable };
+  // kRetry: the leg failed before the client got any byte, retryably (retry.h), with a retry
+  // left and time before the deadline: nothing was written; wait `wait_us` and try another
+  // decoder. kDone: the client has its answer (or error), or is gone.
+  enum class RelayOutcome { kDone, kRetry };
+  struct RelayResult {
+    RelayOutcome outcome = RelayOutcome::kDone;
+    int64_t wait_us = 0;
+  };
+  static constexpr int kNoRetry = std::numeric_limits<int>::max();
 
   // The relayed body feeds ctx.tokens (output length, for the capture and the accounting).
-  awaitable<RelayOutcome> Relay(beast::tcp_stream& client, std::shared_ptr<Worker> wp,
-                                const std::string& path, const std::string& body,
-                                const std::string& rid, bool stream, RequestCtx& ctx,
-                                bool last_try);
+  // `retries_done`: decode retries already made for this request (kNoRetry: none allowed, as
+  // in the SGLang flow, whose prefill leg is bound to this decoder).
+  awaitable<RelayResult> Relay(beast::tcp_stream& client, std::shared_ptr<Worker> wp,
+                               const std::string& path, const std::string& body,
+                               const std::string& rid, bool stream, RequestCtx& ctx,
+                               int retries_done);
 
   // Whether a request is captured, drawn when it starts (capture.fraction) so that its decode
   // leg can be asked for routed experts; false, uncounted, when the capture is off.
@@ -321,6 +373,8 @@ class ProxyImpl final : public Proxy {
   std::string RenderMetrics();
 
   ServeOptions o_;
+  const Clock& clock_;
+  const RetryOptions retry_;
   ModelGeometry geometry_;
   std::string served_model_;                    // what /v1/models lists
   std::shared_ptr<spdlog::logger> access_log_;  // null: access_log off
@@ -343,6 +397,7 @@ class ProxyImpl final : public Proxy {
   std::vector<std::unique_ptr<asio::io_context>> iocs_;
   std::vector<std::unique_ptr<ThreadState>> states_;  // after iocs_: pools destroyed first
   std::unique_ptr<tcp::acceptor> acceptor_;
+  std::unique_ptr<tcp::acceptor> metrics_acceptor_;  // null: metrics_port off
   std::unique_ptr<asio::steady_timer> shutdown_timer_;
   int port_ = 0;
   std::atomic<bool> stopping_{false};
@@ -354,8 +409,9 @@ class ProxyImpl final : public Proxy {
   std::atomic<uint64_t> responses_[std::size(kStatusCodes)];
   std::atomic<uint64_t> other_responses_{0}, prefill_retries_{0}, malformed_{0}, midstream_{0},
       disconnects_{0}, decode_retries_{0}, partial_signatures_{0}, capture_sampled_out_{0},
-      capture_no_signature_{0};
+      capture_no_signature_{0}, deadline_exceeded_{0};
   std::atomic<uint64_t> capture_decode_[3] = {};  // recorded, absent, rejected
+  Histogram retry_backoff_{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}};
 };
 
 }  // namespace proxy_internal

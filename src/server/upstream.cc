@@ -37,10 +37,11 @@ awaitable<bool> ProxyImpl::WriteMethodNotAllowed(beast::tcp_stream& client, std:
 
 awaitable<std::pair<boost::system::error_code, size_t>> ProxyImpl::ReadPiece(
     beast::tcp_stream& conn, beast::flat_buffer& b,
-    http::response_parser<http::buffer_body>& parser, char* chunk, size_t size) {
+    http::response_parser<http::buffer_body>& parser, char* chunk, size_t size,
+    const RequestCtx& ctx) {
   parser.get().body().data = chunk;
   parser.get().body().size = size;
-  conn.expires_after(std::chrono::milliseconds(o_.idle_timeout_ms));
+  conn.expires_after(Budget(ctx, o_.idle_timeout_ms));
   auto [ec, n] = co_await http::async_read_some(conn, b, parser, kTuple);
   if (ec == http::error::need_buffer) ec = {};
   co_return std::make_pair(ec, size - parser.get().body().size);
@@ -52,7 +53,8 @@ void ProxyImpl::Recycle(Worker& w, beast::tcp_stream& conn, bool keep_alive) {
   StateOf(conn.get_executor()).pool.Put(w.address->ep, std::move(conn));
 }
 
-awaitable<std::optional<beast::tcp_stream>> ProxyImpl::Connect(Worker& w, bool* reused) {
+awaitable<std::optional<beast::tcp_stream>> ProxyImpl::Connect(Worker& w, bool* reused,
+                                                               const RequestCtx& ctx) {
   const auto ex = co_await asio::this_coro::executor;
   if (auto s = StateOf(ex).pool.Take(w.address->ep)) {
     *reused = true;
@@ -60,7 +62,7 @@ awaitable<std::optional<beast::tcp_stream>> ProxyImpl::Connect(Worker& w, bool* 
   }
   *reused = false;
   beast::tcp_stream s(ex);
-  s.expires_after(std::chrono::milliseconds(o_.connect_timeout_ms));
+  s.expires_after(Budget(ctx, o_.connect_timeout_ms));
   auto [ec] = co_await s.async_connect(w.address->ep, kTuple);
   if (ec) co_return std::nullopt;
   SetNoDelay(s);
@@ -83,14 +85,14 @@ awaitable<UpResult> ProxyImpl::Post(Worker& w, const std::string& path, const st
   UpResult out;
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool reused = false;
-    auto conn = co_await Connect(w, &reused);
+    auto conn = co_await Connect(w, &reused, ctx);
     if (!conn) {
       out.error = LegError::kConnect;
       out.detail = "connection failed";
       co_return out;
     }
     ctx.upstream = &*conn;
-    conn->expires_after(std::chrono::milliseconds(timeout_ms));
+    conn->expires_after(Budget(ctx, timeout_ms));
     const boost::system::error_code wec = co_await WritePost(*conn, w, path, body, rid);
     if (ctx.client_gone) {
       ctx.upstream = nullptr;
@@ -139,11 +141,36 @@ awaitable<UpResult> ProxyImpl::Post(Worker& w, const std::string& path, const st
   co_return out;
 }
 
-awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
-                                                    std::shared_ptr<Worker> wp,
-                                                    const std::string& path,
-                                                    const std::string& body, const std::string& rid,
-                                                    bool stream, RequestCtx& ctx, bool last_try) {
+awaitable<void> ProxyImpl::WriteEnded(beast::tcp_stream& client, RequestCtx& ctx) {
+  if (ctx.drain_expired) {
+    co_await WriteJsonError(client, 503, DrainMessage(), true, true, ctx.rid_header, &ctx);
+    co_return;
+  }
+  deadline_exceeded_.fetch_add(1, std::memory_order_relaxed);
+  co_await WriteResponse(client, 504, OpenAiErrorBody(504, DeadlineMessage(ctx), "timeout"),
+                         "application/json", true, true, ctx.rid_header, &ctx);
+}
+
+std::string ProxyImpl::EndedSseEvent(const RequestCtx& ctx) const {
+  if (ctx.drain_expired) return SseErrorEvent(503, DrainMessage(), "server_shutdown");
+  return SseErrorEvent(504, DeadlineMessage(ctx), "timeout");
+}
+
+awaitable<void> ProxyImpl::Backoff(RequestCtx& ctx, int64_t us) {
+  retry_backoff_.Observe(static_cast<double>(us) * 1e-6);
+  if (us <= 0 || ctx.client_gone || ctx.ended()) co_return;
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  t.expires_after(std::chrono::microseconds(us));
+  ctx.backoff = &t;
+  co_await t.async_wait(kTuple);
+  ctx.backoff = nullptr;
+}
+
+awaitable<ProxyImpl::RelayResult> ProxyImpl::Relay(beast::tcp_stream& client,
+                                                   std::shared_ptr<Worker> wp,
+                                                   const std::string& path, const std::string& body,
+                                                   const std::string& rid, bool stream,
+                                                   RequestCtx& ctx, int retries_done) {
   Worker& w = *wp;
   Ticket ticket(wp);
   const int64_t t0 = NowUs();
@@ -155,45 +182,65 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
   std::optional<http::response_parser<http::buffer_body>> pp;
   boost::system::error_code ec;
   bool unreachable = false;
+  // Whether a failure before the client's first byte is retried on another decoder, and after
+  // which wait (retry.h); the wait is drawn only when the failure is retryable.
+  auto decide = [&](FailureKind kind, int status) -> std::optional<int64_t> {
+    const bool retryable = IsRetryable(Leg::kDecode, kind, status);
+    if (!retryable || retries_done >= retry_.max_retries) return std::nullopt;
+    const int64_t wait = BackoffUs(retry_, retries_done, StateOf(client.get_executor()).rng);
+    const RetryVerdict v = DecideRetry(retry_, retryable, retries_done, false, wait, ctx.deadline);
+    if (v == RetryVerdict::kDeadline) ctx.deadline_expired = true;
+    if (v != RetryVerdict::kRetry) return std::nullopt;
+    return wait;
+  };
   for (int attempt = 0; attempt < 2; ++attempt) {
     pp.emplace();
     pp->body_limit(boost::none);
     b.clear();
     bool reused = false;
     conn.reset();
-    if (auto c = co_await Connect(w, &reused)) conn.emplace(std::move(*c));
+    if (auto c = co_await Connect(w, &reused, ctx)) conn.emplace(std::move(*c));
     if (!conn) {
       ec = asio::error::connection_refused;
       unreachable = true;
       break;
     }
     ctx.upstream = &*conn;
-    conn->expires_after(std::chrono::milliseconds(o_.first_byte_timeout_ms));
+    conn->expires_after(Budget(ctx, o_.first_byte_timeout_ms));
     ec = co_await WritePost(*conn, w, path, body, rid);
     if (!ec) {
       auto [hec, hn] = co_await http::async_read_header(*conn, b, *pp, kTuple);
       ec = hec;
     }
-    if (ctx.client_gone) co_return RelayOutcome::kDone;
+    if (ctx.client_gone) co_return RelayResult{};
     if (ec && reused && !pp->got_some() && ec != beast::error::timeout) continue;
     break;
   }
   auto& parser = *pp;
-  if ((ec || !conn) && ctx.drain_expired) {
-    co_await WriteJsonError(client, 503, DrainMessage(), true, true, ctx.rid_header, &ctx);
-    co_return RelayOutcome::kDone;
+  if (ec || !conn) NoteDeadline(ctx);
+  if ((ec || !conn) && ctx.ended()) {
+    // Cut by the drain or the deadline, not the worker's fault: no failure counted.
+    co_await WriteEnded(client, ctx);
+    co_return RelayResult{};
   }
   if (ec || !conn) {
     w.errors.fetch_add(1, std::memory_order_relaxed);
     w.breaker.OnFailure(NowUs());
     spdlog::warn("event=decode_failed request_id={} worker={} error=\"{}\"", rid, w.spec.url,
                  ec.message());
-    if (unreachable && !last_try) co_return RelayOutcome::kUnreachable;
+    const FailureKind kind = unreachable                   ? FailureKind::kConnect
+                             : ec == beast::error::timeout ? FailureKind::kTimeout
+                                                           : FailureKind::kReset;
+    if (const auto wait = decide(kind, 0)) co_return RelayResult{RelayOutcome::kRetry, *wait};
+    if (ctx.deadline_expired) {
+      co_await WriteEnded(client, ctx);
+      co_return RelayResult{};
+    }
     co_await WriteJsonError(
         client, 502,
         fmt::format("decode worker {} failed before responding: {}", w.spec.url, ec.message()),
         true, true, ctx.rid_header, &ctx);
-    co_return RelayOutcome::kDone;
+    co_return RelayResult{};
   }
   const int status = parser.get().result_int();
   std::string content_type = "application/json";
@@ -204,8 +251,8 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
   if (!stream || status != 200) {
     std::string all;
     while (!parser.is_done()) {
-      auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk);
-      if (ctx.client_gone) co_return RelayOutcome::kDone;
+      auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk, ctx);
+      if (ctx.client_gone) co_return RelayResult{};
       if (rec) {
         ec = rec;
         break;
@@ -213,9 +260,10 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       all.append(chunk, got);
     }
     ctx.upstream = nullptr;
-    if (ec && ctx.drain_expired) {
-      co_await WriteJsonError(client, 503, DrainMessage(), true, true, ctx.rid_header, &ctx);
-      co_return RelayOutcome::kDone;
+    if (ec) NoteDeadline(ctx);
+    if (ec && ctx.ended()) {
+      co_await WriteEnded(client, ctx);
+      co_return RelayResult{};
     }
     if (ec) {
       w.errors.fetch_add(1, std::memory_order_relaxed);
@@ -224,7 +272,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
           client, 502,
           fmt::format("decode worker {} failed mid-response: {}", w.spec.url, ec.message()), true,
           true, ctx.rid_header, &ctx);
-      co_return RelayOutcome::kDone;
+      co_return RelayResult{};
     }
     // A decoder answering 5xx looks idle to load-based policies and would attract traffic:
     // its failures count toward opening its circuit like transport failures do.
@@ -232,17 +280,28 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       w.errors.fetch_add(1, std::memory_order_relaxed);
       w.breaker.OnFailure(NowUs());
     } else {
-      w.breaker.OnSuccess();
+      w.breaker.OnSuccess(NowUs());
     }
     w.latency.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
     Recycle(w, *conn, parser.get().keep_alive());
+    if (status >= 500) {
+      if (const auto wait = decide(FailureKind::kStatus, status)) {
+        spdlog::warn("event=decode_failed request_id={} worker={} status={} action=retry", rid,
+                     w.spec.url, status);
+        co_return RelayResult{RelayOutcome::kRetry, *wait};
+      }
+      if (ctx.deadline_expired) {
+        co_await WriteEnded(client, ctx);
+        co_return RelayResult{};
+      }
+    }
     if (status == 200 && ctx.decode_tap) all = ctx.decode_tap->Body(std::move(all));
     if (status == 200) ctx.tokens.Feed(all);
     if (co_await WriteResponse(client, status, std::move(all), content_type, true, true,
                                ctx.rid_header, &ctx)) {
       ctx.response_complete = true;
     }
-    co_return RelayOutcome::kDone;
+    co_return RelayResult{};
   }
   // Streaming: every piece the engine sends is relayed as it arrives, in one write per read
   // (the response head travels with the first piece, the terminating chunk with the last).
@@ -258,8 +317,10 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
   std::string tapped;
   CountResponse(200);
   while (!parser.is_done()) {
-    auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk);
-    if (ctx.client_gone) co_return RelayOutcome::kDone;
+    auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk, ctx);
+    if (ctx.client_gone) co_return RelayResult{};
+    // The drain's cancel may land between two reads, when no read is pending to abort.
+    if (!rec && ctx.drain_expired) rec = asio::error::operation_aborted;
     // With a decode tap the bytes sent are what it lets through (it may hold back an
     // incomplete SSE event, or take out the routed experts the router asked for).
     std::string_view piece(chunk, got);
@@ -281,18 +342,23 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
       if (chunked) out += "\r\n";
     }
     if (rec) {
-      // The engine died or stalled after the client got its first byte (or the drain deadline
-      // cancelled the leg): no retry is possible; end the stream with an error event the client
-      // can see and a proper end of the body.
+      // The engine died or stalled after the client got its first byte (or the drain or the
+      // request deadline cut the leg): no retry is possible; end the stream with an error event
+      // the client can see and a proper end of the body.
       ctx.upstream = nullptr;
+      NoteDeadline(ctx);
       const std::string ev =
-          ctx.drain_expired ? SseErrorEvent(503, DrainMessage(), "server_shutdown")
-                            : SseErrorEvent(502,
-                                            fmt::format("decode worker {} failed mid-stream: {}",
-                                                        w.spec.url, rec.message()),
-                                            "upstream_error");
+          ctx.ended() ? EndedSseEvent(ctx)
+                      : SseErrorEvent(502,
+                                      fmt::format("decode worker {} failed mid-stream: {}",
+                                                  w.spec.url, rec.message()),
+                                      "upstream_error");
       if (ctx.drain_expired) {
         spdlog::warn("event=stream_ended_by_drain request_id={} worker={}", rid, w.spec.url);
+      } else if (ctx.deadline_expired) {
+        deadline_exceeded_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("event=stream_ended_by_deadline request_id={} worker={} budget_ms={}", rid,
+                     w.spec.url, ctx.budget_ms);
       } else {
         w.errors.fetch_add(1, std::memory_order_relaxed);
         w.breaker.OnFailure(NowUs());
@@ -306,7 +372,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
         out += ev;
       }
       co_await asio::async_write(client, asio::buffer(out), kTuple);
-      co_return RelayOutcome::kDone;
+      co_return RelayResult{};
     }
     if (parser.is_done() && chunked) out += "0\r\n\r\n";
     // A read may yield only framing (a chunk-size line) or bytes the tap holds back: nothing to
@@ -316,7 +382,7 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
     if (cec) {
       ctx.client_gone = true;
       ctx.CancelUpstream();
-      co_return RelayOutcome::kDone;
+      co_return RelayResult{};
     }
     if (ctx.status == 0) {
       ctx.status = 200;
@@ -327,9 +393,9 @@ awaitable<ProxyImpl::RelayOutcome> ProxyImpl::Relay(beast::tcp_stream& client,
   }
   ctx.upstream = nullptr;
   ctx.response_complete = true;
-  w.breaker.OnSuccess();
+  w.breaker.OnSuccess(NowUs());
   Recycle(w, *conn, parser.get().keep_alive());
-  co_return RelayOutcome::kDone;
+  co_return RelayResult{};
 }
 
 }  // namespace proxy_internal

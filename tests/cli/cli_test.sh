@@ -52,6 +52,16 @@ expect_error "plus_slack must be" "$ELDR" serve --plus-slack -1 --prefill http:/
   --decode http://127.0.0.1:2 --policy jsq --check
 expect_error "max_in_flight must be" "$ELDR" serve --max-in-flight 0 --prefill http://127.0.0.1:1 \
   --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "max_retries must be" "$ELDR" serve --max-retries -1 --prefill http://127.0.0.1:1 \
+  --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "retry_jitter_factor must be" "$ELDR" serve --retry-jitter-factor 2 \
+  --prefill http://127.0.0.1:1 --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "request_timeout_ms must be" "$ELDR" serve --request-timeout-ms -5 \
+  --prefill http://127.0.0.1:1 --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "breaker_success_threshold must be" "$ELDR" serve --breaker-success-threshold 0 \
+  --prefill http://127.0.0.1:1 --decode http://127.0.0.1:2 --policy jsq --check
+expect_error "timeouts must be" "$ELDR" serve --client-timeout-ms 0 \
+  --prefill http://127.0.0.1:1 --decode http://127.0.0.1:2 --policy jsq --check
 
 # The simulator: a short run prints every policy; bad options are refused clearly.
 "$ELDR" simulate -m gpt-oss-120b -w language -r 20 -d 5 --calibration 200 --seeds 2 \
@@ -70,7 +80,7 @@ v = {(r["policy"], r["variant"], r["tau"]) for r in rows}
 assert ("eldr", "eldr:0.3", 0.3) in v and ("eldr", "", 0.1) in v and ("eldr-plus", "", 0.1) in v, v
 assert all(r["distinct_experts_per_request"] > 0 and 0 < r["max_decoder_share"] <= 1 for r in rows)
 PY
-expect_error "eldr-plus:TAU:SLACK" "$ELDR" simulate -d 1 --policies jsq:2
+expect_error "eldr-plus:TAU.:SLACK.:SQRT_SLACK" "$ELDR" simulate -d 1 --policies jsq:2
 expect_error "not a number" "$ELDR" simulate -d 1 --policies eldr:x
 expect_error "seeds must be" "$ELDR" simulate -d 1 --seeds 0
 expect_error "calibration-trace needs --trace" "$ELDR" simulate -d 1 --calibration-trace x

@@ -173,7 +173,10 @@ def post(port, body, stream=False, timeout=20):
 
 def main():
     pre, dec = Stub("prefill"), Stub("decode")
-    proc, port = start_proxy("table", [pre], [dec])
+    # The table provokes a failure per case on a single worker of each leg: circuits that never
+    # open keep every case independent (failures count in a sliding window, so successes in
+    # between would not reset them).
+    proc, port = start_proxy("table", [pre], [dec], {"failure_threshold": 100})
 
     # (leg, mode, stream, expected client status or a predicate on (status, body))
     cases = [
@@ -210,13 +213,17 @@ def main():
         check(idle(port), f"{leg} {mode}: in-flight counts back at zero")
         if leg == "prefill" and mode.startswith("status:4"):
             check(dec.posts == dec_before, f"{leg} {mode}: no decode leg after a prefill 4xx")
-        # Reset the decoder's circuit between cases (one 5xx or reset counts as a failure).
         for _ in range(2):
             post(port, {})
     st, _ = post(port, {})
     check(st == 200, "a normal request succeeds after the whole table")
+    proc.terminate()
+    check(proc.wait(timeout=20) == 0, "router exits 0 on SIGTERM after the fault table")
 
     print("a decoder answering 5xx gets its circuit opened, and then no prefill is sent")
+    pre, dec = Stub("prefill"), Stub("decode")
+    proc, port = start_proxy("circuit", [pre], [dec],
+                             {"failure_threshold": 3, "breaker_window_ms": 60000})
     dec.mode = "status:500"
     for _ in range(3):
         post(port, {})
@@ -229,7 +236,7 @@ def main():
     check(pre.posts == before, "no prefill was sent without a decoder to take the KV")
     check(idle(port), "in-flight zero")
     proc.terminate()
-    check(proc.wait(timeout=20) == 0, "router exits 0 on SIGTERM after the fault table")
+    check(proc.wait(timeout=20) == 0, "router exits 0 on SIGTERM")
 
     print("a 5xx decoder does not attract the traffic (jsq, two decoders)")
     pre2, good, bad = Stub("prefill"), Stub("decode"), Stub("decode")
@@ -242,6 +249,8 @@ def main():
     proc2.terminate()
     proc2.wait(timeout=20)
 
+    retries_and_deadlines()
+
     print("engines with --api-key, and the ELDR hooks' eldr_sig never reaches decode")
     pre3, dec3 = Stub("prefill"), Stub("decode")
     pre3.mode = "hooks"
@@ -249,7 +258,10 @@ def main():
                                env={"ELDR_UPSTREAM_API_KEY": "k-123"})
     st, _ = post(port3, {})
     check(st == 200, "request through key-protected engines succeeds")
-    time.sleep(0.3)
+    # Probes every 100 ms; a loaded machine may take longer to send the first ones.
+    t_end = time.time() + 10
+    while not (pre3.probes and dec3.probes) and time.time() < t_end:
+        time.sleep(0.05)
     legs = pre3.auth + dec3.auth + pre3.probes + dec3.probes
     check(all(a == "Bearer k-123" for a in legs) and pre3.auth and dec3.auth and pre3.probes,
           "every leg and health probe carries Authorization: Bearer <key> from "
@@ -286,6 +298,153 @@ def main():
     r = subprocess.run([ELDR, "serve", "-c", cfg, "--check"], capture_output=True, text=True)
     check(r.returncode == 0 and "1 of 1" in r.stdout and " vllm " in r.stdout,
           "--check exits 0 and names the source when the prefill returns routed experts")
+
+
+def post_h(port, body, headers, stream=False, timeout=20):
+    """post() with extra request headers; returns (status, body bytes, response headers)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    b = {"model": MODEL, "prompt": "hello there", "max_tokens": 3}
+    b.update(body or {})
+    if stream:
+        b["stream"] = True
+    h = {"Content-Type": "application/json"}
+    h.update(headers)
+    c.request("POST", "/v1/completions", body=json.dumps(b), headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data, r
+
+
+def retries_and_deadlines():
+    print("retries by status class, with backoff, never after the first byte")
+    p1, p2 = Stub("prefill"), Stub("prefill")
+    d1, d2 = Stub("decode"), Stub("decode")
+    retry_cfg = {"max_retries": 2, "retry_initial_backoff_ms": 100, "retry_jitter_factor": 0,
+                 "failure_threshold": 1000}
+    proc, port = start_proxy("retry", [p1, p2], [d1, d2], retry_cfg)
+    # A prefill 503 goes to the other prefill worker after a backoff.
+    p1.mode = "status:503"
+    codes = [post(port, {"prompt": f"retry prompt {i}"})[0] for i in range(8)]
+    m = metrics(port)
+    check(codes == [200] * 8, f"every request succeeds through the healthy prefill: {codes}")
+    check(p1.posts >= 1 and m.get("eldr_prefill_retries_total") == p1.posts,
+          f"each of the {p1.posts} prefill 503s was retried once on the other worker")
+    check(m.get("eldr_retry_backoff_seconds_count") == p1.posts and
+          m.get("eldr_retry_backoff_seconds_sum", 0) >= 0.1 * p1.posts - 1e-9,
+          "each retry waited the 100 ms initial backoff")
+    # Both prefill workers 503: each is tried once (distinct workers), then 503.
+    p2.mode = "status:503"
+    before = p1.posts + p2.posts
+    st, body = post(port, {})
+    check(st == 503 and b"answered 503" in body and p1.posts + p2.posts - before == 2,
+          f"two prefill 503s -> 503 after trying both workers ({st})")
+    # A 4xx is the request's fault: never retried.
+    p1.mode = p2.mode = "status:400"
+    before = p1.posts + p2.posts
+    st, _ = post(port, {})
+    check(st == 400 and p1.posts + p2.posts - before == 1, "a prefill 400 is not retried")
+    p1.mode = p2.mode = "ok"
+    # A decoder answering 503 before any byte: the other decoder takes the request.
+    d1.mode = "status:503"
+    r0 = metrics(port).get("eldr_decode_retries_total", 0)
+    d1_before = d1.posts
+    codes = [post(port, {"prompt": f"decode retry {i}"}, stream=(i % 2 == 0))[0]
+             for i in range(8)]
+    m = metrics(port)
+    failed = d1.posts - d1_before
+    check(codes == [200] * 8, f"decode 503s are retried on the other decoder: {codes}")
+    check(failed >= 1 and m.get("eldr_decode_retries_total") - r0 == failed,
+          f"each of the {failed} decode 503s was retried")
+    # A decode 500 may have consumed the KV: relayed, not retried.
+    d1.mode = d2.mode = "status:500"
+    before = d1.posts + d2.posts
+    st, _ = post(port, {})
+    check(st == 500 and d1.posts + d2.posts - before == 1, "a decode 500 is not retried")
+    # After the first byte reached the client: never a retry.
+    d1.mode = d2.mode = "midstream-reset"
+    before = d1.posts + d2.posts
+    st, body = post(port, {}, stream=True)
+    check(st == 200 and b"failed mid-stream" in body and d1.posts + d2.posts - before == 1,
+          "a stream cut after its first byte ends with an SSE error, never retried")
+    d1.mode = d2.mode = "ok"
+    check(idle(port), "in-flight zero after the retries")
+    proc.terminate()
+    check(proc.wait(timeout=20) == 0, "router exits 0")
+
+    print("the request deadline: X-Eldr-Deadline-Ms and request_timeout_ms")
+    pre, dec = Stub("prefill"), Stub("decode")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    mport = probe.getsockname()[1]
+    probe.close()
+    # idle_timeout_ms beyond the stall below, so that only the deadline can end that stream.
+    proc, port = start_proxy("deadline", [pre], [dec],
+                             {"failure_threshold": 1000, "metrics_port": mport,
+                              "idle_timeout_ms": 10000})
+    c = http.client.HTTPConnection("127.0.0.1", mport, timeout=10)
+    c.request("GET", "/metrics")
+    r = c.getresponse()
+    page = r.read()
+    check(r.status == 200 and b"eldr_build_info" in page, "metrics_port serves /metrics")
+    c.request("GET", "/v1/models")
+    r = c.getresponse()
+    r.read()
+    check(r.status == 404, "metrics_port serves nothing else (404)")
+    c.request("POST", "/metrics", body=b"{}")
+    r = c.getresponse()
+    r.read()
+    check(r.status == 405 and r.getheader("Allow") == "GET", "POST /metrics there -> 405")
+    c.close()
+    for bad in ["abc", "0", "-1", "10ms", "99999999999"]:
+        st, body, _ = post_h(port, {}, {"X-Eldr-Deadline-Ms": bad})
+        check(st == 400 and b"X-Eldr-Deadline-Ms" in body, f"X-Eldr-Deadline-Ms: {bad} -> 400")
+    check(pre.posts == 0, "a bad deadline header reaches no engine")
+    st, _, _ = post_h(port, {}, {"X-Eldr-Deadline-Ms": "5000"})
+    check(st == 200, "a request within its deadline succeeds")
+    # Before the first byte (the prefill hangs longer than the deadline, which is shorter than
+    # prefill_timeout_ms): 504 with a JSON error, and the worker is not blamed.
+    pre.mode = "timeout"
+    st, body, r = post_h(port, {}, {"X-Eldr-Deadline-Ms": "300", "X-Request-Id": "dl-1"})
+    pre.mode = "ok"
+    err = json.loads(body).get("error", {}) if st == 504 else {}
+    check(st == 504 and err.get("type") == "timeout" and "300 ms" in err.get("message", "") and
+          r.getheader("X-Request-Id") == "dl-1",
+          f"a deadline passing during prefill -> 504 timeout JSON ({st} {body[:120]!r})")
+    m = metrics(port)
+    check(m.get(f'eldr_worker_errors_total{{role="prefill",worker="{pre.url}"}}', 0) == 0,
+          "the deadline's cut is not counted against the prefill worker")
+    # After the first byte (the decode stream stalls for 2.5 s after it): an SSE error event
+    # with code 504 and a proper end of the chunked body.
+    dec.mode = "stall"
+    try:
+        st, body, _ = post_h(port, {}, {"X-Eldr-Deadline-Ms": "1500"}, stream=True)
+    except Exception as e:  # noqa: BLE001 - a cut body is the failure this checks for
+        st, body = -1, repr(e).encode()
+    dec.mode = "ok"
+    events = [json.loads(line[6:]) for line in body.decode(errors="replace").splitlines()
+              if line.startswith("data: {")]
+    last = events[-1].get("error", {}) if events else {}
+    check(st == 200 and len(events) == 2 and last.get("code") == 504 and
+          last.get("type") == "timeout",
+          f"a deadline passing mid-stream -> SSE error event 504, body ended ({body[-160:]!r})")
+    check(idle(port), "in-flight zero after the deadlines")
+    m = metrics(port)
+    check(m.get("eldr_request_deadline_exceeded_total") == 2, "both deadlines counted")
+    check(m.get('eldr_responses_total{code="504"}') == 1, "one 504 answered")
+    proc.terminate()
+    check(proc.wait(timeout=20) == 0, "router exits 0")
+
+    # The operator's limit, and a header cannot extend it.
+    pre, dec = Stub("prefill"), Stub("decode")
+    proc, port = start_proxy("timeout", [pre], [dec], {"request_timeout_ms": 300})
+    pre.mode = "timeout"
+    st, body, _ = post_h(port, {}, {"X-Eldr-Deadline-Ms": "60000"})
+    pre.mode = "ok"
+    check(st == 504 and b"300 ms" in body,
+          f"request_timeout_ms bounds the request whatever the header says ({st})")
+    proc.terminate()
+    check(proc.wait(timeout=20) == 0, "router exits 0")
 
 
 if __name__ == "__main__":

@@ -58,10 +58,25 @@ constexpr std::pair<const char*, int server::ServeOptions::*> kTimeoutFlags[] = 
     {"--prefill-timeout-ms", &server::ServeOptions::prefill_timeout_ms},
     {"--first-byte-timeout-ms", &server::ServeOptions::first_byte_timeout_ms},
     {"--idle-timeout-ms", &server::ServeOptions::idle_timeout_ms},
+    {"--client-timeout-ms", &server::ServeOptions::client_timeout_ms},
     {"--health-timeout-ms", &server::ServeOptions::health_timeout_ms},
     {"--open-ms", &server::ServeOptions::open_ms},
     {"--drain-timeout-ms", &server::ServeOptions::drain_timeout_ms},
-    {"--admission-timeout-ms", &server::ServeOptions::admission_timeout_ms}};
+    {"--admission-timeout-ms", &server::ServeOptions::admission_timeout_ms},
+    {"--request-timeout-ms", &server::ServeOptions::request_timeout_ms},
+    {"--breaker-window-ms", &server::ServeOptions::breaker_window_ms},
+    {"--retry-initial-backoff-ms", &server::ServeOptions::retry_initial_backoff_ms},
+    {"--retry-max-backoff-ms", &server::ServeOptions::retry_max_backoff_ms}};
+
+// The other integer and real keys of the breaker, the retries and the metrics port, likewise.
+constexpr std::pair<const char*, int server::ServeOptions::*> kIntFlags[] = {
+    {"--failure-threshold", &server::ServeOptions::failure_threshold},
+    {"--breaker-success-threshold", &server::ServeOptions::breaker_success_threshold},
+    {"--max-retries", &server::ServeOptions::max_retries},
+    {"--metrics-port", &server::ServeOptions::metrics_port}};
+constexpr std::pair<const char*, double server::ServeOptions::*> kRealFlags[] = {
+    {"--retry-backoff-multiplier", &server::ServeOptions::retry_backoff_multiplier},
+    {"--retry-jitter-factor", &server::ServeOptions::retry_jitter_factor}};
 
 void AddServeCommand(CLI::App& app, ServeArgs& a) {
   auto* c = app.add_subcommand(
@@ -130,11 +145,19 @@ void AddServeCommand(CLI::App& app, ServeArgs& a) {
   c->add_flag("--no-capture-decode", a.no_capture_decode,
               "Do not ask decode engines for the generated tokens' routed experts (config key "
               "capture_decode: false)");
-  for (const auto& [flag, field] : kTimeoutFlags) {
+  auto key_of = [](const char* flag) {
     std::string key = std::string(flag + 2);
     std::replace(key.begin(), key.end(), '-', '_');
-    c->add_option(flag, a.timeouts.*field, "Config key " + key + " (docs/serve.md)")
-        ->capture_default_str();
+    return "Config key " + key + " (docs/serve.md)";
+  };
+  for (const auto& [flag, field] : kTimeoutFlags) {
+    c->add_option(flag, a.timeouts.*field, key_of(flag))->capture_default_str();
+  }
+  for (const auto& [flag, field] : kIntFlags) {
+    c->add_option(flag, a.timeouts.*field, key_of(flag))->capture_default_str();
+  }
+  for (const auto& [flag, field] : kRealFlags) {
+    c->add_option(flag, a.timeouts.*field, key_of(flag))->capture_default_str();
   }
   c->add_flag("--expert-estimate", a.expert_estimate,
               "Export each decode worker's expected distinct experts per step "
@@ -253,6 +276,12 @@ Status RunServe(const ServeArgs& a) {
     o.refit = r;
   }
   for (const auto& [flag, field] : kTimeoutFlags) {
+    if (given(flag)) o.*field = a.timeouts.*field;
+  }
+  for (const auto& [flag, field] : kIntFlags) {
+    if (given(flag)) o.*field = a.timeouts.*field;
+  }
+  for (const auto& [flag, field] : kRealFlags) {
     if (given(flag)) o.*field = a.timeouts.*field;
   }
   if (given("--admission-queue")) o.admission_queue = a.timeouts.admission_queue;

@@ -5,18 +5,23 @@
 //   * PrefillRing: consistent hashing with bounded loads (Mirrokni et al.) for prefill workers,
 //     so that prompts sharing a prefix reach the same prefill engine (its prefix cache) unless
 //     that engine already holds more than `factor` times the mean load;
-//   * CircuitBreaker: per-worker failure state fed by request outcomes and health checks.
+//   * CircuitBreaker: per-worker failure state fed by request outcomes and health checks: a
+//     sliding failure window, a timed open state and a half-open trial with a success threshold.
 //
 // Thread-safety: PrefillRing is immutable after construction (share it). CircuitBreaker methods
-// are thread-safe. Time is passed in (microseconds on any monotonic clock), never read here.
+// are thread-safe (below). Time is passed in (microseconds on a Clock, eldr/clock.h), never read
+// here.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "eldr/status.h"
 
 namespace eldr::server {
 
@@ -46,27 +51,79 @@ uint64_t PrefixHash(std::string_view text, size_t max_bytes);
 enum class CircuitState { kClosed, kOpen, kHalfOpen };
 std::string_view CircuitStateName(CircuitState s);
 
-// Closed: requests flow. `threshold` consecutive failures open the circuit for `open_us`; after
-// that the worker is half-open: it may be chosen again, one success closes the circuit and one
-// failure reopens it.
+// CircuitBreakerOptions: plain values (config keys failure_threshold, breaker_window_ms, open_ms,
+// breaker_success_threshold; docs/serve.md).
+struct CircuitBreakerOptions {
+  int failure_threshold = 5;            // failures within `window_us` that open the circuit (>= 1)
+  int64_t window_us = 10'000'000;       // the sliding window failures are counted in (> 0)
+  int64_t open_us = 5'000'000;          // time open before the worker is half-open (> 0)
+  int success_threshold = 2;            // consecutive half-open successes that close it (>= 1)
+  int64_t half_open_max_in_flight = 1;  // trial requests at once while half-open (>= 1)
+  Status Validate() const;
+};
+
+// CircuitBreaker: one worker's failure state, fed by request outcomes on both legs (5xx answers,
+// malformed payloads, resets, timeouts) and by active health probes.
+//
+//   closed     requests flow. A failure is remembered for `window_us`; `failure_threshold`
+//              failures inside any window of that length open the circuit (a sliding window,
+//              not a consecutive count: successes in between do not forgive them, failures
+//              older than the window are forgotten).
+//   open       the worker is not chosen for `open_us`. Outcomes reported meanwhile (requests
+//              that started before it opened) change nothing.
+//   half-open  after `open_us`: the worker is chosen again for a limited trial, at most
+//              `half_open_max_in_flight` requests at once (Admits). `success_threshold`
+//              consecutive successes close the circuit (its failure window starts empty); one
+//              failure reopens it for another `open_us`.
+//
+// Time is passed in (microseconds on the Clock the caller reads, eldr/clock.h), never read here,
+// so tests drive it with a FakeClock.
+//
+// Thread-safety: every method is thread-safe (one mutex; each call is O(failure_threshold) at
+// most). The trial limit is checked against the caller's in-flight count, so two threads
+// choosing the worker at the same instant may both start a trial: the limit is approximate by
+// that race, never exceeded by more than the number of I/O threads.
 class CircuitBreaker {
  public:
-  CircuitBreaker(int threshold, int64_t open_us) : threshold_(threshold), open_us_(open_us) {}
-  bool Available(int64_t now_us) const;
+  explicit CircuitBreaker(const CircuitBreakerOptions& o) : o_(o) {}
+
   CircuitState State(int64_t now_us) const;
-  void OnSuccess();
+  // Closed or half-open: the worker may be tried.
+  bool Available(int64_t now_us) const { return State(now_us) != CircuitState::kOpen; }
+  // Available, and in half-open only while the worker holds fewer than
+  // half_open_max_in_flight requests (`in_flight`, the caller's count, the trial under way).
+  bool Admits(int64_t now_us, int64_t in_flight) const;
+
+  void OnSuccess(int64_t now_us);
   void OnFailure(int64_t now_us);
-  int consecutive_failures() const;
+
+  // Failures inside the window ending at `now_us` while closed (0 while open or half-open).
+  int failures_in_window(int64_t now_us) const;
+  // Consecutive successes since the circuit turned half-open.
+  int half_open_successes() const;
   uint64_t opened_count() const;  // times the circuit opened
 
+  const CircuitBreakerOptions& options() const { return o_; }
+
  private:
+  CircuitState StateLocked(int64_t now_us) const;
+  void OpenLocked(int64_t now_us);
+
   mutable std::mutex mu_;
-  int threshold_;
-  int64_t open_us_;
-  int failures_ = 0;
-  bool open_ = false;
+  const CircuitBreakerOptions o_;
+  std::deque<int64_t> failures_;  // closed: times of the last failures, at most the threshold
+  bool open_ = false;             // open or half-open (which: now_us vs open_until_)
   int64_t open_until_ = 0;
+  int successes_ = 0;  // half-open: consecutive successes
   uint64_t opened_ = 0;
 };
+
+// What an active health probe's result does to a worker's circuit (the health loop's rule):
+// a probe that fails counts as a failure like a request's; one that succeeds counts as a success
+// only while half-open (so probes alone can close a half-open circuit after success_threshold of
+// them), and never cuts an open circuit short, so a worker that answers /health while failing
+// requests stays out of rotation.
+enum class ProbeEvent { kNone, kUp, kDown };  // kUp: now closed; kDown: opened by this probe
+ProbeEvent ApplyProbe(CircuitBreaker& b, bool ok, int64_t now_us);
 
 }  // namespace eldr::server

@@ -72,8 +72,11 @@ struct Worker {
   std::atomic<int64_t> shadow_in_flight{0};
   std::string labels;  // role="...",worker="..."
 
+  // Not draining, and its circuit closed, or half-open with no trial request under way
+  // (CircuitBreaker::Admits on the in-flight count).
   bool Available(int64_t now_us) const {
-    return !draining.load(std::memory_order_relaxed) && breaker.Available(now_us);
+    return !draining.load(std::memory_order_relaxed) &&
+           breaker.Admits(now_us, in_flight.load(std::memory_order_relaxed));
   }
 
   // Counts a prefill answer by its signature source. True when the answer had no usable

@@ -25,8 +25,10 @@
 #include <vector>
 
 #include "eldr/policy.h"
+#include "eldr/server/balance.h"
 #include "eldr/server/capture.h"
 #include "eldr/server/refit_loop.h"
+#include "eldr/server/retry.h"
 #include "eldr/signature_cache.h"
 #include "eldr/status.h"
 
@@ -89,7 +91,6 @@ struct ServeOptions {
 
   double prefill_load_factor = 1.25;  // bounded-load consistent hashing: c >= 1
   int prefix_bytes = 256;             // prompt prefix bytes hashed to pick the prefill worker
-  int prefill_attempts = 2;           // prefill tries on distinct workers (>= 1)
 
   int64_t max_body_bytes = int64_t{8} << 20;  // client request body (413 beyond)
   int max_header_bytes = 60 << 10;            // request line + headers (431 beyond; Envoy's)
@@ -102,11 +103,34 @@ struct ServeOptions {
   int prefill_timeout_ms = 120000;     // whole prefill leg
   int first_byte_timeout_ms = 120000;  // decode leg until response headers
   int idle_timeout_ms = 60000;         // between two reads of a streaming decode
+  int client_timeout_ms = 300000;      // a client connection's next request (idle keep-alive)
+
+  // The whole request, from arrival to the last byte: prefill, retries, backoffs and decode
+  // (0 = none). A client's X-Eldr-Deadline-Ms header may shorten it, never extend it. Past it,
+  // an answer not begun is a 504; a stream ends with an SSE error event (code 504).
+  int request_timeout_ms = 1800000;
+
+  // Retries of a failed leg on another worker, with exponential backoff and jitter (retry.h
+  // says which failures; never once the client has a byte of the answer). The config key
+  // prefill_attempts (the old name) sets max_retries = prefill_attempts - 1.
+  int max_retries = 2;
+  int retry_initial_backoff_ms = 50;
+  int retry_max_backoff_ms = 2000;
+  double retry_backoff_multiplier = 1.5;
+  double retry_jitter_factor = 0.2;
 
   int health_interval_ms = 2000;  // 0 = no active health checks
   int health_timeout_ms = 1000;
-  int failure_threshold = 3;  // consecutive failures that open a worker's circuit
-  int open_ms = 5000;         // time an open circuit waits before a half-open probe
+  // Circuit breaker per worker (balance.h): failure_threshold failures within breaker_window_ms
+  // open it for open_ms; then half-open, one trial request at a time, and
+  // breaker_success_threshold consecutive successes close it.
+  int failure_threshold = 5;
+  int breaker_window_ms = 10000;
+  int open_ms = 5000;
+  int breaker_success_threshold = 2;
+  // > 0: /metrics is served on this port too (same host), apart from the API, so that it can be
+  // firewalled separately. 0: on the main port only (the default).
+  int metrics_port = 0;
 
   // Engines started with --api-key: sent as "Authorization: Bearer <key>" on every leg and health
   // probe. tools/ also reads it from ELDR_UPSTREAM_API_KEY, so it stays out of process lists.
@@ -142,6 +166,10 @@ struct ServeOptions {
 
   Status Validate() const;
 };
+
+// The circuit-breaker and retry options the serve options amount to (balance.h, retry.h).
+CircuitBreakerOptions BreakerOptions(const ServeOptions& o);
+RetryOptions RetryOptionsOf(const ServeOptions& o);
 
 // Parses a YAML or JSON config over `base` (keys absent from the text keep base's values).
 // InvalidArgument names the offending key; unknown keys are errors.

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "eldr/clock.h"
 #include "eldr/server/config.h"
 #include "eldr/status.h"
 
@@ -40,8 +41,11 @@ struct WorkerCheck {
 class Proxy {
  public:
   // Validates the options, resolves workers, loads the signature space (checked against the
-  // model's geometry and the decoder count) and binds the listening socket.
-  static Result<std::unique_ptr<Proxy>> Create(const ServeOptions& options);
+  // model's geometry and the decoder count) and binds the listening socket. `clock` is what the
+  // proxy's decisions read (circuits, deadlines, drain, health transitions); its I/O timers run
+  // on std::chrono::steady_clock, which SteadyClock reads too. `clock` must outlive the proxy.
+  static Result<std::unique_ptr<Proxy>> Create(const ServeOptions& options,
+                                               const Clock& clock = SteadyClock::Get());
   virtual ~Proxy() = default;
   // The bound port (useful with port 0).
   virtual int port() const = 0;
