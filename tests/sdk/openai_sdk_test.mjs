@@ -45,6 +45,29 @@ async function main() {
   for await (const chunk of cs) deltas += chunk.choices.length;
   check(deltas >= 4, `chat stream: ${deltas} deltas`);
 
+  // stream_options.include_usage: the last event has no choices and carries the usage.
+  let usage = null, last = null;
+  const us = await client.chat.completions.create(
+      { model, messages: [{ role: "user", content: "sdk usage" }], max_tokens: 3, stream: true,
+        stream_options: { include_usage: true } });
+  for await (const chunk of us) {
+    last = chunk;
+    if (chunk.usage) usage = chunk.usage;
+  }
+  check(usage?.completion_tokens === 3 && last?.choices.length === 0,
+        `stream_options.include_usage: a final usage event (completion_tokens ${usage?.completion_tokens})`);
+
+  // The SDK's own streaming helper assembles the message from the deltas.
+  const helper = client.chat.completions.stream(
+      { model, messages: [{ role: "user", content: "sdk helper" }], max_tokens: 4 });
+  let helperDeltas = 0;
+  helper.on("content", () => helperDeltas++);
+  const final = await helper.finalChatCompletion();
+  check(final.choices[0].message.role === "assistant" &&
+            typeof final.choices[0].message.content === "string" &&
+            final.choices[0].message.content.length > 0 && helperDeltas >= 1,
+        `chat.completions.stream() helper: final message of ${helperDeltas} deltas`);
+
   const raw = await client.completions
       .create({ model, prompt: "raw", max_tokens: 2 })
       .withResponse();
@@ -58,6 +81,8 @@ async function main() {
     check(e instanceof OpenAI.BadRequestError && e.status === 400 &&
               typeof e.message === "string" && e.message.includes("prompt"),
           `a request without a prompt -> BadRequestError 400 (${e.status}: ${e.message})`);
+    check(e instanceof OpenAI.APIError && /.+/.test(e.requestID ?? ""),
+          `the error is an APIError carrying the request id (${e.requestID})`);
   }
   try {
     await client.completions.create({ model, prompt: "two", max_tokens: 2, n: 2 });
