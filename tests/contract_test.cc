@@ -9,30 +9,17 @@
 
 #include "eldr/geometry.h"
 #include "eldr/server/pd.h"
+#include "engine_fixtures.h"
 
 namespace eldr::server {
 namespace {
 
 namespace json = boost::json;
 
-std::string ReadFixture(const std::string& name) {
-  std::ifstream f(std::string(ELDR_FIXTURE_DIR) + "/" + name);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using ::eldr::testing::ReadEngineFixture;
 
-ExpertCounts CountsFrom(const json::value& v) {
-  const auto& rows = v.as_array();
-  const auto& first = rows.at(0).as_array();
-  ExpertCounts c(static_cast<int>(rows.size()), static_cast<int>(first.size()));
-  auto d = c.mutable_data();
-  size_t i = 0;
-  for (const auto& r : rows) {
-    for (const auto& x : r.as_array()) d[i++] = static_cast<uint32_t>(x.as_int64());
-  }
-  return c;
-}
+std::string ReadFixture(const std::string& name) { return ReadEngineFixture(name); }
+ExpertCounts CountsFrom(const json::value& v) { return testing::CountsFromJson(v); }
 
 struct Expected {
   int64_t prompt_tokens, cached, start;
