@@ -207,7 +207,7 @@ TEST(EldrPlusPolicyTest, GoesToTheBestCentroidWhileItHasRoomAndNeverPastTheBound
 TEST(EldrPlusPolicyTest, TheSquareRootSlackGrowsLikeTheSpreadOfBalancedCounts) {
   PolicyOptions o = OptionsFor("eldr-plus", 4);
   o.plus.tau = 0;
-  o.plus.slack = 0;
+  o.plus.slack = 0.1;  // the cap on the relative room
   o.plus.sqrt_slack = 1;
   auto p = MakePolicy(o);
   ASSERT_TRUE(p.has_value()) << p.error().ToString();
@@ -216,17 +216,21 @@ TEST(EldrPlusPolicyTest, TheSquareRootSlackGrowsLikeTheSpreadOfBalancedCounts) {
   RouteRequest req{.counts = &c};
   Rng rng(5);
   // Requests that never finish, all preferring decoder 2: the busiest decoder holds at most
-  // ceil(m + sqrt(m)) with m the mean after placing, so its excess over the mean grows like sqrt(m)
-  // (relative slack shrinking as 1 / sqrt(m)).
+  // ceil(m + min(0.1 m, sqrt(m))) with m the mean after placing: 10% above the mean while m is
+  // under 100, then an excess growing like sqrt(m) (a relative room shrinking as 1 / sqrt(m)).
   std::vector<int64_t> l(4, 0);
   for (int i = 1; i <= 1600; ++i) {
     auto r = (*p)->Route(req, {l}, rng);
     ASSERT_TRUE(r.has_value());
     ++l[r->decoder];
     const double m = i / 4.0;
-    ASSERT_LE(l[2], static_cast<int64_t>(std::ceil(m + std::sqrt(m)))) << "after " << i;
+    ASSERT_LE(l[2], static_cast<int64_t>(std::ceil(m + std::min(0.1 * m, std::sqrt(m)))))
+        << "after " << i;
+    if (i == 200) {
+      EXPECT_EQ(l[2], 55);  // m = 50: the 10% cap binds (sqrt would allow 57)
+    }
   }
-  // The bound is reached: at m = 400, 20 above the mean (5%), where slack 0 allows 0.
+  // The bound is reached: at m = 400, 20 above the mean (5%), where the cap alone allows 40.
   EXPECT_EQ(l[2], 420);
   o.plus.sqrt_slack = -1;
   EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("sqrt_slack")));

@@ -109,9 +109,10 @@ struct PolicyOptions {
   struct Plus {
     double tau = 0.1;     // in [0, 2]
     double slack = 0.05;  // epsilon of the load bound: finite, >= 0
-    // Research variant (docs/results.md): a load bound that also grows like the natural spread of
-    // balanced counts, capacity = ceil((1 + slack) * m + sqrt_slack * sqrt(m)) with m the mean
-    // in flight per available decoder once this request is placed; finite, >= 0; 0 = off.
+    // Research variant (docs/results.md): with sqrt_slack = c > 0 the room above the mean grows
+    // like the natural spread of balanced counts, capped by slack: capacity =
+    // ceil(m + min(slack * m, c * sqrt(m))), m the mean in flight per available decoder once this
+    // request is placed. Finite, >= 0; 0 = off (capacity ceil((1 + slack) * m)).
     double sqrt_slack = 0;
     // Research variant (docs/results.md): tau as a fraction of the eligible decoders' score
     // spread (band = {s_k >= max - tau * (max - min)}) instead of an absolute cosine width.

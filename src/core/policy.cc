@@ -276,7 +276,9 @@ class EldrPlusPolicy final : public RoutingPolicy {
     // Bounded loads: with this request placed, no decoder may hold more than the capacity. The
     // least loaded decoder always fits, so the eligible set is never empty.
     const double mean = static_cast<double>(total + 1) / static_cast<double>(avail);
-    const double capacity = std::ceil((1 + slack_) * mean + sqrt_slack_ * std::sqrt(mean));
+    const double room =
+        sqrt_slack_ > 0 ? std::min(slack_ * mean, sqrt_slack_ * std::sqrt(mean)) : slack_ * mean;
+    const double capacity = std::ceil(mean + room);
     auto eligible = [&](int i) {
       return Avail(v, i) && static_cast<double>(v.in_flight[i]) + 1 <= capacity;
     };
