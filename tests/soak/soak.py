@@ -22,7 +22,8 @@ Request kinds (shares of the traffic) and what the client must get:
   malformed   the prefill's routed experts are corrupt (malformed): 502 "malformed"
   garbage     the prefill answers 200 with a non-JSON body (garbage): 502 "malformed"
 Every `kill_every` seconds one decoder (in turn) is killed with SIGKILL and restarted on its port
-3 s later. A normal request (stream, plain, chat, slow) in flight during a kill window may instead
+3 s later. A normal request (stream, plain, chat, slow, or a disconnect before its first event)
+in flight during a kill window (kill to restart + 1 s) may instead
 end with an SSE error event after its 200 (stream kinds) or a 502/503/504 JSON error; anything
 else, and any cut or malformed answer, is a failure.
 
@@ -444,7 +445,9 @@ def main():
         ok = outcome == EXPECTED[kind]
         if ok and kind in MESSAGE and MESSAGE[kind] not in detail:
             ok = False
-        if not ok and kind in NORMAL and exposed and outcome in KILL_OUTCOMES:
+        if not ok and (kind in NORMAL or kind == "disconnect") and exposed and \
+                outcome in KILL_OUTCOMES:
+            # A disconnect-to-be whose decoder dies before its first event gets the 502 first.
             ok = not (outcome == "midstream_error" and kind == "plain")
         if not ok:
             unexpected.append((kind, outcome, detail[:160], round(t0 - t_start, 1)))
