@@ -71,7 +71,10 @@ class Client:
 
     def __init__(self, port, kind, rng):
         self.port, self.kind = port, kind
-        self.max_tokens = rng.randint(8, 40) if kind != "slow" else rng.randint(48, 64)
+        # A disconnect's stream is long, so it is surely still running when the client leaves
+        # (a stream finished meanwhile would rightly not be a 499).
+        self.max_tokens = {"slow": (48, 64), "disconnect": (150, 250)}.get(kind, (8, 40))
+        self.max_tokens = rng.randint(*self.max_tokens)
         topic = rng.randrange(400)  # a finite prompt pool: the caches see hits and misses
         text = f"soak topic {topic} " + "lorem ipsum dolor " * (topic % 23 + 2)
         self.chat = kind == "chat"
@@ -153,6 +156,8 @@ class Client:
             while b"\n\n" in pending:
                 ev, pending = pending.split(b"\n\n", 1)
                 events.append(ev.decode())
+                if '"error"' in events[-1] and events[-1].startswith("data: {"):
+                    self.cut_after = None  # the router ends this stream itself: read it out
                 if self.cut_after is not None and len(events) >= self.cut_after:
                     return "disconnected", ""
         return self._events(events, pending)
@@ -176,7 +181,7 @@ class Client:
     def _events(self, events, pending):
         if pending.strip():
             return "broken", f"unterminated event {pending[:80]!r}"
-        if self.cut_after is not None:
+        if self.cut_after is not None and not any('"error"' in e for e in events):
             return "broken", f"stream ended after {len(events)} events, before the cut"
         errors = [e for e in events if e.startswith("data: {") and '"error"' in e]
         if errors:
