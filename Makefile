@@ -2,7 +2,7 @@
 #   make run   install deps, build Release, run the main job on its embedded default
 #   make test  install deps, build, run every test
 JOBS ?= $(shell nproc)
-.PHONY: deps build run demo matrix test test-asan tsan-e2e bench perf-proxy e2e-tpot fuzz format clean
+.PHONY: deps build run demo matrix test test-asan tsan-e2e soak bench perf-proxy e2e-tpot fuzz format clean
 
 deps:
 	./scripts/install-deps.sh
@@ -49,6 +49,17 @@ tsan-e2e: deps
 	  TSAN_OPTIONS="halt_on_error=1 $${TSAN_OPTIONS:-}" \
 	    /usr/bin/python3 tests/e2e/$${t}_test.py build/tsan/tools/eldr/eldr || exit 1; \
 	done
+
+# The router over emulated engines at a steady rate with a fault mix, sampling RSS, fds, threads
+# and the in-flight gauges each second (tests/soak/soak.py; docs/reliability.md, "Soak"). Fails on
+# resource growth, a gauge not back at zero, or a request without a well-formed answer.
+SOAK_SECONDS ?= 3600
+SOAK_RATE ?= 20
+SOAK_OUT ?= build/soak
+soak: build
+	/usr/bin/python3 tests/soak/soak.py build/release/tools/eldr/eldr --seconds $(SOAK_SECONDS) \
+	  --rate $(SOAK_RATE) --out $(SOAK_OUT)
+	/usr/bin/python3 scripts/plot_soak.py $(SOAK_OUT)/soak.csv $(SOAK_OUT)/soak.png
 
 bench: build
 	./build/release/bench/eldr_bench

@@ -115,6 +115,20 @@ TEST_P(EngineShapes, RowsAskedFromAStartAreLabelledByWhatTheEngineDid) {
   EXPECT_EQ(r->source, SignatureSource::kNone);
   EXPECT_FALSE(r->picks);
   EXPECT_NE(r->rejected.find("rows for a prompt of"), std::string::npos) << r->rejected;
+  // So are rows one short or one too many (an off-by-one check would shift every later count),
+  // trimmed from the start or whole.
+  for (const int64_t start : {want.start, int64_t{0}}) {
+    info.routed_experts_start = start;
+    const std::string fixture =
+        model + (start > 0 ? ".vllm-0.22-start-honoured.json" : ".vllm-0.22-completion.json");
+    for (const int64_t off : {-1, 1}) {
+      info.prompt_tokens = want.prompt_tokens + off;
+      r = ParsePrefillResponse(ReadFixture(fixture), g, {}, info);
+      ASSERT_TRUE(r) << r.error().ToString();
+      EXPECT_FALSE(r->picks) << fixture << " for a prompt of " << info.prompt_tokens;
+      EXPECT_EQ(r->source, SignatureSource::kNone);
+    }
+  }
 }
 
 TEST_P(EngineShapes, Vllm021PrefixCachedRowsStartThePicksLater) {

@@ -8,9 +8,12 @@
 #include "eldr/emu/emulator.h"
 #include "eldr/emu/model.h"
 #include "eldr/payload.h"
+#include "status_matchers.h"
 
 namespace eldr::emu {
 namespace {
+
+using ::testing::HasSubstr;
 
 std::shared_ptr<const EngineModel> MakeModel(std::string_view preset) {
   {
@@ -374,6 +377,47 @@ TEST(EmuRequestTest, ParsesItsOwnWay) {
     EXPECT_FALSE(ParseEmuRequest(false, bad, m, 16)) << bad;
   }
   EXPECT_FALSE(ParseEmuRequest(true, R"({"messages":[]})", m, 16));
+}
+
+TEST(EmuFaultTest, RequestNamesItsOwnPrefillFault) {
+  auto mp = Model();
+  const EngineModel& m = *mp;
+  const EmulatorOptions o = Engine("vllm-0.22");
+  const PrefillContext c{.id = "cmpl-1", .created = 1, .model_name = m.geometry().name};
+  auto with = [&](std::string_view fault) {
+    return Request(
+        m, R"({"prompt":"a b c","emu_fault":")" + std::string(fault) + R"(",)" + kPrefillLeg + "}");
+  };
+  HttpAnswer a = BuildPrefillAnswer(o, m, with("error500"), c);
+  EXPECT_EQ(a.status, 500);
+  EXPECT_NE(a.body.find("InternalServerError"), std::string::npos);
+  a = BuildPrefillAnswer(o, m, with("error400"), c);
+  EXPECT_EQ(a.status, 400);
+  EXPECT_NE(a.body.find("maximum context length"), std::string::npos);
+  a = BuildPrefillAnswer(o, m, with("garbage"), c);
+  EXPECT_EQ(a.status, 200);
+  boost::system::error_code ec;
+  json::parse(a.body, ec);
+  EXPECT_TRUE(ec) << "a garbage answer must not be JSON: " << a.body;
+  Answer p = Prefill(o, m, with("malformed"));
+  ASSERT_EQ(p.status, 200);
+  EXPECT_FALSE(DecodeVllmRoutedExperts(
+      p.body.at("choices").as_array()[0].as_object().at("routed_experts").as_string(),
+      m.geometry()));
+  // Without emu_fault the same engine answers normally; the request's fault beats the engine's.
+  p = Prefill(o, m, Request(m, R"({"prompt":"a b c",)" + kPrefillLeg + "}"));
+  EXPECT_EQ(p.status, 200);
+  EXPECT_TRUE(DecodeVllmRoutedExperts(
+      p.body.at("choices").as_array()[0].as_object().at("routed_experts").as_string(),
+      m.geometry()));
+  EmulatorOptions bad = o;
+  bad.fault = "malformed";
+  EXPECT_EQ(BuildPrefillAnswer(bad, m, with("error500"), c).status, 500);
+  // Unknown names and non-strings are the client's error, as vLLM rejects bad fields.
+  EXPECT_THAT(ParseEmuRequest(false, R"({"prompt":"a","emu_fault":"boom"})", m, 16),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("emu_fault")));
+  EXPECT_THAT(ParseEmuRequest(false, R"({"prompt":"a","emu_fault":5})", m, 16),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("emu_fault")));
 }
 
 TEST(EmuOptionsTest, EngineDefaultsFromBackend) {

@@ -95,6 +95,12 @@ TEST(PromptSignalTest, RowsAfterAnUnknownPrefixArePartialAndNeverStored) {
   EXPECT_TRUE(s.partial);
   EXPECT_EQ(f.signal->KnownTokens(prompt), 0);
   EXPECT_EQ(f.signal->cache().Stats().inserted_chunks, 0u);
+  // Learn, which the flows call with every prefill answer, stores a partial one nowhere either:
+  // neither in the block cache nor in the prompt memo, so no later request is routed on it.
+  f.signal->Learn(prompt, inside);
+  EXPECT_EQ(f.signal->cache().Stats().inserted_chunks, 0u);
+  EXPECT_EQ(f.signal->KnownTokens(prompt), 0);
+  EXPECT_FALSE(f.signal->Predict(prompt));
   // No payload: no signature.
   EXPECT_FALSE(f.signal->FromPrefill(prompt, PrefillResult{}).counts);
 }

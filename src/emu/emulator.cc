@@ -319,6 +319,12 @@ Result<EmuRequest> ParseEmuRequest(bool chat, std::string_view body, const Engin
       r.remote_request_id = std::string(rr->get_string());
     }
   }
+  if (const auto* f = o.if_contains("emu_fault"); f && !f->is_null()) {
+    if (!f->is_string() || !IsEmuFault(f->get_string())) {
+      return BadField("emu_fault", "one of malformed, error500, error400, garbage");
+    }
+    r.fault = std::string(f->get_string());
+  }
   return r;
 }
 
@@ -351,12 +357,22 @@ int64_t PrefixCache::LookupAndInsert(std::span<const int32_t> tokens) {
   return static_cast<int64_t>(hit) * block_size_;
 }
 
+bool IsEmuFault(std::string_view fault) {
+  return fault == "malformed" || fault == "error500" || fault == "error400" || fault == "garbage";
+}
+
 HttpAnswer BuildPrefillAnswer(const EmulatorOptions& o, const EngineModel& model,
                               const EmuRequest& r, const PrefillContext& c) {
   const std::string engine = o.ResolvedEngine();
   const auto T = static_cast<int64_t>(r.tokens.size());
-  const bool malformed = o.fault == "malformed";
-  if (o.fault == "error400") {
+  // The request's own fault (emu_fault) wins over the engine's.
+  const std::string_view fault = r.fault.empty() ? std::string_view(o.fault) : r.fault;
+  const bool malformed = fault == "malformed";
+  if (fault == "error500") {
+    return {500, VllmError(500, "emulated engine failure", "InternalServerError")};
+  }
+  if (fault == "garbage") return {200, "<html><body>502 Bad Gateway</body></html>"};
+  if (fault == "error400") {
     const int64_t total = T + r.max_tokens;
     return {400, VllmError(400,
                            fmt::format("This model's maximum context length is 32768 tokens. "
@@ -466,8 +482,8 @@ Status EmulatorOptions::Validate() const {
     return InvalidArgument("time_scale must be >= 0");
   if (max_batch < 1) return InvalidArgument("max_batch must be >= 1");
   if (default_max_tokens < 1) return InvalidArgument("default_max_tokens must be >= 1");
-  if (!fault.empty() && fault != "malformed" && fault != "error500" && fault != "error400") {
-    return InvalidArgument("fault must be malformed, error500 or error400");
+  if (!fault.empty() && !IsEmuFault(fault)) {
+    return InvalidArgument("fault must be malformed, error500, error400 or garbage");
   }
   if (port < 0 || port > 65535) return InvalidArgument("port out of range");
   return Status::Ok();

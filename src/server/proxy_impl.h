@@ -300,10 +300,12 @@ class ProxyImpl final : public Proxy {
   // Returns a finished upstream connection to the pool when the worker keeps it alive.
   void Recycle(Worker& w, beast::tcp_stream& conn, bool keep_alive);
 
-  // Opens (or reuses) an upstream connection to `w` within connect_timeout_ms (clamped to the
-  // request's deadline).
+  // Opens (or, with `pooled`, reuses an idle) upstream connection to `w` within
+  // connect_timeout_ms (clamped to the request's deadline). The retry after a pooled connection
+  // turned out dead passes pooled = false: the pool's other idle connections to `w` were opened
+  // to the same process and are likely dead too (a restarted engine).
   awaitable<std::optional<beast::tcp_stream>> Connect(Worker& w, bool* reused,
-                                                      const RequestCtx& ctx);
+                                                      const RequestCtx& ctx, bool pooled);
 
   // Writes a POST of `body` to `w` on `conn`: one head and the body, gathered into one send.
   awaitable<boost::system::error_code> WritePost(beast::tcp_stream& conn, Worker& w,

@@ -54,11 +54,13 @@ void ProxyImpl::Recycle(Worker& w, beast::tcp_stream& conn, bool keep_alive) {
 }
 
 awaitable<std::optional<beast::tcp_stream>> ProxyImpl::Connect(Worker& w, bool* reused,
-                                                               const RequestCtx& ctx) {
+                                                               const RequestCtx& ctx, bool pooled) {
   const auto ex = co_await asio::this_coro::executor;
-  if (auto s = StateOf(ex).pool.Take(w.address->ep)) {
-    *reused = true;
-    co_return std::move(*s);
+  if (pooled) {
+    if (auto s = StateOf(ex).pool.Take(w.address->ep)) {
+      *reused = true;
+      co_return std::move(*s);
+    }
   }
   *reused = false;
   beast::tcp_stream s(ex);
@@ -85,7 +87,7 @@ awaitable<UpResult> ProxyImpl::Post(Worker& w, const std::string& path, const st
   UpResult out;
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool reused = false;
-    auto conn = co_await Connect(w, &reused, ctx);
+    auto conn = co_await Connect(w, &reused, ctx, /*pooled=*/attempt == 0);
     if (!conn) {
       out.error = LegError::kConnect;
       out.detail = "connection failed";
@@ -199,7 +201,9 @@ awaitable<ProxyImpl::RelayResult> ProxyImpl::Relay(beast::tcp_stream& client,
     b.clear();
     bool reused = false;
     conn.reset();
-    if (auto c = co_await Connect(w, &reused, ctx)) conn.emplace(std::move(*c));
+    if (auto c = co_await Connect(w, &reused, ctx, /*pooled=*/attempt == 0)) {
+      conn.emplace(std::move(*c));
+    }
     if (!conn) {
       ec = asio::error::connection_refused;
       unreachable = true;

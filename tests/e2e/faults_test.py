@@ -3,8 +3,9 @@
 eldr emulator): each status class, timeout, reset and malformed body on each leg, before and
 after the first byte. After every case the router must still be up, the client must have a
 clear answer, and every in-flight count must be back at zero. Also: no prefill is sent when no
-decoder is available (a NIXL prefill would strand KV blocks), and a decoder answering 5xx gets
-its circuit opened instead of attracting traffic.
+decoder is available (a NIXL prefill would strand KV blocks), a decoder answering 5xx gets
+its circuit opened instead of attracting traffic, and the first requests after an engine restart
+succeed although every connection the router pooled to the old process is dead.
 
 The stub prefill answers in vLLM >= 0.22's shape (tests/fixtures/engines) and records what it
 received; the stub decode records whether a request carried the ELDR hooks' eldr_sig or an
@@ -42,8 +43,14 @@ class Stub:
         self.probes = []  # Authorization of each health probe
         stub = self
 
+        self.conns = []  # every accepted connection, so restart() can cut the kept-alive ones
+
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                stub.conns.append(self.connection)
 
             def log_message(self, *a):
                 pass
@@ -80,6 +87,9 @@ class Stub:
                 elif m == "reset":
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
+                elif m == "slow-ok":  # concurrent requests each need a connection, later pooled
+                    time.sleep(0.3)
+                    self._answer(req, "ok")
                 elif m == "malformed":
                     self._send(200, b"this is not json")
                 elif m == "truncated":
@@ -91,7 +101,11 @@ class Stub:
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     self.close_connection = True
-                elif stub.role == "prefill":
+                else:
+                    self._answer(req, m)
+
+            def _answer(self, req, m):
+                if stub.role == "prefill":
                     body = PROMPT_OK
                     if m == "hooks":
                         j = json.loads(open(os.path.join(
@@ -134,10 +148,28 @@ class Stub:
                 self.wfile.write(b"0\r\n\r\n")
                 self.wfile.flush()
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.handler = H
+        self._serve(0)
+
+    def _serve(self, port):
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), self.handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def restart(self):
+        """An engine restart on the same port: every connection to the old process is cut (the
+        router's pooled ones go stale), then a new server listens."""
+        self.server.shutdown()
+        self.server.server_close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+        self.conns = []
+        self._serve(self.port)
 
     @property
     def url(self):
@@ -248,6 +280,30 @@ def main():
     check(codes.count(200) >= 17, f"{codes.count(200)} of 20 requests succeeded")
     proc2.terminate()
     proc2.wait(timeout=20)
+
+    print("an engine restarted on its port: the pooled connections to the old process are stale")
+    pre5, dec5 = Stub("prefill"), Stub("decode")
+    proc5, port5 = start_proxy("restart", [pre5], [dec5], {"threads": 1})
+    pre5.mode = dec5.mode = "slow-ok"
+    pool = [threading.Thread(target=post, args=(port5, {}, i % 2 == 0)) for i in range(4)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    pre5.mode = dec5.mode = "ok"
+    check(len(pre5.conns) >= 2 and len(dec5.conns) >= 2,
+          f"4 concurrent requests left {len(pre5.conns)} prefill and {len(dec5.conns)} decode "
+          "connections to pool")
+    pre5.restart()
+    dec5.restart()
+    time.sleep(0.2)
+    for stream in (False, True):
+        st, body = post(port5, {}, stream)
+        check(st == 200 and b"failed" not in body,
+              f"the first request after the restart (stream={stream}) succeeds: {st} {body[:120]}")
+    check(idle(port5), "in-flight zero after the restart")
+    proc5.terminate()
+    proc5.wait(timeout=20)
 
     retries_and_deadlines()
 

@@ -334,7 +334,9 @@ void AddEmulateCommand(CLI::App& app, EmulateArgs& a) {
       ->capture_default_str();
   c->add_option("--archetypes", a.archetypes, "Workload requests prompts map onto")
       ->capture_default_str();
-  c->add_option("--fault", a.fault, "Test faults: malformed, error500 or error400");
+  c->add_option("--fault", a.fault,
+                "Test faults: malformed, error500, error400 or garbage (a request may name its "
+                "own in the body field emu_fault)");
   c->add_option("--ready-file", a.ready_file, "Write {\"port\":N} here once listening");
   c->add_option("--write-space", a.write_space,
                 "Instead of serving: fit a signature space for this emulated model and exit");

@@ -39,7 +39,10 @@
 //
 // Faults for tests: `fault = "malformed"` makes prefill answers carry a corrupt expert payload,
 // `"error500"` makes every completion fail with 500, `"error400"` makes prefill legs fail with
-// vLLM's 400 context-length error.
+// vLLM's 400 context-length error, `"garbage"` makes prefill legs answer 200 with a body that is
+// not JSON. A request may name its own fault in the body field "emu_fault" (same values): it
+// applies to that request's prefill leg only (a decode leg ignores it), whatever `fault` is; the
+// soak test (tests/soak/soak.py) mixes faults into steady traffic this way.
 //
 // Threads: one io_context thread. Everything the model computes is deterministic in the prompt.
 #pragma once
@@ -75,7 +78,7 @@ struct EmulatorOptions {
   double time_scale = 1.0;          // multiplies every emulated duration; 0 = instant
   int max_batch = 256;              // decode sequences per step; more wait
   int default_max_tokens = 16;      // when the request gives none
-  std::string fault;                // "" | malformed | error500 | error400
+  std::string fault;                // "" | malformed | error500 | error400 | garbage
   std::string ready_file;
   Status Validate() const;
   // The engine after defaulting from backend.
@@ -111,11 +114,16 @@ struct EmuRequest {
   bool do_remote_decode = false, do_remote_prefill = false;  // kv_transfer_params
   bool kv_has_eldr_sig = false;
   std::optional<std::string> remote_request_id;
+  std::string fault;  // "emu_fault": "" or a fault for this request's prefill leg
 };
 
+// True for the fault names the emulator knows: malformed, error500, error400, garbage.
+bool IsEmuFault(std::string_view fault);
+
 // InvalidArgument (-> 400) for a body that is not an object, lacks prompt/messages, or has wrongly
-// typed fields. `default_max_tokens` applies when neither max_tokens nor max_completion_tokens is
-// given. An empty prompt becomes the one token 0.
+// typed fields (an emu_fault that IsEmuFault rejects among them). `default_max_tokens` applies
+// when neither max_tokens nor max_completion_tokens is given. An empty prompt becomes the one
+// token 0.
 Result<EmuRequest> ParseEmuRequest(bool chat, std::string_view body, const EngineModel& model,
                                    int64_t default_max_tokens);
 
@@ -149,8 +157,8 @@ struct HttpAnswer {
   std::string body;
 };
 
-// The whole prefill answer to `r` (200 with the engine's payload, or the engine's 400 error).
-// `o` must be valid (Validate()).
+// The whole prefill answer to `r` (200 with the engine's payload, or the engine's 400 error), or
+// the fault `r.fault` names (else `o.fault`). `o` must be valid (Validate()).
 HttpAnswer BuildPrefillAnswer(const EmulatorOptions& o, const EngineModel& model,
                               const EmuRequest& r, const PrefillContext& c);
 
