@@ -2,7 +2,8 @@
 #   make run   install deps, build Release, run the main job on its embedded default
 #   make test  install deps, build, run every test
 JOBS ?= $(shell nproc)
-.PHONY: deps build run demo matrix test test-asan tsan-e2e soak bench perf-proxy e2e-tpot fuzz format clean
+.PHONY: deps build run demo matrix test test-asan tsan-e2e soak bench perf-proxy e2e-tpot fuzz-build \
+  fuzz fuzz-smoke format clean
 
 deps:
 	./scripts/install-deps.sh
@@ -74,20 +75,25 @@ perf-proxy: build
 e2e-tpot: build
 	./scripts/e2e_tpot.sh build/release/tools/eldr/eldr
 
-# libFuzzer (clang) on the outside-input parsers, FUZZ_SECONDS each, from the seed corpora.
-FUZZ_SECONDS ?= 60
-fuzz:
+# libFuzzer (clang, ASan+UBSan) on every parser of outside input (docs/reliability.md, "Fuzzing").
+# Only the fuzz targets are built: clang 14 cannot build the Beast coroutine files with -g under
+# the sanitizers ("Cannot represent a difference across sections"), and none of them is needed.
+#   make fuzz-smoke              every target FUZZ_SMOKE_SECONDS from the checked-in corpus (CI)
+#   make fuzz FUZZ_SECONDS=3600  the long campaign, FUZZ_PARALLEL targets at a time, growing
+#                                build/fuzz/corpus; the table lands in build/fuzz/campaign.md
+FUZZ_SECONDS ?= 600
+FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_PARALLEL ?= 1
+fuzz-build:
 	ELDR_FUZZ_DEPS=1 ./scripts/install-deps.sh
 	cmake --preset fuzz >/dev/null
-	# Only the fuzz targets: clang 14 cannot build the Beast coroutine files with -g under the
-	# sanitizers ("Cannot represent a difference across sections"), and they are not fuzzed.
-	cmake --build --preset fuzz -j $(JOBS) --target payload_fuzz space_fuzz calibration_fuzz \
-	  proxy_fuzz
-	for f in payload space calibration proxy; do \
-	  mkdir -p build/fuzz/corpus/$$f && cp -n fuzz/corpus/$$f/* build/fuzz/corpus/$$f/ ; \
-	  ./build/fuzz/fuzz/$${f}_fuzz -max_total_time=$(FUZZ_SECONDS) -max_len=8192 \
-	    build/fuzz/corpus/$$f || exit 1; \
-	done
+	cmake --build --preset fuzz -j $(JOBS) --target fuzz_targets
+
+fuzz: fuzz-build
+	FUZZ_PARALLEL=$(FUZZ_PARALLEL) ./scripts/fuzz.sh campaign $(FUZZ_SECONDS)
+
+fuzz-smoke: fuzz-build
+	FUZZ_PARALLEL=$(FUZZ_PARALLEL) ./scripts/fuzz.sh smoke $(FUZZ_SMOKE_SECONDS)
 
 format:
 	clang-format -i $$(git ls-files '*.h' '*.cc')

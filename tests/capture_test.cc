@@ -307,5 +307,15 @@ TEST(OutputTokenCounterTest, GarbageNeverCounts) {
   EXPECT_FALSE(c.exact());
 }
 
+// Regression (fuzz/http_fuzz.cc): a usage value behind many spaces, or one with many digits, was
+// found or lost depending on where the body was cut (the kept tail was a fixed 43 bytes). A value
+// now counts only when it ends within 32 bytes of its key, wherever the cuts fall.
+TEST(OutputTokenCounterTest, CountDoesNotDependOnCutsAroundLongValues) {
+  ExpectCountEverySplit(R"({"usage":{"completion_tokens":)" + std::string(28, ' ') + "42}}", 42,
+                        true);
+  ExpectCountEverySplit(R"({"usage":{"completion_tokens":)" + std::string(40, '0') + "7}}", 0,
+                        false);
+}
+
 }  // namespace
 }  // namespace eldr::server

@@ -315,5 +315,26 @@ TEST(PayloadFuzzSmokeTest, MutatedPayloadsNeverCrashAndAcceptedOnesAreConsistent
   }
 }
 
+// Regression (fuzz/npy_fuzz.cc): a .npy whose header length leaves the items at an odd offset
+// decodes like an aligned one. The scan read them through a misaligned pointer, undefined
+// behaviour that UBSan reports in the asan preset.
+TEST(VllmDecodeTest, UnalignedNpyItemsDecodeLikeAlignedOnes) {
+  const ModelGeometry g = *FindModel("gpt-oss-20b");
+  Rng rng(5);
+  const std::vector<int32_t> picks = RandomPicks(g, 3, rng);
+  const std::vector<int64_t> shape = {3, g.moe_layers, g.top_k};
+  std::vector<uint8_t> npy = MakeNpy('u', 2, shape, AsBytes<uint16_t>(picks));
+  // One more space before the header's final '\n' (v1: the header length is bytes 8-9).
+  const size_t header_len = npy[8] | (size_t{npy[9]} << 8);
+  npy.insert(npy.begin() + static_cast<std::ptrdiff_t>(10 + header_len - 1), ' ');
+  npy[8] = static_cast<uint8_t>((header_len + 1) & 0xFF);
+  npy[9] = static_cast<uint8_t>((header_len + 1) >> 8);
+  ASSERT_EQ((10 + header_len + 1) % 2, 1u);  // the items now start at an odd offset
+  auto t = DecodeVllmRoutedExperts(Base64Encode(npy), g);
+  ASSERT_TRUE(t) << t.error().ToString();
+  EXPECT_EQ(t->Counts(), Reference(g, picks));
+  EXPECT_EQ(t->Pick(2, 5, 1), picks[(2 * g.moe_layers + 5) * g.top_k + 1]);
+}
+
 }  // namespace
 }  // namespace eldr

@@ -96,6 +96,34 @@ TEST_F(CircuitBreakerTest, SuccessesBetweenFailuresDoNotForgiveThem) {
   EXPECT_EQ(State(b), CircuitState::kOpen);
 }
 
+TEST_F(CircuitBreakerTest, ABusyWorkerFailingAFewPerCentStaysClosed) {
+  // 20 requests per second, 1 in 4 failing: 5 failures in 10 s would open a count-only breaker
+  // (and, spread over every worker, take them all out at once). Under the failure rate (0.5) it
+  // stays closed, and opens once failures are half of what the window saw.
+  CircuitBreaker b(Breaker(5, 10'000'000, 5'000'000, 1));
+  for (int i = 0; i < 400; ++i) {
+    (i % 4 == 0) ? Fail(b) : Succeed(b);
+    clock_.Advance(50'000);
+    ASSERT_EQ(State(b), CircuitState::kClosed) << "after " << i;
+  }
+  for (int i = 0; i < 400 && State(b) == CircuitState::kClosed; ++i) {
+    (i % 4 != 0) ? Fail(b) : Succeed(b);  // now 3 in 4 fail
+    clock_.Advance(50'000);
+  }
+  EXPECT_EQ(State(b), CircuitState::kOpen);
+  // Rate 1: the failures alone decide, successes in between or not.
+  CircuitBreakerOptions o = Breaker(5, 10'000'000, 5'000'000, 1);
+  o.failure_rate = 1;
+  CircuitBreaker strict(o);
+  for (int i = 0; i < 5; ++i) {
+    Fail(strict);
+    Succeed(strict);
+  }
+  EXPECT_EQ(State(strict), CircuitState::kClosed);  // 5 of 10 outcomes: under a rate of 1
+  o.failure_rate = 0;
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("failure_rate")));
+}
+
 TEST_F(CircuitBreakerTest, HalfOpenAfterOpenUsAdmitsALimitedTrial) {
   CircuitBreaker b(Breaker(1, 1000, 5000, 2));
   Fail(b);

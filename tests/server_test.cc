@@ -17,6 +17,7 @@
 #include "eldr/server/metrics.h"
 #include "eldr/server/pd.h"
 #include "eldr/server/prefix_memo.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace eldr::server {
@@ -582,6 +583,22 @@ TEST(BearerMatchesTest, SchemeAnyCaseTokenExact) {
   EXPECT_FALSE(BearerMatches("s3cret", "s3cret"));
   EXPECT_FALSE(BearerMatches("Bearer ", ""));  // an empty token never matches
   EXPECT_FALSE(BearerMatches("", "s3cret"));
+}
+
+// Regression (fuzz/prefill_fuzz.cc): kv_transfer_params goes to the decode leg as it came, so a
+// value that is not JSON (bytes that are not UTF-8 inside a string, which the tree-free scanner
+// lets through) is refused (a 502). It used to be accepted, and VllmDecodeBody then silently sent
+// the decode leg without its transfer parameters.
+TEST(PdTest, KvTransferParamsThatAreNotJsonAreRefused) {
+  const ModelGeometry g = *FindModel("gpt-oss-20b");
+  std::string bad = PrefillBody(R"("x":1)");
+  const std::string ids = R"("remote_block_ids":[1,2])";
+  bad.replace(bad.find(ids), ids.size(), "\"remote_block_ids\":\"\xf2\xf2\"");
+  EXPECT_THAT(ParsePrefillResponse(bad, g, {}),
+              StatusIs(StatusCode::kInvalidArgument, ::testing::HasSubstr("kv_transfer_params")));
+  auto ok = ParsePrefillResponse(PrefillBody(R"("x":1)"), g, {});
+  ASSERT_TRUE(ok) << ok.error().ToString();
+  EXPECT_EQ(ok->kv_transfer_params, R"({"do_remote_prefill":true,"remote_block_ids":[1,2]})");
 }
 
 }  // namespace

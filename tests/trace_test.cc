@@ -385,5 +385,22 @@ TEST(TraceTest, PoolTooSmallWarnsPastHalfThePool) {
   EXPECT_TRUE(PoolTooSmall(200, 100));
 }
 
+// Regression (fuzz/trace_fuzz.cc): an empty label and a request without routed tokens read back.
+// The reader copied zero bytes from a null pointer, undefined behaviour that UBSan reports in the
+// asan preset.
+TEST(TraceTest, EmptyLabelAndZeroTokenRequestRoundTrip) {
+  Trace t = SmallTrace(2, 3, 4);
+  t.requests[0].label.clear();
+  t.requests[1].tokens = 0;
+  t.requests[1].picks.clear();
+  auto back = ParseTrace(SerializeTrace(t));
+  ASSERT_TRUE(back.has_value()) << back.error().ToString();
+  ASSERT_EQ(back->requests.size(), 2u);
+  EXPECT_EQ(back->requests[0].label, "");
+  EXPECT_EQ(back->requests[0].picks, t.requests[0].picks);
+  EXPECT_EQ(back->requests[1].tokens, 0);
+  EXPECT_TRUE(back->requests[1].picks.empty());
+}
+
 }  // namespace
 }  // namespace eldr::sim

@@ -360,6 +360,14 @@ Result<PickTable> PickTableBuilder::Build(std::vector<uint8_t> bytes, size_t off
                                           bool is_signed, int64_t tokens, int payload_layers,
                                           const ModelGeometry& g) {
   PickTable t;
+  // The scans read items through a typed pointer: the item array must be aligned to its item size
+  // (a .npy header of odd length leaves it unaligned; found by fuzz/npy_fuzz.cc). Malloc'd
+  // storage is aligned, so dropping the header bytes aligns it; well-formed .npy files (64-byte
+  // headers) never pay for the move.
+  if (offset % static_cast<size_t>(item_size) != 0) {
+    bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(offset));
+    offset = 0;
+  }
   if (payload_layers == g.moe_layers) {
     t.layer_offset_ = 0;
   } else if (payload_layers == g.total_layers && g.total_layers > g.moe_layers &&

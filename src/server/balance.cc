@@ -66,6 +66,9 @@ Status CircuitBreakerOptions::Validate() const {
   if (window_us < 1000) return InvalidArgument("breaker_window_ms must be >= 1");
   if (open_us < 1000) return InvalidArgument("open_ms must be >= 1");
   if (success_threshold < 1) return InvalidArgument("breaker_success_threshold must be >= 1");
+  if (!(failure_rate > 0 && failure_rate <= 1)) {
+    return InvalidArgument("breaker_failure_rate must be in (0, 1]");
+  }
   if (half_open_max_in_flight < 1) {
     return InvalidArgument("the half-open trial must admit at least one request");
   }
@@ -99,16 +102,36 @@ void CircuitBreaker::OpenLocked(int64_t now_us) {
   open_until_ = now_us + o_.open_us;
   successes_ = 0;
   failures_.clear();
+  ok_ = {};
   ++opened_;
+}
+
+void CircuitBreaker::CountSuccessLocked(int64_t now_us) {
+  const int64_t width = std::max<int64_t>(1, o_.window_us / static_cast<int64_t>(ok_.size()));
+  const int64_t start = now_us - now_us % width;
+  Bucket& b = ok_[static_cast<size_t>((now_us / width) % static_cast<int64_t>(ok_.size()))];
+  if (b.start != start) b = {start, 0};
+  ++b.ok;
+}
+
+int CircuitBreaker::SuccessesLocked(int64_t now_us) const {
+  const int64_t width = std::max<int64_t>(1, o_.window_us / static_cast<int64_t>(ok_.size()));
+  int n = 0;
+  for (const Bucket& b : ok_)
+    n += b.start >= 0 && b.start + width > now_us - o_.window_us ? b.ok : 0;
+  return n;
 }
 
 void CircuitBreaker::OnSuccess(int64_t now_us) {
   std::lock_guard lock(mu_);
-  if (StateLocked(now_us) != CircuitState::kHalfOpen) return;
+  const CircuitState st = StateLocked(now_us);
+  if (st == CircuitState::kClosed) CountSuccessLocked(now_us);
+  if (st != CircuitState::kHalfOpen) return;
   if (++successes_ >= o_.success_threshold) {
     open_ = false;
     successes_ = 0;
     failures_.clear();
+    ok_ = {};
   }
 }
 
@@ -125,7 +148,11 @@ void CircuitBreaker::OnFailure(int64_t now_us) {
   }
   while (!failures_.empty() && failures_.front() <= now_us - o_.window_us) failures_.pop_front();
   failures_.push_back(now_us);
-  if (static_cast<int>(failures_.size()) >= o_.failure_threshold) OpenLocked(now_us);
+  const int failures = static_cast<int>(failures_.size());
+  if (failures >= o_.failure_threshold &&
+      failures >= o_.failure_rate * (failures + SuccessesLocked(now_us))) {
+    OpenLocked(now_us);
+  }
 }
 
 int CircuitBreaker::failures_in_window(int64_t now_us) const {

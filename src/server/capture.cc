@@ -114,14 +114,27 @@ namespace {
 constexpr std::string_view kUsageKey = "\"completion_tokens\"";
 constexpr size_t kMaxLine = 4096;  // of an SSE line kept for ScanLine
 
-// The value after `"completion_tokens"` at `pos` in `s` (spaces and a colon between), or -1.
+// A usage value must end within this many bytes after its key (spaces, a colon, the digits and
+// the character after them); anything longer is not a token count. The bound is what makes the
+// count independent of how the body is split: Feed() keeps at most a key and this window between
+// calls (fuzz/http_fuzz.cc checks it).
+constexpr size_t kValueWindow = 32;
+constexpr int64_t kIncomplete = -2;
+
+// The value after `"completion_tokens"` at `pos` in `s` (spaces and a colon between): the count,
+// -1 when there is none, or kIncomplete when `s` ends inside the window before the value does.
 int64_t ValueAfterKey(std::string_view s, size_t pos) {
-  size_t i = pos + kUsageKey.size();
-  while (i < s.size() && (s[i] == ' ' || s[i] == ':')) ++i;
+  const size_t from = pos + kUsageKey.size();
+  const std::string_view w = s.substr(from, kValueWindow);
+  size_t i = 0;
+  while (i < w.size() && (w[i] == ' ' || w[i] == ':')) ++i;
+  size_t j = i;
+  while (j < w.size() && w[j] >= '0' && w[j] <= '9') ++j;
+  if (j == w.size()) return w.size() < kValueWindow ? kIncomplete : -1;  // short: s ended
   int64_t v = -1;
-  auto [p, ec] = std::from_chars(s.data() + i, s.data() + s.size(), v);
-  if (ec != std::errc() || p == s.data() + s.size()) return -1;  // incomplete: wait for more
-  return v >= 0 ? v : -1;
+  auto [p, ec] = std::from_chars(w.data() + i, w.data() + j, v);
+  if (ec != std::errc() || p == w.data() + i) return -1;
+  return v;
 }
 
 }  // namespace
@@ -130,13 +143,19 @@ void OutputTokenCounter::Feed(std::string_view bytes) {
   // The usage key, scanned over the previous tail plus this piece, so a split key is found.
   std::string scan = tail_;
   scan.append(bytes);
+  // Kept for the next piece: the bytes that may begin a key, or from a key whose value is still
+  // arriving (at most the key and its window).
+  size_t keep_from = scan.size() > kUsageKey.size() - 1 ? scan.size() - (kUsageKey.size() - 1) : 0;
   for (size_t pos = scan.find(kUsageKey); pos != std::string::npos;
        pos = scan.find(kUsageKey, pos + 1)) {
-    if (const int64_t v = ValueAfterKey(scan, pos); v >= 0) usage_ = v;
+    const int64_t v = ValueAfterKey(scan, pos);
+    if (v == kIncomplete) {
+      keep_from = std::min(keep_from, pos);
+      break;  // the rest of `scan` is that key's value so far
+    }
+    if (v >= 0) usage_ = v;
   }
-  // Keep enough to re-find a key (and its value) cut at the end of this piece.
-  const size_t keep = kUsageKey.size() + 24;
-  tail_ = scan.size() > keep ? scan.substr(scan.size() - keep) : scan;
+  tail_ = scan.substr(keep_from);
   for (char ch : bytes) {
     if (ch == '\n') {
       ScanLine(line_);

@@ -40,6 +40,7 @@ CircuitBreakerOptions BreakerOptions(const ServeOptions& o) {
   b.window_us = int64_t{o.breaker_window_ms} * 1000;
   b.open_us = int64_t{o.open_ms} * 1000;
   b.success_threshold = o.breaker_success_threshold;
+  b.failure_rate = o.breaker_failure_rate;
   return b;
 }
 
@@ -328,6 +329,7 @@ Status ApplyKey(const std::string& k, const YAML::Node& v, ServeOptions* o) {
   if (k == "request_timeout_ms") return num(&o->request_timeout_ms);
   if (k == "breaker_window_ms") return num(&o->breaker_window_ms);
   if (k == "breaker_success_threshold") return num(&o->breaker_success_threshold);
+  if (k == "breaker_failure_rate") return num(&o->breaker_failure_rate);
   if (k == "metrics_port") return num(&o->metrics_port);
   if (k == "max_body_bytes") return num(&o->max_body_bytes);
   if (k == "max_header_bytes") return num(&o->max_header_bytes);

@@ -290,6 +290,12 @@ Result<PrefillResult> ParsePrefillResponse(std::string_view body, const ModelGeo
     if (kv.front() != '{') return InvalidArgument("kv_transfer_params is not an object");
     ELDR_ASSIGN_OR_RETURN(kv_sig, JsonMember(kv, "eldr_sig"));
     if (kv_sig.empty()) {
+      // Forwarded to the decode leg as it came, so it must be JSON there: the scanner does not
+      // check UTF-8 inside strings, and a decode body without its kv_transfer_params would be a
+      // silent full prefill on the decoder (found by fuzz/prefill_fuzz.cc).
+      json::error_code ec;
+      (void)json::parse(kv, ec);
+      if (ec) return InvalidArgument("kv_transfer_params is not valid JSON: {}", ec.message());
       r.kv_transfer_params = std::string(kv);
     } else {
       ELDR_ASSIGN_OR_RETURN(r.kv_transfer_params, WithoutEldrSig(kv));

@@ -21,6 +21,7 @@ class Reader {
   explicit Reader(std::span<const uint8_t> b) : b_(b) {}
   bool Get(void* out, size_t n) {
     if (n > b_.size() - pos_) return false;
+    if (n == 0) return true;  // `out` may be null then (an empty label or pick list)
     std::memcpy(out, b_.data() + pos_, n);
     pos_ += n;
     return true;

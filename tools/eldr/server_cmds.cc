@@ -76,7 +76,8 @@ constexpr std::pair<const char*, int server::ServeOptions::*> kIntFlags[] = {
     {"--metrics-port", &server::ServeOptions::metrics_port}};
 constexpr std::pair<const char*, double server::ServeOptions::*> kRealFlags[] = {
     {"--retry-backoff-multiplier", &server::ServeOptions::retry_backoff_multiplier},
-    {"--retry-jitter-factor", &server::ServeOptions::retry_jitter_factor}};
+    {"--retry-jitter-factor", &server::ServeOptions::retry_jitter_factor},
+    {"--breaker-failure-rate", &server::ServeOptions::breaker_failure_rate}};
 
 void AddServeCommand(CLI::App& app, ServeArgs& a) {
   auto* c = app.add_subcommand(

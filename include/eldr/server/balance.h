@@ -13,6 +13,7 @@
 // here.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <mutex>
@@ -59,6 +60,10 @@ struct CircuitBreakerOptions {
   int64_t open_us = 5'000'000;          // time open before the worker is half-open (> 0)
   int success_threshold = 2;            // consecutive half-open successes that close it (>= 1)
   int64_t half_open_max_in_flight = 1;  // trial requests at once while half-open (>= 1)
+  // ...and only while failures are at least this share of the outcomes in the window, (0, 1]:
+  // a busy worker failing a few per cent of its requests stays closed (1: failures alone, as a
+  // threshold without successes).
+  double failure_rate = 0.5;
   Status Validate() const;
 };
 
@@ -111,8 +116,17 @@ class CircuitBreaker {
 
   mutable std::mutex mu_;
   const CircuitBreakerOptions o_;
-  std::deque<int64_t> failures_;  // closed: times of the last failures, at most the threshold
-  bool open_ = false;             // open or half-open (which: now_us vs open_until_)
+  std::deque<int64_t> failures_;  // closed: times of the failures inside the window
+  // Closed: successes in 10 buckets of window_us / 10 (a bucket counts while any of it is
+  // inside the window), for the failure rate.
+  struct Bucket {
+    int64_t start = -1;
+    int ok = 0;
+  };
+  std::array<Bucket, 10> ok_{};
+  void CountSuccessLocked(int64_t now_us);
+  int SuccessesLocked(int64_t now_us) const;
+  bool open_ = false;  // open or half-open (which: now_us vs open_until_)
   int64_t open_until_ = 0;
   int successes_ = 0;  // half-open: consecutive successes
   uint64_t opened_ = 0;

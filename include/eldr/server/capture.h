@@ -71,8 +71,9 @@ struct CaptureRecord {
 std::string CaptureRecordJson(const CaptureRecord& r);
 
 // Counts output tokens in a relayed completion response, fed the body bytes as they pass
-// (Feed() may split the body anywhere, even inside a key). The count is the last
-// "completion_tokens" the body reports (usage: a non-streaming reply, or a stream with
+// (Feed() may split the body anywhere, even inside a key: the count does not depend on the
+// cuts). The count is the last "completion_tokens" the body reports whose value ends within 32
+// bytes of its key (usage: a non-streaming reply, or a stream with
 // stream_options.include_usage); without one, the number of SSE data events that carry a
 // non-empty "choices" list (one per token for vLLM and SGLang without speculative decoding: an
 // approximation, which exact() reports).
@@ -85,7 +86,7 @@ class OutputTokenCounter {
  private:
   void ScanLine(std::string_view line);
   std::string line_;  // the current line so far (its first 4 KiB)
-  std::string tail_;  // the last bytes fed, for a key split across Feed() calls
+  std::string tail_;  // kept for the next Feed(): a key's start, or a key and its value so far
   int64_t usage_ = -1;
   int64_t events_ = 0;
 };

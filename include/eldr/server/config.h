@@ -128,6 +128,7 @@ struct ServeOptions {
   int breaker_window_ms = 10000;
   int open_ms = 5000;
   int breaker_success_threshold = 2;
+  double breaker_failure_rate = 0.5;  // and failures >= this share of the window's outcomes
   // > 0: /metrics is served on this port too (same host), apart from the API, so that it can be
   // firewalled separately. 0: on the main port only (the default).
   int metrics_port = 0;
