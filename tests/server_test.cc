@@ -266,6 +266,24 @@ TEST(PdTest, ParsesClientRequests) {
   EXPECT_FALSE(ParseClientRequest(Endpoint::kChat, R"({"messages":[]})"));
 }
 
+// boost::json reads these as inf/NaN and writes them back as `Infinity`/`NaN`, which no engine
+// parses as JSON: the request is refused with a reason instead of producing such leg bodies
+// (found by fuzz/client_fuzz.cc).
+TEST(PdTest, RefusesNumbersPastADoublesRange) {
+  for (const char* bad :
+       {R"({"prompt":"x","temperature":1e400})", R"({"prompt":"x","logit_bias":{"5":[-2e999]}})",
+        R"({"prompt":"x","top_p":0e400})"}) {
+    auto r = ParseClientRequest(Endpoint::kCompletions, bad);
+    EXPECT_THAT(r, StatusIs(StatusCode::kInvalidArgument, ::testing::HasSubstr("beyond a double")))
+        << bad;
+  }
+  auto ok = ParseClientRequest(Endpoint::kCompletions, R"({"prompt":"x","temperature":1e300})");
+  ASSERT_TRUE(ok);
+  const std::string leg = VllmPrefillBody(*ok, 8);
+  EXPECT_EQ(leg.find("Infinity"), std::string::npos) << leg;
+  EXPECT_EQ(json::parse(leg).as_object().at("temperature").as_double(), 1e300);
+}
+
 TEST(PdTest, VllmLegBodies) {
   auto r = ParseClientRequest(
       Endpoint::kCompletions,

@@ -230,13 +230,10 @@ std::string ProxyImpl::RenderMetrics() {
   MetricSample(&out, "eldr_responses_total", "code=\"other\"",
                static_cast<double>(other_responses_.load()));
   MetricHeader(&out, "eldr_active_requests", "gauge", "Proxied requests in progress");
-  MetricSample(&out, "eldr_active_requests", "", static_cast<double>(active_.load()));
-  {
-    std::lock_guard lock(admit_mu_);
-    MetricHeader(&out, "eldr_admission_queue_length", "gauge",
-                 "Requests waiting for a slot (max_in_flight reached)");
-    MetricSample(&out, "eldr_admission_queue_length", "", static_cast<double>(admit_queue_.size()));
-  }
+  MetricSample(&out, "eldr_active_requests", "", static_cast<double>(admission_.InFlight()));
+  MetricHeader(&out, "eldr_admission_queue_length", "gauge",
+               "Requests waiting for a slot (max_in_flight reached)");
+  MetricSample(&out, "eldr_admission_queue_length", "", static_cast<double>(admission_.Waiting()));
   MetricHeader(&out, "eldr_admission_rejected_total", "counter",
                "Requests refused for want of a slot: queue_full (429) or timeout (503)");
   MetricSample(&out, "eldr_admission_rejected_total", "reason=\"queue_full\"",

@@ -2,7 +2,9 @@
 
 #include <boost/json.hpp>
 #include <charconv>
+#include <cmath>
 #include <limits>
+#include <vector>
 
 #include "eldr/server/json_scan.h"
 
@@ -27,6 +29,25 @@ void AppendContent(const json::value& content, std::string* out) {
 
 std::string Serialize(const json::object& o) { return json::serialize(o); }
 
+// boost::json reads a number past double's range (1e400) as infinity and writes it back as
+// `Infinity`, which is not JSON: a leg body built from such a request would be refused by the
+// engine, or worse, read as inf. Iterative, since client bodies may nest deeply.
+bool HasNonFinite(const json::value& root) {
+  std::vector<const json::value*> todo{&root};
+  while (!todo.empty()) {
+    const json::value* v = todo.back();
+    todo.pop_back();
+    if (v->is_double()) {
+      if (!std::isfinite(v->get_double())) return true;
+    } else if (v->is_array()) {
+      for (const auto& e : v->get_array()) todo.push_back(&e);
+    } else if (v->is_object()) {
+      for (const auto& kv : v->get_object()) todo.push_back(&kv.value());
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<ClientRequest> ParseClientRequest(Endpoint endpoint, std::string_view body) {
@@ -34,6 +55,9 @@ Result<ClientRequest> ParseClientRequest(Endpoint endpoint, std::string_view bod
   json::value v = json::parse(body, ec);
   if (ec) return InvalidArgument("request body is not valid JSON: {}", ec.message());
   if (!v.is_object()) return InvalidArgument("request body must be a JSON object");
+  if (HasNonFinite(v))
+    return InvalidArgument(
+        "request body has a number with an exponent beyond a double's range (such as 1e400)");
   ClientRequest r;
   r.endpoint = endpoint;
   r.body = std::move(v.get_object());

@@ -142,7 +142,7 @@ Status ProxyImpl::Run() {
     spdlog::info("event=capture_closed path={} written={} dropped_queue={} dropped_write={}",
                  o_.capture.path, c.written, c.dropped_queue, c.dropped_write);
   }
-  spdlog::info("event=stopped active={}", active_.load());
+  spdlog::info("event=stopped active={}", admission_.InFlight());
   return Status::Ok();
 }
 
@@ -171,59 +171,49 @@ std::vector<WorkerCheck> ProxyImpl::SelfCheck() {
 }
 
 awaitable<ProxyImpl::Admission> ProxyImpl::Admit(asio::any_io_executor ex, int64_t timeout_ms) {
-  if (active_.fetch_add(1) < o_.max_in_flight) co_return Admission::kAdmitted;
-  active_.fetch_sub(1);
-  auto w = std::make_shared<AdmissionWaiter>(ex);
-  {
-    std::lock_guard lock(admit_mu_);
-    // Re-checked under the lock: a slot freed since has no waiter to hand it to.
-    if (active_.fetch_add(1) < o_.max_in_flight) co_return Admission::kAdmitted;
-    active_.fetch_sub(1);
-    if (static_cast<int>(admit_queue_.size()) >= o_.admission_queue || stopping_) {
+  auto timer = std::make_shared<asio::steady_timer>(ex);
+  // The wake is posted: it may come from another thread, and the coroutine below reaches its
+  // async_wait before anything posted to its own executor runs.
+  const AdmissionQueue::Entry e = admission_.Enter(
+      timeout_ms, [timer] { asio::post(timer->get_executor(), [timer] { timer->cancel(); }); });
+  switch (e.outcome) {
+    case AdmissionQueue::Outcome::kAdmitted:
+      co_return Admission::kAdmitted;
+    case AdmissionQueue::Outcome::kQueueFull:
       admission_rejected_[0].fetch_add(1, std::memory_order_relaxed);
       co_return Admission::kQueueFull;
-    }
-    admit_queue_.push_back(w);
+    case AdmissionQueue::Outcome::kShutdown:
+      co_return Admission::kShutdown;
+    case AdmissionQueue::Outcome::kQueued:
+      break;
   }
   const int64_t t0 = NowUs();
-  w->timer.expires_after(std::chrono::milliseconds(timeout_ms));
-  co_await w->timer.async_wait(kTuple);
-  std::lock_guard lock(admit_mu_);
+  AdmissionQueue::Resolution r;
+  do {
+    timer->expires_after(std::chrono::microseconds(std::max<int64_t>(0, e.deadline_us - NowUs())));
+    co_await timer->async_wait(kTuple);
+  } while ((r = admission_.Resolve(e.ticket)) == AdmissionQueue::Resolution::kWaiting);
   admission_wait_.Observe(static_cast<double>(NowUs() - t0) * 1e-6);
-  if (w->granted) co_return Admission::kAdmitted;  // ReleaseSlot handed its slot over
-  std::erase(admit_queue_, w);
-  if (stopping_) co_return Admission::kShutdown;
-  admission_rejected_[1].fetch_add(1, std::memory_order_relaxed);
-  co_return Admission::kTimedOut;
+  switch (r) {
+    case AdmissionQueue::Resolution::kAdmitted:
+      co_return Admission::kAdmitted;
+    case AdmissionQueue::Resolution::kShutdown:
+      co_return Admission::kShutdown;
+    default:
+      admission_rejected_[1].fetch_add(1, std::memory_order_relaxed);
+      co_return Admission::kTimedOut;
+  }
 }
 
 void ProxyImpl::ReleaseSlot() {
-  std::shared_ptr<AdmissionWaiter> next;
-  {
-    std::lock_guard lock(admit_mu_);
-    if (!admit_queue_.empty() && !stopping_) {
-      next = std::move(admit_queue_.front());
-      admit_queue_.pop_front();
-      next->granted = true;  // the slot passes to it: active_ stays as it is
-    } else {
-      active_.fetch_sub(1);
-    }
-  }
-  if (next) {
-    asio::post(next->timer.get_executor(), [next] { next->timer.cancel(); });
-  }
+  if (AdmissionQueue::Wake next = admission_.Release()) next();
 }
 
 void ProxyImpl::Shutdown() {
   asio::post(*iocs_[0], [this] {
     if (stopping_.exchange(true)) return;
-    {
-      // Waiting requests are answered (503) rather than left to their timeout.
-      std::lock_guard lock(admit_mu_);
-      for (auto& w : admit_queue_) {
-        asio::post(w->timer.get_executor(), [w] { w->timer.cancel(); });
-      }
-    }
+    // Waiting requests are answered (503) rather than left to their timeout.
+    for (auto& wake : admission_.Shutdown()) wake();
     boost::system::error_code ec;
     acceptor_->close(ec);
     shutdown_timer_->cancel();
@@ -342,15 +332,15 @@ awaitable<void> ProxyImpl::WaitForShutdown() {
   co_await shutdown_timer_->async_wait(kTuple);
   const Deadline deadline(clock_, int64_t{o_.drain_timeout_ms} * 1000);
   asio::steady_timer t(*iocs_[0]);
-  while (active_.load() > 0 && !deadline.Expired()) {
+  while (admission_.InFlight() > 0 && !deadline.Expired()) {
     t.expires_after(std::chrono::milliseconds(20));
     co_await t.async_wait(kTuple);
   }
-  if (active_.load() > 0) {
+  if (admission_.InFlight() > 0) {
     // Streams still open end with an SSE error event and a proper end of the body, answers not
     // yet begun with a 503: cancel every upstream leg on its own thread, then give the flows a
     // moment to write those endings.
-    spdlog::warn("event=drain_timeout ending={}", active_.load());
+    spdlog::warn("event=drain_timeout ending={}", admission_.InFlight());
     {
       std::lock_guard lock(active_mu_);
       for (auto& [ctx, ex] : active_ctx_) {
@@ -361,11 +351,12 @@ awaitable<void> ProxyImpl::WaitForShutdown() {
       }
     }
     const Deadline grace(clock_, 2'000'000);
-    while (active_.load() > 0 && !grace.Expired()) {
+    while (admission_.InFlight() > 0 && !grace.Expired()) {
       t.expires_after(std::chrono::milliseconds(10));
       co_await t.async_wait(kTuple);
     }
-    if (active_.load() > 0) spdlog::warn("event=drain_abandoned active={}", active_.load());
+    if (admission_.InFlight() > 0)
+      spdlog::warn("event=drain_abandoned active={}", admission_.InFlight());
   }
 }
 

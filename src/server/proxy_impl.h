@@ -26,6 +26,7 @@
 #include "eldr/net/wire.h"
 #include "eldr/policy.h"
 #include "eldr/rng.h"
+#include "eldr/server/admission.h"
 #include "eldr/server/balance.h"
 #include "eldr/server/capture.h"
 #include "eldr/server/cluster.h"
@@ -131,7 +132,10 @@ inline constexpr int kStatusCodes[] = {200, 400, 401, 403, 404, 405, 413,
 class ProxyImpl final : public Proxy {
  public:
   ProxyImpl(ServeOptions o, const Clock& clock)
-      : o_(std::move(o)), clock_(clock), retry_(RetryOptionsOf(o_)) {
+      : o_(std::move(o)),
+        clock_(clock),
+        retry_(RetryOptionsOf(o_)),
+        admission_(clock_, o_.max_in_flight, o_.admission_queue) {
     for (size_t i = 0; i < std::size(kStatusCodes); ++i) responses_[i] = 0;
   }
 
@@ -192,14 +196,8 @@ class ProxyImpl final : public Proxy {
 
   void CountResponse(int status);
 
-  // Admission in front of max_in_flight: a slot at once, or a wait in a bounded FIFO queue for
-  // one that a finishing request hands over (ReleaseSlot), up to admission_timeout_ms.
+  // Admission in front of max_in_flight (eldr/server/admission.h), waiting on an Asio timer.
   enum class Admission { kAdmitted, kQueueFull, kTimedOut, kShutdown };
-  struct AdmissionWaiter {
-    explicit AdmissionWaiter(asio::any_io_executor ex) : timer(std::move(ex)) {}
-    asio::steady_timer timer;
-    bool granted = false;  // guarded by admit_mu_
-  };
   // `timeout_ms`: admission_timeout_ms, clamped to the request's deadline.
   awaitable<Admission> Admit(asio::any_io_executor ex, int64_t timeout_ms);
   void ReleaseSlot();
@@ -377,6 +375,7 @@ class ProxyImpl final : public Proxy {
   ServeOptions o_;
   const Clock& clock_;
   const RetryOptions retry_;
+  AdmissionQueue admission_;  // slots held: the requests being served
   ModelGeometry geometry_;
   std::string served_model_;                    // what /v1/models lists
   std::shared_ptr<spdlog::logger> access_log_;  // null: access_log off
@@ -403,10 +402,7 @@ class ProxyImpl final : public Proxy {
   std::unique_ptr<asio::steady_timer> shutdown_timer_;
   int port_ = 0;
   std::atomic<bool> stopping_{false};
-  std::atomic<int64_t> active_{0};
-  std::mutex admit_mu_;
-  std::deque<std::shared_ptr<AdmissionWaiter>> admit_queue_;  // guarded by admit_mu_, FIFO
-  std::atomic<uint64_t> admission_rejected_[2] = {};          // queue full, timed out
+  std::atomic<uint64_t> admission_rejected_[2] = {};  // queue full, timed out
   Histogram admission_wait_{{0.001, 0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30}};
   std::atomic<uint64_t> responses_[std::size(kStatusCodes)];
   std::atomic<uint64_t> other_responses_{0}, prefill_retries_{0}, malformed_{0}, midstream_{0},
