@@ -81,6 +81,11 @@ if [ ${#failed[@]} -gt 0 ]; then
   for t in "${failed[@]}"; do
     echo "--- $t (build/fuzz/logs/$t.log):" >&2
     grep -E 'invariant failed|ERROR|runtime error|Test unit written' build/fuzz/logs/"$t".log >&2
+    # The input itself, so that a failure on a CI machine can be replayed anywhere:
+    #   base64 -d > crash && build/fuzz/fuzz/<target>_fuzz crash
+    for a in build/fuzz/artifacts/"$t"/*; do
+      [ -f "$a" ] && [ "$(stat -c %s "$a")" -le 16384 ] && echo "$(basename "$a") base64: $(base64 -w0 "$a")" >&2
+    done
   done
   exit 1
 fi
