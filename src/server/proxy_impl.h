@@ -57,6 +57,10 @@ namespace json = boost::json;
 struct RequestCtx {
   beast::tcp_stream* upstream = nullptr;
   bool client_gone = false;
+  // The flow gave this leg up before the client had a byte, to send the request to another
+  // prefill/decode pair (SGLang: the other leg of the pair failed): the leg ends quietly, writes
+  // nothing to the client and counts no failure against its worker.
+  bool abandoned = false;
   bool finished = false;
   bool drain_expired = false;  // the router's drain_timeout_ms passed: end the answer now
   // The request's deadline (request_timeout_ms, X-Eldr-Deadline-Ms): every upstream timeout and

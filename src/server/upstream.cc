@@ -204,6 +204,7 @@ awaitable<ProxyImpl::RelayResult> ProxyImpl::Relay(beast::tcp_stream& client,
     if (auto c = co_await Connect(w, &reused, ctx, /*pooled=*/attempt == 0)) {
       conn.emplace(std::move(*c));
     }
+    if (ctx.abandoned) co_return RelayResult{RelayOutcome::kRetry};
     if (!conn) {
       ec = asio::error::connection_refused;
       unreachable = true;
@@ -217,6 +218,10 @@ awaitable<ProxyImpl::RelayResult> ProxyImpl::Relay(beast::tcp_stream& client,
       ec = hec;
     }
     if (ctx.client_gone) co_return RelayResult{};
+    if (ctx.abandoned) {
+      ctx.upstream = nullptr;
+      co_return RelayResult{RelayOutcome::kRetry};
+    }
     if (ec && reused && !pp->got_some() && ec != beast::error::timeout) continue;
     break;
   }
@@ -257,6 +262,10 @@ awaitable<ProxyImpl::RelayResult> ProxyImpl::Relay(beast::tcp_stream& client,
     while (!parser.is_done()) {
       auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk, ctx);
       if (ctx.client_gone) co_return RelayResult{};
+      if (ctx.abandoned) {
+        ctx.upstream = nullptr;
+        co_return RelayResult{RelayOutcome::kRetry};
+      }
       if (rec) {
         ec = rec;
         break;
@@ -319,10 +328,20 @@ awaitable<ProxyImpl::RelayResult> ProxyImpl::Relay(beast::tcp_stream& client,
       stopping_ || !chunked ? "Connection: close\r\n" : "", ctx.rid_header);
   bool first_byte = false;
   std::string tapped;
-  CountResponse(200);
+  // Counted when the head is written (with the first piece), not before: until then the flow
+  // may still abandon the leg for another pair.
+  bool counted = false;
+  auto count = [&] {
+    if (!counted) CountResponse(200);
+    counted = true;
+  };
   while (!parser.is_done()) {
     auto [rec, got] = co_await ReadPiece(*conn, b, parser, chunk, sizeof chunk, ctx);
     if (ctx.client_gone) co_return RelayResult{};
+    if (ctx.abandoned && ctx.status == 0) {
+      ctx.upstream = nullptr;
+      co_return RelayResult{RelayOutcome::kRetry};
+    }
     // The drain's cancel may land between two reads, when no read is pending to abort.
     if (!rec && ctx.drain_expired) rec = asio::error::operation_aborted;
     // With a decode tap the bytes sent are what it lets through (it may hold back an
@@ -375,6 +394,7 @@ awaitable<ProxyImpl::RelayResult> ProxyImpl::Relay(beast::tcp_stream& client,
       } else {
         out += ev;
       }
+      count();
       co_await asio::async_write(client, asio::buffer(out), kTuple);
       co_return RelayResult{};
     }
@@ -382,6 +402,7 @@ awaitable<ProxyImpl::RelayResult> ProxyImpl::Relay(beast::tcp_stream& client,
     // A read may yield only framing (a chunk-size line) or bytes the tap holds back: nothing to
     // send, not even the head.
     if (piece.empty() && !parser.is_done()) continue;
+    count();
     auto [cec, cn] = co_await asio::async_write(client, asio::buffer(out), kTuple);
     if (cec) {
       ctx.client_gone = true;

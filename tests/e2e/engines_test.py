@@ -11,6 +11,7 @@ Usage: engines_test.py path/to/eldr      (stdlib only; run by ctest)
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -134,6 +135,47 @@ def main():
     check(metrics(port)["eldr_policy_fallbacks_total"] == 0, "and it was routed by signature")
     st, _ = request(pp, "/v1/completions", {"model": MODEL, "prompt": "x", "max_tokens": 1})
     check(st == 401, "the engine itself refuses a request without the key")
+
+    print("SGLang: a pair with a failed leg is replaced by another pair (retries)")
+    # A prefill answering 500 and a decoder nobody listens on, next to a healthy pair: health
+    # probes off and the breaker out of reach, so every request may draw a broken leg first.
+    _, p_bad = emulator("sr-p500", "prefill", "sglang", "--engine", "sglang", "--fault",
+                        "error500")
+    _, p_ok = emulator("sr-p", "prefill", "sglang", "--engine", "sglang")
+    _, d_ok = emulator("sr-d", "decode", "sglang")
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    d_dead = probe.getsockname()[1]
+    probe.close()
+    cfg = {"listen": "127.0.0.1:0", "backend": "sglang", "model": MODEL, "policy": "rr",
+           "prefill": [f"http://127.0.0.1:{p_bad}", f"http://127.0.0.1:{p_ok}"],
+           "decode": [f"http://127.0.0.1:{d_dead}", f"http://127.0.0.1:{d_ok}"],
+           "health_interval_ms": 0, "failure_threshold": 1000, "max_retries": 2,
+           "retry_initial_backoff_ms": 10, "retry_jitter_factor": 0}
+    path = os.path.join(TMP, "sglang-retry.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    _, port = start(["serve", "-c", path], "sglang-retry")
+    ok = sum(completion(port, f"retry prompt {i} " + "kappa " * i, stream=i % 2 == 0)
+             for i in range(16))
+    m = metrics(port)
+    # A 500 that arrives after the pair was already given up (the dead decoder failed first) is
+    # not the prefill's fault: only the failures counted against it need a retry each.
+    bad_errors = m.get(f'eldr_worker_errors_total{{role="prefill",worker="http://127.0.0.1:{p_bad}"}}',
+                       0)
+    check(ok == 16, f"SGLang: 16 of 16 requests complete through the healthy pair ({ok})")
+    check(m.get("eldr_decode_retries_total", 0) >= 1,
+          f"the dead decoder's pairs were retried ({m.get('eldr_decode_retries_total')})")
+    check(m.get("eldr_prefill_retries_total", 0) == bad_errors and bad_errors >= 1,
+          f"each prefill 500 counted against the worker was retried on another pair "
+          f"({m.get('eldr_prefill_retries_total')} of {bad_errors})")
+    cancelled = metrics(d_ok).get("eldr_emu_cancelled_total", 0)
+    check(cancelled >= 1,
+          f"a decode leg waiting for a failed prefill's KV was ended ({cancelled} cancelled)")
+    check(m.get('eldr_responses_total{code="200"}') == 16 and
+          m.get('eldr_responses_total{code="502"}', 0) == 0,
+          "one 200 per request, nothing else answered")
+    check(idle(port), "SGLang retries: in-flight counts back at zero")
 
     print("a prefill 4xx reaches the client and the router stays up")
     port, pp, dps, _ = setup("e400", "vllm-0.22", "vllm", space, "--fault", "error400")
