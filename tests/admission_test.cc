@@ -1,6 +1,7 @@
 // The admission queue in front of max_in_flight (eldr/server/admission.h) on a FakeClock: slots,
 // FIFO hand-over, the queue bound, waits that run out, shutdown, and a random-walk property
 // against a model (slots conserved, arrival order kept, no slot handed to an expired waiter).
+// Then the drain's plan (eldr/server/drain.h), the other end of a request's life at shutdown.
 #include "eldr/server/admission.h"
 
 #include <gtest/gtest.h>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "eldr/clock.h"
+#include "eldr/server/drain.h"
 
 namespace eldr::server {
 namespace {
@@ -213,6 +215,47 @@ RC_GTEST_PROP(AdmissionProperty, SlotsConservedAndOrderKept, ()) {
   for (const auto& w : waiting) RC_ASSERT(q.Resolve(w.ticket) == Resolution::kShutdown);
   for (; holders > 0; --holders) RC_ASSERT(!q.Release());
   RC_ASSERT(q.InFlight() == 0);
+}
+
+// ---- drain ------------------------------------------------------------------------------------
+
+using Step = DrainPlan::Step;
+
+TEST(DrainPlanTest, StopsAsSoonAsNothingIsInFlight) {
+  FakeClock clock(1'000'000);
+  DrainPlan plan(clock, 30'000, 2'000);
+  EXPECT_EQ(plan.Next(3), Step::kWait);
+  clock.Advance(29'999'000);
+  EXPECT_EQ(plan.Next(1), Step::kWait);
+  EXPECT_EQ(plan.Next(0), Step::kDone);
+  EXPECT_EQ(plan.Next(5), Step::kDone);  // over is over
+}
+
+TEST(DrainPlanTest, EndsOpenAnswersOnceAtTheTimeoutThenGivesThemTheGrace) {
+  FakeClock clock;
+  DrainPlan plan(clock, 1'000, 2'000);
+  EXPECT_EQ(plan.Next(2), Step::kWait);
+  clock.Advance(1'000'000);
+  EXPECT_EQ(plan.Next(2), Step::kEndStreams);
+  EXPECT_EQ(plan.Next(2), Step::kWaitEndings);  // once only
+  clock.Advance(1'999'999);                     // the grace runs from the order
+  EXPECT_EQ(plan.Next(1), Step::kWaitEndings);
+  EXPECT_EQ(plan.Next(0), Step::kDone);
+}
+
+TEST(DrainPlanTest, AbandonsWhatTheGraceDidNotEnd) {
+  FakeClock clock;
+  DrainPlan plan(clock, 0, 2'000);
+  EXPECT_EQ(plan.Next(1), Step::kEndStreams);  // no wait at all with drain_timeout_ms 0
+  clock.Advance(2'000'000);
+  EXPECT_EQ(plan.Next(1), Step::kAbandon);
+  EXPECT_EQ(plan.Next(0), Step::kAbandon);
+}
+
+TEST(DrainPlanTest, NothingInFlightStopsAtOnceEvenPastTheTimeout) {
+  FakeClock clock;
+  DrainPlan plan(clock, 0, 0);
+  EXPECT_EQ(plan.Next(0), Step::kDone);
 }
 
 }  // namespace

@@ -330,33 +330,34 @@ awaitable<void> ProxyImpl::MetricsSession(tcp::socket sock) {
 awaitable<void> ProxyImpl::WaitForShutdown() {
   shutdown_timer_->expires_at(asio::steady_timer::time_point::max());
   co_await shutdown_timer_->async_wait(kTuple);
-  const Deadline deadline(clock_, int64_t{o_.drain_timeout_ms} * 1000);
+  DrainPlan plan(clock_, o_.drain_timeout_ms, /*grace_ms=*/2000);
   asio::steady_timer t(*iocs_[0]);
-  while (admission_.InFlight() > 0 && !deadline.Expired()) {
-    t.expires_after(std::chrono::milliseconds(20));
-    co_await t.async_wait(kTuple);
-  }
-  if (admission_.InFlight() > 0) {
-    // Streams still open end with an SSE error event and a proper end of the body, answers not
-    // yet begun with a 503: cancel every upstream leg on its own thread, then give the flows a
-    // moment to write those endings.
-    spdlog::warn("event=drain_timeout ending={}", admission_.InFlight());
-    {
-      std::lock_guard lock(active_mu_);
-      for (auto& [ctx, ex] : active_ctx_) {
-        asio::post(ex, [ctx = ctx] {
-          ctx->drain_expired = true;
-          ctx->CancelUpstream();
-        });
+  while (true) {
+    switch (plan.Next(admission_.InFlight())) {
+      case DrainPlan::Step::kDone:
+        co_return;
+      case DrainPlan::Step::kAbandon:
+        spdlog::warn("event=drain_abandoned active={}", admission_.InFlight());
+        co_return;
+      case DrainPlan::Step::kEndStreams: {
+        // Streams still open end with an SSE error event and a proper end of the body, answers
+        // not yet begun with a 503: each upstream leg is cancelled on its own thread.
+        spdlog::warn("event=drain_timeout ending={}", admission_.InFlight());
+        std::lock_guard lock(active_mu_);
+        for (auto& [ctx, ex] : active_ctx_) {
+          asio::post(ex, [ctx = ctx] {
+            ctx->drain_expired = true;
+            ctx->CancelUpstream();
+          });
+        }
+        break;
       }
+      case DrainPlan::Step::kWait:
+      case DrainPlan::Step::kWaitEndings:
+        break;
     }
-    const Deadline grace(clock_, 2'000'000);
-    while (admission_.InFlight() > 0 && !grace.Expired()) {
-      t.expires_after(std::chrono::milliseconds(10));
-      co_await t.async_wait(kTuple);
-    }
-    if (admission_.InFlight() > 0)
-      spdlog::warn("event=drain_abandoned active={}", admission_.InFlight());
+    t.expires_after(std::chrono::milliseconds(10));
+    co_await t.async_wait(kTuple);
   }
 }
 

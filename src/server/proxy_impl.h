@@ -31,6 +31,7 @@
 #include "eldr/server/capture.h"
 #include "eldr/server/cluster.h"
 #include "eldr/server/decode_experts.h"
+#include "eldr/server/drain.h"
 #include "eldr/server/metrics.h"
 #include "eldr/server/pd.h"
 #include "eldr/server/prompt_signal.h"
