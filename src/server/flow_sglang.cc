@@ -25,13 +25,7 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
   int64_t wait_us = 0;
   for (int retries = 0;; ++retries) {
     if (retries > 0) {
-      co_await Backoff(ctx, wait_us);
-      if (ctx.client_gone) co_return;
-      NoteDeadline(ctx);
-      if (ctx.ended()) {
-        co_await WriteEnded(client, ctx);
-        co_return;
-      }
+      if (!co_await WaitBeforeRetry(client, ctx, wait_us)) co_return;
     }
     const Decision d = RouteDecode(ts, s, predicted ? &*predicted : nullptr, excluded_d, req.label);
     if (d.decoder < 0) {

@@ -24,15 +24,9 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   Rng& rng = StateOf(client.get_executor()).rng;
   int64_t wait_us = 0;
   for (int retries = 0; !pr; ++retries) {
+    // Retries go to prefill workers not tried yet, after a backoff (retry.h).
     if (retries > 0) {
-      // Retries go to prefill workers not tried yet, after a backoff (retry.h).
-      co_await Backoff(ctx, wait_us);
-      if (ctx.client_gone) co_return;
-      NoteDeadline(ctx);
-      if (ctx.ended()) {
-        co_await WriteEnded(client, ctx);
-        co_return;
-      }
+      if (!co_await WaitBeforeRetry(client, ctx, wait_us)) co_return;
     }
     const int p = s.ring->Pick(key, PrefillLoads(s), PrefillAvailability(s), excluded,
                                o_.prefill_load_factor);
@@ -126,13 +120,7 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
   int64_t wait_us_d = 0;
   for (int retries = 0;; ++retries) {
     if (retries > 0) {
-      co_await Backoff(ctx, wait_us_d);
-      if (ctx.client_gone) co_return;
-      NoteDeadline(ctx);
-      if (ctx.ended()) {
-        co_await WriteEnded(client, ctx);
-        co_return;
-      }
+      if (!co_await WaitBeforeRetry(client, ctx, wait_us_d)) co_return;
     }
     const Decision d = RouteDecode(StateOf(client.get_executor()), s, cp, excluded_d, req.label);
     if (d.decoder < 0) {

@@ -226,8 +226,10 @@ class ProxyImpl final : public Proxy {
     return fmt::format("the request deadline ({} ms) passed before the answer ended",
                        ctx.budget_ms);
   }
-  // Waits `us` before a retry; the client leaving, the drain or the deadline cut it short.
-  awaitable<void> Backoff(RequestCtx& ctx, int64_t us);
+  // Waits `us` before a retry; the client leaving, the drain or the deadline cut it short. False
+  // when the flow must stop instead of retrying: the client left, or the drain or the deadline
+  // ended the request (its ending is written).
+  awaitable<bool> WaitBeforeRetry(beast::tcp_stream& client, RequestCtx& ctx, int64_t us);
 
   // What a request still in flight when drain_timeout_ms passes is told.
   std::string DrainMessage() const {

@@ -158,14 +158,22 @@ std::string ProxyImpl::EndedSseEvent(const RequestCtx& ctx) const {
   return SseErrorEvent(504, DeadlineMessage(ctx), "timeout");
 }
 
-awaitable<void> ProxyImpl::Backoff(RequestCtx& ctx, int64_t us) {
+awaitable<bool> ProxyImpl::WaitBeforeRetry(beast::tcp_stream& client, RequestCtx& ctx, int64_t us) {
   retry_backoff_.Observe(static_cast<double>(us) * 1e-6);
-  if (us <= 0 || ctx.client_gone || ctx.ended()) co_return;
-  asio::steady_timer t(co_await asio::this_coro::executor);
-  t.expires_after(std::chrono::microseconds(us));
-  ctx.backoff = &t;
-  co_await t.async_wait(kTuple);
-  ctx.backoff = nullptr;
+  if (us > 0 && !ctx.client_gone && !ctx.ended()) {
+    asio::steady_timer t(co_await asio::this_coro::executor);
+    t.expires_after(std::chrono::microseconds(us));
+    ctx.backoff = &t;
+    co_await t.async_wait(kTuple);
+    ctx.backoff = nullptr;
+  }
+  if (ctx.client_gone) co_return false;
+  NoteDeadline(ctx);
+  if (ctx.ended()) {
+    co_await WriteEnded(client, ctx);
+    co_return false;
+  }
+  co_return true;
 }
 
 awaitable<ProxyImpl::RelayResult> ProxyImpl::Relay(beast::tcp_stream& client,

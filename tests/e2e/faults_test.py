@@ -405,11 +405,13 @@ def retries_and_deadlines():
     d1.mode = "status:503"
     r0 = metrics(port).get("eldr_decode_retries_total", 0)
     d1_before = d1.posts
+    # JSQ breaks ties at random: 24 requests leave d1 untried with probability 2^-24 (with 8,
+    # 1/256, it happened once).
     codes = [post(port, {"prompt": f"decode retry {i}"}, stream=(i % 2 == 0))[0]
-             for i in range(8)]
+             for i in range(24)]
     m = metrics(port)
     failed = d1.posts - d1_before
-    check(codes == [200] * 8, f"decode 503s are retried on the other decoder: {codes}")
+    check(codes == [200] * 24, f"decode 503s are retried on the other decoder: {codes}")
     check(failed >= 1 and m.get("eldr_decode_retries_total") - r0 == failed,
           f"each of the {failed} decode 503s was retried")
     # A decode 500 may have consumed the KV: relayed, not retried.
