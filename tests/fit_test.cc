@@ -253,6 +253,22 @@ TEST(FitTest, RejectsWrongShapesAndTooFewRequests) {
   EXPECT_NE(bad.error().message().find("request 3"), std::string::npos);
 }
 
+// One prompt repeated: every expert it picks is picked by every request, so every IDF weight is
+// 0 and no signature is left; the error says why and what to do, and --transform count works.
+TEST(FitTest, IdenticalPromptsExplainTheZeroIdf) {
+  ModelGeometry g = *FindModel("olmoe-1b-7b");
+  auto reqs = SyntheticCalibration(g, 12, 4, 2);
+  for (auto& r : reqs) r = reqs[0];
+  FitOptions o;
+  o.k = 2;
+  EXPECT_THAT(Fit(reqs, g, o),
+              StatusIs(StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("12 requests picked only experts that every request picks"),
+                             HasSubstr("--transform count"))));
+  o.transform = SignatureTransform::kCount;
+  EXPECT_THAT(Fit(reqs, g, o), IsOk());
+}
+
 TEST(FitTest, IdfMatchesDefinition) {
   ModelGeometry g = *FindModel("mixtral-8x7b");
   std::vector<CalibrationRequest> reqs(3);

@@ -512,6 +512,7 @@ Result<FitResult> Fit(std::span<const CalibrationRequest> reqs, const ModelGeome
   std::vector<float> x;
   x.reserve(reqs.size() * d);
   std::vector<float> sig(d);
+  int zero_weight = 0;  // requests with picks, but only of experts whose weight is 0
   for (const auto& r : reqs) {
     double n2 = 0;
     for (size_t m = 0; m < rep.layer_mask.size(); ++m) {
@@ -524,6 +525,11 @@ Result<FitResult> Fit(std::span<const CalibrationRequest> reqs, const ModelGeome
     }
     if (!(n2 > 0)) {
       ++rep.skipped;
+      bool picked = false;
+      for (size_t m = 0; m < rep.layer_mask.size() && !picked; ++m) {
+        for (float c : r.prefill.layer(rep.layer_mask[m])) picked = picked || c > 0;
+      }
+      zero_weight += picked;
       continue;
     }
     const float inv = static_cast<float>(1.0 / std::sqrt(n2));
@@ -531,6 +537,15 @@ Result<FitResult> Fit(std::span<const CalibrationRequest> reqs, const ModelGeome
   }
   rep.n = static_cast<int>(x.size() / d);
   if (rep.n < o.k) {
+    if (zero_weight > 0) {
+      // IDF is log(N / df): an expert every request picks weighs 0, so traffic of one repeated
+      // prompt leaves nothing to cluster on.
+      return InvalidArgument(
+          "fit: only {} requests have expert picks on the masked layers; k = {}. {} requests "
+          "picked only experts that every request picks, whose IDF weight is 0 (are the "
+          "calibration prompts all alike?): use varied traffic, or --transform count",
+          rep.n, o.k, zero_weight);
+    }
     return InvalidArgument("fit: only {} requests have expert picks on the masked layers; k = {}",
                            rep.n, o.k);
   }
