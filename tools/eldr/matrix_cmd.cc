@@ -447,8 +447,9 @@ Status RunMatrix(const SimulateArgs& a, std::vector<SimRecord>* records) {
   fmt::print(
       "Main table: 8P{}D, {} s per rate, rates 20-100 qps, {}. Change in TPOT against the best "
       "load balancer at each rate and seed, mean over rates. eldr: tau = {}; eldr-plus: tau = {}, "
-      "slack = {}; paper: the ELDR paper's eldr.\n",
-      a.decode, a.duration, seeds, a.tau, a.plus.tau, a.plus.slack);
+      "slack = {}{}; paper: the ELDR paper's eldr.\n",
+      a.decode, a.duration, seeds, a.tau, a.plus.tau, a.plus.slack,
+      a.plus.sqrt_slack > 0 ? fmt::format(", sqrt slack = {}", a.plus.sqrt_slack) : "");
   for (int q : {50, 99}) {
     std::string head =
         fmt::format("{:<16} {:<9} {:<21} {:<7}", "model", "workload", "eldr", "paper");
