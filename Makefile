@@ -2,8 +2,8 @@
 #   make run   install deps, build Release, run the main job on its embedded default
 #   make test  install deps, build, run every test
 JOBS ?= $(shell nproc)
-.PHONY: deps build run demo matrix test test-asan tsan-e2e soak bench perf-proxy e2e-tpot fuzz-build \
-  fuzz fuzz-smoke format clean
+.PHONY: deps build run demo matrix test test-asan tsan-e2e thread-safety soak bench perf-proxy \
+  e2e-tpot fuzz-build fuzz fuzz-smoke format clean
 
 deps:
 	./scripts/install-deps.sh
@@ -50,6 +50,14 @@ tsan-e2e: deps
 	  TSAN_OPTIONS="halt_on_error=1 $${TSAN_OPTIONS:-}" \
 	    /usr/bin/python3 tests/e2e/$${t}_test.py build/tsan/tools/eldr/eldr || exit 1; \
 	done
+
+# clang's -Wthread-safety (and -beta) as errors over the libraries, tools and tests: every member
+# guarded by an eldr::Mutex (eldr/mutex.h) is checked at compile time (docs/reliability.md,
+# "Thread-safety lane"; about 9 min on 2 cores from a clean build/thread-safety).
+thread-safety:
+	ELDR_CLANG_DEPS=1 ./scripts/install-deps.sh
+	cmake --preset thread-safety >/dev/null
+	cmake --build --preset thread-safety -j $(JOBS)
 
 # The router over emulated engines at a steady rate with a fault mix, sampling RSS, fds, threads
 # and the in-flight gauges each second (tests/soak/soak.py; docs/reliability.md, "Soak"). Fails on

@@ -24,6 +24,8 @@ install_sdk() {
 }
 # `make perf` (docs/perf.md proxy figures) also needs nginx and wrk: ELDR_PERF_DEPS=1
 if [ "${ELDR_PERF_DEPS:-0}" = 1 ]; then PKGS+=(nginx-light wrk); fi
+# `make thread-safety` also needs clang: ELDR_CLANG_DEPS=1 scripts/install-deps.sh
+if [ "${ELDR_CLANG_DEPS:-0}" = 1 ]; then PKGS+=(clang); fi
 # `make fuzz` also needs clang and its fuzzer runtime: ELDR_FUZZ_DEPS=1 scripts/install-deps.sh
 if [ "${ELDR_FUZZ_DEPS:-0}" = 1 ]; then PKGS+=(clang libclang-rt-14-dev); fi
 missing=()

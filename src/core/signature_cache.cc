@@ -2,6 +2,8 @@
 
 #include <bit>
 
+#include "eldr/mutex.h"
+
 namespace eldr {
 
 namespace {
@@ -28,12 +30,12 @@ struct SignatureCache::Entry {
 };
 
 struct SignatureCache::Shard {
-  std::mutex mu;
-  std::list<Entry> lru;  // front = most recent
-  std::unordered_map<uint64_t, std::list<Entry>::iterator> index;
-  size_t bytes = 0;
-  size_t budget = 0;
-  uint64_t tokens = 0;
+  Mutex mu;
+  std::list<Entry> lru ELDR_GUARDED_BY(mu);  // front = most recent
+  std::unordered_map<uint64_t, std::list<Entry>::iterator> index ELDR_GUARDED_BY(mu);
+  size_t bytes ELDR_GUARDED_BY(mu) = 0;
+  size_t budget ELDR_GUARDED_BY(mu) = 0;  // set once, by the cache's constructor
+  uint64_t tokens ELDR_GUARDED_BY(mu) = 0;
 };
 
 SignatureCache::SignatureCache(int layers, int experts, SignatureCacheOptions options)
@@ -66,7 +68,7 @@ SignatureCache::Shard& SignatureCache::ShardFor(uint64_t key) const {
 
 bool SignatureCache::Get(uint64_t key, ExpertCounts* add_to) const {
   Shard& s = ShardFor(key);
-  std::lock_guard<std::mutex> lock(s.mu);
+  MutexLock lock(&s.mu);
   auto it = s.index.find(key);
   if (it == s.index.end()) return false;
   s.lru.splice(s.lru.begin(), s.lru, it->second);
@@ -80,7 +82,7 @@ bool SignatureCache::Get(uint64_t key, ExpertCounts* add_to) const {
 
 void SignatureCache::Put(uint64_t key, const ExpertCounts& c, int64_t tokens) {
   Shard& s = ShardFor(key);
-  std::lock_guard<std::mutex> lock(s.mu);
+  MutexLock lock(&s.mu);
   if (auto it = s.index.find(key); it != s.index.end()) {
     s.lru.splice(s.lru.begin(), s.lru, it->second);
     return;
@@ -199,10 +201,11 @@ SignatureCacheStats SignatureCache::Stats() const {
   st.inserted_chunks = inserted_.load();
   st.evicted_chunks = evicted_.load();
   for (int i = 0; i < options_.shards; ++i) {
-    std::lock_guard<std::mutex> lock(shards_[i].mu);
-    st.entries += shards_[i].lru.size();
-    st.bytes += shards_[i].bytes;
-    st.cached_tokens += shards_[i].tokens;
+    Shard& s = shards_[i];
+    MutexLock lock(&s.mu);
+    st.entries += s.lru.size();
+    st.bytes += s.bytes;
+    st.cached_tokens += s.tokens;
   }
   return st;
 }

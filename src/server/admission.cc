@@ -9,7 +9,7 @@ AdmissionQueue::AdmissionQueue(const Clock& clock, int max_in_flight, int capaci
     : clock_(clock), max_in_flight_(max_in_flight), capacity_(capacity) {}
 
 AdmissionQueue::Entry AdmissionQueue::Enter(int64_t timeout_ms, Wake wake) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (shutdown_) return {Outcome::kShutdown};
   // A free slot goes to the newcomer only when nobody waits: otherwise it would overtake them.
   if (in_flight_ < max_in_flight_ && queue_.empty()) {
@@ -26,7 +26,7 @@ AdmissionQueue::Entry AdmissionQueue::Enter(int64_t timeout_ms, Wake wake) {
 }
 
 AdmissionQueue::Wake AdmissionQueue::Release() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   const int64_t now = clock_.NowUs();
   while (!queue_.empty() && !shutdown_) {
     const Waiter w = queue_.front();
@@ -45,7 +45,7 @@ AdmissionQueue::Wake AdmissionQueue::Release() {
 }
 
 AdmissionQueue::Resolution AdmissionQueue::Resolve(Ticket ticket) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto it = state_.find(ticket);
   if (it == state_.end()) return Resolution::kTimedOut;
   switch (it->second) {
@@ -68,7 +68,7 @@ AdmissionQueue::Resolution AdmissionQueue::Resolve(Ticket ticket) {
 }
 
 std::vector<AdmissionQueue::Wake> AdmissionQueue::Shutdown() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   shutdown_ = true;
   std::vector<Wake> out;
   out.reserve(queue_.size());
@@ -83,12 +83,12 @@ std::vector<AdmissionQueue::Wake> AdmissionQueue::Shutdown() {
 }
 
 int64_t AdmissionQueue::InFlight() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return in_flight_;
 }
 
 int64_t AdmissionQueue::Waiting() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return static_cast<int64_t>(queue_.size());
 }
 

@@ -81,12 +81,12 @@ CircuitState CircuitBreaker::StateLocked(int64_t now_us) const {
 }
 
 CircuitState CircuitBreaker::State(int64_t now_us) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return StateLocked(now_us);
 }
 
 bool CircuitBreaker::Admits(int64_t now_us, int64_t in_flight) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   switch (StateLocked(now_us)) {
     case CircuitState::kClosed:
       return true;
@@ -123,7 +123,7 @@ int CircuitBreaker::SuccessesLocked(int64_t now_us) const {
 }
 
 void CircuitBreaker::OnSuccess(int64_t now_us) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   const CircuitState st = StateLocked(now_us);
   if (st == CircuitState::kClosed) CountSuccessLocked(now_us);
   if (st != CircuitState::kHalfOpen) return;
@@ -136,7 +136,7 @@ void CircuitBreaker::OnSuccess(int64_t now_us) {
 }
 
 void CircuitBreaker::OnFailure(int64_t now_us) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   switch (StateLocked(now_us)) {
     case CircuitState::kOpen:
       return;  // an outcome of a request that started before the circuit opened
@@ -156,7 +156,7 @@ void CircuitBreaker::OnFailure(int64_t now_us) {
 }
 
 int CircuitBreaker::failures_in_window(int64_t now_us) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (open_) return 0;
   int n = 0;
   for (int64_t t : failures_) n += t > now_us - o_.window_us;
@@ -164,12 +164,12 @@ int CircuitBreaker::failures_in_window(int64_t now_us) const {
 }
 
 int CircuitBreaker::half_open_successes() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return successes_;
 }
 
 uint64_t CircuitBreaker::opened_count() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return opened_;
 }
 

@@ -191,7 +191,10 @@ Result<std::unique_ptr<CaptureWriter>> CaptureWriter::Open(const CaptureOptions&
   ELDR_RETURN_IF_ERROR(options.Validate());
   if (options.path.empty()) return InvalidArgument("capture: no path given");
   std::unique_ptr<CaptureWriter> w(new CaptureWriter(options, geometry));
-  ELDR_RETURN_IF_ERROR(w->OpenActive());
+  {
+    MutexLock io(&w->io_mu_);  // uncontended: nothing else sees w yet
+    ELDR_RETURN_IF_ERROR(w->OpenActive());
+  }
   if (background) w->thread_ = std::thread([p = w.get()] { p->Run(); });
   return w;
 }
@@ -215,10 +218,10 @@ Status CaptureWriter::OpenActive() {
 
 bool CaptureWriter::Offer(CaptureRecord record) {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (!closed_ && queue_.size() < static_cast<size_t>(o_.queue_records)) {
       queue_.push_back(std::move(record));
-      if (queue_.size() >= static_cast<size_t>(o_.batch_records)) cv_.notify_one();
+      if (queue_.size() >= static_cast<size_t>(o_.batch_records)) cv_.Signal();
       return true;
     }
   }
@@ -274,12 +277,12 @@ Status CaptureWriter::WriteBatch(std::deque<CaptureRecord>& batch) {
 }
 
 Status CaptureWriter::Flush() {
-  std::lock_guard io(io_mu_);
+  MutexLock io(&io_mu_);
   Status first;
   for (;;) {
     std::deque<CaptureRecord> batch;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       const size_t n = std::min(queue_.size(), static_cast<size_t>(o_.batch_records));
       for (size_t i = 0; i < n; ++i) {
         batch.push_back(std::move(queue_.front()));
@@ -293,25 +296,31 @@ Status CaptureWriter::Flush() {
 }
 
 void CaptureWriter::Run() {
-  std::unique_lock lock(mu_);
+  const auto interval = std::chrono::milliseconds(o_.flush_interval_ms);
+  mu_.Lock();
   while (!closed_) {
-    cv_.wait_for(lock, std::chrono::milliseconds(o_.flush_interval_ms),
-                 [&] { return closed_ || queue_.size() >= static_cast<size_t>(o_.batch_records); });
-    lock.unlock();
+    // Until closed, a full batch, or the flush interval (a wakeup without either waits on).
+    const auto deadline = std::chrono::steady_clock::now() + interval;
+    while (!closed_ && queue_.size() < static_cast<size_t>(o_.batch_records) &&
+           cv_.WaitUntil(&mu_, deadline)) {
+    }
+    mu_.Unlock();
     (void)Flush();  // failures are counted and logged in WriteBatch
-    lock.lock();
+    mu_.Lock();
   }
+  mu_.Unlock();
 }
 
 void CaptureWriter::Close() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (closed_ && !thread_.joinable()) return;
     closed_ = true;
   }
-  cv_.notify_one();
+  cv_.Signal();
   if (thread_.joinable()) thread_.join();
   (void)Flush();
+  MutexLock io(&io_mu_);
   if (fd_ >= 0) ::fsync(fd_);
 }
 

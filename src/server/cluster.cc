@@ -89,6 +89,7 @@ Result<std::unique_ptr<Cluster>> Cluster::Create(const ServeOptions& o, const Mo
     ELDR_ASSIGN_OR_RETURN(snap->space, c->LoadSpace(o.space, snap->decode.size()));
   }
   snap->ring = MakeRing(snap->prefill);
+  MutexLock admin(&c->admin_mu_);  // uncontended: c is not shared yet
   c->Publish(std::move(snap));
   return c;
 }
@@ -128,7 +129,7 @@ Result<std::shared_ptr<const SignatureSpace>> Cluster::LoadSpace(const std::stri
 }
 
 std::shared_ptr<const Snapshot> Cluster::Snap() const {
-  std::lock_guard lock(snap_mu_);
+  MutexLock lock(&snap_mu_);
   return snap_;
 }
 
@@ -177,7 +178,7 @@ void Cluster::Publish(std::shared_ptr<Snapshot> s) {
           o_.shadow_candidate, s->shadow_degraded);
     }
   }
-  std::lock_guard lock(snap_mu_);
+  MutexLock lock(&snap_mu_);
   s->version = snap_ ? snap_->version + 1 : 0;
   snap_ = std::move(s);
 }
@@ -287,7 +288,7 @@ Status Cluster::AddWorker(const std::string& role, const std::string& url) {
   }
   ELDR_ASSIGN_OR_RETURN(WorkerSpec spec, ParseWorkerUrl(url));
   ELDR_ASSIGN_OR_RETURN(auto w, MakeWorker(spec, role));
-  std::lock_guard admin(admin_mu_);
+  MutexLock admin(&admin_mu_);
   auto s = std::make_shared<Snapshot>(*Snap());
   auto& list = role == "prefill" ? s->prefill : s->decode;
   for (const auto& x : list) {
@@ -304,7 +305,7 @@ Status Cluster::RemoveWorker(const std::string& role, const std::string& url) {
   if (role != "prefill" && role != "decode") {
     return InvalidArgument("role must be prefill or decode");
   }
-  std::lock_guard admin(admin_mu_);
+  MutexLock admin(&admin_mu_);
   auto s = std::make_shared<Snapshot>(*Snap());
   auto& list = role == "prefill" ? s->prefill : s->decode;
   auto it =
@@ -336,7 +337,7 @@ Status Cluster::Drain(const std::string& role, const std::string& url, bool drai
 Status Cluster::Reload(const std::string& path_in) {
   const std::string path = path_in.empty() ? o_.space : path_in;
   if (path.empty()) return InvalidArgument("no signature space path configured or given");
-  std::lock_guard admin(admin_mu_);
+  MutexLock admin(&admin_mu_);
   auto cur = Snap();
   ELDR_ASSIGN_OR_RETURN(auto space, LoadSpace(path, cur->decode.size()));
   auto s = std::make_shared<Snapshot>(*cur);
@@ -348,7 +349,7 @@ Status Cluster::Reload(const std::string& path_in) {
 
 Status Cluster::SwapSpace(const std::shared_ptr<const SignatureSpace>& expected,
                           std::shared_ptr<const SignatureSpace> next) {
-  std::lock_guard admin(admin_mu_);
+  MutexLock admin(&admin_mu_);
   auto cur = Snap();
   if (cur->space != expected) {
     return FailedPrecondition("the space changed while refitting (reload or another refit)");

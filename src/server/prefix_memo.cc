@@ -25,7 +25,7 @@ std::vector<uint64_t> PrefixMemo::Keys(std::string_view text) const {
 void PrefixMemo::Observe(std::string_view text, const ExpertCounts& counts) {
   const size_t cost = EntryBytes(counts);
   if (cost > budget_) return;
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   for (uint64_t k : Keys(text)) {
     if (auto it = index_.find(k); it != index_.end()) {
       it->second->second = counts;
@@ -45,7 +45,7 @@ void PrefixMemo::Observe(std::string_view text, const ExpertCounts& counts) {
 
 std::optional<ExpertCounts> PrefixMemo::Predict(std::string_view text) const {
   const auto keys = Keys(text);
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   for (uint64_t k : keys) {
     if (auto it = index_.find(k); it != index_.end()) {
       lru_.splice(lru_.begin(), lru_, it->second);
@@ -56,12 +56,12 @@ std::optional<ExpertCounts> PrefixMemo::Predict(std::string_view text) const {
 }
 
 size_t PrefixMemo::bytes() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return bytes_;
 }
 
 size_t PrefixMemo::entries() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return index_.size();
 }
 

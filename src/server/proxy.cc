@@ -343,7 +343,7 @@ awaitable<void> ProxyImpl::WaitForShutdown() {
         // Streams still open end with an SSE error event and a proper end of the body, answers
         // not yet begun with a 503: each upstream leg is cancelled on its own thread.
         spdlog::warn("event=drain_timeout ending={}", admission_.InFlight());
-        std::lock_guard lock(active_mu_);
+        MutexLock lock(&active_mu_);
         for (auto& [ctx, ex] : active_ctx_) {
           asio::post(ex, [ctx = ctx] {
             ctx->drain_expired = true;
@@ -598,12 +598,12 @@ awaitable<bool> ProxyImpl::HandleCompletion(beast::tcp_stream& client, beast::fl
   const std::string path(req.target().data(), req.target().size());
   auto snap = Snap();
   {
-    std::lock_guard lock(active_mu_);
+    MutexLock lock(&active_mu_);
     active_ctx_.emplace_back(&ctx, client.get_executor());
   }
   co_await (Proxied(client, *parsed, rid, path, snap, ctx) || WatchClient(client, buf, ctx));
   {
-    std::lock_guard lock(active_mu_);
+    MutexLock lock(&active_mu_);
     std::erase_if(active_ctx_, [&](const auto& e) { return e.first == &ctx; });
   }
   if (ctx.client_gone) {

@@ -23,6 +23,7 @@
 #include "eldr/block_hash.h"
 #include "eldr/clock.h"
 #include "eldr/geometry.h"
+#include "eldr/mutex.h"
 #include "eldr/net/wire.h"
 #include "eldr/policy.h"
 #include "eldr/rng.h"
@@ -398,10 +399,11 @@ class ProxyImpl final : public Proxy {
   std::unique_ptr<PromptSignal> signal_;
   // Requests being proxied, with the executor that owns each (drain: their upstream legs are
   // cancelled on their own thread when drain_timeout_ms passes).
-  std::mutex active_mu_;
-  std::vector<std::pair<RequestCtx*, asio::any_io_executor>> active_ctx_;  // guarded
-  std::unique_ptr<CaptureWriter> capture_;                                 // null: capture off
-  std::unique_ptr<OnlineRefitter> refitter_;                               // null: refit off
+  Mutex active_mu_;
+  std::vector<std::pair<RequestCtx*, asio::any_io_executor>> active_ctx_
+      ELDR_GUARDED_BY(active_mu_);
+  std::unique_ptr<CaptureWriter> capture_;    // null: capture off
+  std::unique_ptr<OnlineRefitter> refitter_;  // null: refit off
   std::vector<std::unique_ptr<asio::io_context>> iocs_;
   std::vector<std::unique_ptr<ThreadState>> states_;  // after iocs_: pools destroyed first
   std::unique_ptr<tcp::acceptor> acceptor_;

@@ -34,18 +34,18 @@ OnlineRefitter::~OnlineRefitter() { Stop(); }
 
 void OnlineRefitter::Observe(int64_t now_us, const ExpertCounts& counts) {
   ExpertCounts copy = counts;  // outside the lock
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   window_.emplace_back(now_us, std::move(copy));
   while (window_.size() > static_cast<size_t>(config_.max_window)) window_.pop_front();
 }
 
 Status OnlineRefitter::RunOnce(int64_t now_us) {
-  std::lock_guard run(run_mu_);
+  MutexLock run(&run_mu_);
   if (paused_.load()) return FailedPrecondition("refit: paused");
   const int64_t horizon = now_us - static_cast<int64_t>(config_.window_s * 1e6);
   std::vector<ExpertCounts> recent;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     while (!window_.empty() && window_.front().first < horizon) window_.pop_front();
     counts_.window = static_cast<int64_t>(window_.size());
     recent.reserve(window_.size());
@@ -54,7 +54,7 @@ Status OnlineRefitter::RunOnce(int64_t now_us) {
   auto snap = cluster_->Snap();
   if (!snap->space) return FailedPrecondition("refit: no signature space to refit");
   if (static_cast<int>(recent.size()) < config_.min_requests) {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     ++counts_.skipped;
     return FailedPrecondition("refit: {} requests in the last {} s, need {}", recent.size(),
                               config_.window_s, config_.min_requests);
@@ -64,7 +64,7 @@ Status OnlineRefitter::RunOnce(int64_t now_us) {
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   Status swapped = r ? cluster_->SwapSpace(snap->space, r->space) : Status(r.error());
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   counts_.last_seconds = seconds;
   if (!swapped.ok()) {
     ++counts_.failed;
@@ -84,28 +84,36 @@ Status OnlineRefitter::RunOnce(int64_t now_us) {
 }
 
 void OnlineRefitter::Start(std::function<int64_t()> now_us) {
-  thread_ = std::thread([this, now_us = std::move(now_us)] {
-    std::unique_lock lock(loop_mu_);
-    const auto interval = std::chrono::microseconds(static_cast<int64_t>(config_.interval_s * 1e6));
-    while (!loop_cv_.wait_for(lock, interval, [&] { return stop_; })) {
-      lock.unlock();
-      (void)RunOnce(now_us());  // counted and logged inside
-      lock.lock();
+  thread_ = std::thread([this, now_us = std::move(now_us)] { Loop(now_us); });
+}
+
+void OnlineRefitter::Loop(const std::function<int64_t()>& now_us) {
+  const auto interval = std::chrono::microseconds(static_cast<int64_t>(config_.interval_s * 1e6));
+  loop_mu_.Lock();
+  for (;;) {
+    // Until stopped or the interval passed (a wakeup without either waits on).
+    const auto deadline = std::chrono::steady_clock::now() + interval;
+    while (!stop_ && loop_cv_.WaitUntil(&loop_mu_, deadline)) {
     }
-  });
+    if (stop_) break;
+    loop_mu_.Unlock();
+    (void)RunOnce(now_us());  // counted and logged inside
+    loop_mu_.Lock();
+  }
+  loop_mu_.Unlock();
 }
 
 void OnlineRefitter::Stop() {
   {
-    std::lock_guard lock(loop_mu_);
+    MutexLock lock(&loop_mu_);
     stop_ = true;
   }
-  loop_cv_.notify_all();
+  loop_cv_.SignalAll();
   if (thread_.joinable()) thread_.join();
 }
 
 OnlineRefitter::Counts OnlineRefitter::counts() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Counts c = counts_;
   c.window = static_cast<int64_t>(window_.size());
   return c;

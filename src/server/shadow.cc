@@ -27,13 +27,13 @@ ExpertLoad::ExpertLoad(int layers, int experts)
     : layers_(layers), sum_(static_cast<size_t>(layers) * experts, 0.0) {}
 
 void ExpertLoad::Add(const ShadowFootprint& f) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   for (size_t i = 0; i < f.index.size(); ++i) sum_[f.index[i]] += f.log1m_q[i];
   ++n_;
 }
 
 void ExpertLoad::Remove(const ShadowFootprint& f) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (--n_ <= 0) {
     // Exact zeros again, so rounding never accumulates over a long run.
     n_ = 0;
@@ -44,7 +44,7 @@ void ExpertLoad::Remove(const ShadowFootprint& f) {
 }
 
 double ExpertLoad::ExpectedDistinct() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (n_ == 0 || layers_ == 0) return 0;
   double d = 0;
   for (double s : sum_) d += s < 0 ? 1 - std::exp(s) : 0;
@@ -52,7 +52,7 @@ double ExpertLoad::ExpectedDistinct() const {
 }
 
 int64_t ExpertLoad::requests() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return n_;
 }
 

@@ -13,11 +13,11 @@
 #include <chrono>
 #include <cmath>
 #include <map>
-#include <mutex>
 #include <thread>
 
 #include "commands.h"
 #include "eldr/fit.h"
+#include "eldr/mutex.h"
 #include "eldr/sim/simulator.h"
 
 namespace eldr::cli {
@@ -69,30 +69,36 @@ Status RunJobs(const sim::Workload& w, std::vector<Job>& jobs, int threads, Prog
   for (size_t i = 0; i < jobs.size(); ++i)
     if (jobs[i].same_as < 0) todo.push_back(i);
   std::atomic<size_t> next{0};
-  size_t done = 0;
-  std::mutex mu;
-  Status first_error;
+  // The workers' shared state (a struct: the analysis checks members, not locals).
+  struct {
+    Mutex mu;
+    size_t done ELDR_GUARDED_BY(mu) = 0;
+    Status first_error ELDR_GUARDED_BY(mu);
+  } shared;
   progress.Update(stage, 0);
   auto worker = [&] {
     for (size_t n; (n = next.fetch_add(1)) < todo.size();) {
       Job& job = jobs[todo[n]];
       auto r = sim::Simulate(w, job.options);
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(&shared.mu);
       if (!r) {
-        if (first_error.ok()) {
-          first_error = r.error().WithContext(
+        if (shared.first_error.ok()) {
+          shared.first_error = r.error().WithContext(
               fmt::format("{} {} at {} qps", job.rec.policy, job.rec.variant, job.rec.rate));
         }
         continue;
       }
       job.rec.summary = sim::Summarize(*r);
-      progress.Update(stage, static_cast<double>(++done) / todo.size());
+      progress.Update(stage, static_cast<double>(++shared.done) / todo.size());
     }
   };
   std::vector<std::thread> pool;
   for (int t = 0; t < std::max(1, threads); ++t) pool.emplace_back(worker);
   for (auto& t : pool) t.join();
-  if (!first_error.ok()) return first_error;
+  {
+    MutexLock lock(&shared.mu);  // the workers are joined: only for the analysis
+    if (!shared.first_error.ok()) return shared.first_error;
+  }
   for (auto& j : jobs)
     if (j.same_as >= 0) j.rec.summary = jobs[j.same_as].rec.summary;
   return Status::Ok();

@@ -35,11 +35,11 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <unordered_map>
 #include <vector>
 
 #include "eldr/clock.h"
+#include "eldr/mutex.h"
 
 namespace eldr::server {
 
@@ -72,23 +72,23 @@ class AdmissionQueue {
   // A slot now, or a place at the back of the queue for at most `timeout_ms` (<= 0: a wait that
   // has already run out, so Resolve() answers kTimedOut). `wake` is kept until the waiter is
   // resolved.
-  Entry Enter(int64_t timeout_ms, Wake wake);
+  Entry Enter(int64_t timeout_ms, Wake wake) ELDR_EXCLUDES(mu_);
 
   // A slot holder finished. Hands the slot to the oldest waiter still inside its wait and returns
   // that waiter's wake callback (run it); otherwise frees the slot and returns an empty one.
   // Waiters found expired on the way are dropped from the queue (they time out on Resolve()).
-  Wake Release();
+  Wake Release() ELDR_EXCLUDES(mu_);
 
   // What happened to a waiter. Once it answered kAdmitted, kTimedOut or kShutdown, the ticket is
   // forgotten (a second call answers kTimedOut). REQUIRES: `ticket` came from Enter().
-  Resolution Resolve(Ticket ticket);
+  Resolution Resolve(Ticket ticket) ELDR_EXCLUDES(mu_);
 
   // No more admissions; every waiter will resolve to kShutdown. Returns their wake callbacks.
   // Slots already held stay held until released.
-  std::vector<Wake> Shutdown();
+  std::vector<Wake> Shutdown() ELDR_EXCLUDES(mu_);
 
-  int64_t InFlight() const;
-  int64_t Waiting() const;
+  int64_t InFlight() const ELDR_EXCLUDES(mu_);
+  int64_t Waiting() const ELDR_EXCLUDES(mu_);
 
  private:
   struct Waiter {
@@ -100,13 +100,13 @@ class AdmissionQueue {
   const Clock& clock_;
   const int max_in_flight_;
   const int capacity_;
-  mutable std::mutex mu_;
-  int64_t in_flight_ = 0;                    // guarded by mu_
-  bool shutdown_ = false;                    // guarded by mu_
-  Ticket next_ticket_ = 1;                   // guarded by mu_
-  std::deque<Waiter> queue_;                 // guarded by mu_: waiting, in arrival order
-  std::unordered_map<Ticket, State> state_;  // guarded by mu_: unresolved tickets
-  std::unordered_map<Ticket, Wake> wake_;    // guarded by mu_: tickets still in queue_
+  mutable Mutex mu_;
+  int64_t in_flight_ ELDR_GUARDED_BY(mu_) = 0;
+  bool shutdown_ ELDR_GUARDED_BY(mu_) = false;
+  Ticket next_ticket_ ELDR_GUARDED_BY(mu_) = 1;
+  std::deque<Waiter> queue_ ELDR_GUARDED_BY(mu_);                 // waiting, in arrival order
+  std::unordered_map<Ticket, State> state_ ELDR_GUARDED_BY(mu_);  // unresolved tickets
+  std::unordered_map<Ticket, Wake> wake_ ELDR_GUARDED_BY(mu_);    // tickets still in queue_
 };
 
 }  // namespace eldr::server

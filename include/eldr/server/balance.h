@@ -16,12 +16,12 @@
 #include <array>
 #include <cstdint>
 #include <deque>
-#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "eldr/mutex.h"
 #include "eldr/status.h"
 
 namespace eldr::server {
@@ -92,44 +92,44 @@ class CircuitBreaker {
  public:
   explicit CircuitBreaker(const CircuitBreakerOptions& o) : o_(o) {}
 
-  CircuitState State(int64_t now_us) const;
+  CircuitState State(int64_t now_us) const ELDR_EXCLUDES(mu_);
   // Closed or half-open: the worker may be tried.
   bool Available(int64_t now_us) const { return State(now_us) != CircuitState::kOpen; }
   // Available, and in half-open only while the worker holds fewer than
   // half_open_max_in_flight requests (`in_flight`, the caller's count, the trial under way).
-  bool Admits(int64_t now_us, int64_t in_flight) const;
+  bool Admits(int64_t now_us, int64_t in_flight) const ELDR_EXCLUDES(mu_);
 
-  void OnSuccess(int64_t now_us);
-  void OnFailure(int64_t now_us);
+  void OnSuccess(int64_t now_us) ELDR_EXCLUDES(mu_);
+  void OnFailure(int64_t now_us) ELDR_EXCLUDES(mu_);
 
   // Failures inside the window ending at `now_us` while closed (0 while open or half-open).
-  int failures_in_window(int64_t now_us) const;
+  int failures_in_window(int64_t now_us) const ELDR_EXCLUDES(mu_);
   // Consecutive successes since the circuit turned half-open.
-  int half_open_successes() const;
-  uint64_t opened_count() const;  // times the circuit opened
+  int half_open_successes() const ELDR_EXCLUDES(mu_);
+  uint64_t opened_count() const ELDR_EXCLUDES(mu_);  // times the circuit opened
 
   const CircuitBreakerOptions& options() const { return o_; }
 
  private:
-  CircuitState StateLocked(int64_t now_us) const;
-  void OpenLocked(int64_t now_us);
+  CircuitState StateLocked(int64_t now_us) const ELDR_REQUIRES(mu_);
+  void OpenLocked(int64_t now_us) ELDR_REQUIRES(mu_);
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   const CircuitBreakerOptions o_;
-  std::deque<int64_t> failures_;  // closed: times of the failures inside the window
+  std::deque<int64_t> failures_ ELDR_GUARDED_BY(mu_);  // closed: the failures inside the window
   // Closed: successes in 10 buckets of window_us / 10 (a bucket counts while any of it is
   // inside the window), for the failure rate.
   struct Bucket {
     int64_t start = -1;
     int ok = 0;
   };
-  std::array<Bucket, 10> ok_{};
-  void CountSuccessLocked(int64_t now_us);
-  int SuccessesLocked(int64_t now_us) const;
-  bool open_ = false;  // open or half-open (which: now_us vs open_until_)
-  int64_t open_until_ = 0;
-  int successes_ = 0;  // half-open: consecutive successes
-  uint64_t opened_ = 0;
+  std::array<Bucket, 10> ok_ ELDR_GUARDED_BY(mu_){};
+  void CountSuccessLocked(int64_t now_us) ELDR_REQUIRES(mu_);
+  int SuccessesLocked(int64_t now_us) const ELDR_REQUIRES(mu_);
+  bool open_ ELDR_GUARDED_BY(mu_) = false;  // open or half-open (which: now_us vs open_until_)
+  int64_t open_until_ ELDR_GUARDED_BY(mu_) = 0;
+  int successes_ ELDR_GUARDED_BY(mu_) = 0;  // half-open: consecutive successes
+  uint64_t opened_ ELDR_GUARDED_BY(mu_) = 0;
 };
 
 // What an active health probe's result does to a worker's circuit (the health loop's rule):

@@ -24,11 +24,9 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,6 +34,7 @@
 
 #include "eldr/expert_counts.h"
 #include "eldr/geometry.h"
+#include "eldr/mutex.h"
 #include "eldr/status.h"
 
 namespace eldr::server {
@@ -113,34 +112,34 @@ class CaptureWriter {
   CaptureWriter& operator=(const CaptureWriter&) = delete;
 
   // Queues a record; false (and counted) when the queue is full or the writer is closed.
-  bool Offer(CaptureRecord record);
+  bool Offer(CaptureRecord record) ELDR_EXCLUDES(mu_);
 
   // Writes every queued record now (the caller's thread). The first write error, if any.
-  Status Flush();
+  Status Flush() ELDR_EXCLUDES(io_mu_, mu_);
 
   // Stops the thread after it has written what was queued; later Offer()s are dropped.
-  void Close();
+  void Close() ELDR_EXCLUDES(io_mu_, mu_);
 
   Counts counts() const;
   const CaptureOptions& options() const { return o_; }
 
  private:
   CaptureWriter(CaptureOptions o, ModelGeometry g) : o_(std::move(o)), g_(std::move(g)) {}
-  Status OpenActive();  // fd_ on PATH, appending; a header member when new
-  Status WriteBatch(std::deque<CaptureRecord>& batch);
-  Status RotateIfDue();
-  void Run();
+  Status OpenActive() ELDR_REQUIRES(io_mu_);  // fd_ on PATH, appending; a header member when new
+  Status WriteBatch(std::deque<CaptureRecord>& batch) ELDR_REQUIRES(io_mu_);
+  Status RotateIfDue() ELDR_REQUIRES(io_mu_);
+  void Run() ELDR_EXCLUDES(mu_);
 
   const CaptureOptions o_;
   const ModelGeometry g_;
-  int fd_ = -1;
-  int64_t file_bytes_ = 0;  // of the active file
-  bool header_pending_ = true;
-  std::mutex io_mu_;  // serialises Flush() with the thread's writes
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<CaptureRecord> queue_;  // guarded by mu_
-  bool closed_ = false;              // guarded by mu_
+  Mutex io_mu_ ELDR_ACQUIRED_BEFORE(mu_);  // serialises Flush() with the thread's writes
+  int fd_ ELDR_GUARDED_BY(io_mu_) = -1;
+  int64_t file_bytes_ ELDR_GUARDED_BY(io_mu_) = 0;  // of the active file
+  bool header_pending_ ELDR_GUARDED_BY(io_mu_) = true;
+  mutable Mutex mu_;
+  CondVar cv_;
+  std::deque<CaptureRecord> queue_ ELDR_GUARDED_BY(mu_);
+  bool closed_ ELDR_GUARDED_BY(mu_) = false;
   std::thread thread_;
   std::atomic<uint64_t> written_{0}, dropped_queue_{0}, dropped_write_{0}, bytes_{0}, rotations_{0};
 };

@@ -24,13 +24,13 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "eldr/geometry.h"
+#include "eldr/mutex.h"
 #include "eldr/policy.h"
 #include "eldr/rng.h"
 #include "eldr/server/balance.h"
@@ -167,7 +167,7 @@ class Cluster {
   static Result<std::unique_ptr<Cluster>> Create(const ServeOptions& o, const ModelGeometry& g,
                                                  Resolver resolve);
 
-  std::shared_ptr<const Snapshot> Snap() const;
+  std::shared_ptr<const Snapshot> Snap() const ELDR_EXCLUDES(snap_mu_);
 
   // The decode worker for a request with prompt counts `counts` (null: unknown), among the
   // available decoders not `excluded`. Counts the decision in the metrics below.
@@ -177,16 +177,16 @@ class Cluster {
                        std::string_view label = {});
 
   // Admin operations; each publishes a new snapshot (in-flight requests keep theirs).
-  Status AddWorker(const std::string& role, const std::string& url);
-  Status RemoveWorker(const std::string& role, const std::string& url);
+  Status AddWorker(const std::string& role, const std::string& url) ELDR_EXCLUDES(admin_mu_);
+  Status RemoveWorker(const std::string& role, const std::string& url) ELDR_EXCLUDES(admin_mu_);
   Status Drain(const std::string& role, const std::string& url, bool drain);
   // Loads `path` (or the configured space when empty) and swaps it in atomically.
-  Status Reload(const std::string& path);
+  Status Reload(const std::string& path) ELDR_EXCLUDES(admin_mu_);
   // Swaps in `next` (an online refit of `expected`) unless the live space is no longer
   // `expected` (reloaded or refitted meanwhile: FailedPrecondition, nothing changed) or next's k
   // differs from the decoders.
   Status SwapSpace(const std::shared_ptr<const SignatureSpace>& expected,
-                   std::shared_ptr<const SignatureSpace> next);
+                   std::shared_ptr<const SignatureSpace> next) ELDR_EXCLUDES(admin_mu_);
 
   // {"workers":[...], "policy", "space_k", "version"}.
   std::string WorkersJson(int64_t now_us) const;
@@ -200,14 +200,15 @@ class Cluster {
   Result<std::shared_ptr<const SignatureSpace>> LoadSpace(const std::string& path,
                                                           size_t decoders) const;
   // Fills in the effective policy (logging a degradation once, when it is published).
-  void Publish(std::shared_ptr<Snapshot> s);
+  // REQUIRES: admin_mu_ held since the snapshot `s` was copied from was read.
+  void Publish(std::shared_ptr<Snapshot> s) ELDR_REQUIRES(admin_mu_) ELDR_EXCLUDES(snap_mu_);
 
   const ServeOptions& o_;
   ModelGeometry geometry_;
   Resolver resolve_;
-  mutable std::mutex snap_mu_;
-  std::mutex admin_mu_;  // serialises read-modify-publish of the admin operations
-  std::shared_ptr<const Snapshot> snap_;
+  mutable Mutex snap_mu_;
+  Mutex admin_mu_ ELDR_ACQUIRED_BEFORE(snap_mu_);  // serialises the admin read-modify-publish
+  std::shared_ptr<const Snapshot> snap_ ELDR_GUARDED_BY(snap_mu_);
   std::atomic<uint64_t> fallbacks_{0};
   std::atomic<uint64_t> shadow_agree_{0}, shadow_disagree_{0}, shadow_unknown_{0};
   Histogram decision_s_{

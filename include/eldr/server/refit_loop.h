@@ -14,15 +14,14 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <thread>
 
 #include "eldr/expert_counts.h"
+#include "eldr/mutex.h"
 #include "eldr/refit.h"
 #include "eldr/status.h"
 
@@ -54,32 +53,34 @@ class OnlineRefitter {
   ~OnlineRefitter();  // Stop()
 
   // A routed request's prompt counts at time now_us (steady clock, microseconds).
-  void Observe(int64_t now_us, const ExpertCounts& counts);
+  void Observe(int64_t now_us, const ExpertCounts& counts) ELDR_EXCLUDES(mu_);
 
   // One refit on the window as of now_us; swaps on success. The Status says why nothing was
   // swapped (also when paused: FailedPrecondition).
-  Status RunOnce(int64_t now_us);
+  Status RunOnce(int64_t now_us) ELDR_EXCLUDES(run_mu_, mu_);
 
   // The background loop: RunOnce every interval_s, timed by `now_us()`.
   void Start(std::function<int64_t()> now_us);
-  void Stop();
+  void Stop() ELDR_EXCLUDES(loop_mu_);
 
   void Pause(bool paused) { paused_.store(paused); }
   bool paused() const { return paused_.load(); }
-  Counts counts() const;
+  Counts counts() const ELDR_EXCLUDES(mu_);
 
  private:
+  void Loop(const std::function<int64_t()>& now_us) ELDR_EXCLUDES(loop_mu_);  // the thread's
+
   Cluster* cluster_;
   const RefitConfig config_;
   const RefitOptions options_;
-  mutable std::mutex mu_;
-  std::deque<std::pair<int64_t, ExpertCounts>> window_;  // guarded by mu_, by time
-  Counts counts_;                                        // guarded by mu_
+  mutable Mutex mu_;
+  std::deque<std::pair<int64_t, ExpertCounts>> window_ ELDR_GUARDED_BY(mu_);  // by time
+  Counts counts_ ELDR_GUARDED_BY(mu_);
   std::atomic<bool> paused_{false};
-  std::mutex run_mu_;  // one RunOnce at a time
-  std::mutex loop_mu_;
-  std::condition_variable loop_cv_;
-  bool stop_ = false;  // guarded by loop_mu_
+  Mutex run_mu_ ELDR_ACQUIRED_BEFORE(mu_);  // one RunOnce at a time
+  Mutex loop_mu_;
+  CondVar loop_cv_;
+  bool stop_ ELDR_GUARDED_BY(loop_mu_) = false;
   std::thread thread_;
 };
 

@@ -20,10 +20,10 @@
 #pragma once
 
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include "eldr/expert_counts.h"
+#include "eldr/mutex.h"
 
 namespace eldr::server {
 
@@ -39,18 +39,18 @@ struct ShadowFootprint {
 class ExpertLoad {
  public:
   ExpertLoad(int layers, int experts);
-  void Add(const ShadowFootprint& f);
+  void Add(const ShadowFootprint& f) ELDR_EXCLUDES(mu_);
   // REQUIRES: f was added before. With no request left the sums are reset to exactly zero.
-  void Remove(const ShadowFootprint& f);
+  void Remove(const ShadowFootprint& f) ELDR_EXCLUDES(mu_);
   // Expected distinct experts per MoE layer of one step of the requests in flight (0 if none).
-  double ExpectedDistinct() const;
-  int64_t requests() const;
+  double ExpectedDistinct() const ELDR_EXCLUDES(mu_);
+  int64_t requests() const ELDR_EXCLUDES(mu_);
 
  private:
   int layers_;
-  mutable std::mutex mu_;
-  std::vector<double> sum_;  // guarded by mu_: sum of log(1 - q) per (l, e)
-  int64_t n_ = 0;            // guarded by mu_
+  mutable Mutex mu_;
+  std::vector<double> sum_ ELDR_GUARDED_BY(mu_);  // sum of log(1 - q) per (l, e)
+  int64_t n_ ELDR_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace eldr::server
