@@ -872,6 +872,7 @@ class EmulatorImpl final : public Emulator {
       out = Event(r, id, created, std::move(c));
     }
     int64_t sent = 0;
+    bool ended = false;  // [DONE] is in `out`
     while (ok && !q->cancelled) {
       for (; sent < q->generated; ++sent) {
         out += Event(r, id, created,
@@ -901,13 +902,17 @@ class EmulatorImpl final : public Emulator {
           out += "data: " + json::serialize(x) + "\n\n";
         }
         out += "data: [DONE]\n\n";
+        ended = true;
       }
       if (!out.empty()) {
         auto [ec, wn] = co_await asio::async_write(s, http::make_chunk(asio::buffer(out)), kTuple);
         if (ec) ok = false;
         out.clear();
       }
-      if (q->done || !ok) break;
+      if (ended || !ok) break;
+      // Tokens made (or the end reached) while the write was under way signalled no one: send
+      // them before waiting again, or the stream would lose its last events and [DONE].
+      if (sent < q->generated || q->done) continue;
       q->signal.expires_at(asio::steady_timer::time_point::max());
       co_await q->signal.async_wait(kTuple);
     }
