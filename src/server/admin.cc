@@ -183,15 +183,25 @@ void ProxyImpl::MaybeTapDecode(bool sampled, DecodeExpertsFormat format, const C
   ctx.decode_tap.emplace(t);
 }
 
-void ProxyImpl::Capture(const ClientRequest& req, const std::string& rid,
-                        const ExpertCounts& prompt_counts, int64_t prompt_tokens,
-                        const Worker& decoder, const OutputTokenCounter& out,
-                        const DecodeExpertsTap* tap) {
-  if (!capture_) return;
+void ProxyImpl::MaybeCapture(bool sampled, const ClientRequest& req, const std::string& rid,
+                             const ExpertCounts* prompt_counts, int64_t prompt_tokens,
+                             const Worker& decoder, const RequestCtx& ctx) {
+  if (!capture_ || !sampled || !ctx.response_complete || ctx.client_gone) return;
+  if (prompt_counts == nullptr) {
+    capture_no_signature_.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  if (prompt_tokens < 0) {
+    prompt_tokens = static_cast<int64_t>(prompt_counts->Total() /
+                                         std::max(1, geometry_.moe_layers * geometry_.top_k));
+  }
+  const ExpertCounts& counts = *prompt_counts;
+  const OutputTokenCounter& out = ctx.tokens;
+  const DecodeExpertsTap* tap = ctx.decode_tap ? &*ctx.decode_tap : nullptr;
   CaptureRecord r;
   r.id = rid;
   r.label = req.label;
-  r.prefill = prompt_counts;
+  r.prefill = counts;
   r.prompt_tokens = prompt_tokens;
   r.output_tokens = out.count();
   r.arrival_us = req.arrival_unix_us;

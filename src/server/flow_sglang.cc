@@ -152,19 +152,8 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
     }
     ctx.abandoned = false;  // the prefill failed after the decode leg's answer had begun
     if (refitter_ && captured) refitter_->Observe(NowUs(), *captured);
-    if (sampled && ctx.response_complete && !ctx.client_gone) {
-      if (captured) {
-        const int64_t n =
-            captured_tokens >= 0
-                ? captured_tokens
-                : static_cast<int64_t>(captured->Total() /
-                                       std::max(1, geometry_.moe_layers * geometry_.top_k));
-        Capture(req, rid, *captured, n, *s.decode[d.decoder], ctx.tokens,
-                ctx.decode_tap ? &*ctx.decode_tap : nullptr);
-      } else {
-        capture_no_signature_.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
+    MaybeCapture(sampled, req, rid, captured ? &*captured : nullptr, captured_tokens,
+                 *s.decode[d.decoder], ctx);
     co_return;
   }
 }

@@ -141,20 +141,11 @@ awaitable<void> ProxyImpl::ProxiedVllm(beast::tcp_stream& client, const ClientRe
     const RelayResult out = co_await Relay(client, s.decode[d.decoder], path, dbody, rid,
                                            req.stream, ctx, others ? retries : kNoRetry);
     if (out.outcome != RelayOutcome::kRetry) {
-      if (sampled && ctx.response_complete && !ctx.client_gone) {
-        if (cp != nullptr && !sig.partial) {
-          const int64_t prompt_tokens =
-              !pr->prompt_token_ids.empty() ? static_cast<int64_t>(pr->prompt_token_ids.size())
-              : pr->prompt_tokens >= 0
-                  ? pr->prompt_tokens
-                  : static_cast<int64_t>(cp->Total() /
-                                         std::max(1, geometry_.moe_layers * geometry_.top_k));
-          Capture(req, rid, *cp, prompt_tokens, *s.decode[d.decoder], ctx.tokens,
-                  ctx.decode_tap ? &*ctx.decode_tap : nullptr);
-        } else {
-          capture_no_signature_.fetch_add(1, std::memory_order_relaxed);
-        }
-      }
+      const int64_t prompt_tokens = !pr->prompt_token_ids.empty()
+                                        ? static_cast<int64_t>(pr->prompt_token_ids.size())
+                                        : pr->prompt_tokens;
+      MaybeCapture(sampled, req, rid, sig.partial ? nullptr : cp, prompt_tokens,
+                   *s.decode[d.decoder], ctx);
       co_return;
     }
     excluded_d[d.decoder] = 1;

@@ -346,11 +346,13 @@ class ProxyImpl final : public Proxy {
   // Whether a request is captured, drawn when it starts (capture.fraction) so that its decode
   // leg can be asked for routed experts; false, uncounted, when the capture is off.
   bool SampleCapture(ThreadState& ts);
-  // Offers a completed, sampled request to the capture, with the decode counts `tap` read
-  // (null: none asked for).
-  void Capture(const ClientRequest& req, const std::string& rid, const ExpertCounts& prompt_counts,
-               int64_t prompt_tokens, const Worker& decoder, const OutputTokenCounter& out,
-               const DecodeExpertsTap* tap);
+  // Once a flow has answered: a sampled request whose answer the client got whole is offered to
+  // the capture with its prompt's counts (null: its prefill left no signature, which is counted
+  // instead) and the decode counts ctx.decode_tap read. `prompt_tokens` < 0: estimated from the
+  // counts (their rows / (moe_layers x top_k)).
+  void MaybeCapture(bool sampled, const ClientRequest& req, const std::string& rid,
+                    const ExpertCounts* prompt_counts, int64_t prompt_tokens, const Worker& decoder,
+                    const RequestCtx& ctx);
   // A decode tap for a sampled request, or none.
   void MaybeTapDecode(bool sampled, DecodeExpertsFormat format, const ClientRequest& req,
                       RequestCtx& ctx) const;
