@@ -121,4 +121,19 @@ inline std::optional<ExpertCounts> RefCounts(const std::vector<int64_t>& items, 
   return c;
 }
 
+// The shape a trace request's picks must have (sim/trace.h): tokens x L x top_k ids, each in
+// [0, E) and none repeated within a token's layer.
+inline void CheckTracePicks(int tokens, int prompt_tokens, const std::vector<uint16_t>& picks,
+                            const ModelGeometry& g) {
+  ELDR_FUZZ_CHECK(tokens >= 0 && prompt_tokens >= 0);
+  ELDR_FUZZ_CHECK(picks.size() == static_cast<size_t>(tokens) * g.moe_layers * g.top_k);
+  for (size_t at = 0; at < picks.size(); at += g.top_k) {
+    std::set<uint16_t> seen;
+    for (int j = 0; j < g.top_k; ++j) {
+      ELDR_FUZZ_CHECK(picks[at + j] < g.experts);
+      ELDR_FUZZ_CHECK(seen.insert(picks[at + j]).second);
+    }
+  }
+}
+
 }  // namespace eldr::fuzz

@@ -6,7 +6,6 @@
 // reads back equal (so a file the reader accepts can be rewritten by `eldr trace import`).
 #include <boost/json.hpp>
 #include <cstring>
-#include <set>
 #include <span>
 
 #include "eldr/sim/trace.h"
@@ -38,17 +37,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!t) return 0;
   ELDR_FUZZ_CHECK(eldr::sim::IsTraceBytes(bytes));
   const auto& g = t->geometry;
-  const size_t row = static_cast<size_t>(g.moe_layers) * g.top_k;
   for (const auto& r : t->requests) {
-    ELDR_FUZZ_CHECK(r.tokens >= 0 && r.prompt_tokens >= 0);
-    ELDR_FUZZ_CHECK(r.picks.size() == static_cast<size_t>(r.tokens) * row);
-    for (size_t at = 0; at < r.picks.size(); at += g.top_k) {
-      std::set<uint16_t> seen;
-      for (int j = 0; j < g.top_k; ++j) {
-        ELDR_FUZZ_CHECK(r.picks[at + j] < g.experts);
-        ELDR_FUZZ_CHECK(seen.insert(r.picks[at + j]).second);
-      }
-    }
+    eldr::fuzz::CheckTracePicks(r.tokens, r.prompt_tokens, r.picks, g);
   }
   // The header as written in the file: magic, u32 length, JSON.
   uint32_t hlen = 0;

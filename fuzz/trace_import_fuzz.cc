@@ -4,7 +4,6 @@
 // Invariants on an accepted request: at most max_tokens tokens (when > 0), tokens x L x top_k
 // picks, each in [0, E) and none repeated within a token's layer; and the contract the importer
 // exists for: the trace written from it is one that ParseTrace accepts, and reads back equal.
-#include <set>
 #include <string_view>
 
 #include "eldr/sim/trace.h"
@@ -24,16 +23,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!got->is_request) return 0;
   const eldr::sim::TraceRequest& r = got->request;
   ELDR_FUZZ_CHECK(max_tokens == 0 || r.tokens <= max_tokens);
-  ELDR_FUZZ_CHECK(r.tokens >= 0 && r.prompt_tokens >= 0);
-  const size_t row = static_cast<size_t>(g.moe_layers) * g.top_k;
-  ELDR_FUZZ_CHECK(r.picks.size() == static_cast<size_t>(r.tokens) * row);
-  for (size_t at = 0; at < r.picks.size(); at += g.top_k) {
-    std::set<uint16_t> seen;
-    for (int j = 0; j < g.top_k; ++j) {
-      ELDR_FUZZ_CHECK(r.picks[at + j] < g.experts);
-      ELDR_FUZZ_CHECK(seen.insert(r.picks[at + j]).second);
-    }
-  }
+  eldr::fuzz::CheckTracePicks(r.tokens, r.prompt_tokens, r.picks, g);
   eldr::sim::Trace t;
   t.geometry = g;
   t.source = "fuzz";

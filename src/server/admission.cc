@@ -19,9 +19,7 @@ AdmissionQueue::Entry AdmissionQueue::Enter(int64_t timeout_ms, Wake wake) {
   if (static_cast<int64_t>(queue_.size()) >= capacity_) return {Outcome::kQueueFull};
   const Ticket t = next_ticket_++;
   const int64_t deadline = clock_.NowUs() + std::max<int64_t>(0, timeout_ms) * 1000;
-  queue_.push_back({t, deadline});
-  state_.emplace(t, State::kWaiting);
-  wake_.emplace(t, std::move(wake));
+  queue_.push_back({t, deadline, std::move(wake)});
   return {Outcome::kQueued, t, deadline};
 }
 
@@ -29,16 +27,12 @@ AdmissionQueue::Wake AdmissionQueue::Release() {
   MutexLock lock(&mu_);
   const int64_t now = clock_.NowUs();
   while (!queue_.empty() && !shutdown_) {
-    const Waiter w = queue_.front();
+    Waiter w = std::move(queue_.front());
     queue_.pop_front();
-    auto node = wake_.extract(w.ticket);
-    if (now >= w.deadline_us) {
-      // Its own timer resolves it as timed out; handing it the slot would waste it.
-      state_.erase(w.ticket);
-      continue;
-    }
-    state_[w.ticket] = State::kGranted;  // the slot passes on: in_flight_ stays as it is
-    return node.empty() ? Wake{} : std::move(node.mapped());
+    // Past its wait, its own timer resolves it as timed out; handing it the slot would waste it.
+    if (now >= w.deadline_us) continue;
+    resolved_.emplace(w.ticket, Resolution::kAdmitted);  // the slot passes on: in_flight_ stays
+    return std::move(w.wake);
   }
   --in_flight_;
   return {};
@@ -46,24 +40,16 @@ AdmissionQueue::Wake AdmissionQueue::Release() {
 
 AdmissionQueue::Resolution AdmissionQueue::Resolve(Ticket ticket) {
   MutexLock lock(&mu_);
-  auto it = state_.find(ticket);
-  if (it == state_.end()) return Resolution::kTimedOut;
-  switch (it->second) {
-    case State::kGranted:
-      state_.erase(it);
-      return Resolution::kAdmitted;
-    case State::kShutdown:
-      state_.erase(it);
-      return Resolution::kShutdown;
-    case State::kWaiting:
-      break;
+  if (auto it = resolved_.find(ticket); it != resolved_.end()) {
+    const Resolution r = it->second;
+    resolved_.erase(it);
+    return r;
   }
   auto q = std::find_if(queue_.begin(), queue_.end(),
                         [ticket](const Waiter& w) { return w.ticket == ticket; });
-  if (q != queue_.end() && clock_.NowUs() < q->deadline_us) return Resolution::kWaiting;
-  if (q != queue_.end()) queue_.erase(q);
-  state_.erase(it);
-  wake_.erase(ticket);
+  if (q == queue_.end()) return Resolution::kTimedOut;  // dropped by Release(), or asked twice
+  if (clock_.NowUs() < q->deadline_us) return Resolution::kWaiting;
+  queue_.erase(q);
   return Resolution::kTimedOut;
 }
 
@@ -72,11 +58,9 @@ std::vector<AdmissionQueue::Wake> AdmissionQueue::Shutdown() {
   shutdown_ = true;
   std::vector<Wake> out;
   out.reserve(queue_.size());
-  for (const Waiter& w : queue_) {
-    state_[w.ticket] = State::kShutdown;
-    if (auto node = wake_.extract(w.ticket); !node.empty() && node.mapped()) {
-      out.push_back(std::move(node.mapped()));
-    }
+  for (Waiter& w : queue_) {
+    resolved_.emplace(w.ticket, Resolution::kShutdown);
+    if (w.wake) out.push_back(std::move(w.wake));
   }
   queue_.clear();
   return out;

@@ -8,12 +8,9 @@ DrainPlan::DrainPlan(const Clock& clock, int64_t drain_timeout_ms, int64_t grace
       deadline_us_(clock.NowUs() + drain_timeout_ms * 1000) {}
 
 DrainPlan::Step DrainPlan::Next(int64_t in_flight) {
-  if (over_) return last_;
+  if (last_ != Step::kWait) return last_;  // over: kDone or kAbandon
   const int64_t now = clock_.NowUs();
-  if (in_flight <= 0) {
-    over_ = true;
-    return last_ = Step::kDone;
-  }
+  if (in_flight <= 0) return last_ = Step::kDone;
   if (now < deadline_us_) return ending_ ? Step::kWaitEndings : Step::kWait;
   if (!ending_) {
     // The grace runs from the moment the endings are ordered, not from the drain's start.
@@ -21,7 +18,6 @@ DrainPlan::Step DrainPlan::Next(int64_t in_flight) {
     deadline_us_ = now + grace_us_;
     return Step::kEndStreams;
   }
-  over_ = true;
   return last_ = Step::kAbandon;
 }
 

@@ -135,6 +135,9 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
       }
     };
     co_await (prefill() && decode());
+    // Set by a prefill failure, even one after the decode leg's answer had begun: both legs are
+    // over now, so the next pair (or the rest of this request) starts clear.
+    ctx.abandoned = false;
     // The prefill's failure replaces the pair only if the decode leg really ended unanswered: it
     // may have been writing its answer when the prefill failed.
     if (decode_abandoned || decode_retry) {
@@ -147,10 +150,8 @@ awaitable<void> ProxyImpl::ProxiedSglang(beast::tcp_stream& client, const Client
         excluded_d[d.decoder] = 1;
         decode_retries_.fetch_add(1, std::memory_order_relaxed);
       }
-      ctx.abandoned = false;
       continue;
     }
-    ctx.abandoned = false;  // the prefill failed after the decode leg's answer had begun
     if (refitter_ && captured) refitter_->Observe(NowUs(), *captured);
     MaybeCapture(sampled, req, rid, captured ? &*captured : nullptr, captured_tokens,
                  *s.decode[d.decoder], ctx);

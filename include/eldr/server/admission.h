@@ -94,8 +94,8 @@ class AdmissionQueue {
   struct Waiter {
     Ticket ticket;
     int64_t deadline_us;
+    Wake wake;
   };
-  enum class State { kWaiting, kGranted, kShutdown };
 
   const Clock& clock_;
   const int max_in_flight_;
@@ -104,9 +104,10 @@ class AdmissionQueue {
   int64_t in_flight_ ELDR_GUARDED_BY(mu_) = 0;
   bool shutdown_ ELDR_GUARDED_BY(mu_) = false;
   Ticket next_ticket_ ELDR_GUARDED_BY(mu_) = 1;
-  std::deque<Waiter> queue_ ELDR_GUARDED_BY(mu_);                 // waiting, in arrival order
-  std::unordered_map<Ticket, State> state_ ELDR_GUARDED_BY(mu_);  // unresolved tickets
-  std::unordered_map<Ticket, Wake> wake_ ELDR_GUARDED_BY(mu_);    // tickets still in queue_
+  std::deque<Waiter> queue_ ELDR_GUARDED_BY(mu_);  // waiting, in arrival order
+  // Tickets taken out of the queue with a slot (kAdmitted) or by Shutdown() (kShutdown), until
+  // Resolve() reports it; a ticket in neither place has timed out.
+  std::unordered_map<Ticket, Resolution> resolved_ ELDR_GUARDED_BY(mu_);
 };
 
 }  // namespace eldr::server

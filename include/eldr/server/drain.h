@@ -40,8 +40,7 @@ class DrainPlan {
   const int64_t grace_us_;
   int64_t deadline_us_;
   bool ending_ = false;
-  bool over_ = false;
-  Step last_ = Step::kWait;
+  Step last_ = Step::kWait;  // kDone or kAbandon once over; kWait before
 };
 
 }  // namespace eldr::server
