@@ -88,17 +88,19 @@ e2e-tpot: build
 # the sanitizers ("Cannot represent a difference across sections"), and none of them is needed.
 #   make fuzz-smoke              every target FUZZ_SMOKE_SECONDS from the checked-in corpus (CI)
 #   make fuzz FUZZ_SECONDS=3600  the long campaign, FUZZ_PARALLEL targets at a time, growing
-#                                build/fuzz/corpus; the table lands in build/fuzz/campaign.md
+#                                build/fuzz/corpus; the table lands in build/fuzz/campaign.md;
+#                                FUZZ_RUNS=10000000 stops each target at 10 M executions
 FUZZ_SECONDS ?= 600
 FUZZ_SMOKE_SECONDS ?= 20
 FUZZ_PARALLEL ?= 1
+FUZZ_RUNS ?=
 fuzz-build:
 	ELDR_FUZZ_DEPS=1 ./scripts/install-deps.sh
 	cmake --preset fuzz >/dev/null
 	cmake --build --preset fuzz -j $(JOBS) --target fuzz_targets
 
 fuzz: fuzz-build
-	FUZZ_PARALLEL=$(FUZZ_PARALLEL) ./scripts/fuzz.sh campaign $(FUZZ_SECONDS)
+	FUZZ_PARALLEL=$(FUZZ_PARALLEL) FUZZ_RUNS=$(FUZZ_RUNS) ./scripts/fuzz.sh campaign $(FUZZ_SECONDS)
 
 fuzz-smoke: fuzz-build
 	FUZZ_PARALLEL=$(FUZZ_PARALLEL) ./scripts/fuzz.sh smoke $(FUZZ_SMOKE_SECONDS)

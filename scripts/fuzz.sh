@@ -7,7 +7,9 @@
 #   scripts/fuzz.sh campaign SECONDS  every target SECONDS, growing build/fuzz/corpus/<target>
 #                                     (seeded from fuzz/corpus); FUZZ_PARALLEL targets at a time
 #
-# FUZZ_TARGETS (space-separated short names) restricts the run. Each run's log is
+# FUZZ_TARGETS (space-separated short names) restricts the run. FUZZ_RUNS=N stops each target
+# after N executions (libFuzzer's -runs), SECONDS still capping it: the 10-million campaign is
+# `FUZZ_RUNS=10000000 scripts/fuzz.sh campaign 14400`. Each run's log is
 # build/fuzz/logs/<target>.log, a crash input build/fuzz/artifacts/<target>/crash-*; the table
 # of executions and coverage (libFuzzer's final cov/ft and stat::number_of_executed_units) is
 # printed and written to build/fuzz/<mode>.md.
@@ -33,7 +35,7 @@ run_one() {
   mkdir -p build/fuzz/artifacts/"$t"
   # 8 KiB inputs reach every shape at the small geometries; -timeout flags a hang (a slow input
   # is a bug too), -rss_limit_mb a runaway allocation.
-  "$BIN/${t}_fuzz" -max_total_time="$SECONDS_EACH" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+  "$BIN/${t}_fuzz" -max_total_time="$SECONDS_EACH" ${FUZZ_RUNS:+-runs=$FUZZ_RUNS} -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix=build/fuzz/artifacts/"$t"/ "$work" fuzz/corpus/"$t" \
     > build/fuzz/logs/"$t".log 2>&1
   local rc=$?

@@ -36,7 +36,8 @@ struct CaptureMeta {
 };
 
 struct CalibrationSet {
-  std::string model;  // from the header, or the geometry given
+  std::string model;       // from the header, or the geometry given
+  ModelGeometry geometry;  // the model's: the one given, a preset, or the header's description
   std::vector<CalibrationRequest> requests;
   std::vector<CaptureMeta> meta;  // parallel to requests
   // True when every request carries prompt_tokens, output_tokens and arrival_us (a capture).
@@ -45,8 +46,11 @@ struct CalibrationSet {
 
 // Parses the whole text. The model comes from `geometry` if given (a header naming a different
 // model is then an error; a header naming the given geometry's own name is accepted even when
-// that is no preset, as for a model read from its config.json), else from the header line (an
-// error if absent or unknown).
+// that is no preset, as for a model read from its config.json), else from the header line: a
+// preset name, or any name with a "geometry" object (ModelGeometryToJson) describing the model,
+// as `eldr serve --capture` writes. A header's geometry whose routing shape (layers, experts,
+// top-k) differs from the named or given model's is FailedPrecondition. A header's model is
+// never read as a path.
 Result<CalibrationSet> ParseCalibrationJsonl(std::string_view text,
                                              const ModelGeometry* geometry = nullptr);
 

@@ -95,4 +95,21 @@ Result<ModelGeometry> ModelFromHfConfigFile(std::string_view path);
 // file name without ".json" ("mixtral.json" -> "mixtral").
 std::string ModelNameFromPath(std::string_view path);
 
+// A geometry as the text of one JSON object holding every field above ("name", "display_name",
+// "total_layers", "first_moe_layer", "moe_layers", "experts", "top_k", "shared_experts",
+// "hidden_size", "expert_intermediate", "bytes_per_param", "kv_block_size" and, when set,
+// "moe_layer_ids"). Files that name a model write it beside the name (a capture's header,
+// docs/formats.md), so a model read from its config.json is found again without the config.
+std::string ModelGeometryToJson(const ModelGeometry& g);
+
+// Reads ModelGeometryToJson's object. Every field is required but moe_layer_ids and
+// display_name (defaulting to name); an unknown field is ignored. The result passes Validate(),
+// and hidden_size, expert_intermediate and bytes_per_param must be positive. Every error is
+// InvalidArgument naming the field.
+Result<ModelGeometry> ModelGeometryFromJson(std::string_view json);
+
+// The first of moe_layers, experts and top_k on which two geometries differ ("experts 128 vs
+// 64"), or "" when a count table and a pick of one fits the other. Names are not compared.
+std::string RoutingShapeDifference(const ModelGeometry& a, const ModelGeometry& b);
+
 }  // namespace eldr

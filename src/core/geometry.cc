@@ -395,4 +395,93 @@ std::string ModelNameFromPath(std::string_view path) {
   return name;
 }
 
+std::string ModelGeometryToJson(const ModelGeometry& g) {
+  json::object o{{"name", g.name},
+                 {"display_name", g.display_name},
+                 {"total_layers", g.total_layers},
+                 {"first_moe_layer", g.first_moe_layer},
+                 {"moe_layers", g.moe_layers},
+                 {"experts", g.experts},
+                 {"top_k", g.top_k},
+                 {"shared_experts", g.shared_experts},
+                 {"hidden_size", g.hidden_size},
+                 {"expert_intermediate", g.expert_intermediate},
+                 {"bytes_per_param", g.bytes_per_param},
+                 {"kv_block_size", g.kv_block_size}};
+  if (!g.moe_layer_ids.empty()) {
+    json::array ids;
+    for (int id : g.moe_layer_ids) ids.push_back(id);
+    o["moe_layer_ids"] = std::move(ids);
+  }
+  return json::serialize(o);
+}
+
+Result<ModelGeometry> ModelGeometryFromJson(std::string_view text) {
+  boost::system::error_code ec;
+  const json::value v = json::parse(json::string_view(text.data(), text.size()), ec);
+  if (ec || !v.is_object()) return InvalidArgument("model geometry: not a JSON object");
+  const json::object& o = v.get_object();
+  ModelGeometry g;
+  const auto* name = o.if_contains("name");
+  if (name == nullptr || !name->is_string() || name->get_string().empty()) {
+    return InvalidArgument("model geometry: 'name' must be a non-empty string");
+  }
+  g.name = std::string(name->get_string());
+  g.display_name = g.name;
+  if (const auto* d = o.if_contains("display_name"); d != nullptr) {
+    if (!d->is_string()) return InvalidArgument("model geometry: 'display_name' must be a string");
+    g.display_name = std::string(d->get_string());
+  }
+  const std::pair<const char*, int*> ints[] = {{"total_layers", &g.total_layers},
+                                               {"first_moe_layer", &g.first_moe_layer},
+                                               {"moe_layers", &g.moe_layers},
+                                               {"experts", &g.experts},
+                                               {"top_k", &g.top_k},
+                                               {"shared_experts", &g.shared_experts},
+                                               {"hidden_size", &g.hidden_size},
+                                               {"expert_intermediate", &g.expert_intermediate},
+                                               {"kv_block_size", &g.kv_block_size}};
+  for (const auto& [key, field] : ints) {
+    const auto* f = o.if_contains(key);
+    if (f == nullptr) return InvalidArgument("model geometry: '{}' is missing", key);
+    if (!f->is_int64() || f->get_int64() < 0 || f->get_int64() > (1 << 24)) {
+      return InvalidArgument("model geometry: '{}' must be an integer in [0, 2^24]", key);
+    }
+    *field = static_cast<int>(f->get_int64());
+  }
+  const auto* bpp = o.if_contains("bytes_per_param");
+  if (bpp == nullptr) return InvalidArgument("model geometry: 'bytes_per_param' is missing");
+  if (!bpp->is_number())
+    return InvalidArgument("model geometry: 'bytes_per_param' must be a number");
+  g.bytes_per_param = bpp->to_number<double>();
+  if (!std::isfinite(g.bytes_per_param) || g.bytes_per_param <= 0 || g.bytes_per_param > 8) {
+    return InvalidArgument("model geometry: 'bytes_per_param' must be in (0, 8]");
+  }
+  if (g.hidden_size <= 0 || g.expert_intermediate <= 0) {
+    return InvalidArgument("model geometry: 'hidden_size' and 'expert_intermediate' must be > 0");
+  }
+  if (const auto* ids = o.if_contains("moe_layer_ids"); ids != nullptr) {
+    if (!ids->is_array()) return InvalidArgument("model geometry: 'moe_layer_ids' must be a list");
+    for (const auto& id : ids->get_array()) {
+      if (!id.is_int64() || id.get_int64() < 0 || id.get_int64() > (1 << 24)) {
+        return InvalidArgument("model geometry: 'moe_layer_ids' must hold layer indices");
+      }
+      g.moe_layer_ids.push_back(static_cast<int>(id.get_int64()));
+    }
+  }
+  if (Status s = g.Validate(); !s.ok()) return Error{s.WithContext("model geometry")};
+  return g;
+}
+
+std::string RoutingShapeDifference(const ModelGeometry& a, const ModelGeometry& b) {
+  const std::pair<const char*, std::pair<int, int>> ints[] = {
+      {"moe_layers", {a.moe_layers, b.moe_layers}},
+      {"experts", {a.experts, b.experts}},
+      {"top_k", {a.top_k, b.top_k}}};
+  for (const auto& [key, v] : ints) {
+    if (v.first != v.second) return fmt::format("{} {} vs {}", key, v.first, v.second);
+  }
+  return {};
+}
+
 }  // namespace eldr

@@ -44,6 +44,7 @@ std::string HeaderLine(const ModelGeometry& g) {
   boost::json::object h{{"format", kCalibrationFormat},
                         {"version", 1},
                         {"model", g.name},
+                        {"geometry", boost::json::parse(ModelGeometryToJson(g))},
                         {"source", "eldr serve --capture"}};
   return boost::json::serialize(h) + "\n";
 }

@@ -308,6 +308,22 @@ grep -q '"model":"my-moe"' "$T/my_space.json" && grep -q '"L":3,"e":16' "$T/my_s
   && ok || bad "fitted space of a config.json model: $(head -c 300 "$T/my_space.json")"
 "$ELDR" fit -m "$T/My_MoE" -i "$T/my_calib.jsonl" -k 4 -o "$T/my_space2.json" -q \
   && cmp -s "$T/my_space.json" "$T/my_space2.json" && ok || bad "fit -m DIR differs from -m DIR/config.json"
+# The summary says when the ELDR artifact could not load the file (docs/formats.md).
+"$ELDR" fit -m "$T/My_MoE" -i "$T/my_calib.jsonl" -k 4 -o "$T/my_count.json" --transform count \
+  >"$T/my_count" 2>&1 || bad "fit --transform count: $(cat "$T/my_count")"
+if grep -q "layer mask  3 of 3" "$T/my_count"; then ! grep -q "^compat" "$T/my_count"; else
+  grep -q "^compat      eldr only: the ELDR artifact reads a 'count' space only over every layer" \
+    "$T/my_count"; fi && ok || bad "fit count summary's compat line: $(cat "$T/my_count")"
+"$ELDR" fit -m "$T/My_MoE" -i "$T/my_calib.jsonl" -k 4 -o "$T/my_count2.json" --transform count \
+  --all-layers >"$T/my_count2" 2>&1 && ! grep -q "^compat" "$T/my_count2" && ok \
+  || bad "fit count --all-layers loads in the artifact: $(cat "$T/my_count2")"
+"$ELDR" fit -i "$DATA/calib.jsonl" -k 4 -o "$T/masked_count.json" --transform count >"$T/mc" 2>&1 \
+  && grep -q "layer mask  [0-9]* of 24" "$T/mc" && ! grep -q "layer mask  24 of 24" "$T/mc" \
+  && grep -q "^compat      eldr only: the ELDR artifact reads a 'count' space only over every layer" \
+  "$T/mc" && ok || bad "a greedy-masked count fit says the artifact cannot load it: $(cat "$T/mc")"
+"$ELDR" fit -m "$T/My_MoE" -i "$T/my_calib.jsonl" -k 4 -o "$T/my_bin.json" --transform binary \
+  >"$T/my_bin" 2>&1 && grep -q "^compat      eldr only: the ELDR artifact has no 'binary'" \
+  "$T/my_bin" && ok || bad "fit binary summary's compat line: $(cat "$T/my_bin")"
 expect_error "'prefill' must be a list of 3 layers (My_MoE has 3 MoE layers)" \
   "$ELDR" fit -m "$T/My_MoE/config.json" -i "$T/my_calib_4.jsonl" -o "$T/x.json"
 printf '{"num_hidden_layers": 8, "num_experts": 16, "num_experts_per_tok": 32}\n' >"$T/bad.json"

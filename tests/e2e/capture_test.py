@@ -48,11 +48,11 @@ def proxy(name, pp, dp, *extra):
                   "--health-interval-ms", "0", *extra], name)
 
 
-def traffic(port, n, tag):
+def traffic(port, n, tag, model=MODEL):
     ok = 0
     for i in range(n):
         label = LABELS[i % len(LABELS)]
-        body = {"model": MODEL, "prompt": f"{label} question {i} about {label} things",
+        body = {"model": model, "prompt": f"{label} question {i} about {label} things",
                 "max_tokens": 4 + i % 5, "stream": i % 2 == 0}
         st, data = request(port, "POST", "/v1/completions", body,
                            headers={"X-Eldr-Label": label, "X-Request-Id": f"{tag}-{i}"})
@@ -427,7 +427,80 @@ def main():
     check(bad.returncode != 0 and "capture_fraction" in bad.stderr,
           "--capture-fraction 1.5 is refused, naming the key")
 
+    own_model()
     check_dashboard()
+
+
+def own_model():
+    """A model that is no preset, end to end: emulators and the router on its config.json, a
+    capture, then fit, reload and simulate on the capture without the config (the header
+    describes the model)."""
+    print("a model that is no preset: serve --model DIR, then fit and simulate on its capture")
+    mdir = os.path.join(TMP, "My_MoE")
+    os.makedirs(mdir, exist_ok=True)
+    # Qwen2-MoE rules: layer i is MoE iff (i + 1) % 2 == 0 and not in mlp_only_layers: 1, 3, 5.
+    with open(os.path.join(mdir, "config.json"), "w") as f:
+        json.dump({"model_type": "qwen2_moe", "num_hidden_layers": 8, "num_experts": 16,
+                   "num_experts_per_tok": 2, "moe_intermediate_size": 64,
+                   "intermediate_size": 256, "hidden_size": 128,
+                   "shared_expert_intermediate_size": 256, "decoder_sparse_step": 2,
+                   "mlp_only_layers": [7], "torch_dtype": "bfloat16", "vocab_size": 1000}, f)
+    extra = ["--backend", "vllm", "--model", mdir, "--time-scale", "0.05"]
+    _, p5 = start(["emulate", "--role", "prefill", "--listen", "127.0.0.1:0", *extra], "my-p")
+    dps = [start(["emulate", "--role", "decode", "--listen", "127.0.0.1:0", *extra],
+                 f"my-d{i}")[1] for i in range(2)]
+    cap5 = os.path.join(TMP, "capture-my-moe.jsonl.gz")
+    proc5, port5 = proxy("proxy-my-moe", [p5], dps, "--model", mdir, "--policy", "jsq",
+                         "--capture", cap5, "--admin-token", "s3cret")
+    check(traffic(port5, 16, "my", "My_MoE") == 16, "16 requests to My_MoE answered 200")
+    check(wait_idle(port5), "idle after the My_MoE traffic")
+    head = json.loads(gzip.open(cap5, "rt").readline()) if wait_records(cap5, 16) else {}
+    geo = head.get("geometry", {})
+    check(head.get("model") == "my-moe" and geo.get("experts") == 16 and geo.get("top_k") == 2
+          and geo.get("moe_layer_ids") == [1, 3, 5],
+          f"the capture's header describes the model, interleaved layer map included ({geo})")
+    space5 = os.path.join(TMP, "my-moe-space.json")
+    fit5 = subprocess.run([ELDR, "fit", "-i", cap5, "-o", space5, "-k", "2", "--seed", "3"],
+                          capture_output=True, text=True)
+    check(fit5.returncode == 0 and "requests of My_MoE" in fit5.stderr and
+          "layer mask  3 of 3 layers" in fit5.stdout,
+          "eldr fit on the capture, without -m, fits My_MoE's 3 MoE layers: " +
+          fit5.stdout[-300:] + fit5.stderr[-300:])
+    st, body = request(port5, "POST", "/admin/reload", {"space": space5},
+                       headers={"Authorization": "Bearer s3cret"})
+    check(st == 200, f"POST /admin/reload of My_MoE's fitted space -> 200 ({body[:200]!r})")
+    check(traffic(port5, 4, "my-after", "My_MoE") == 4, "4 more requests served after the reload")
+    check(stop(proc5) == 0, "the My_MoE router exits cleanly")
+    proc6, port6 = proxy("proxy-my-moe-eldr", [p5], dps, "--model", mdir, "--policy", "eldr",
+                         "--space", space5)
+    check(traffic(port6, 8, "my-eldr", "My_MoE") == 8, "ELDR on My_MoE's space serves 8 requests")
+    check(wait_idle(port6), "idle after the ELDR traffic")
+    m6 = metrics(port6)
+    check(m6.get("eldr_policy_fallbacks_total") == 0 and
+          sum(v for k, v in m6.items() if k.startswith("eldr_prefill_signatures_total")) == 8,
+          "ELDR routed every My_MoE request on its signature (no fallback)")
+    check(stop(proc6) == 0, "the ELDR router exits cleanly")
+    # The config is gone: the capture alone names and describes the model.
+    os.rename(mdir, mdir + ".moved")
+    sim5 = subprocess.run([ELDR, "simulate", "--trace", cap5, "--decode", "2", "--prefill", "1",
+                           "--seeds", "1", "--policies", "rr,eldr"], capture_output=True, text=True)
+    check(sim5.returncode == 0 and "of My_MoE" in sim5.stderr and
+          "cost model: derived for My_MoE" in sim5.stdout + sim5.stderr,
+          "simulate --trace replays the capture with the config moved away, on a derived cost "
+          "model: " + sim5.stdout[-300:] + sim5.stderr[-300:])
+
+
+def wait_records(path, n, seconds=10):
+    """True once the (gzip, batch-flushed) capture at `path` holds n records."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            if len([r for r in read_capture(path) if "prefill" in r]) >= n:
+                return True
+        except (EOFError, OSError):
+            pass
+        time.sleep(0.1)
+    return False
 
 
 if __name__ == "__main__":

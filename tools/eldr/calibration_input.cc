@@ -37,12 +37,9 @@ Result<CalibrationInput> ReadCalibrationInputs(const std::vector<std::string>& p
     }
     auto set = ParseCalibrationJsonl(text, g ? &*g : nullptr);
     if (!set) return Error{set.error().WithContext(path)};
-    if (!g) {
-      auto found = FindModel(set->model);
-      if (!found) return Error{found.error().WithContext(path)};
-      g = *found;
-    }
+    if (!g) g = set->geometry;  // a preset, or the model the file's header describes
     in.set.model = set->model;
+    in.set.geometry = set->geometry;
     for (auto& r : set->requests) in.set.requests.push_back(std::move(r));
     for (auto& m : set->meta) in.set.meta.push_back(std::move(m));
   }

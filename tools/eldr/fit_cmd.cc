@@ -55,8 +55,7 @@ Status RunFit(const FitArgs& a) {
   ELDR_ASSIGN_OR_RETURN(CalibrationInput in,
                         ReadCalibrationInputs(a.inputs, a.model.empty() ? nullptr : &*geometry));
   CalibrationSet* set = &in.set;
-  if (a.model.empty()) geometry = FindModel(set->model);
-  if (!geometry) return geometry.error();
+  if (a.model.empty()) geometry = set->geometry;
   std::vector<int> fixed_mask;
   if (!a.mask_from.empty()) {
     ELDR_ASSIGN_OR_RETURN(std::string sj, ReadFile(a.mask_from));
@@ -112,6 +111,16 @@ Status RunFit(const FitArgs& a) {
              a.decoders, a.algo, sizes, (r.n + a.decoders - 1) / a.decoders, r.iterations,
              r.converged ? "" : " (not converged)", r.objective);
   fmt::print("time        mask {:.2f} s, clustering {:.2f} s\n", r.seconds_mask, r.seconds_cluster);
+  // docs/formats.md: the ELDR artifact reads count_idf files, and count files only over every
+  // layer; an operator moving the file there should learn it here, not from the artifact.
+  if (o.transform == SignatureTransform::kBinary) {
+    fmt::print("compat      eldr only: the ELDR artifact has no 'binary' variant\n");
+  } else if (o.transform == SignatureTransform::kCount &&
+             static_cast<int>(r.layer_mask.size()) < geometry->moe_layers) {
+    fmt::print(
+        "compat      eldr only: the ELDR artifact reads a 'count' space only over every layer "
+        "(--all-layers)\n");
+  }
   fmt::print("wrote       {}\n", a.output);
   return Status::Ok();
 }

@@ -315,9 +315,7 @@ Status RunSimulate(const SimulateArgs& a) {
     }
     ELDR_ASSIGN_OR_RETURN(cap,
                           ReadCalibrationInputs(SplitList(a.trace), model_given ? &g : nullptr));
-    if (!model_given) {
-      ELDR_ASSIGN_OR_RETURN(g, FindModel(cap.set.model));
-    }
+    if (!model_given) g = cap.set.geometry;
     for (const auto& n : cap.notes) fmt::print(stderr, "eldr simulate: note: {}\n", n);
   } else if (trace) {
     ELDR_ASSIGN_OR_RETURN(eval_trace, LoadTrace(a.trace));
