@@ -10,6 +10,8 @@
 namespace eldr {
 namespace {
 
+using ::testing::AllOf;
+using ::testing::Eq;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -43,8 +45,7 @@ Result<int> Quarter(int x) {
 TEST(StatusTest, ResultPropagatesErrorsWithMessages) {
   EXPECT_EQ(*Quarter(12), 3);
   auto r = Quarter(6);
-  ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error().ToString(), "INVALID_ARGUMENT: 3 is odd");
+  ASSERT_THAT(r, StatusIs(StatusCode::kInvalidArgument, Eq("3 is odd")));
   Status s = NotFound("x");
   EXPECT_EQ(s.WithContext("file a").message(), "file a: x");
   EXPECT_TRUE(Status().ok());
@@ -55,8 +56,8 @@ TEST(GeometryTest, PresetsAreValidAndFoundByAnySpelling) {
   EXPECT_EQ(FindModel("Qwen/Qwen3-30B-A3B")->moe_layers, 48);
   EXPECT_EQ(FindModel("gpt_oss_120b")->top_k, 4);
   auto missing = FindModel("llama-3");
-  ASSERT_FALSE(missing.has_value());
-  EXPECT_NE(missing.error().message().find("qwen3-30b-a3b"), std::string::npos);
+  ASSERT_THAT(missing, StatusIs(StatusCode::kNotFound,
+                                AllOf(HasSubstr("llama-3"), HasSubstr("qwen3-30b-a3b"))));
   // Qwen3-30B-A3B expert: 3 x 2048 x 768 bf16 weights.
   EXPECT_EQ(FindModel("qwen3-30b-a3b")->ExpertWeightBytes(), 3LL * 2048 * 768 * 2);
 }
@@ -83,7 +84,8 @@ TEST(ExpertCountsTest, AddTokenValidatesAndLeavesCountsUntouchedOnError) {
   big.at(1, 1) = 9;
   EXPECT_EQ(d.Subtract(big).code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(d, c);
-  EXPECT_FALSE(d.Add(ExpertCounts(3, 4)).ok());
+  EXPECT_THAT(d.Add(ExpertCounts(3, 4)),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("cannot add 3x4 counts to 2x4")));
 }
 
 TEST(RngTest, DeterministicAndUniformEnough) {
@@ -125,8 +127,10 @@ TEST(CalibrationTest, ParsesHeaderRequestsAndLabelMix) {
   // The same file checked against another model fails on the header.
   ModelGeometry other = *FindModel("gpt-oss-20b");
   auto wrong = ParseCalibrationJsonl(text, &other);
-  ASSERT_FALSE(wrong.has_value());
-  EXPECT_NE(wrong.error().message().find("line 1"), std::string::npos);
+  ASSERT_THAT(wrong,
+              StatusIs(StatusCode::kFailedPrecondition,
+                       AllOf(HasSubstr("line 1"),
+                             HasSubstr("calibration data for Mixtral-8x7B, not GPT-OSS-20B"))));
   (void)g;
 }
 
@@ -134,6 +138,7 @@ TEST(CalibrationTest, ErrorsNameTheLineAndTheProblem) {
   struct Case {
     std::string text;
     std::string needle;
+    StatusCode code = StatusCode::kInvalidArgument;
   };
   const std::string hdr = R"({"format":"eldr.calibration","version":1,"model":"mixtral-8x7b"})"
                           "\n";
@@ -145,15 +150,15 @@ TEST(CalibrationTest, ErrorsNameTheLineAndTheProblem) {
       {hdr + R"({"label":"x"})", "missing 'prefill'"},
       {hdr + R"({"prefill":[[1,2]]})", "list of 32 layers"},
       {hdr + R"({"prefill":)" + Row(32, 7, 1) + "}", "layer 0 must list 8"},
-      {hdr + R"({"prefill":)" + Row(32, 8, -1) + "}", "out of range"},
-      {R"({"format":"eldr.calibration","version":1,"model":"nope"})", "unknown model"},
-      {R"({"format":"other"})", "format"},
+      {hdr + R"({"prefill":)" + Row(32, 8, -1) + "}", "out of range", StatusCode::kOutOfRange},
+      {R"({"format":"eldr.calibration","version":1,"model":"nope"})", "unknown model",
+       StatusCode::kNotFound},
+      {R"({"format":"other"})", "format is not 'eldr.calibration'",
+       StatusCode::kFailedPrecondition},
   };
   for (const auto& c : cases) {
     auto r = ParseCalibrationJsonl(c.text);
-    ASSERT_FALSE(r.has_value()) << c.needle;
-    EXPECT_NE(r.error().message().find(c.needle), std::string::npos)
-        << r.error().ToString() << " (wanted: " << c.needle << ")";
+    EXPECT_THAT(r, StatusIs(c.code, HasSubstr(c.needle))) << c.text;
   }
 }
 

@@ -5,10 +5,13 @@
 
 #include "eldr/block_hash.h"
 #include "eldr/signature_cache.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace eldr {
 namespace {
+
+using ::testing::HasSubstr;
 
 std::vector<int32_t> Tokens(int64_t n, uint64_t seed) {
   Rng rng(seed);
@@ -85,10 +88,13 @@ TEST(SignatureCacheTest, ResolveRefusesPicksThatLeaveAGap) {
   ASSERT_TRUE(t.has_value());
   auto h = ChainedBlockHashes(tok, 16);
   auto r = cache.Resolve(h, 600, *t, 500);  // nothing cached, picks start at 500
-  ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error().code(), StatusCode::kFailedPrecondition);
+  ASSERT_THAT(r,
+              StatusIs(StatusCode::kFailedPrecondition,
+                       HasSubstr("picks start at token 500 but only 0 prompt tokens are cached")));
   auto short_picks = cache.Resolve(h, 600, *t, 0);  // picks end at 100 < 600
-  ASSERT_FALSE(short_picks.has_value());
+  ASSERT_THAT(short_picks,
+              StatusIs(StatusCode::kFailedPrecondition,
+                       HasSubstr("picks cover tokens [0, 100) but the prompt has 600 tokens")));
   EXPECT_EQ(cache.Stats().entries, 0u);
 }
 
@@ -194,11 +200,14 @@ TEST(SignatureCacheTest, ConcurrentInsertsAndLookupsAreSafeAndExact) {
 TEST(SignatureCacheTest, CreateValidatesOptions) {
   SignatureCacheOptions o;
   o.shards = 3;
-  EXPECT_FALSE(SignatureCache::Create(4, 4, o).has_value());
+  EXPECT_THAT(SignatureCache::Create(4, 4, o),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("shards must be a power of two")));
   o.shards = 4;
   o.chunk_blocks = 0;
-  EXPECT_FALSE(SignatureCache::Create(4, 4, o).has_value());
-  EXPECT_FALSE(SignatureCache::Create(0, 4, {}).has_value());
+  EXPECT_THAT(SignatureCache::Create(4, 4, o),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("chunk_blocks must be positive")));
+  EXPECT_THAT(SignatureCache::Create(0, 4, {}),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("bad count shape 0x4")));
   EXPECT_TRUE(SignatureCache::Create(4, 4, {}).has_value());
 }
 

@@ -12,6 +12,8 @@
 namespace eldr::sim {
 namespace {
 
+using ::testing::HasSubstr;
+
 const std::string kModels = ELDR_MODEL_FIXTURE_DIR;
 constexpr double kNan = std::numeric_limits<double>::quiet_NaN();
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -54,23 +56,20 @@ TEST(HardwareProfileTest, NamedProfilesValidateAndMi300xIsTheCalibrations3_2TBs)
   EXPECT_EQ(Profile("b200").peak_hbm_tb_per_s, 8.0);
   EXPECT_EQ(Profile("H200").name, "h200");  // case-insensitive
   auto nope = FindHardwareProfile("nope");
-  ASSERT_FALSE(nope.has_value());
-  EXPECT_EQ(nope.error().code(), StatusCode::kNotFound);
-  EXPECT_NE(nope.error().message().find("'nope'; known profiles: mi300x, h100-sxm, h200, b200"),
-            std::string::npos)
-      << nope.error().message();
+  EXPECT_THAT(nope, StatusIs(StatusCode::kNotFound,
+                             HasSubstr("'nope'; known profiles: mi300x, h100-sxm, h200, b200")));
 }
 
 TEST(HardwareProfileTest, BadValuesAreInvalidArgumentNamingTheField) {
   auto expect_bad = [](HardwareProfile p, std::string_view field) {
     const Status s = p.Validate();
-    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << field;
-    EXPECT_NE(s.message().find(field), std::string::npos) << s.message();
+    const auto names_field = StatusIs(StatusCode::kInvalidArgument, HasSubstr(std::string(field)));
+    EXPECT_THAT(s, names_field);
     auto d = DeriveCost(Donor(), p, DonorCost(), Donor());
-    ASSERT_FALSE(d.has_value()) << field;
+    ASSERT_THAT(d, names_field);
     EXPECT_EQ(d.error(), s);
     auto r = RescaleForHardware(DonorCost(), "x", p);
-    ASSERT_FALSE(r.has_value()) << field;
+    ASSERT_THAT(r, names_field);
     EXPECT_EQ(r.error(), s);
   };
   const HardwareProfile good = Profile("h200");
@@ -228,7 +227,11 @@ TEST(DeriveCostTest, DerivedParametersValidateForEveryModelAndProfile) {
 TEST(DeriveCostTest, NonPresetConfigModelSimulatesEndToEnd) {
   auto g = ModelFromHfConfigFile(kModels + "/Llama-4-Maverick-17B-128E-Instruct/config.json");
   ASSERT_THAT(g, IsOk());
-  ASSERT_FALSE(PublishedBaseline(*g).has_value());
+  ASSERT_THAT(
+      PublishedBaseline(*g),
+      StatusIs(
+          StatusCode::kNotFound,
+          HasSubstr("no published baseline latencies for Llama-4-Maverick-17B-128E-Instruct")));
   const HardwareProfile hw = Profile("h200");
   auto d = DeriveCost(*g, hw, DonorCost(), Donor());
   ASSERT_THAT(d, IsOk());

@@ -89,7 +89,8 @@ TEST_P(DecodeTap, RowsFromTheStartTheClientSent) {
   // Read as if from row 0, the rows do not fit the lengths: refused, not miscounted.
   DecodeExpertsTap wrong({.format = DecodeExpertsFormat::kSglang});
   wrong.Body(body);
-  EXPECT_FALSE(wrong.Counts(g(), -1, e.generated, true).has_value());
+  EXPECT_THAT(wrong.Counts(g(), -1, e.generated, true),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("fewer than the 32 to skip")));
 }
 
 TEST_P(DecodeTap, SglangStreamCutAnywhere) {

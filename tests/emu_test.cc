@@ -334,13 +334,18 @@ TEST(EmuFaultTest, Error400AndMalformedPayloads) {
     ASSERT_EQ(a.status, 200);
     const json::object& c = a.body.at("choices").as_array()[0].as_object();
     if (o.engine == "vllm-0.22") {
-      EXPECT_FALSE(DecodeVllmRoutedExperts(c.at("routed_experts").as_string(), m.geometry()));
+      EXPECT_THAT(
+          DecodeVllmRoutedExperts(c.at("routed_experts").as_string(), m.geometry()),
+          StatusIs(StatusCode::kInvalidArgument, HasSubstr("is not a multiple of 4 (truncated?)")));
     } else if (o.engine == "eldr-hooks") {
-      EXPECT_FALSE(
-          DecodeEldrSig(a.body.at("kv_transfer_params").at("eldr_sig").as_string(), m.geometry()));
+      EXPECT_THAT(
+          DecodeEldrSig(a.body.at("kv_transfer_params").at("eldr_sig").as_string(), m.geometry()),
+          StatusIs(StatusCode::kInvalidArgument, HasSubstr("is not a multiple of 4 (truncated?)")));
     } else {
-      EXPECT_FALSE(ParsePromptPickListJson(json::serialize(a.body.at("prompt_routed_experts")),
-                                           m.geometry()));
+      EXPECT_THAT(
+          ParsePromptPickListJson(json::serialize(a.body.at("prompt_routed_experts")),
+                                  m.geometry()),
+          StatusIs(StatusCode::kInvalidArgument, HasSubstr("expected an integer expert id")));
     }
   }
 }
@@ -372,11 +377,22 @@ TEST(EmuRequestTest, ParsesItsOwnWay) {
   ASSERT_TRUE(nested);
   EXPECT_EQ(nested->tokens, (std::vector<int32_t>{8, 9}));
   EXPECT_EQ(nested->max_tokens, 16);
-  for (const char* bad : {"[1]", "{", R"({"prompt":3})", R"({"prompt":"a","stream":"yes"})",
-                          R"({"prompt":"a","max_tokens":0})", R"({"prompt":[-1]})"}) {
-    EXPECT_FALSE(ParseEmuRequest(false, bad, m, 16)) << bad;
+  const std::pair<const char*, const char*> refused[] = {
+      {"[1]", "request body must be a JSON object"},
+      {"{", "request body is not valid JSON"},
+      {R"({"prompt":3})", "'prompt' must be a string or a non-empty list"},
+      {R"({"prompt":"a","stream":"yes"})", "'stream' must be a boolean"},
+      {R"({"prompt":"a","max_tokens":0})", "'max_tokens' must be at least 1"},
+      {R"({"prompt":[-1]})", "'prompt' must be a list of token ids"},
+  };
+  for (const auto& [bad, why] : refused) {
+    EXPECT_THAT(ParseEmuRequest(false, bad, m, 16),
+                StatusIs(StatusCode::kInvalidArgument, HasSubstr(why)))
+        << bad;
   }
-  EXPECT_FALSE(ParseEmuRequest(true, R"({"messages":[]})", m, 16));
+  EXPECT_THAT(
+      ParseEmuRequest(true, R"({"messages":[]})", m, 16),
+      StatusIs(StatusCode::kInvalidArgument, HasSubstr("'messages' must be a non-empty list")));
 }
 
 TEST(EmuFaultTest, RequestNamesItsOwnPrefillFault) {
@@ -401,9 +417,11 @@ TEST(EmuFaultTest, RequestNamesItsOwnPrefillFault) {
   EXPECT_TRUE(ec) << "a garbage answer must not be JSON: " << a.body;
   Answer p = Prefill(o, m, with("malformed"));
   ASSERT_EQ(p.status, 200);
-  EXPECT_FALSE(DecodeVllmRoutedExperts(
-      p.body.at("choices").as_array()[0].as_object().at("routed_experts").as_string(),
-      m.geometry()));
+  EXPECT_THAT(
+      DecodeVllmRoutedExperts(
+          p.body.at("choices").as_array()[0].as_object().at("routed_experts").as_string(),
+          m.geometry()),
+      StatusIs(StatusCode::kInvalidArgument, HasSubstr("is not a multiple of 4 (truncated?)")));
   // Without emu_fault the same engine answers normally; the request's fault beats the engine's.
   p = Prefill(o, m, Request(m, R"({"prompt":"a b c",)" + kPrefillLeg + "}"));
   EXPECT_EQ(p.status, 200);
@@ -426,11 +444,17 @@ TEST(EmuOptionsTest, EngineDefaultsFromBackend) {
   o.backend = "sglang";
   EXPECT_EQ(o.ResolvedEngine(), "sglang");
   o.engine = "eldr-hooks";
-  EXPECT_FALSE(o.Validate().ok());  // its counts need the NIXL kv_transfer_params
+  EXPECT_THAT(
+      o.Validate(),
+      StatusIs(StatusCode::kInvalidArgument,
+               HasSubstr("engine eldr-hooks needs backend vllm")));  // its counts need the NIXL
+                                                                     // kv_transfer_params
   o.backend = "vllm";
   EXPECT_TRUE(o.Validate().ok());
   o.engine = "vllm-0.20";
-  EXPECT_FALSE(o.Validate().ok());
+  EXPECT_THAT(o.Validate(),
+              StatusIs(StatusCode::kInvalidArgument,
+                       HasSubstr("engine must be vllm-0.22, vllm-0.21, sglang or eldr-hooks")));
   o.engine = "";
   o.fault = "error400";
   EXPECT_TRUE(o.Validate().ok());

@@ -15,6 +15,7 @@
 namespace eldr {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 double Objective(const std::vector<double>& cost, const std::vector<int>& a, int k) {
@@ -57,8 +58,14 @@ TEST(CapacitatedAssignTest, MatchesHungarianReferenceOnRandomInstances) {
 
 TEST(CapacitatedAssignTest, RejectsInfeasibleCapacityAndBadShapes) {
   std::vector<double> cost(10 * 3, 0.0);
-  EXPECT_FALSE(CapacitatedAssign(cost, 10, 3, 3).has_value());  // 9 slots for 10 points
-  EXPECT_FALSE(CapacitatedAssign(cost, 9, 3, 4).has_value());   // wrong cost size
+  EXPECT_THAT(
+      CapacitatedAssign(cost, 10, 3, 3),
+      StatusIs(
+          StatusCode::kInvalidArgument,
+          HasSubstr("3 clusters of capacity 3 cannot hold 10 points")));  // 9 slots for 10 points
+  EXPECT_THAT(CapacitatedAssign(cost, 9, 3, 4),
+              StatusIs(StatusCode::kInvalidArgument,
+                       HasSubstr("cost has 30 entries, n*k = 27")));  // wrong cost size
   EXPECT_TRUE(CapacitatedAssign(cost, 10, 3, 4).has_value());
 }
 
@@ -152,8 +159,10 @@ TEST(SphericalKMeansTest, DeterministicForASeed) {
 
 TEST(SphericalKMeansTest, RejectsBadShapes) {
   std::vector<float> x(10, 1.0f);
-  EXPECT_FALSE(SphericalKMeans(x, 5, 2, 6, ClusterAlgo::kBalanced, 1, 5).has_value());
-  EXPECT_FALSE(SphericalKMeans(x, 5, 3, 2, ClusterAlgo::kBalanced, 1, 5).has_value());
+  EXPECT_THAT(SphericalKMeans(x, 5, 2, 6, ClusterAlgo::kBalanced, 1, 5),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("need 1 <= k <= n (k = 6, n = 5)")));
+  EXPECT_THAT(SphericalKMeans(x, 5, 3, 2, ClusterAlgo::kBalanced, 1, 5),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("data has 10 values, n*d = 15")));
 }
 
 // Synthetic calibration set: layers 0..informative-1 carry the request's domain in both prefill
@@ -245,12 +254,14 @@ TEST(FitTest, RejectsWrongShapesAndTooFewRequests) {
   auto reqs = SyntheticCalibration(g, 10, 4, 2);
   FitOptions o;
   o.k = 16;
-  EXPECT_EQ(Fit(reqs, g, o).error().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(Fit(reqs, g, o),
+              StatusIs(StatusCode::kInvalidArgument,
+                       HasSubstr("10 calibration requests cannot fill k = 16 clusters")));
   o.k = 2;
   reqs[3].prefill = ExpertCounts(3, 3);
   auto bad = Fit(reqs, g, o);
-  ASSERT_FALSE(bad.has_value());
-  EXPECT_NE(bad.error().message().find("request 3"), std::string::npos);
+  ASSERT_THAT(bad, StatusIs(StatusCode::kInvalidArgument,
+                            AllOf(HasSubstr("request 3"), HasSubstr("prefill counts are 3x3"))));
 }
 
 // One prompt repeated: every expert it picks is picked by every request, so every IDF weight is
@@ -359,7 +370,7 @@ TEST(FitProvenanceTest, WrittenFileCarriesTheCalibrationSha256AndLoadsBack) {
   }
   FitOptions bad;
   bad.training_sha256 = "0xdeadbeef";
-  EXPECT_FALSE(bad.Validate().ok());
+  EXPECT_THAT(bad.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("training_sha256")));
 }
 
 }  // namespace

@@ -9,13 +9,16 @@
 #include <fstream>
 
 #include "eldr/payload.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace eldr {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::AllOf;
 using testing::AsBytes;
+using ::testing::HasSubstr;
 using testing::RandomPicks;
 
 const std::string kModels = ELDR_MODEL_FIXTURE_DIR;
@@ -39,10 +42,7 @@ void ExpectSameShape(const ModelGeometry& got, const ModelGeometry& want) {
 // The error of a config that must be refused; its message must contain `needle`.
 void ExpectRefused(std::string_view config, std::string_view needle) {
   auto g = ModelFromHfConfig(config, "x");
-  ASSERT_FALSE(g.has_value()) << "accepted: " << config;
-  EXPECT_EQ(g.error().code(), StatusCode::kInvalidArgument) << g.error().ToString();
-  EXPECT_NE(g.error().message().find(needle), std::string::npos)
-      << "'" << needle << "' not in: " << g.error().ToString();
+  EXPECT_THAT(g, StatusIs(StatusCode::kInvalidArgument, HasSubstr(std::string(needle)))) << config;
 }
 
 // A small MoE config with the given extra fields (a JSON fragment, leading comma included).
@@ -96,9 +96,8 @@ TEST(GeometryTest, ValidateChecksTheLayerMap) {
   auto refused = [&](std::vector<int> ids, std::string_view needle) {
     ModelGeometry b = g;
     b.moe_layer_ids = std::move(ids);
-    Status s = b.Validate();
-    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << needle;
-    EXPECT_NE(s.message().find(needle), std::string::npos) << s.ToString();
+    EXPECT_THAT(b.Validate(),
+                StatusIs(StatusCode::kInvalidArgument, HasSubstr(std::string(needle))));
   };
   refused({1, 3}, "2 MoE layer ids for 3 MoE layers");
   refused({2, 3, 5}, "is not first_moe_layer 1");
@@ -317,27 +316,23 @@ TEST(HfConfigTest, RefusesUnknownOrInconsistentConfigsNamingTheField) {
 TEST(HfConfigTest, FindModelReadsPathsAndKeepsPresetNames) {
   // A path ending in .json is always a file; a missing one names the path.
   auto missing = FindModel("no/such/dir/config.json");
-  ASSERT_FALSE(missing.has_value());
-  EXPECT_EQ(missing.error().code(), StatusCode::kNotFound);
-  EXPECT_NE(missing.error().message().find("'no/such/dir/config.json' not found"),
-            std::string::npos)
-      << missing.error().ToString();
+  ASSERT_THAT(missing,
+              StatusIs(StatusCode::kNotFound, HasSubstr("'no/such/dir/config.json' not found")));
   EXPECT_EQ(FindModel("missing.JSON").error().code(), StatusCode::kNotFound);
   // An org/name that is no file is still a preset name.
   auto preset = FindModel("Qwen/Qwen3-30B-A3B");
   ASSERT_TRUE(preset.has_value()) << preset.error().ToString();
   EXPECT_EQ(preset->name, "qwen3-30b-a3b");
   auto unknown = FindModel("no/such-model");
-  ASSERT_FALSE(unknown.has_value());
-  EXPECT_NE(unknown.error().message().find("unknown model 'no/such-model'"), std::string::npos);
-  EXPECT_NE(unknown.error().message().find("Hugging Face config.json"), std::string::npos);
+  ASSERT_THAT(unknown,
+              StatusIs(StatusCode::kNotFound, AllOf(HasSubstr("unknown model 'no/such-model'"),
+                                                    HasSubstr("Hugging Face config.json"))));
   // A directory with a config.json (a downloaded model), and one without.
   auto dir = FindModel(kModels + "/DeepSeek-V3");
   ASSERT_TRUE(dir.has_value()) << dir.error().ToString();
   EXPECT_EQ(dir->name, "deepseek-v3");
   auto empty = FindModel(kModels);
-  ASSERT_FALSE(empty.has_value());
-  EXPECT_NE(empty.error().message().find("directory without a config.json"), std::string::npos);
+  ASSERT_THAT(empty, StatusIs(StatusCode::kNotFound, HasSubstr("directory without a config.json")));
   // A file not called config.json, and a broken one: the error names the file and the field.
   const fs::path tmp = fs::temp_directory_path() / fmt::format("eldr-geom-{}", ::getpid());
   fs::create_directories(tmp);
@@ -348,10 +343,8 @@ TEST(HfConfigTest, FindModelReadsPathsAndKeepsPresetNames) {
   EXPECT_EQ(named->moe_layers, 6);
   std::ofstream(tmp / "bad.json") << R"({"num_hidden_layers": 4})";
   auto bad = FindModel((tmp / "bad.json").string());
-  ASSERT_FALSE(bad.has_value());
-  EXPECT_NE(bad.error().message().find((tmp / "bad.json").string() + ": config has no routed"),
-            std::string::npos)
-      << bad.error().ToString();
+  ASSERT_THAT(bad, StatusIs(StatusCode::kInvalidArgument,
+                            HasSubstr((tmp / "bad.json").string() + ": config has no routed")));
   fs::remove_all(tmp);
 }
 
@@ -497,9 +490,7 @@ TEST_P(InterleavedPayloadTest, PromptListsJudgeUnknownRowsByTheMoeEntriesOnly) {
   // -1 in one MoE entry of a known row is refused.
   all[5 * row + 7 * g.top_k + 1] = -1;
   auto mixed = ParsePromptPickListJson(JsonList(g, all), g);
-  ASSERT_FALSE(mixed.has_value());
-  EXPECT_NE(mixed.error().message().find("token 5 mixes -1"), std::string::npos)
-      << mixed.error().ToString();
+  ASSERT_THAT(mixed, StatusIs(StatusCode::kInvalidArgument, HasSubstr("token 5 mixes -1")));
 }
 
 INSTANTIATE_TEST_SUITE_P(DenseRows, InterleavedPayloadTest,

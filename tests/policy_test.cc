@@ -6,10 +6,13 @@
 #include <thread>
 
 #include "eldr/load_tracker.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace eldr {
 namespace {
+
+using ::testing::HasSubstr;
 
 std::unique_ptr<RoutingPolicy> Make(const std::string& name, int n) {
   PolicyOptions o;
@@ -162,7 +165,8 @@ TEST(EldrPolicyTest, BandMinWidensANarrowBandToTheBestAvailableScores) {
   auto wide = std::move(*MakePolicy(o));
   EXPECT_EQ(wide->Route(req, {load}, rng)->band_size, 4);
   o.band_min = 0;
-  EXPECT_FALSE(MakePolicy(o));
+  EXPECT_THAT(MakePolicy(o),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("band_min must be >= 1")));
 }
 
 TEST(EldrPolicyTest, FallsBackToJsqWithoutASignatureAndSkipsUnavailable) {
@@ -196,15 +200,22 @@ TEST(PolicyOptionsTest, ValidatesNameTauSpaceAndDecoderCount) {
   EXPECT_TRUE(o.Validate().ok());
   for (double bad : {-0.1, std::nan(""), double{INFINITY}, 2.5}) {
     o.tau = bad;
-    EXPECT_EQ(o.Validate().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(o.Validate(),
+                StatusIs(StatusCode::kInvalidArgument, HasSubstr("tau must be in [0, 2]")))
+        << bad;
   }
   o.tau = 0.1;
   o.decoders = 5;
-  EXPECT_EQ(o.Validate().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kFailedPrecondition,
+                                     HasSubstr("4 centroids but there are 5 decoders")));
   o.name = "least-loaded";
-  EXPECT_EQ(o.Validate().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(o.Validate(),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("unknown policy 'least-loaded'")));
   o.name = "domain";
-  EXPECT_FALSE(o.Validate().ok());  // no label mix
+  EXPECT_THAT(
+      o.Validate(),
+      StatusIs(StatusCode::kInvalidArgument,
+               HasSubstr("policy 'domain' needs the calibration label mix")));  // no label mix
   auto rr = Make("rr", 2);
   Rng rng(1);
   std::vector<int64_t> three(3, 0);

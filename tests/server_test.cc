@@ -24,6 +24,7 @@ namespace eldr::server {
 namespace {
 
 namespace json = boost::json;
+using ::testing::HasSubstr;
 
 // ---- config ---------------------------------------------------------------------------------
 
@@ -78,55 +79,59 @@ plus_slack: 0.2
 
 TEST(ConfigTest, ErrorsNameTheKey) {
   auto e = ParseServeConfig("polcy: eldr\n");
-  ASSERT_FALSE(e);
-  EXPECT_NE(e.error().message().find("polcy"), std::string::npos);
+  EXPECT_THAT(e, StatusIs(StatusCode::kInvalidArgument, HasSubstr("polcy")));
   e = ParseServeConfig("tau: lots\n");
-  ASSERT_FALSE(e);
-  EXPECT_NE(e.error().message().find("tau"), std::string::npos);
+  EXPECT_THAT(e, StatusIs(StatusCode::kInvalidArgument, HasSubstr("tau")));
   e = ParseServeConfig("backend: trt\n");
-  ASSERT_FALSE(e);
-  EXPECT_NE(e.error().message().find("trt"), std::string::npos);
+  EXPECT_THAT(e, StatusIs(StatusCode::kInvalidArgument, HasSubstr("trt")));
   e = ParseServeConfig("decode: [{url: http://a:1, weight: 2}]\n");
-  ASSERT_FALSE(e);
-  EXPECT_NE(e.error().message().find("weight"), std::string::npos);
-  EXPECT_FALSE(ParseServeConfig("[1, 2]"));
-  EXPECT_FALSE(ParseServeConfig("a: [unclosed"));
-  EXPECT_FALSE(ParseServeConfig("cache: {memory_mb: -1}"));
+  EXPECT_THAT(e, StatusIs(StatusCode::kInvalidArgument, HasSubstr("weight")));
+  EXPECT_THAT(
+      ParseServeConfig("[1, 2]"),
+      StatusIs(StatusCode::kInvalidArgument, HasSubstr("expected a map of keys at the top level")));
+  EXPECT_THAT(ParseServeConfig("a: [unclosed"),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("config: yaml-cpp: error")));
+  EXPECT_THAT(ParseServeConfig("cache: {memory_mb: -1}"),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("'cache.memory_mb' must be > 0")));
 }
 
 TEST(ConfigTest, ValidateCatchesUnservableSetups) {
   ServeOptions o;
-  EXPECT_FALSE(o.Validate().ok());  // no workers
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument,
+                                     HasSubstr("no prefill workers configured")));  // no workers
   o.prefill = {*ParseWorkerUrl("http://a:1")};
   o.decode = {*ParseWorkerUrl("http://b:2")};
   o.policy = "eldr";
-  EXPECT_NE(o.Validate().message().find("signature space"), std::string::npos);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("signature space")));
   o.space = "s.json";
   EXPECT_TRUE(o.Validate().ok()) << o.Validate().ToString();
   o.policy = "domain";  // needs labels the proxy never has
-  EXPECT_FALSE(o.Validate().ok());
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument,
+                                     HasSubstr("policy domain needs label_shares")));
   o.policy = "jsq";
   o.decode.push_back(o.decode[0]);
-  EXPECT_NE(o.Validate().message().find("twice"), std::string::npos);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("twice")));
   o.decode.pop_back();
   o.busy_poll_us = -1;
-  EXPECT_NE(o.Validate().message().find("busy_poll_us"), std::string::npos);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("busy_poll_us")));
   o.busy_poll_us = 200;
   EXPECT_TRUE(o.Validate().ok()) << o.Validate().ToString();
   o.policy = "eldr-plus";
   EXPECT_TRUE(o.Validate().ok()) << o.Validate().ToString();
   o.space.clear();
-  EXPECT_NE(o.Validate().message().find("eldr-plus needs a signature space"), std::string::npos);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument,
+                                     HasSubstr("eldr-plus needs a signature space")));
   o.space = "s.json";
   o.plus_slack = -1;
-  EXPECT_NE(o.Validate().message().find("plus_slack"), std::string::npos);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("plus_slack")));
   o.plus_slack = 0.1;
   o.plus_tau = std::nan("");
-  EXPECT_NE(o.Validate().message().find("plus_tau"), std::string::npos);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("plus_tau")));
   o.plus_tau = 0.1;
   o.policy = "jsq";
   o.prefill_load_factor = 0.5;
-  EXPECT_FALSE(o.Validate().ok());
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument,
+                                     HasSubstr("prefill_load_factor must be >= 1")));
 }
 
 TEST(ConfigTest, WorkerUrls) {
@@ -137,11 +142,19 @@ TEST(ConfigTest, WorkerUrls) {
   w = ParseWorkerUrl("[::1]:80");
   ASSERT_TRUE(w);
   EXPECT_EQ(w->host, "::1");
-  EXPECT_FALSE(ParseWorkerUrl("https://a:1"));
-  EXPECT_FALSE(ParseWorkerUrl("http://a:1/v1"));
-  EXPECT_FALSE(ParseWorkerUrl("http://a"));
-  EXPECT_FALSE(ParseWorkerUrl("http://a:99999"));
-  EXPECT_FALSE(ParseWorkerUrl("http://a:0"));
+  EXPECT_THAT(
+      ParseWorkerUrl("https://a:1"),
+      StatusIs(StatusCode::kInvalidArgument, HasSubstr("https upstreams are not supported")));
+  EXPECT_THAT(ParseWorkerUrl("http://a:1/v1"),
+              StatusIs(StatusCode::kInvalidArgument,
+                       HasSubstr("expected http://host:port without a path")));
+  EXPECT_THAT(
+      ParseWorkerUrl("http://a"),
+      StatusIs(StatusCode::kInvalidArgument, HasSubstr("'http://a': expected http://host:port")));
+  EXPECT_THAT(ParseWorkerUrl("http://a:99999"),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("port 99999 out of range")));
+  EXPECT_THAT(ParseWorkerUrl("http://a:0"),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("port 0 out of range")));
   EXPECT_TRUE(ParseWorkerUrl("127.0.0.1:0", /*listen=*/true));
 }
 
@@ -224,18 +237,35 @@ TEST(JsonScanTest, AgreesWithBoostJsonOnRandomDocuments) {
     EXPECT_EQ(*len, text.size());
     // Every strict prefix of a document is malformed.
     const size_t cut = rng.Uniform(text.size());
-    EXPECT_FALSE(JsonValueLength(text.substr(0, cut))) << text.substr(0, cut);
+    EXPECT_THAT(JsonValueLength(text.substr(0, cut)),
+                StatusIs(StatusCode::kInvalidArgument, HasSubstr("malformed JSON at offset")))
+        << text.substr(0, cut);
   }
 }
 
 TEST(JsonScanTest, RejectsMalformedInput) {
-  for (const char* bad : {"{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":tru}", "{a:1}",
-                          "{\"a\":\"\x01\"}", "{\"a\":\"\\x\"}", "{\"a\":01}", "{\"a\":-}",
-                          "{\"a\":[1 2]}", "{\"a\":\"\\u12\"}", "[1,2"}) {
-    EXPECT_FALSE(JsonMember(bad, "a")) << bad;
+  const std::pair<const char*, const char*> refused[] = {
+      {"{", "offset 1: expected a key"},
+      {"{\"a\"}", "offset 4: expected ':'"},
+      {"{\"a\":}", "offset 5: bad number"},
+      {"{\"a\":1,}", "offset 7: expected a key"},
+      {"{\"a\":tru}", "offset 5: bad literal"},
+      {"{a:1}", "offset 1: expected a key"},
+      {"{\"a\":\"\x01\"}", "offset 6: control character in string"},
+      {"{\"a\":\"\\x\"}", "offset 7: bad escape"},
+      {"{\"a\":01}", "offset 6: expected ',' or '}'"},
+      {"{\"a\":-}", "offset 6: bad number"},
+      {"{\"a\":[1 2]}", "offset 8: expected ',' or ']'"},
+      {"{\"a\":\"\\u12\"}", "offset 7: bad \\u escape"},
+      {"[1,2", "expected an object"},
+  };
+  for (const auto& [bad, why] : refused) {
+    EXPECT_THAT(JsonMember(bad, "a"), StatusIs(StatusCode::kInvalidArgument, HasSubstr(why)))
+        << bad;
   }
   std::string deep(2000, '[');
-  EXPECT_FALSE(JsonValueLength(deep));
+  EXPECT_THAT(JsonValueLength(deep),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("nesting too deep")));
 }
 
 // ---- PD transforms --------------------------------------------------------------------------
@@ -257,13 +287,26 @@ TEST(PdTest, ParsesClientRequests) {
                              {"role":"user","content":[{"type":"text","text":"hi"}]}]})");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->prompt_text, "be brief\nhi\n");
-  for (const char* bad :
-       {"", "[]", "{\"prompt\":5}", "{}", "{\"prompt\":[\"a\",\"b\"]}", "{\"prompt\":[-1]}",
-        "{\"prompt\":\"x\",\"stream\":\"yes\"}", "{\"prompt\":\"x\",\"n\":0}",
-        "{\"prompt\":\"x\",\"max_tokens\":-3}", "{\"prompt\":[]}"}) {
-    EXPECT_FALSE(ParseClientRequest(Endpoint::kCompletions, bad)) << bad;
+  const std::pair<const char*, const char*> refused[] = {
+      {"", "not valid JSON"},
+      {"[]", "must be a JSON object"},
+      {"{\"prompt\":5}", "'prompt' must be a string or a list of token ids"},
+      {"{}", "missing 'prompt'"},
+      {"{\"prompt\":[\"a\",\"b\"]}", "batched prompts are not supported"},
+      {"{\"prompt\":[-1]}", "token ids must be non-negative 32-bit integers"},
+      {"{\"prompt\":\"x\",\"stream\":\"yes\"}", "'stream' must be a boolean"},
+      {"{\"prompt\":\"x\",\"n\":0}", "'n' must be a positive integer"},
+      {"{\"prompt\":\"x\",\"max_tokens\":-3}", "'max_tokens' must be a positive integer"},
+      {"{\"prompt\":[]}", "'prompt' is an empty list"},
+  };
+  for (const auto& [bad, why] : refused) {
+    EXPECT_THAT(ParseClientRequest(Endpoint::kCompletions, bad),
+                StatusIs(StatusCode::kInvalidArgument, HasSubstr(why)))
+        << bad;
   }
-  EXPECT_FALSE(ParseClientRequest(Endpoint::kChat, R"({"messages":[]})"));
+  EXPECT_THAT(
+      ParseClientRequest(Endpoint::kChat, R"({"messages":[]})"),
+      StatusIs(StatusCode::kInvalidArgument, HasSubstr("'messages' must be a non-empty list")));
 }
 
 // boost::json reads these as inf/NaN and writes them back as `Infinity`/`NaN`, which no engine
@@ -394,19 +437,40 @@ TEST(PdTest, PrefillResponsesInEveryEncodingGiveTheSameCounts) {
 
 TEST(PdTest, BadPrefillResponsesAreClearErrors) {
   const ModelGeometry g = *FindModel("gpt-oss-20b");
-  for (const std::string& body :
-       {std::string("not json"), std::string("{\"choices\":5}"), std::string("{}"),
-        PrefillBody("\"routed_experts\":\"!!!\""), PrefillBody("\"routed_experts\":17"),
-        PrefillBody("\"routed_experts\":[[[99,1,2,3]]]"),
-        PrefillBody("\"sgl_ext\":{\"routed_experts\":\"AAAA\"}"),
-        PrefillBody("\"eldr_sig\":\"AAAA\""),
-        std::string(R"({"error":{"message":"engine overloaded","code":503}})")}) {
-    auto r = ParsePrefillResponse(body, g, {});
-    EXPECT_FALSE(r) << body;
+  // One token whose 24 layers are well formed but for an expert id 99 >= 32.
+  std::string id99 = "[[[99,1,2,3]";
+  for (int l = 1; l < g.moe_layers; ++l) id99 += ",[0,1,2,3]";
+  id99 += "]]";
+  struct Case {
+    std::string body;
+    StatusCode code;
+    std::string why;
+  };
+  const Case cases[] = {
+      {"not json", StatusCode::kInvalidArgument, "expected an object"},
+      {"{\"choices\":5}", StatusCode::kInvalidArgument, "no 'choices' list"},
+      {"{}", StatusCode::kInvalidArgument, "no 'choices' list"},
+      {PrefillBody("\"routed_experts\":\"!!!\""), StatusCode::kInvalidArgument,
+       "base64: length 3 is not a multiple of 4"},
+      {PrefillBody("\"routed_experts\":17"), StatusCode::kInvalidArgument,
+       "neither a base64 string nor a list"},
+      // Refused for its shape (1 layer of 24) before the id is looked at.
+      {PrefillBody("\"routed_experts\":[[[99,1,2,3]]]"), StatusCode::kInvalidArgument,
+       "payload has 1 layers but GPT-OSS-20B has 24 MoE layers"},
+      {PrefillBody("\"routed_experts\":" + id99), StatusCode::kOutOfRange,
+       "expert id 99 at token 0, layer 0, slot 0 is outside [0, 32)"},
+      {PrefillBody("\"sgl_ext\":{\"routed_experts\":\"AAAA\"}"), StatusCode::kInvalidArgument,
+       "3 bytes is not a whole number of int32 rows"},
+      {PrefillBody("\"eldr_sig\":\"AAAA\""), StatusCode::kInvalidArgument,
+       "3 bytes, but GPT-OSS-20B needs int16 [24, 32]"},
+      {R"({"error":{"message":"engine overloaded","code":503}})", StatusCode::kUnavailable,
+       "prefill returned an error: engine overloaded"},
+  };
+  for (const auto& c : cases) {
+    EXPECT_THAT(ParsePrefillResponse(c.body, g, {}), StatusIs(c.code, HasSubstr(c.why))) << c.body;
   }
   auto r = ParsePrefillResponse(R"({"error":{"message":"engine overloaded"}})", g, {});
-  ASSERT_FALSE(r);
-  EXPECT_NE(r.error().message().find("engine overloaded"), std::string::npos);
+  EXPECT_THAT(r, StatusIs(StatusCode::kUnavailable, HasSubstr("engine overloaded")));
   // Payloads larger than the decode limit fail before decoding.
   Rng rng(1);
   const auto picks = testing::RandomPicks(g, 64, rng);
@@ -417,8 +481,8 @@ TEST(PdTest, BadPrefillResponsesAreClearErrors) {
   r = ParsePrefillResponse(
       PrefillBody("\"routed_experts\":\"" + Base64Encode(MakeNpy('u', 1, shape, u8)) + "\""), g,
       small);
-  ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_THAT(r,
+              StatusIs(StatusCode::kResourceExhausted, HasSubstr("exceeds the 1000 byte limit")));
 }
 
 TEST(PdTest, ErrorBodiesAreOpenAiShaped) {

@@ -8,9 +8,12 @@
 #include "eldr/sim/simulator.h"
 #include "reference/list_event_queue.h"
 #include "reference/naive_stepper.h"
+#include "status_matchers.h"
 
 namespace eldr::sim {
 namespace {
+
+using ::testing::HasSubstr;
 
 Workload SmallWorkload(const std::string& model, const std::string& kind, int requests, double rate,
                        uint64_t seed = 3) {
@@ -214,7 +217,8 @@ TEST(SimulatorTest, MaxRequestsAndTimeScaleEqualAnExplicitlyRescaledWorkload) {
   ExpectSameRun(*a, *b);
   EXPECT_EQ(a->requests.size(), 90u);
   o.time_scale = 0;
-  EXPECT_FALSE(Simulate(w, o).has_value());
+  EXPECT_THAT(Simulate(w, o),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("time_scale must be > 0")));
 }
 
 TEST(ExpertParallelTest, PlacementsPartitionTheExpertsEvenly) {
@@ -278,26 +282,35 @@ TEST(ExpertParallelTest, StepWaitsForTheBusiestRank) {
   const auto& b = per_expert->requests[0];
   EXPECT_EQ((a.finish_us - a.first_token_us) - (b.finish_us - b.first_token_us), 5 * 16 * 7 * 100);
   o.ep_ranks = 0;
-  EXPECT_FALSE(Simulate(w, o).has_value());
+  EXPECT_THAT(Simulate(w, o), StatusIs(StatusCode::kInvalidArgument,
+                                       HasSubstr("ep_ranks must be in [1, experts]")));
 }
 
 TEST(SimulatorTest, RejectsBadOptions) {
   const Workload w = SmallWorkload("gpt-oss-20b", "task", 10, 10);
   SimOptions o = Options(w, "rr", 1, 2);
   o.cluster.decode_workers = 0;
-  EXPECT_FALSE(Simulate(w, o).has_value());
+  EXPECT_THAT(Simulate(w, o),
+              StatusIs(StatusCode::kInvalidArgument,
+                       HasSubstr("need at least one prefill and one decode worker")));
   o = Options(w, "eldr", 1, 2);
   o.cluster.decode_workers = 3;  // the space was fitted for 2
-  EXPECT_EQ(Simulate(w, o).error().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(Simulate(w, o), StatusIs(StatusCode::kFailedPrecondition,
+                                       HasSubstr("2 centroids but there are 3 decoders")));
   o = Options(w, "rr", 1, 2);
   o.cost.t0_us = -1;
-  EXPECT_FALSE(Simulate(w, o).has_value());
+  EXPECT_THAT(Simulate(w, o), StatusIs(StatusCode::kInvalidArgument,
+                                       HasSubstr("cost parameters must be finite and >= 0")));
   WorkloadOptions bad;
   bad.kind = "video";
-  EXPECT_FALSE(MakeSyntheticWorkload(w.geometry, bad).has_value());
+  EXPECT_THAT(MakeSyntheticWorkload(w.geometry, bad),
+              StatusIs(StatusCode::kInvalidArgument,
+                       HasSubstr("workload kind must be 'task' or 'language', not 'video'")));
   bad = {};
   bad.rate_qps = 0;
-  EXPECT_FALSE(MakeSyntheticWorkload(w.geometry, bad).has_value());
+  EXPECT_THAT(MakeSyntheticWorkload(w.geometry, bad),
+              StatusIs(StatusCode::kInvalidArgument,
+                       HasSubstr("rate must be a positive number of requests per second")));
 }
 
 // The synthetic workloads must reproduce the published statistics for every evaluated model

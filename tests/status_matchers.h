@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 
 #include <ostream>
+#include <type_traits>
 
 #include "eldr/status.h"
 
@@ -50,3 +51,19 @@ MATCHER_P(IsOkAndHolds, value_matcher, "is OK and holds a value matching the giv
 }
 
 }  // namespace eldr
+
+namespace tl {
+
+// Prints a Result<T> as its status (or its value) instead of gtest's byte dump.
+template <class T>
+void PrintTo(const expected<T, ::eldr::Status>& r, std::ostream* os) {
+  if (!r.has_value()) {
+    *os << r.error().ToString();
+  } else if constexpr (std::is_void_v<T>) {
+    *os << "OK";
+  } else {
+    *os << "OK holding " << ::testing::PrintToString(*r);
+  }
+}
+
+}  // namespace tl

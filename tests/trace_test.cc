@@ -7,10 +7,14 @@
 #include <set>
 
 #include "eldr/rng.h"
+#include "status_matchers.h"
 #include "test_util.h"
 
 namespace eldr::sim {
 namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
 
 Trace SmallTrace(int requests, int tokens, uint64_t seed, int first_prompt = 100) {
   Trace t;
@@ -50,18 +54,19 @@ TEST(TraceTest, CorruptFilesAreRejectedNeverCrash) {
   const auto good = SerializeTrace(SmallTrace(4, 20, 2));
   auto bad = good;
   bad[0] = 'X';
-  EXPECT_FALSE(ParseTrace(bad).has_value());
+  EXPECT_THAT(ParseTrace(bad), StatusIs(StatusCode::kInvalidArgument, HasSubstr("bad magic")));
   bad = good;
   bad.resize(bad.size() - 3);
-  EXPECT_FALSE(ParseTrace(bad).has_value());
+  EXPECT_THAT(ParseTrace(bad), StatusIs(StatusCode::kInvalidArgument,
+                                        HasSubstr("claims 17 tokens beyond the file's end")));
   bad = good;
   bad.push_back(0);
-  EXPECT_FALSE(ParseTrace(bad).has_value());
+  EXPECT_THAT(ParseTrace(bad),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("1 trailing bytes")));
   bad = good;
   bad[bad.size() - 1] = 40;  // an expert id >= 32
   auto r = ParseTrace(bad);
-  ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error().code(), StatusCode::kOutOfRange);
+  ASSERT_THAT(r, StatusIs(StatusCode::kOutOfRange, HasSubstr("expert 40 outside [0, 32)")));
   Rng rng(3);
   for (int i = 0; i < 2000; ++i) {
     bad = good;
@@ -101,7 +106,9 @@ TEST(TraceTest, WorkloadUsesThePrefixAsPromptAndTheRestAsDecodePicks) {
   }
   TraceWorkloadOptions bad = o;
   bad.min_decode_tokens = 100;
-  EXPECT_FALSE(MakeTraceWorkload(t, bad).has_value());
+  EXPECT_THAT(MakeTraceWorkload(t, bad),
+              StatusIs(StatusCode::kInvalidArgument,
+                       HasSubstr("0 of 20 requests with at least 8 + 100 routed tokens")));
 }
 
 // The source request of a workload request, by its (unique) prompt length; checks that the
@@ -237,15 +244,17 @@ TEST(TraceTest, SeparateCalibrationTraceCalibratesAndTheEvalTraceIsReplayedWhole
   Trace other = cal;
   other.geometry = *FindModel("qwen3-30b-a3b");
   auto bad = MakeTraceWorkload(eval, other, o);
-  ASSERT_FALSE(bad.has_value());
-  EXPECT_EQ(bad.error().code(), StatusCode::kInvalidArgument);
-  EXPECT_NE(bad.error().message().find("gpt-oss-20b"), std::string::npos) << bad.error().message();
-  EXPECT_NE(bad.error().message().find("qwen3-30b-a3b"), std::string::npos)
-      << bad.error().message();
+  EXPECT_THAT(bad, StatusIs(StatusCode::kInvalidArgument,
+                            AllOf(HasSubstr("gpt-oss-20b"), HasSubstr("qwen3-30b-a3b"))));
   other = cal;
   other.geometry.top_k = 2;  // same name, other routing
-  EXPECT_FALSE(MakeTraceWorkload(eval, other, o).has_value());
-  EXPECT_FALSE(MakeTraceWorkload(eval, eval, o).has_value());  // not disjoint
+  EXPECT_THAT(MakeTraceWorkload(eval, other, o),
+              StatusIs(StatusCode::kInvalidArgument,
+                       HasSubstr("(24 x 32, top-4); both must be for the same model")));
+  EXPECT_THAT(
+      MakeTraceWorkload(eval, eval, o),
+      StatusIs(StatusCode::kInvalidArgument,
+               HasSubstr("the calibration trace is the evaluation trace")));  // not disjoint
 }
 
 TEST(TraceTest, ReplayStatsCountShortRequests) {
@@ -294,25 +303,21 @@ TEST(TraceTest, BadOptionsAreRejectedByName) {
     o.min_decode_tokens = 4;
     o.calibration_fraction = f;
     auto w = MakeTraceWorkload(t, o);
-    ASSERT_FALSE(w.has_value()) << f;
-    EXPECT_EQ(w.error().code(), StatusCode::kInvalidArgument);
-    EXPECT_NE(w.error().message().find("calibration_fraction"), std::string::npos)
-        << w.error().message();
+    EXPECT_THAT(w, StatusIs(StatusCode::kInvalidArgument, HasSubstr("calibration_fraction"))) << f;
   }
   TraceWorkloadOptions o;
   o.requests = 0;
   auto w = MakeTraceWorkload(t, o);
-  ASSERT_FALSE(w.has_value());
-  EXPECT_NE(w.error().message().find("requests"), std::string::npos) << w.error().message();
+  EXPECT_THAT(w, StatusIs(StatusCode::kInvalidArgument, HasSubstr("requests")));
   o = {};
   o.rate_qps = -1;
-  EXPECT_NE(o.Validate().message().find("rate_qps"), std::string::npos);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("rate_qps")));
   o = {};
   o.min_decode_tokens = 0;
-  EXPECT_NE(o.Validate().message().find("min_decode_tokens"), std::string::npos);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("min_decode_tokens")));
   o = {};
   o.output_tokens = 1;
-  EXPECT_NE(o.Validate().message().find("output_tokens"), std::string::npos);
+  EXPECT_THAT(o.Validate(), StatusIs(StatusCode::kInvalidArgument, HasSubstr("output_tokens")));
 }
 
 // A trace whose requests each route every token to one fixed expert set per layer. With
