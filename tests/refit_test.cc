@@ -145,6 +145,34 @@ TEST(RefitTest, ARebalanceIsNotMistakenForADegenerateFit) {
   EXPECT_EQ(Refit(*space, w, o).error().code(), StatusCode::kInvalidArgument);
 }
 
+TEST(RefitTest, AWindowDominatedByOneRepeatedPromptIsDegenerate) {
+  const ModelGeometry g = *FindModel("gpt-oss-20b");
+  auto space = Space(g);
+  const ExpertCounts one = Window(g, 1, 0, 5)[0];
+  // Only the repeated prompt: every decoder would get its centroid.
+  EXPECT_THAT(Refit(*space, std::vector<ExpertCounts>(80, one)),
+              StatusIs(StatusCode::kFailedPrecondition,
+                       HasSubstr("the window's 80 signatures hold 1 distinct ones")));
+  // With a single other request the warm start still deals the copies out alike.
+  std::vector<ExpertCounts> w(79, one);
+  w.push_back(Window(g, 1, 0, 6)[0]);
+  EXPECT_THAT(Refit(*space, w),
+              StatusIs(StatusCode::kFailedPrecondition, HasSubstr("would get the same centroid")));
+  // Half of the window: the copies fill one cluster (a hot prompt given a decoder) and spill into
+  // another beside other requests. No two centroids coincide, and the refit goes through.
+  w = Window(g, 40, 0, 6);
+  w.insert(w.end(), 40, one);
+  EXPECT_THAT(Refit(*space, w), IsOk());
+  // A few copies are just traffic.
+  w = Window(g, 76, 0, 6);
+  w.insert(w.end(), 4, one);
+  EXPECT_THAT(Refit(*space, w), IsOk());
+  RefitOptions o;
+  o.max_centroid_cosine = 0;
+  EXPECT_THAT(Refit(*space, w, o),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("max_centroid_cosine")));
+}
+
 // Warm-started balanced k-means never lowers its own objective: on random windows the guard
 // (max_score_loss = 0) never fires.
 TEST(RefitTest, TheBalancedObjectiveNeverFallsSoTheGuardStaysQuiet) {

@@ -40,6 +40,11 @@ struct RefitOptions {
   // guard against numerical failure, not a judgement on rebalancing: the mean *best* cosine does
   // fall when a rebalance splits a grown domain over more decoders, which is the point of it.
   double max_score_loss = 0.02;
+  // Two new centroids at least this close (cosine) where the decoders' old ones were not: the
+  // fit is degenerate (FailedPrecondition). That happens when one repeated prompt fills the
+  // window and balanced k-means deals its copies to several decoders; centroids of different
+  // requests, even of one domain split over decoders, are never this close.
+  double max_centroid_cosine = 1 - 1e-6;
   Status Validate() const;
 };
 

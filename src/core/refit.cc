@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
+#include <string_view>
 
 namespace eldr {
 
@@ -10,6 +12,9 @@ Status RefitOptions::Validate() const {
   if (max_iters < 1) return InvalidArgument("refit: max_iters must be >= 1");
   if (!(max_score_loss >= 0) || !std::isfinite(max_score_loss)) {
     return InvalidArgument("refit: max_score_loss must be finite and >= 0");
+  }
+  if (!(max_centroid_cosine > 0 && max_centroid_cosine <= 1)) {
+    return InvalidArgument("refit: max_centroid_cosine must be in (0, 1]");
   }
   return Status::Ok();
 }
@@ -136,6 +141,33 @@ Result<RefitResult> Refit(const SignatureSpace& current, std::span<const ExpertC
   int changed = 0;
   for (int i = 0; i < rep.n; ++i) changed += best_old[i] != best_new[i];
   rep.churn = static_cast<double>(changed) / rep.n;
+  // A window dominated by one repeated prompt (a load test, a retry storm) makes balanced
+  // k-means deal identical signatures to several clusters, whose centroids then coincide: the
+  // decoders behind them lose the regions they had, and nothing in later traffic tells them
+  // apart again. A rebalance of a grown domain gives close centroids too, but of different
+  // requests, never equal ones.
+  auto dot = [d](const float* a, const float* b) {
+    double s = 0;
+    for (int t = 0; t < d; ++t) s += static_cast<double>(a[t]) * b[t];
+    return s;
+  };
+  for (int i = 0; i < k; ++i) {
+    for (int j = i + 1; j < k; ++j) {
+      const size_t oi = static_cast<size_t>(i) * d, oj = static_cast<size_t>(j) * d;
+      if (dot(&new_c[oi], &new_c[oj]) >= o.max_centroid_cosine &&
+          dot(&old_c[oi], &old_c[oj]) < o.max_centroid_cosine) {
+        std::set<std::string_view> distinct;
+        for (int r = 0; r < rep.n; ++r) {
+          distinct.emplace(reinterpret_cast<const char*>(x.data() + static_cast<size_t>(r) * d),
+                           sizeof(float) * d);
+        }
+        return FailedPrecondition(
+            "refit: degenerate (decoders {} and {} would get the same centroid; the window's {} "
+            "signatures hold {} distinct ones: a repeated prompt dominates it)",
+            i, j, rep.n, distinct.size());
+      }
+    }
+  }
   ELDR_ASSIGN_OR_RETURN(rep.old_balanced, BalancedObjective(x, rep.n, d, old_c, k, o.algo));
   ELDR_ASSIGN_OR_RETURN(rep.new_balanced, BalancedObjective(x, rep.n, d, new_c, k, o.algo));
   if (rep.new_balanced < rep.old_balanced - o.max_score_loss) {

@@ -275,6 +275,24 @@ def main():
           "POST /admin/space saves the live (refitted) space")
     st, _ = request(rport, "POST", "/admin/reload", {"space": saved}, headers=auth)
     check(st == 200, "the saved space reloads")
+    # A refit that fails keeps the old space: a window of one repeated prompt (a load test)
+    # would deal identical centroids to every decoder.
+    _, fport = proxy("proxy-refit-fail", pp, dp, "--policy", "eldr", "--space", space, "--refit",
+                     "--refit-interval-s", "3600", "--refit-min-requests", "16",
+                     "--admin-token", "s3cret")
+    fver = lambda: json.loads(request(fport, "GET", "/admin/workers", headers=auth)[1])["version"]
+    f0 = fver()
+    same = [request(fport, "POST", "/v1/completions",
+                    {"model": MODEL, "prompt": "the same load-test prompt", "max_tokens": 2})[0]
+            for _ in range(20)]
+    st, body = request(fport, "POST", "/admin/refit", {"now": True}, headers=auth)
+    out = json.loads(body) if st == 200 else {}
+    check(same == [200] * 20 and "degenerate" in out.get("result", "") and fver() == f0,
+          f"a refit on 20 copies of one prompt is degenerate and the space is kept ({out})")
+    check(traffic(fport, 8, "after-fail") == 8 and
+          metrics(fport).get('eldr_refits_total{outcome="failed"}') == 1 and
+          metrics(fport).get("eldr_policy_fallbacks_total") == 0,
+          "after the failed refit ELDR keeps routing on the old space (1 failed, no fallback)")
     _, aport = proxy("proxy-refit-auto", pp, dp, "--policy", "eldr-plus", "--space", space,
                      "--refit", "--refit-interval-s", "0.3", "--refit-min-requests", "16")
     check(traffic(aport, 24, "auto") == 24, "24 requests served with the refit loop running")
