@@ -61,9 +61,6 @@ struct RouteRequest {
 struct ClusterView {
   std::span<const int64_t> in_flight;       // per decoder
   std::span<const uint8_t> available = {};  // per decoder, non-zero = may be chosen; empty = all
-  // EXPERIMENT: per decoder, the duration of its current decode step in us (0 = idle); empty =
-  // unknown. Only the simulator fills it.
-  std::span<const double> step_us = {};
 };
 
 struct RouteDecision {
@@ -120,9 +117,6 @@ struct PolicyOptions {
     // Research variant (docs/results.md): tau as a fraction of the eligible decoders' score
     // spread (band = {s_k >= max - tau * (max - min)}) instead of an absolute cosine width.
     bool relative_band = false;
-    // EXPERIMENT: > 0 adds a time bound: a decoder whose current step takes more than
-    // (1 + time_slack) x the mean over busy available decoders is not eligible.
-    double time_slack = 0;
   } plus;
   std::shared_ptr<const SignatureSpace> space;  // eldr, eldr-plus: required, k() == decoders
   std::vector<LabelShare> label_shares;         // domain: calibration label mix (required)

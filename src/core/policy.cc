@@ -257,7 +257,6 @@ class EldrPlusPolicy final : public RoutingPolicy {
         slack_(o.slack),
         sqrt_slack_(o.sqrt_slack),
         relative_(o.relative_band),
-        time_slack_(o.time_slack),
         space_(std::move(space)),
         scores_(n) {}
   std::string_view Name() const override { return "eldr-plus"; }
@@ -280,21 +279,8 @@ class EldrPlusPolicy final : public RoutingPolicy {
     const double room =
         sqrt_slack_ > 0 ? std::min(slack_ * mean, sqrt_slack_ * std::sqrt(mean)) : slack_ * mean;
     const double capacity = std::ceil(mean + room);
-    double t_cap = std::numeric_limits<double>::infinity();
-    if (time_slack_ > 0 && !v.step_us.empty()) {
-      double sum = 0;
-      int busy = 0;
-      for (int i = 0; i < n_; ++i) {
-        if (Avail(v, i) && v.step_us[i] > 0) {
-          sum += v.step_us[i];
-          ++busy;
-        }
-      }
-      if (busy > 0) t_cap = (1 + time_slack_) * sum / busy;
-    }
     auto eligible = [&](int i) {
-      return Avail(v, i) && static_cast<double>(v.in_flight[i]) + 1 <= capacity &&
-             (v.step_us.empty() || v.step_us[i] <= t_cap);
+      return Avail(v, i) && static_cast<double>(v.in_flight[i]) + 1 <= capacity;
     };
     float best = -std::numeric_limits<float>::infinity();
     float worst = std::numeric_limits<float>::infinity();
@@ -316,7 +302,6 @@ class EldrPlusPolicy final : public RoutingPolicy {
   double slack_;
   double sqrt_slack_;
   bool relative_;
-  double time_slack_;
   std::shared_ptr<const SignatureSpace> space_;
   std::vector<float> scores_;
 };

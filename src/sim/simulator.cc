@@ -60,7 +60,6 @@ class Cluster {
         prefill_(c_.prefill_workers),
         decoder_(c_.decode_workers),
         in_flight_(c_.decode_workers, 0),
-        step_us_(c_.decode_workers, 0),
         distinct_(w.geometry.moe_layers),
         scratch_(w.words) {
     if (o.ep_ranks > 1 && o.placement.empty())
@@ -163,7 +162,7 @@ class Cluster {
     r.first_token_us = now_;
     r.generated = 1;
     RouteRequest rq{.counts = &R(id).prefill, .label = w_.labels[R(id).label]};
-    auto d = policy_->Route(rq, {.in_flight = in_flight_, .step_us = step_us_}, rng_);
+    auto d = policy_->Route(rq, {in_flight_}, rng_);
     if (!d) return d.error();
     ++routed_;
     if (refit_) routed_ids_.push_back(id);
@@ -215,10 +214,7 @@ class Cluster {
       d.kv_used += need;
       d.batch.push_back(id);
     }
-    if (d.batch.empty()) {
-      step_us_[di] = 0;
-      return;
-    }
+    if (d.batch.empty()) return;
     const int L = w_.geometry.moe_layers;
     int64_t ctx = 0;
     for (int id : d.batch) ctx += R(id).prompt_tokens + req_[id].generated;
@@ -257,7 +253,6 @@ class Cluster {
     batch_sum_ += static_cast<double>(d.batch.size());
     d.busy = true;
     const double us = o_.cost.StepUs(static_cast<int>(d.batch.size()), ctx, distinct_);
-    step_us_[di] = us;
     q_.Push({now_ + Us(us), EventKind::kStepDone, di});
   }
 
@@ -353,7 +348,6 @@ class Cluster {
   std::vector<PrefillWorker> prefill_;
   std::vector<Decoder> decoder_;
   std::vector<int64_t> in_flight_;
-  std::vector<double> step_us_;
   std::vector<int> distinct_;
   std::vector<uint64_t> scratch_;
   int64_t now_ = 0, end_us_ = 0, steps_ = 0, fallbacks_ = 0;

@@ -178,7 +178,7 @@ Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double ta
       p.name = "eldr-plus";
       p.plus.relative_band = true;
     }
-    const size_t max_params = p.name == "eldr" ? 1 : p.name == "eldr-plus" ? 4 : 0;
+    const size_t max_params = p.name == "eldr" ? 1 : p.name == "eldr-plus" ? 3 : 0;
     if (parts.size() - 1 > max_params) {
       return InvalidArgument(
           "--policies: '{}': only eldr:TAU and eldr-plus:TAU[:SLACK[:SQRT_SLACK]] take "
@@ -193,10 +193,7 @@ Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double ta
       }
       if (p.name == "eldr") p.tau = v;
       if (p.name == "eldr-plus") {
-        (i == 1   ? p.plus.tau
-         : i == 2 ? p.plus.slack
-         : i == 3 ? p.plus.sqrt_slack
-                  : p.plus.time_slack) = v;
+        (i == 1 ? p.plus.tau : i == 2 ? p.plus.slack : p.plus.sqrt_slack) = v;
       }
     }
     out.push_back(std::move(p));
