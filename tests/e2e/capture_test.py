@@ -502,7 +502,7 @@ def own_model():
     os.rename(mdir, mdir + ".moved")
     sim5 = subprocess.run([ELDR, "simulate", "--trace", cap5, "--decode", "2", "--prefill", "1",
                            "--seeds", "1", "--policies", "rr,eldr"], capture_output=True, text=True)
-    check(sim5.returncode == 0 and "of My_MoE" in sim5.stderr and
+    check(sim5.returncode == 0 and "of My_MoE, 1P2D, 20 records," in sim5.stderr and
           "cost model: derived for My_MoE" in sim5.stdout + sim5.stderr,
           "simulate --trace replays the capture with the config moved away, on a derived cost "
           "model: " + sim5.stdout[-300:] + sim5.stderr[-300:])

@@ -329,9 +329,12 @@ Status RunSimulate(const SimulateArgs& a) {
   const std::string what = capture ? fmt::format("capture {} of {}", a.trace, g.display_name)
                            : trace ? "trace " + a.trace
                                    : fmt::format("{} {} workload", g.display_name, a.workload);
-  fmt::print(stderr, "eldr simulate: {}, {}P{}D, {} qps x {} s = {} requests, {} seed{} ({}..{})\n",
-             what, a.prefill, a.decode, a.rate, a.duration, requests, a.seeds,
-             a.seeds > 1 ? "s" : "", a.seed, a.seed + a.seeds - 1);
+  // A capture replays its own arrivals: --rate and --duration do not apply (said below).
+  const std::string load = capture ? fmt::format("{} records", cap.set.requests.size())
+                                   : fmt::format("{} qps x {} s = {} requests", a.rate,
+                                                 a.duration, requests);
+  fmt::print(stderr, "eldr simulate: {}, {}P{}D, {}, {} seed{} ({}..{})\n", what, a.prefill,
+             a.decode, load, a.seeds, a.seeds > 1 ? "s" : "", a.seed, a.seed + a.seeds - 1);
 
   struct Run {
     std::vector<sim::SimSummary> s;  // per seed
