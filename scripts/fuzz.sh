@@ -17,7 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: scripts/fuzz.sh smoke|campaign SECONDS}
 SECONDS_EACH=${2:?usage: scripts/fuzz.sh smoke|campaign SECONDS}
-ALL="payload npy prefill client http proxy config calibration gzip trace trace_import space"
+ALL="payload npy prefill client http config calibration gzip trace trace_import space"
 TARGETS=${FUZZ_TARGETS:-$ALL}
 PARALLEL=${FUZZ_PARALLEL:-1}
 BIN=build/fuzz/fuzz
