@@ -117,12 +117,6 @@ struct PolicyOptions {
     // Research variant (docs/results.md): tau as a fraction of the eligible decoders' score
     // spread (band = {s_k >= max - tau * (max - min)}) instead of an absolute cosine width.
     bool relative_band = false;
-    // EXPERIMENT: per decoder k, layer l, expert e (K x L x E), the probability that a typical
-    // batch of k's cluster leaves (l, e) idle; when set, eldr-plus scores a request by minus the
-    // share of its picks that land on experts k's batches leave idle, sum f(l,e) idle_k(l,e) / L
-    // with f its count share per layer; tau in those units.
-    std::shared_ptr<const std::vector<float>> home_idle;
-    int home_batch = 0;  // EXPERIMENT: the batch size B of idle = (1 - mean q)^B; 0 = off
   } plus;
   std::shared_ptr<const SignatureSpace> space;  // eldr, eldr-plus: required, k() == decoders
   std::vector<LabelShare> label_shares;         // domain: calibration label mix (required)

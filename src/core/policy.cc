@@ -257,7 +257,6 @@ class EldrPlusPolicy final : public RoutingPolicy {
         slack_(o.slack),
         sqrt_slack_(o.sqrt_slack),
         relative_(o.relative_band),
-        home_idle_(o.home_idle),
         space_(std::move(space)),
         scores_(n) {}
   std::string_view Name() const override { return "eldr-plus"; }
@@ -265,29 +264,6 @@ class EldrPlusPolicy final : public RoutingPolicy {
   Result<RouteDecision> Choose(const RouteRequest& req, const ClusterView& v, Rng& rng) override {
     if (!ScoreRequest(*space_, req, scores_)) {
       return Done(JsqRandomTie(v, 0, n_, rng), /*fallback=*/true);
-    }
-    if (home_idle_ && req.counts != nullptr) {
-      const ExpertCounts& c = *req.counts;
-      const int L = c.layers(), E = c.experts();
-      q_.assign(static_cast<size_t>(L) * E, 0.0f);
-      nz_.clear();
-      for (int l = 0; l < L; ++l) {
-        double tot = 0;
-        for (int e = 0; e < E; ++e) tot += c.at(l, e);
-        if (tot <= 0) continue;
-        for (int e = 0; e < E; ++e) {
-          if (c.at(l, e) == 0) continue;
-          q_[static_cast<size_t>(l) * E + e] = static_cast<float>(c.at(l, e) / tot);
-          nz_.push_back(l * E + e);
-        }
-      }
-      const std::vector<float>& idle = *home_idle_;
-      for (int k = 0; k < n_; ++k) {
-        const float* ik = idle.data() + static_cast<size_t>(k) * L * E;
-        double cost = 0;
-        for (int i : nz_) cost += q_[i] * ik[i];
-        scores_[k] = static_cast<float>(-cost / L);
-      }
     }
     int64_t total = 0;
     int avail = 0;
@@ -326,11 +302,8 @@ class EldrPlusPolicy final : public RoutingPolicy {
   double slack_;
   double sqrt_slack_;
   bool relative_;
-  std::shared_ptr<const std::vector<float>> home_idle_;
   std::shared_ptr<const SignatureSpace> space_;
   std::vector<float> scores_;
-  std::vector<float> q_;
-  std::vector<int> nz_;
 };
 
 }  // namespace

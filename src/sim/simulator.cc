@@ -429,40 +429,6 @@ Result<SimResult> SimulateWithQueue(const Workload& w, const SimOptions& o, Even
   }
   PolicyOptions po = o.policy;
   po.decoders = o.cluster.decode_workers;
-  if (po.name == "eldr-plus" && po.plus.home_batch != 0 && po.space && !w.calibration.empty()) {
-    // EXPERIMENT: each decoder's home profile from the calibration requests it scores best.
-    const int K = po.space->k(), L = w.geometry.moe_layers, E = w.geometry.experts;
-    const size_t le = static_cast<size_t>(L) * E;
-    std::vector<double> sum(K * le, 0.0);
-    std::vector<int> members(K, 0);
-    std::vector<float> scores(K);
-    for (const auto& r : w.calibration) {
-      if (!po.space->Score(r.prefill, scores).ok()) continue;
-      const int k =
-          static_cast<int>(std::max_element(scores.begin(), scores.end()) - scores.begin());
-      ++members[k];
-      for (int l = 0; l < L; ++l) {
-        double tot = 0;
-        for (int e = 0; e < E; ++e) tot += r.prefill.at(l, e);
-        if (tot <= 0) continue;
-        for (int e = 0; e < E; ++e) {
-          sum[k * le + static_cast<size_t>(l) * E + e] += r.prefill.at(l, e) / tot;
-        }
-      }
-    }
-    auto idle = std::make_shared<std::vector<float>>(K * le, 1.0f);
-    for (int k = 0; k < K; ++k) {
-      if (members[k] == 0) continue;
-      for (size_t i = 0; i < le; ++i) {
-        const double share = sum[k * le + i] / members[k];
-        (*idle)[k * le + i] = static_cast<float>(
-            po.plus.home_batch < 0
-                ? -std::log(share + 1e-3)  // naive Bayes: score = sum f log share
-                : std::pow(1.0 - std::min(1.0, w.geometry.top_k * share), po.plus.home_batch));
-      }
-    }
-    po.plus.home_idle = std::move(idle);
-  }
   ELDR_ASSIGN_OR_RETURN(auto policy, MakePolicy(po));
   Cluster c(w, o, std::move(po), std::move(policy), queue);
   return c.Run();

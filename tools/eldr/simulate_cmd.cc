@@ -178,7 +178,7 @@ Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double ta
       p.name = "eldr-plus";
       p.plus.relative_band = true;
     }
-    const size_t max_params = p.name == "eldr" ? 1 : p.name == "eldr-plus" ? 4 : 0;
+    const size_t max_params = p.name == "eldr" ? 1 : p.name == "eldr-plus" ? 3 : 0;
     if (parts.size() - 1 > max_params) {
       return InvalidArgument(
           "--policies: '{}': only eldr:TAU and eldr-plus:TAU[:SLACK[:SQRT_SLACK]] take "
@@ -193,10 +193,6 @@ Result<std::vector<PolicySpec>> ParsePolicies(const std::string& list, double ta
       }
       if (p.name == "eldr") p.tau = v;
       if (p.name == "eldr-plus") {
-        if (i == 4) {
-          p.plus.home_batch = static_cast<int>(v);
-          continue;
-        }
         (i == 1 ? p.plus.tau : i == 2 ? p.plus.slack : p.plus.sqrt_slack) = v;
       }
     }
@@ -334,9 +330,9 @@ Status RunSimulate(const SimulateArgs& a) {
                            : trace ? "trace " + a.trace
                                    : fmt::format("{} {} workload", g.display_name, a.workload);
   // A capture replays its own arrivals: --rate and --duration do not apply (said below).
-  const std::string load =
-      capture ? fmt::format("{} records", cap.set.requests.size())
-              : fmt::format("{} qps x {} s = {} requests", a.rate, a.duration, requests);
+  const std::string load = capture ? fmt::format("{} records", cap.set.requests.size())
+                                   : fmt::format("{} qps x {} s = {} requests", a.rate,
+                                                 a.duration, requests);
   fmt::print(stderr, "eldr simulate: {}, {}P{}D, {}, {} seed{} ({}..{})\n", what, a.prefill,
              a.decode, load, a.seeds, a.seeds > 1 ? "s" : "", a.seed, a.seed + a.seeds - 1);
 
