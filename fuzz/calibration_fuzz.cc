@@ -37,9 +37,16 @@ void FuzzFile(std::string_view raw, const eldr::ModelGeometry& g) {
   }
   if (auto s = eldr::ParseCalibrationJsonl(text, &g)) CheckSet(*s, g);
   if (auto s = eldr::ParseCalibrationJsonl(text)) {
-    auto named = eldr::FindModel(s->model);
-    ELDR_FUZZ_CHECK(named.has_value());
-    CheckSet(*s, *named);
+    // The model is the preset the header names, or the one its "geometry" describes; a header
+    // is never read as a path.
+    ELDR_FUZZ_CHECK(s->geometry.name == s->model && s->model.find('/') == std::string::npos &&
+                    !s->model.ends_with(".json"));
+    if (auto named = eldr::FindModel(s->model)) {
+      ELDR_FUZZ_CHECK(eldr::RoutingShapeDifference(*named, s->geometry).empty());
+    } else {
+      ELDR_FUZZ_CHECK(text.find("\"geometry\"") != std::string::npos);
+    }
+    CheckSet(*s, s->geometry);
   }
 }
 

@@ -49,8 +49,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   ELDR_FUZZ_CHECK(h.at("prefix_tokens").to_number<int64_t>() == t->prefix_tokens);
   ELDR_FUZZ_CHECK(h.at("requests").to_number<int64_t>() ==
                   static_cast<int64_t>(t->requests.size()));
-  auto named = eldr::FindModel(std::string_view(h.at("model").as_string()));
-  ELDR_FUZZ_CHECK(named && named->name == g.name);
+  // The model is the preset the header names, or the one its "geometry" describes (never a
+  // path read from disk).
+  const std::string_view model(h.at("model").as_string());
+  ELDR_FUZZ_CHECK(model.find('/') == std::string_view::npos && !model.ends_with(".json"));
+  if (auto named = eldr::FindModel(model)) {
+    ELDR_FUZZ_CHECK(named->name == g.name && eldr::RoutingShapeDifference(*named, g).empty());
+  } else {
+    ELDR_FUZZ_CHECK(model == g.name);
+    const auto* gj = h.if_contains("geometry");
+    ELDR_FUZZ_CHECK(gj != nullptr);
+    auto d = eldr::ModelGeometryFromJson(boost::json::serialize(*gj));
+    ELDR_FUZZ_CHECK(d && d->name == g.name && eldr::RoutingShapeDifference(*d, g).empty());
+  }
 
   const auto again = eldr::sim::SerializeTrace(*t);
   auto u = eldr::sim::ParseTrace(again);

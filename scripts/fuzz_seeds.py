@@ -148,6 +148,17 @@ def trace(reqs, id_bytes=1, prefix=2):
 put("trace", "two", trace([(b"code", 40, picks(2, 24, 32, 4, np.uint8)),
                            (b"", 3, picks(1, 24, 32, 4, np.uint8))]))
 put("trace", "wide", trace([(b"math", 9, picks(1, 24, 32, 4, np.uint16))], id_bytes=2))
+# A model that is no preset, described in the header (2 MoE layers at hidden layers 1 and 3,
+# 16 experts, top-2), as eldr writes it for a model read from its config.json.
+MY_MOE = {"name": "my-moe", "display_name": "My_MoE", "total_layers": 4, "first_moe_layer": 1,
+          "moe_layers": 2, "experts": 16, "top_k": 2, "shared_experts": 0, "hidden_size": 256,
+          "expert_intermediate": 128, "bytes_per_param": 1.0, "kv_block_size": 16,
+          "moe_layer_ids": [1, 3]}
+h = json.dumps({"format": "eldr.trace", "version": 1, "model": "my-moe", "geometry": MY_MOE,
+                "source": "seed", "prefix_tokens": 1, "requests": 1, "id_bytes": 1},
+               separators=(",", ":")).encode()
+put("trace", "described_model", b"ELDRTRC1" + struct.pack("<I", len(h)) + h + struct.pack("<H", 4) +
+    b"code" + struct.pack("<II", 5, 2) + bytes(range(8)))
 
 # ---- calibration_fuzz: [0][file] or [1][record knobs] ----
 mix = "mixtral-8x7b"  # 32 layers x 8 experts
@@ -159,3 +170,8 @@ text = ("\n".join(lines) + "\n").encode()
 put("calibration", "jsonl", b"\x00" + text)
 put("calibration", "capture_gz", b"\x00" + gzip.compress(text) + gzip.compress(text)[:20])
 put("calibration", "record", b"\x01" + bytes(range(1, 200)))
+hot = [[3 if e == 5 else 0 for e in range(16)] for _ in range(2)]
+put("calibration", "described_model", b"\x00" + (json.dumps(
+    {"format": "eldr.calibration", "version": 1, "model": "my-moe", "geometry": MY_MOE}) + "\n" +
+    json.dumps({"id": "a", "label": "code", "prefill": hot, "prompt_tokens": 3,
+                "output_tokens": 2, "arrival_us": 1, "decoder": "d"}) + "\n").encode())

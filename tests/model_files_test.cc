@@ -10,11 +10,13 @@
 
 #include "eldr/calibration.h"
 #include "eldr/geometry.h"
+#include "eldr/sim/trace.h"
 #include "status_matchers.h"
 
 namespace eldr {
 namespace {
 
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 
 const std::string kModels = ELDR_MODEL_FIXTURE_DIR;
@@ -163,6 +165,46 @@ TEST(CalibrationHeaderGeometryTest, AHeaderNeverMakesEldrReadAFile) {
   ASSERT_THAT(FindModel(path), IsOk());
   const std::string rec = R"({"id":"a","prefill":)" + Zeros(32, 8, 1) + "}\n";
   EXPECT_THAT(ParseCalibrationJsonl(Header(path, "") + rec),
+              StatusIs(StatusCode::kNotFound, HasSubstr("is not a model name")));
+}
+
+TEST(TraceHeaderGeometryTest, ATraceOfAModelThatIsNoPresetReadsBack) {
+  sim::Trace t;
+  t.geometry = Custom();
+  t.source = "test";
+  t.prefix_tokens = 1;
+  sim::TraceRequest r;
+  r.label = "code";
+  r.prompt_tokens = 5;
+  r.tokens = 2;
+  r.picks = {0, 1, 2, 3, 4, 5, 6, 7};  // [2 tokens][2 MoE layers][top-2]
+  t.requests.push_back(r);
+  const std::vector<uint8_t> bytes = sim::SerializeTrace(t);
+  auto back = sim::ParseTrace(bytes);
+  ASSERT_THAT(back, IsOk());
+  ExpectSameGeometry(back->geometry, t.geometry);
+  ASSERT_EQ(back->requests.size(), 1u);
+  EXPECT_EQ(back->requests[0].picks, r.picks);
+  // A preset keeps reading as the preset.
+  t.geometry = *FindModel("gpt-oss-20b");
+  t.requests[0].picks.assign(2 * 24 * 4, 0);
+  for (size_t i = 0; i < t.requests[0].picks.size(); ++i) t.requests[0].picks[i] = i % 4;
+  auto preset = sim::ParseTrace(sim::SerializeTrace(t));
+  ASSERT_THAT(preset, IsOk());
+  ExpectSameGeometry(preset->geometry, t.geometry);
+}
+
+TEST(ModelFromFileHeaderTest, PresetsDescriptionsAndPaths) {
+  EXPECT_THAT(ModelFromFileHeader("qwen3-30b-a3b", ""),
+              IsOkAndHolds(testing::Field(&ModelGeometry::experts, 128)));
+  EXPECT_THAT(ModelFromFileHeader("my-moe", ModelGeometryToJson(Custom())),
+              IsOkAndHolds(testing::Field(&ModelGeometry::moe_layer_ids, std::vector<int>{1, 3})));
+  EXPECT_THAT(ModelFromFileHeader("my-moe", ""),
+              StatusIs(StatusCode::kNotFound,
+                       AllOf(HasSubstr("pass -m PATH/config.json"), HasSubstr("known models"))));
+  EXPECT_THAT(ModelFromFileHeader(kModels + "/Mixtral-8x7B", ""),
+              StatusIs(StatusCode::kNotFound, HasSubstr("is not a model name")));
+  EXPECT_THAT(ModelFromFileHeader("", ""),
               StatusIs(StatusCode::kNotFound, HasSubstr("is not a model name")));
 }
 

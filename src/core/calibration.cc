@@ -82,46 +82,24 @@ Result<CalibrationSet> ParseCalibrationJsonl(std::string_view text, const ModelG
         const std::string_view name = m->get_string();
         // A header may describe its model (a capture of a model read from its config.json), so
         // the file is found again without the config.
-        std::optional<ModelGeometry> described;
-        if (const auto* gj = o.if_contains("geometry")) {
-          auto d = ModelGeometryFromJson(json::serialize(*gj));
-          if (!d) return fail(d.error());
-          if (d->name != name) {
-            return fail(
-                InvalidArgument("the header's geometry is for '{}', its model '{}'", d->name, name)
-                    .error());
-          }
-          described = std::move(*d);
-        }
-        auto disagree = [&](const ModelGeometry& known) -> Status {
-          if (!described) return Status::Ok();
-          const std::string diff = RoutingShapeDifference(*described, known);
-          if (diff.empty()) return Status::Ok();
-          return FailedPrecondition(
-                     "the header describes {} with another shape than the model's ({}, file vs "
-                     "model)",
-                     name, diff)
-              .error();
-        };
+        const auto* gj = o.if_contains("geometry");
+        const std::string described = gj ? json::serialize(*gj) : std::string();
         if (have_geometry && name == g.name) {
-          if (Status s = disagree(g); !s.ok()) return fail(s);
+          if (!described.empty()) {
+            auto d = ModelGeometryFromJson(described);
+            if (!d) return fail(d.error());
+            if (const std::string diff = RoutingShapeDifference(*d, g); !diff.empty()) {
+              return fail(FailedPrecondition(
+                              "the header describes {} with another shape than the model's ({}, "
+                              "file vs model)",
+                              name, diff)
+                              .error());
+            }
+          }
           continue;
         }
-        // A header names a model; it never makes eldr read a file.
-        const bool looks_like_path = name.find('/') != std::string_view::npos ||
-                                     (name.size() >= 5 && name.substr(name.size() - 5) == ".json");
-        Result<ModelGeometry> found =
-            looks_like_path ? Result<ModelGeometry>(NotFound("'{}' is not a model name", name))
-                            : FindModel(name);
-        if (found) {
-          if (Status s = disagree(*found); !s.ok()) return fail(s);
-        } else if (described) {
-          found = *described;
-        } else {
-          return fail(found.error().WithContext(
-              "the file's header names no preset and does not describe the model; pass -m "
-              "PATH/config.json"));
-        }
+        Result<ModelGeometry> found = ModelFromFileHeader(name, described);
+        if (!found) return fail(found.error());
         if (have_geometry && found->name != g.name) {
           return fail(FailedPrecondition("file is calibration data for {}, not {}",
                                          found->display_name, g.display_name)

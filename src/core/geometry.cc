@@ -473,6 +473,37 @@ Result<ModelGeometry> ModelGeometryFromJson(std::string_view text) {
   return g;
 }
 
+Result<ModelGeometry> ModelFromFileHeader(std::string_view name, std::string_view geometry_json) {
+  std::optional<ModelGeometry> described;
+  if (!geometry_json.empty()) {
+    ELDR_ASSIGN_OR_RETURN(ModelGeometry d, ModelGeometryFromJson(geometry_json));
+    if (d.name != name) {
+      return InvalidArgument("the header's geometry is for '{}', its model '{}'", d.name, name);
+    }
+    described = std::move(d);
+  }
+  // A header names a model; it never makes eldr read a file.
+  if (name.find('/') != std::string_view::npos || EndsWithJson(name) || name.empty()) {
+    return NotFound("'{}' in a file's header is not a model name", name);
+  }
+  Result<ModelGeometry> preset = FindModel(name);
+  if (preset) {
+    if (described) {
+      const std::string diff = RoutingShapeDifference(*described, *preset);
+      if (!diff.empty()) {
+        return FailedPrecondition(
+            "the header describes {} with another shape than the preset's ({}, file vs preset)",
+            name, diff);
+      }
+    }
+    return preset;
+  }
+  if (described) return *described;
+  return Error{preset.error().WithContext(
+      "the file's header names no preset and does not describe its model; pass -m "
+      "PATH/config.json")};
+}
+
 std::string RoutingShapeDifference(const ModelGeometry& a, const ModelGeometry& b) {
   const std::pair<const char*, std::pair<int, int>> ints[] = {
       {"moe_layers", {a.moe_layers, b.moe_layers}},

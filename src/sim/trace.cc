@@ -51,6 +51,8 @@ std::vector<uint8_t> SerializeTrace(const Trace& t) {
   h["format"] = kTraceFormat;
   h["version"] = kTraceVersion;
   h["model"] = t.geometry.name;
+  // Described too, so a trace of a model read from its config.json reads back without it.
+  h["geometry"] = boost::json::parse(ModelGeometryToJson(t.geometry));
   h["source"] = t.source;
   h["prefix_tokens"] = t.prefix_tokens;
   h["requests"] = t.requests.size();
@@ -111,7 +113,8 @@ Result<Trace> ParseTrace(std::span<const uint8_t> bytes) {
     return FailedPrecondition("trace: version {} is not supported (this eldr reads {})",
                               num("version"), kTraceVersion);
   }
-  auto g = FindModel(str("model"));
+  const auto* gj = h.if_contains("geometry");
+  auto g = ModelFromFileHeader(str("model"), gj ? boost::json::serialize(*gj) : std::string());
   if (!g) return tl::unexpected<Status>(g.error().WithContext("trace"));
   const int64_t id_bytes = num("id_bytes");
   if (id_bytes != 1 && id_bytes != 2) return InvalidArgument("trace: id_bytes must be 1 or 2");
