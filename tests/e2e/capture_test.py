@@ -277,9 +277,10 @@ def main():
     check(st == 200, "the saved space reloads")
     # A refit that fails keeps the old space: a window of one repeated prompt (a load test)
     # would deal identical centroids to every decoder.
+    # (A window of 600 s: under ThreadSanitizer the 20 requests may take longer than the default.)
     _, fport = proxy("proxy-refit-fail", pp, dp, "--policy", "eldr", "--space", space, "--refit",
                      "--refit-interval-s", "3600", "--refit-min-requests", "16",
-                     "--admin-token", "s3cret")
+                     "--refit-window-s", "600", "--admin-token", "s3cret")
     fver = lambda: json.loads(request(fport, "GET", "/admin/workers", headers=auth)[1])["version"]
     f0 = fver()
     same = [request(fport, "POST", "/v1/completions",
