@@ -131,8 +131,14 @@ TEST(CalibrationHeaderGeometryTest, ACaptureOfAModelThatIsNoPresetReadsWithoutTh
   const std::string bare = Header(g.name, "") + R"({"id":"a","prefill":)" + Zeros(2, 16, 5) + "}\n";
   EXPECT_THAT(ParseCalibrationJsonl(bare),
               StatusIs(StatusCode::kNotFound, HasSubstr("pass -m PATH/config.json")));
-  // Given the geometry (-m), the bare header is accepted as before.
+  // Given the geometry (-m), the bare header is accepted as before, and one naming another
+  // model that is no preset is a file for another model.
   EXPECT_THAT(ParseCalibrationJsonl(bare, &g), IsOk());
+  const std::string other =
+      Header("your-moe", "") + R"({"id":"a","prefill":)" + Zeros(2, 16, 5) + "}\n";
+  EXPECT_THAT(ParseCalibrationJsonl(other, &g),
+              StatusIs(StatusCode::kFailedPrecondition,
+                       HasSubstr("file is calibration data for your-moe, not My_MoE")));
 }
 
 TEST(CalibrationHeaderGeometryTest, ADescriptionThatContradictsTheModelIsRefused) {

@@ -2,7 +2,6 @@
 
 #include <boost/json.hpp>
 #include <map>
-#include <optional>
 
 namespace eldr {
 
@@ -99,6 +98,12 @@ Result<CalibrationSet> ParseCalibrationJsonl(std::string_view text, const ModelG
           continue;
         }
         Result<ModelGeometry> found = ModelFromFileHeader(name, described);
+        if (!found && have_geometry && found.error().code() == StatusCode::kNotFound) {
+          // -m was given: the header naming an unknown model is a file for another model.
+          return fail(
+              FailedPrecondition("file is calibration data for {}, not {}", name, g.display_name)
+                  .error());
+        }
         if (!found) return fail(found.error());
         if (have_geometry && found->name != g.name) {
           return fail(FailedPrecondition("file is calibration data for {}, not {}",
