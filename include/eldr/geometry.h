@@ -110,11 +110,13 @@ Result<ModelGeometry> ModelGeometryFromJson(std::string_view json);
 
 // The model a file's header names (a capture, a calibration file, a trace): `name`, a preset id
 // that is never read as a path, and `geometry_json`, the text of the header's "geometry" object
-// (ModelGeometryToJson), empty when it has none. A preset name gives the preset, and a
-// description must agree with it on the routing shape (FailedPrecondition naming the field); any
-// other name needs the description, which must carry the same name (InvalidArgument), else
-// NotFound says to pass -m PATH/config.json.
-Result<ModelGeometry> ModelFromFileHeader(std::string_view name, std::string_view geometry_json);
+// (ModelGeometryToJson), empty when it has none. A header naming `given` (the model the caller
+// already has, -m) gives it, and a preset name the preset; a description must agree with either
+// on the routing shape (FailedPrecondition naming the field). Any other name needs the
+// description, which must carry the same name (InvalidArgument), else NotFound says to pass
+// -m PATH/config.json.
+Result<ModelGeometry> ModelFromFileHeader(std::string_view name, std::string_view geometry_json,
+                                          const ModelGeometry* given = nullptr);
 
 // The first of moe_layers, experts and top_k on which two geometries differ ("experts 128 vs
 // 64"), or "" when a count table and a pick of one fits the other. Names are not compared.

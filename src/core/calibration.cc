@@ -82,22 +82,8 @@ Result<CalibrationSet> ParseCalibrationJsonl(std::string_view text, const ModelG
         // A header may describe its model (a capture of a model read from its config.json), so
         // the file is found again without the config.
         const auto* gj = o.if_contains("geometry");
-        const std::string described = gj ? json::serialize(*gj) : std::string();
-        if (have_geometry && name == g.name) {
-          if (!described.empty()) {
-            auto d = ModelGeometryFromJson(described);
-            if (!d) return fail(d.error());
-            if (const std::string diff = RoutingShapeDifference(*d, g); !diff.empty()) {
-              return fail(FailedPrecondition(
-                              "the header describes {} with another shape than the model's ({}, "
-                              "file vs model)",
-                              name, diff)
-                              .error());
-            }
-          }
-          continue;
-        }
-        Result<ModelGeometry> found = ModelFromFileHeader(name, described);
+        Result<ModelGeometry> found = ModelFromFileHeader(
+            name, gj ? json::serialize(*gj) : std::string(), have_geometry ? &g : nullptr);
         if (!found && have_geometry && found.error().code() == StatusCode::kNotFound) {
           // -m was given: the header naming an unknown model is a file for another model.
           return fail(

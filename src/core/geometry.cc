@@ -473,7 +473,8 @@ Result<ModelGeometry> ModelGeometryFromJson(std::string_view text) {
   return g;
 }
 
-Result<ModelGeometry> ModelFromFileHeader(std::string_view name, std::string_view geometry_json) {
+Result<ModelGeometry> ModelFromFileHeader(std::string_view name, std::string_view geometry_json,
+                                          const ModelGeometry* given) {
   std::optional<ModelGeometry> described;
   if (!geometry_json.empty()) {
     ELDR_ASSIGN_OR_RETURN(ModelGeometry d, ModelGeometryFromJson(geometry_json));
@@ -482,22 +483,24 @@ Result<ModelGeometry> ModelFromFileHeader(std::string_view name, std::string_vie
     }
     described = std::move(d);
   }
+  auto checked = [&](const ModelGeometry& known) -> Result<ModelGeometry> {
+    if (described) {
+      if (const std::string diff = RoutingShapeDifference(*described, known); !diff.empty()) {
+        return FailedPrecondition(
+            "the header describes {} with another shape than the model's ({}, file vs model)", name,
+            diff);
+      }
+    }
+    return known;
+  };
+  // The caller's model (-m, perhaps read from its config.json) needs no preset.
+  if (given != nullptr && name == given->name) return checked(*given);
   // A header names a model; it never makes eldr read a file.
   if (name.find('/') != std::string_view::npos || EndsWithJson(name) || name.empty()) {
     return NotFound("'{}' in a file's header is not a model name", name);
   }
   Result<ModelGeometry> preset = FindModel(name);
-  if (preset) {
-    if (described) {
-      const std::string diff = RoutingShapeDifference(*described, *preset);
-      if (!diff.empty()) {
-        return FailedPrecondition(
-            "the header describes {} with another shape than the preset's ({}, file vs preset)",
-            name, diff);
-      }
-    }
-    return preset;
-  }
+  if (preset) return checked(*preset);
   if (described) return *described;
   return Error{preset.error().WithContext(
       "the file's header names no preset and does not describe its model; pass -m "

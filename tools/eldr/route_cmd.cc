@@ -58,7 +58,7 @@ Status RunRoute(const RouteArgs& a) {
   if (!input_text) return input_text.error();
   auto set = ParseCalibrationJsonl(*input_text);
   if (!set) return set.error().WithContext(a.input);
-  const ModelGeometry g = set->geometry;
+  const ModelGeometry& g = set->geometry;
   auto space = SignatureSpace::FromJson(*space_text, &g);
   if (!space) return space.error().WithContext(a.space);
   std::vector<LabelShare> mix = LabelMix(set->requests);

@@ -330,9 +330,9 @@ Status RunSimulate(const SimulateArgs& a) {
                            : trace ? "trace " + a.trace
                                    : fmt::format("{} {} workload", g.display_name, a.workload);
   // A capture replays its own arrivals: --rate and --duration do not apply (said below).
-  const std::string load = capture ? fmt::format("{} records", cap.set.requests.size())
-                                   : fmt::format("{} qps x {} s = {} requests", a.rate,
-                                                 a.duration, requests);
+  const std::string load =
+      capture ? fmt::format("{} records", cap.set.requests.size())
+              : fmt::format("{} qps x {} s = {} requests", a.rate, a.duration, requests);
   fmt::print(stderr, "eldr simulate: {}, {}P{}D, {}, {} seed{} ({}..{})\n", what, a.prefill,
              a.decode, load, a.seeds, a.seeds > 1 ? "s" : "", a.seed, a.seed + a.seeds - 1);
 
