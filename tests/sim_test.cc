@@ -361,6 +361,57 @@ TEST(WorkloadTest, LabelSharesFollowTheMixAndArrivalsThePoissonRate) {
     EXPECT_GE(w->requests[i].arrival_us, w->requests[i - 1].arrival_us);
 }
 
+// --oracle-signatures: every request's signature becomes what it selects while decoding. Each
+// decode-token pattern picks exactly top_k distinct experts per layer, so a layer's counts total
+// top_k x the patterns the request's output uses, and their support is the union of those
+// patterns; a calibration request's signature is its decode counts.
+TEST(WorkloadTest, DecodeSignaturesAreWhatEachRequestSelectsWhileDecoding) {
+  for (int output : {64, 5}) {  // 5 < token_patterns: a short output uses only 5 of its patterns
+    SCOPED_TRACE(output);
+    WorkloadOptions o;
+    o.requests = 40;
+    o.calibration = 30;
+    o.output_tokens = output;
+    auto w = MakeSyntheticWorkload(*FindModel("olmoe-1b-7b"), o);
+    ASSERT_TRUE(w.has_value());
+    const Workload before = *w;
+    ASSERT_THAT(UseDecodeSignatures(&*w), IsOk());
+    const ModelGeometry& g = w->geometry;
+    const int patterns = std::min(o.token_patterns, output);
+    for (size_t i = 0; i < w->requests.size(); ++i) {
+      const WorkloadRequest& r = w->requests[i];
+      EXPECT_NE(r.prefill, before.requests[i].prefill);
+      for (int l = 0; l < g.moe_layers; ++l) {
+        std::set<int> used;
+        for (int t = 0; t < patterns; ++t)
+          for (int e = 0; e < g.experts; ++e)
+            if (w->Bits(r, t, l)[e / 64] & (uint64_t{1} << (e % 64))) used.insert(e);
+        int total = 0;
+        std::set<int> support;
+        for (int e = 0; e < g.experts; ++e) {
+          total += static_cast<int>(r.prefill.at(l, e));
+          if (r.prefill.at(l, e) > 0) support.insert(e);
+        }
+        ASSERT_EQ(total, g.top_k * patterns) << "request " << i << " layer " << l;
+        ASSERT_EQ(support, used) << "request " << i << " layer " << l;
+      }
+    }
+    for (const auto& r : w->calibration) EXPECT_EQ(r.prefill, r.decode);
+  }
+}
+
+TEST(WorkloadTest, DecodeSignaturesNeedEveryCalibrationRequestsDecodeCounts) {
+  Workload w = SmallWorkload("olmoe-1b-7b", "task", 10, 10);
+  w.calibration[3].decode = ExpertCounts();
+  const Workload before = w;
+  EXPECT_THAT(UseDecodeSignatures(&w),
+              StatusIs(StatusCode::kFailedPrecondition, HasSubstr("no decode counts")));
+  for (size_t i = 0; i < w.requests.size(); ++i)
+    EXPECT_EQ(w.requests[i].prefill, before.requests[i].prefill);
+  for (size_t i = 0; i < w.calibration.size(); ++i)
+    EXPECT_EQ(w.calibration[i].prefill, before.calibration[i].prefill);
+}
+
 // The cost model reproduces the baseline it was derived from: RR at the published rates, in
 // simulation, lands within 20% of the published RR TPOT (the largest residual of the linear
 // model is Qwen3 at 40 qps, ~15%; docs/calibration.md). ELDR figures are never used.

@@ -322,6 +322,32 @@ Result<Workload> MakeSyntheticWorkload(const ModelGeometry& g, const WorkloadOpt
   return w;
 }
 
+Status UseDecodeSignatures(Workload* w) {
+  const int L = w->geometry.moe_layers, E = w->geometry.experts;
+  for (const auto& r : w->calibration) {
+    if (r.decode.empty()) {
+      return FailedPrecondition(
+                 "decode signatures: calibration request {} has no decode counts (a capture "
+                 "recorded without them)",
+                 r.id)
+          .error();
+    }
+  }
+  for (auto& r : w->calibration) r.prefill = r.decode;
+  for (auto& r : w->requests) {
+    ExpertCounts c(L, E);
+    const int patterns = std::min(w->token_patterns, r.output_tokens);
+    for (int t = 0; t < patterns; ++t) {
+      for (int l = 0; l < L; ++l) {
+        const uint64_t* b = w->Bits(r, t, l);
+        for (int e = 0; e < E; ++e) c.at(l, e) += (b[e >> 6] >> (e & 63)) & 1;
+      }
+    }
+    r.prefill = std::move(c);
+  }
+  return Status::Ok();
+}
+
 std::vector<double> DriftedShares(const std::vector<double>& shares, double mix_drift,
                                   double progress) {
   std::vector<double> out = shares;

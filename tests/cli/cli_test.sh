@@ -110,6 +110,11 @@ expect_error "refit-interval" "$ELDR" simulate -d 1 --refit --refit-interval 0
 expect_error "min_requests must be" "$ELDR" simulate -d 1 --refit --refit-min 1
 expect_error "mix_drift must be in" "$ELDR" simulate -d 1 --calibration 100 --mix-drift 1.5
 expect_error "single simulations" "$ELDR" simulate --matrix paper --refit
+expect_error "single simulations" "$ELDR" simulate --matrix paper --oracle-signatures
+# --oracle-signatures (research): routes on each request's decode picks, and says so.
+"$ELDR" simulate -m gpt-oss-20b -r 20 -d 6 --calibration 200 --seeds 1 --policies jsq,eldr \
+  --oracle-signatures >"$T/oracle" 2>&1 && grep -q "own decode picks" "$T/oracle" \
+  && grep -q "^eldr " "$T/oracle" && ok || bad "simulate --oracle-signatures: $(cat "$T/oracle")"
 expect_error "a trace has its own mix" "$ELDR" simulate --trace "$DATA/trace-96.eldrtrace" -d 1 \
   --mix-drift 0.3
 

@@ -132,7 +132,8 @@ struct SimulateArgs {
   CLI::Option* model_opt = nullptr;        // to tell an explicit --model
   double popularity = -1, domain_boost = -1, subdomain_boost = -1, request_boost = -1, drift = -1,
          domain_drift = -1;
-  double mix_drift = 0;  // sim::WorkloadOptions::mix_drift
+  double mix_drift = 0;            // sim::WorkloadOptions::mix_drift
+  bool oracle_signatures = false;  // sim::UseDecodeSignatures (research: a ceiling)
   // --refit: every eldr / eldr-plus policy also runs refitted online (label "+refit"), every
   // refit_interval s of simulated time on the requests of the last refit_window s.
   bool refit = false;

@@ -94,6 +94,10 @@ void AddSimulateCommand(CLI::App& app, SimulateArgs& a) {
                 "growing linearly from its calibrated s0 to s0 + X (1 - s0) at the last arrival "
                 "(0..1); calibration keeps the initial mix")
       ->capture_default_str();
+  c->add_flag("--oracle-signatures", a.oracle_signatures,
+              "Research: every request's signature is what it selects while decoding, not its "
+              "prompt's counts; no router can know this, so it bounds what any prompt signature "
+              "can buy");
   c->add_flag("--refit", a.refit,
               "Also run every eldr / eldr-plus policy refitted online in simulated time "
               "(label +refit): eldr::Refit on the recent prompt counts, as eldr serve's refit");
@@ -260,8 +264,10 @@ Status RunSimulate(const SimulateArgs& a) {
   auto hw = sim::FindHardwareProfile(a.hardware);
   if (!hw) return hw.error().WithContext("--hardware");
   if (!a.matrix.empty()) {
-    if (a.refit || a.mix_drift != 0) {
-      return InvalidArgument("--refit and --mix-drift apply to single simulations, not --matrix");
+    if (a.refit || a.mix_drift != 0 || a.oracle_signatures) {
+      return InvalidArgument(
+          "--refit, --mix-drift and --oracle-signatures apply to single simulations, not "
+          "--matrix");
     }
     if (hw->name != sim::CalibrationHardware().name) {
       return InvalidArgument(
@@ -423,6 +429,14 @@ Status RunSimulate(const SimulateArgs& a) {
       if (!w) return w.error();
       labels = w->labels;
       shares = w->label_shares;
+    }
+    if (a.oracle_signatures) {
+      if (Status s = sim::UseDecodeSignatures(&*w); !s.ok()) return s;
+      if (si == 0) {
+        fmt::print(stderr,
+                   "eldr simulate: --oracle-signatures: every signature is the request's own "
+                   "decode picks (a ceiling no router can reach)\n");
+      }
     }
     // Cost parameters from baseline figures only, or assumed with cost_note saying how
     // (docs/calibration.md).

@@ -83,6 +83,17 @@ struct Workload {
 
 Result<Workload> MakeSyntheticWorkload(const ModelGeometry& g, const WorkloadOptions& options);
 
+// Research, a ceiling on what any prompt signature can buy: replaces every request's prompt
+// counts with what it selects while decoding, so that a policy routing on `prefill` knows the
+// experts the request will actually use. An evaluated request gets the counts of its first
+// min(output_tokens, token_patterns) decode-token patterns (its decode tokens cycle through them,
+// so these are its decode counts up to a factor); a calibration request gets its `decode`
+// counts, so the fit partitions the same space. No router can know this before decoding; `eldr
+// simulate --oracle-signatures` uses it to separate the signature's noise from the load bound's
+// price (docs/results.md). Fails, leaving *w untouched, when a calibration request has no
+// decode counts (a capture without them).
+Status UseDecodeSignatures(Workload* w);
+
 // The label mix at fraction `progress` in [0, 1] of a run drifting by `mix_drift` from `shares`
 // (normalised, WorkloadOptions::mix_drift): shares[0] + progress * mix_drift * (1 - shares[0])
 // for the first label, the others scaled by the same factor so that the mix sums to 1.
