@@ -569,6 +569,12 @@ class EmulatorImpl final : public Emulator {
  private:
   double Scaled(double us) const { return us * o_.time_scale; }
   const std::string& ServedName() const { return accepted_.front(); }
+  // The name a response carries: the request's own when it gave one, as vLLM's
+  // OpenAIServing._get_model_name (vllm/entrypoints/openai/serving_engine.py) answers; the first
+  // served name otherwise. The SGLang and hook modes do the same (not checked against SGLang).
+  const std::string& ModelNameFor(const EmuRequest& r) const {
+    return r.model.empty() ? ServedName() : r.model;
+  }
 
   awaitable<void> Accept() {
     for (;;) {
@@ -734,7 +740,7 @@ class EmulatorImpl final : public Emulator {
     PrefillContext c;
     c.id = ResponseId(r.chat, rid, n);
     c.created = UnixNow();
-    c.model_name = ServedName();
+    c.model_name = ModelNameFor(r);
     c.engine_id = engine_id_;
     c.host = o_.host;
     c.port = port_;
@@ -784,7 +790,7 @@ class EmulatorImpl final : public Emulator {
     json::object e{{"id", id},
                    {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
                    {"created", created},
-                   {"model", ServedName()},
+                   {"model", ModelNameFor(r)},
                    {"choices", json::array{std::move(choice)}}};
     return "data: " + json::serialize(e) + "\n\n";
   }
@@ -841,7 +847,7 @@ class EmulatorImpl final : public Emulator {
       json::object res{{"id", id},
                        {"object", r.chat ? "chat.completion" : "text_completion"},
                        {"created", created},
-                       {"model", ServedName()},
+                       {"model", ModelNameFor(r)},
                        {"choices", json::array{std::move(choice)}},
                        {"usage", Usage(T, q->generated)}};
       if (o_.engine == "sglang" && r.return_routed_experts) {
@@ -883,7 +889,7 @@ class EmulatorImpl final : public Emulator {
           json::object u{{"id", id},
                          {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
                          {"created", created},
-                         {"model", ServedName()},
+                         {"model", ModelNameFor(r)},
                          {"choices", json::array{}},
                          {"usage", Usage(T, q->generated)}};
           out += "data: " + json::serialize(u) + "\n\n";
@@ -894,7 +900,7 @@ class EmulatorImpl final : public Emulator {
               {"id", id},
               {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
               {"created", created},
-              {"model", ServedName()},
+              {"model", ModelNameFor(r)},
               {"choices", json::array{}},
               {"sglext",
                json::object{{"routed_experts",
@@ -946,7 +952,8 @@ class EmulatorImpl final : public Emulator {
 
   EmulatorOptions o_;
   std::shared_ptr<const EngineModel> m_;
-  std::vector<std::string> accepted_;  // model names a request may give; front() is echoed
+  std::vector<std::string> accepted_;  // model names a request may give; front() answers a
+                                       // request that names none
   asio::io_context ioc_{1};
   tcp::acceptor acceptor_;
   asio::steady_timer wake_;

@@ -58,7 +58,16 @@ def traffic(port, n, tag, model=MODEL):
                            headers={"X-Eldr-Label": label, "X-Request-Id": f"{tag}-{i}"})
         # A stream counts only when whole: the emulator once lost its last events and [DONE]
         # when its final token came while it was writing the one before.
-        ok += st == 200 and (not body["stream"] or data.rstrip().endswith(b"data: [DONE]"))
+        whole = st == 200 and (not body["stream"] or data.rstrip().endswith(b"data: [DONE]"))
+        # Every answer names the model the client asked for, as vLLM echoes it.
+        if whole:
+            events = ([json.loads(line[6:]) for line in data.decode().splitlines()
+                       if line.startswith("data: {")] if body["stream"] else [json.loads(data)])
+            names = {e.get("model") for e in events}
+            whole = names == {model}
+            if not whole:
+                print(f"  request {tag}-{i} asked for {model!r}, answered as {names}")
+        ok += whole
     return ok
 
 
