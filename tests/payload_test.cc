@@ -249,7 +249,6 @@ TEST(PickListTest, NestedListsMatchReferenceAndRejectMalformed) {
       {"[[[1,2]]", "expected ',' or ']' at offset 8"},
       {"[[[1,2],[3]]]", "ragged top-k lists"},
       {"[[[1.5,2]]]", "expert ids must be integers"},
-      {"[[[1,-2]]]", "expert id out of range"},
       {"[[[1,2]]] x", "trailing characters"},
       {"{\"a\":1}", "expected '[' at offset 0"},
       {"[[[1,2],[3,4]],[[1,2]]]", "ragged layer lists"},
@@ -258,6 +257,9 @@ TEST(PickListTest, NestedListsMatchReferenceAndRejectMalformed) {
     EXPECT_THAT(ParsePickListJson(bad, g), StatusIs(StatusCode::kInvalidArgument, HasSubstr(why)))
         << bad;
   }
+  // A negative id is out of range, like an id past the model's experts.
+  EXPECT_THAT(ParsePickListJson("[[[1,-2]]]", g),
+              StatusIs(StatusCode::kOutOfRange, HasSubstr("expert id -2 out of range at offset")));
   // Right nesting, wrong layer count for this model.
   auto wrong = ParsePickListJson("[[[1,2],[3,4]]]", g);
   ASSERT_THAT(wrong, StatusIs(StatusCode::kInvalidArgument, HasSubstr("layers")));

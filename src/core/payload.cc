@@ -659,7 +659,8 @@ class ListScanner {
     if (Peek() == '.' || Peek() == 'e' || Peek() == 'E')
       return Error("expert ids must be integers");
     if ((v < 0 && !(allow_unknown_ && v == -1)) || v > INT32_MAX) {
-      return Error("expert id out of range");
+      // OUT_OF_RANGE, as an id past the model's experts is refused later.
+      return OutOfRange("pick list: expert id {} out of range at offset {}", v, i_).error();
     }
     out->push_back(static_cast<int32_t>(v));
     return Status::Ok();
