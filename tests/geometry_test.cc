@@ -294,6 +294,19 @@ TEST(HfConfigTest, RefusesUnknownOrInconsistentConfigsNamingTheField) {
   ExpectRefused(Config(R"(, "first_k_dense_replace": 2.5)"),
                 "'first_k_dense_replace' must be an integer, got 2.5");
   ExpectRefused(Config(R"(, "moe_layer_freq": 0)"), "'moe_layer_freq' is 0, outside [1, 2^30]");
+  // Sizes no model has are refused before anything is allocated for them (the fuzzer's
+  // num_hidden_layers 6e8 took 2.2 GB).
+  ExpectRefused(R"({"num_hidden_layers": 6e8, "num_experts": 8, "num_experts_per_tok": 2,
+                    "hidden_size": 8, "intermediate_size": 8})",
+                "'num_hidden_layers' is 600000000; at most 4096 layers are supported");
+  ExpectRefused(R"({"num_hidden_layers": 4096, "num_experts": 65535, "num_experts_per_tok": 2,
+                    "hidden_size": 8, "intermediate_size": 8})",
+                "4096 MoE layers x 65535 experts is more than the 4194304 count entries");
+  EXPECT_TRUE(ModelFromHfConfig(R"({"num_hidden_layers": 4096, "num_experts": 1024,
+                                    "num_experts_per_tok": 8, "hidden_size": 8,
+                                    "intermediate_size": 8})",
+                                "x")
+                  .has_value());
   ExpectRefused(Config(R"(, "decoder_sparse_step": true)"), "'decoder_sparse_step' must be an");
   ExpectRefused(Config(R"(, "mlp_only_layers": [3, 12])"),
                 "'mlp_only_layers' holds 12, not a layer index in [0, 12)");

@@ -111,6 +111,18 @@ TEST(ModelGeometryJsonTest, RefusesBadDescriptionsNamingTheField) {
   EXPECT_THAT(with("hidden_size", 0),
               StatusIs(StatusCode::kInvalidArgument, HasSubstr("'hidden_size'")));
   EXPECT_THAT(with("name", ""), StatusIs(StatusCode::kInvalidArgument, HasSubstr("'name'")));
+  // A header may not describe sizes no model has: layers past the bound, or count tables of
+  // 16,777,216 x 16 entries.
+  EXPECT_THAT(with("total_layers", 1 << 24),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("at most 4096 are supported")));
+  EXPECT_THAT(with("moe_layers", 1 << 24),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("x 16 experts is more than")));
+  boost::json::object huge = boost::json::parse(ModelGeometryToJson(Custom())).as_object();
+  huge["total_layers"] = 4096;
+  huge["moe_layers"] = 4096;
+  huge["experts"] = 65535;
+  EXPECT_THAT(ModelGeometryFromJson(boost::json::serialize(huge)),
+              StatusIs(StatusCode::kInvalidArgument, HasSubstr("4194304 count entries")));
   EXPECT_THAT(with("display_name", nullptr),
               IsOkAndHolds(testing::Field(&ModelGeometry::display_name, "my-moe")));
 }

@@ -20,6 +20,12 @@
 
 namespace eldr {
 
+// Bounds on a model eldr accepts, far above any published MoE (DeepSeek-V3: 61 layers x 256
+// experts; Qwen3-235B-A22B: 94 x 128): a hostile or mistyped config or file header must not make
+// eldr allocate gigabytes (num_hidden_layers 6e8 did, found by fuzzing).
+inline constexpr int kMaxModelLayers = 4096;                   // hidden layers
+inline constexpr int64_t kMaxCountEntries = int64_t{1} << 22;  // L*E of one count table
+
 struct ModelGeometry {
   std::string name;          // canonical lower-case id, e.g. "qwen3-30b-a3b"
   std::string display_name;  // e.g. "Qwen3-30B-A3B"
@@ -58,9 +64,9 @@ struct ModelGeometry {
   int64_t ExpertWeightBytes() const;
   // L*E: entries of a count table.
   int CountEntries() const { return moe_layers * experts; }
-  // OK iff every field is in range (positive sizes, top_k <= experts, layers consistent, and
-  // moe_layer_ids, when set, moe_layers ascending ids in [0, total_layers) starting at
-  // first_moe_layer).
+  // OK iff every field is in range (positive sizes, top_k <= experts, at most kMaxModelLayers
+  // hidden layers and kMaxCountEntries count entries, layers consistent, and moe_layer_ids, when
+  // set, moe_layers ascending ids in [0, total_layers) starting at first_moe_layer).
   Status Validate() const;
 };
 

@@ -225,6 +225,18 @@ Status ModelGeometry::Validate() const {
     return InvalidArgument("model '{}': top_k {} exceeds {} experts", name, top_k, experts).error();
   }
   if (experts > 65535) return InvalidArgument("model '{}': too many experts", name).error();
+  if (total_layers > kMaxModelLayers) {
+    return InvalidArgument("model '{}': {} layers; at most {} are supported", name, total_layers,
+                           kMaxModelLayers)
+        .error();
+  }
+  if (int64_t{moe_layers} * experts > kMaxCountEntries) {
+    return InvalidArgument(
+               "model '{}': {} MoE layers x {} experts is more than the {} count entries "
+               "supported",
+               name, moe_layers, experts, kMaxCountEntries)
+        .error();
+  }
   if (first_moe_layer < 0 || total_layers < first_moe_layer + moe_layers) {
     return InvalidArgument("model '{}': {} total layers cannot hold {} dense + {} MoE layers", name,
                            total_layers, first_moe_layer, moe_layers)
@@ -295,6 +307,10 @@ Result<ModelGeometry> ModelFromHfConfig(std::string_view text, std::string_view 
   }
   ModelGeometry g;
   ELDR_ASSIGN_OR_RETURN(g.total_layers, c.Required({"num_hidden_layers"}, 1, "layer count"));
+  if (g.total_layers > kMaxModelLayers) {  // before the per-layer map is built
+    return InvalidArgument("config field '{}' is {}; at most {} layers are supported",
+                           c.Name("num_hidden_layers"), g.total_layers, kMaxModelLayers);
+  }
   ELDR_ASSIGN_OR_RETURN(g.experts,
                         c.Required({"num_experts", "n_routed_experts", "num_local_experts"}, 0,
                                    "routed-expert count"));
