@@ -395,6 +395,27 @@ TEST(EmuRequestTest, ParsesItsOwnWay) {
       StatusIs(StatusCode::kInvalidArgument, HasSubstr("'messages' must be a non-empty list")));
 }
 
+// Both engines echo a request's own model; without one, vLLM names its first served model and
+// SGLang its request models' default, "default" (sglang/srt/entrypoints/openai/protocol.py). vLLM
+// takes `"model": null` as no model (`model: str | None`); SGLang would refuse it (`model: str`).
+TEST(EmuRequestTest, ResponsesNameTheModelAsEachEngineDoes) {
+  auto mp = Model();
+  const EngineModel& m = *mp;
+  auto named = ParseEmuRequest(false, R"({"model":"my-moe","prompt":"a"})", m, 16);
+  auto unnamed = ParseEmuRequest(false, R"({"prompt":"a"})", m, 16);
+  auto null_named = ParseEmuRequest(true,
+                                    R"({"model":null,"messages":[{"role":"user",)"
+                                    R"("content":"a"}]})",
+                                    m, 16);
+  ASSERT_TRUE(named && unnamed && null_named);
+  for (const char* backend : {"vllm", "sglang"}) {
+    EXPECT_EQ(ResponseModelName(backend, *named, "served"), "my-moe") << backend;
+  }
+  EXPECT_EQ(ResponseModelName("vllm", *unnamed, "served"), "served");
+  EXPECT_EQ(ResponseModelName("sglang", *unnamed, "served"), "default");
+  EXPECT_EQ(ResponseModelName("vllm", *null_named, "served"), "served");
+}
+
 TEST(EmuFaultTest, RequestNamesItsOwnPrefillFault) {
   auto mp = Model();
   const EngineModel& m = *mp;

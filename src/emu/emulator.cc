@@ -456,6 +456,12 @@ HttpAnswer BuildPrefillAnswer(const EmulatorOptions& o, const EngineModel& model
   return {200, std::move(body)};
 }
 
+std::string ResponseModelName(std::string_view backend, const EmuRequest& r,
+                              std::string_view served_name) {
+  if (!r.model.empty()) return r.model;
+  return std::string(backend == "sglang" ? "default" : served_name);
+}
+
 std::string EmulatorOptions::ResolvedEngine() const {
   if (!engine.empty()) return engine;
   return backend == "sglang" ? "sglang" : "vllm-0.22";
@@ -569,11 +575,8 @@ class EmulatorImpl final : public Emulator {
  private:
   double Scaled(double us) const { return us * o_.time_scale; }
   const std::string& ServedName() const { return accepted_.front(); }
-  // The name a response carries: the request's own when it gave one, as vLLM's
-  // OpenAIServing._get_model_name (vllm/entrypoints/openai/serving_engine.py) answers; the first
-  // served name otherwise. The SGLang and hook modes do the same (not checked against SGLang).
-  const std::string& ModelNameFor(const EmuRequest& r) const {
-    return r.model.empty() ? ServedName() : r.model;
+  std::string ModelNameFor(const EmuRequest& r) const {
+    return ResponseModelName(o_.backend, r, ServedName());
   }
 
   awaitable<void> Accept() {

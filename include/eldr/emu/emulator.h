@@ -70,8 +70,9 @@ struct EmulatorOptions {
   // sglang). eldr-hooks needs backend vllm.
   std::string engine;
   bool honour_prompt_start = false;  // vllm-0.22: apply routed_experts_prompt_start
-  // Names a request's `model` may give (the first is echoed in responses); empty = the geometry's
-  // canonical name, its display name also accepted.
+  // Names a request's `model` may give (the first names responses to requests that give none, on
+  // backend vllm: ResponseModelName); empty = the geometry's canonical name, its display name also
+  // accepted.
   std::vector<std::string> served_model_names;
   std::string api_key;              // "" = no authentication
   int prefix_cache_blocks = 65536;  // vllm-0.21: blocks the emulated prefix cache remembers
@@ -142,6 +143,15 @@ class PrefixCache {
   std::list<uint64_t> lru_;  // front = most recent
   std::unordered_map<uint64_t, std::list<uint64_t>::iterator> index_;
 };
+
+// The `model` every response to `r` names: the request's own name when it gave one, as both
+// engines answer (vLLM's OpenAIServing._get_model_name in
+// vllm/entrypoints/openai/serving_engine.py; SGLang's serving_completions.py and serving_chat.py
+// answer `request.model`). A request without one is answered with `served_name` on backend vllm and
+// with "default" on backend sglang, whose request models default `model` to DEFAULT_MODEL_NAME
+// ("default", sglang/srt/entrypoints/openai/protocol.py).
+std::string ResponseModelName(std::string_view backend, const EmuRequest& r,
+                              std::string_view served_name);
 
 struct PrefillContext {
   std::string id;          // response id (cmpl-... / chatcmpl-...)
