@@ -575,6 +575,10 @@ class EmulatorImpl final : public Emulator {
  private:
   double Scaled(double us) const { return us * o_.time_scale; }
   const std::string& ServedName() const { return accepted_.front(); }
+  // SGLang's completion stream events are model_dump_json() of CompletionStreamResponse, whose
+  // serializer drops only a None sglext: every event but the usage one carries "usage": null.
+  // (Its chat stream is not checked, so it keeps vLLM's shape.)
+  bool SglangNullUsage(const EmuRequest& r) const { return o_.backend == "sglang" && !r.chat; }
   std::string ModelNameFor(const EmuRequest& r) const {
     return ResponseModelName(o_.backend, r, ServedName());
   }
@@ -795,6 +799,7 @@ class EmulatorImpl final : public Emulator {
                    {"created", created},
                    {"model", ModelNameFor(r)},
                    {"choices", json::array{std::move(choice)}}};
+    if (SglangNullUsage(r)) e["usage"] = nullptr;
     return "data: " + json::serialize(e) + "\n\n";
   }
 
@@ -888,6 +893,19 @@ class EmulatorImpl final : public Emulator {
                      Choice(r.chat, true, fmt::format(" tok{}", sent), sent + 1 == q->max_tokens));
       }
       if (q->done) {
+        if (o_.engine == "sglang" && r.return_routed_experts) {
+          // SGLang streams sglext in an event of its own, with no choices, before the usage
+          // event (serving_completions.py, serving_chat.py).
+          json::object x{{"id", id},
+                         {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+                         {"created", created},
+                         {"model", ModelNameFor(r)},
+                         {"choices", json::array{}}};
+          if (SglangNullUsage(r)) x["usage"] = nullptr;
+          x["sglext"] = json::object{
+              {"routed_experts", DecodeInt32Payload(*m_, q->archetype, T, start, q->generated)}};
+          out += "data: " + json::serialize(x) + "\n\n";
+        }
         if (r.include_usage) {
           json::object u{{"id", id},
                          {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
@@ -896,19 +914,6 @@ class EmulatorImpl final : public Emulator {
                          {"choices", json::array{}},
                          {"usage", Usage(T, q->generated)}};
           out += "data: " + json::serialize(u) + "\n\n";
-        }
-        if (o_.engine == "sglang" && r.return_routed_experts) {
-          // SGLang streams sglext in an event of its own, with no choices.
-          json::object x{
-              {"id", id},
-              {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
-              {"created", created},
-              {"model", ModelNameFor(r)},
-              {"choices", json::array{}},
-              {"sglext",
-               json::object{{"routed_experts",
-                             DecodeInt32Payload(*m_, q->archetype, T, start, q->generated)}}}};
-          out += "data: " + json::serialize(x) + "\n\n";
         }
         out += "data: [DONE]\n\n";
         ended = true;
