@@ -456,10 +456,10 @@ HttpAnswer BuildPrefillAnswer(const EmulatorOptions& o, const EngineModel& model
   return {200, std::move(body)};
 }
 
-std::string ResponseModelName(std::string_view backend, const EmuRequest& r,
-                              std::string_view served_name) {
+std::string_view ResponseModelName(std::string_view backend, const EmuRequest& r,
+                                   std::string_view served_name) {
   if (!r.model.empty()) return r.model;
-  return std::string(backend == "sglang" ? "default" : served_name);
+  return backend == "sglang" ? "default" : served_name;
 }
 
 std::string EmulatorOptions::ResolvedEngine() const {
@@ -575,11 +575,7 @@ class EmulatorImpl final : public Emulator {
  private:
   double Scaled(double us) const { return us * o_.time_scale; }
   const std::string& ServedName() const { return accepted_.front(); }
-  // SGLang's completion stream events are model_dump_json() of CompletionStreamResponse, whose
-  // serializer drops only a None sglext: every event but the usage one carries "usage": null.
-  // (Its chat stream is not checked, so it keeps vLLM's shape.)
-  bool SglangNullUsage(const EmuRequest& r) const { return o_.backend == "sglang" && !r.chat; }
-  std::string ModelNameFor(const EmuRequest& r) const {
+  std::string_view ModelNameFor(const EmuRequest& r) const {
     return ResponseModelName(o_.backend, r, ServedName());
   }
 
@@ -792,15 +788,25 @@ class EmulatorImpl final : public Emulator {
     }
   }
 
-  std::string Event(const EmuRequest& r, const std::string& id, int64_t created,
-                    json::object choice) const {
+  // One stream event's object, every field up to the choices.
+  json::object Chunk(const EmuRequest& r, const std::string& id, int64_t created,
+                     json::array choices) const {
     json::object e{{"id", id},
                    {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
                    {"created", created},
                    {"model", ModelNameFor(r)},
-                   {"choices", json::array{std::move(choice)}}};
-    if (SglangNullUsage(r)) e["usage"] = nullptr;
-    return "data: " + json::serialize(e) + "\n\n";
+                   {"choices", std::move(choices)}};
+    // SGLang's completion stream events are model_dump_json() of CompletionStreamResponse, whose
+    // serializer drops only a None sglext, so they carry "usage": null until the usage event
+    // fills it. (Its chat stream is not checked, so it keeps vLLM's shape.)
+    if (o_.backend == "sglang" && !r.chat) e["usage"] = nullptr;
+    return e;
+  }
+
+  std::string Event(const EmuRequest& r, const std::string& id, int64_t created,
+                    json::object choice) const {
+    return "data: " + json::serialize(Chunk(r, id, created, json::array{std::move(choice)})) +
+           "\n\n";
   }
 
   awaitable<bool> Decode(beast::tcp_stream& s, const EmuRequest& r, bool kv_from_remote,
@@ -896,23 +902,14 @@ class EmulatorImpl final : public Emulator {
         if (o_.engine == "sglang" && r.return_routed_experts) {
           // SGLang streams sglext in an event of its own, with no choices, before the usage
           // event (serving_completions.py, serving_chat.py).
-          json::object x{{"id", id},
-                         {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
-                         {"created", created},
-                         {"model", ModelNameFor(r)},
-                         {"choices", json::array{}}};
-          if (SglangNullUsage(r)) x["usage"] = nullptr;
+          json::object x = Chunk(r, id, created, json::array{});
           x["sglext"] = json::object{
               {"routed_experts", DecodeInt32Payload(*m_, q->archetype, T, start, q->generated)}};
           out += "data: " + json::serialize(x) + "\n\n";
         }
         if (r.include_usage) {
-          json::object u{{"id", id},
-                         {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
-                         {"created", created},
-                         {"model", ModelNameFor(r)},
-                         {"choices", json::array{}},
-                         {"usage", Usage(T, q->generated)}};
+          json::object u = Chunk(r, id, created, json::array{});
+          u["usage"] = Usage(T, q->generated);
           out += "data: " + json::serialize(u) + "\n\n";
         }
         out += "data: [DONE]\n\n";

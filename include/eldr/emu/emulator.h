@@ -149,9 +149,10 @@ class PrefixCache {
 // vllm/entrypoints/openai/serving_engine.py; SGLang's serving_completions.py and serving_chat.py
 // answer `request.model`). A request without one is answered with `served_name` on backend vllm and
 // with "default" on backend sglang, whose request models default `model` to DEFAULT_MODEL_NAME
-// ("default", sglang/srt/entrypoints/openai/protocol.py).
-std::string ResponseModelName(std::string_view backend, const EmuRequest& r,
-                              std::string_view served_name);
+// ("default", sglang/srt/entrypoints/openai/protocol.py). The view refers to `r.model`,
+// `served_name` or a static string.
+std::string_view ResponseModelName(std::string_view backend, const EmuRequest& r,
+                                   std::string_view served_name);
 
 struct PrefillContext {
   std::string id;          // response id (cmpl-... / chatcmpl-...)
